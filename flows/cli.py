@@ -1,0 +1,417 @@
+"""The ``pricecast`` command line.
+
+``pricecast run`` runs the ``daily-pipeline`` Prefect flow; ``ingest``,
+``sequences``, ``train`` and ``forecast`` run one stage each, directly,
+without starting Prefect. Every command reads its defaults from the
+``PRICECAST_*`` environment, and its options override them. A failure
+prints one line saying why and exits non-zero (1 for an error of the
+pipeline, 2 for a usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline import __version__
+from pipeline.errors import ConfigurationError, PricecastError
+from pipeline.settings import Settings
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _tickers(text: str) -> list[str]:
+    tickers = [item.strip().upper() for item in text.split(",") if item.strip()]
+    if not tickers:
+        raise argparse.ArgumentTypeError("expected tickers separated by commas, e.g. AAPL,MSFT")
+    return tickers
+
+
+def _common_options() -> argparse.ArgumentParser:
+    # Defaults are suppressed so that an option given before the command is not
+    # reset by the command's own copy of the option (argparse sub-parser rule).
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = common.add_argument_group("common options")
+    group.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="SQLAlchemy database URL (default: $PRICECAST_DATABASE_URL, "
+        "else sqlite:///<home>/pricecast.db)",
+    )
+    group.add_argument(
+        "--home",
+        metavar="PATH",
+        help="folder for sequence and model files (default: $PRICECAST_HOME, else ~/.pricecast)",
+    )
+    group.add_argument("-q", "--quiet", action="store_true", help="show warnings and errors only")
+    group.add_argument("--debug", action="store_true", help="show a traceback when a command fails")
+    return common
+
+
+def _add_as_of(parser: argparse.ArgumentParser, default_help: str) -> None:
+    parser.add_argument("--as-of", type=_date, metavar="DATE", help=f"as-of date; {default_help}")
+
+
+def _add_tickers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tickers",
+        type=_tickers,
+        metavar="A,B",
+        help="tickers to process (default: $PRICECAST_TICKERS, else all)",
+    )
+
+
+def _add_mode(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "retrain", "finetune"),
+        default="auto",
+        help="retrain from fresh weights, fine-tune the current model on new windows, "
+        "or let the policy choose (default: auto)",
+    )
+
+
+def _add_horizon(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        metavar="N",
+        help="business days to forecast (default: $PRICECAST_HORIZON, else 5)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="pricecast",
+        description="Daily closing prices in, LSTM forecasts out, in a SQL database.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"pricecast {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="run the whole daily pipeline (a Prefect flow)",
+        description="Ingest, rebuild sequences, train or reuse the model, and forecast.",
+    )
+    _add_as_of(run, "default: the newest price after ingesting")
+    _add_tickers(run)
+    run.add_argument(
+        "--source",
+        action="append",
+        metavar="PATH",
+        help="file or folder to ingest; repeat for several "
+        "(default: $PRICECAST_SOURCE, else the bundled sample)",
+    )
+    _add_mode(run)
+    _add_horizon(run)
+    run.set_defaults(handler=_run)
+
+    ingest = commands.add_parser(
+        "ingest",
+        parents=[common],
+        help="load price files into the prices table",
+        description="Upsert CSV, CSV.gz or Parquet price files (long, single-ticker or wide).",
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    _add_as_of(ingest, "rows after it are not loaded (default: load every date)")
+    _add_tickers(ingest)
+    ingest.set_defaults(handler=_ingest)
+
+    sequences = commands.add_parser(
+        "sequences",
+        parents=[common],
+        help="build the scaled windows of each ticker",
+        description="Write each ticker's scaled sliding windows as Parquet.",
+    )
+    _add_as_of(sequences, "default: the newest price")
+    _add_tickers(sequences)
+    sequences.set_defaults(handler=_sequences)
+
+    train_cmd = commands.add_parser(
+        "train",
+        parents=[common],
+        help="retrain or fine-tune the model",
+        description="Train on the sequences built as of the as-of date.",
+    )
+    _add_as_of(train_cmd, "default: the newest price")
+    _add_tickers(train_cmd)
+    _add_mode(train_cmd)
+    train_cmd.set_defaults(handler=_train)
+
+    forecast_cmd = commands.add_parser(
+        "forecast",
+        parents=[common],
+        help="write forecasts for the next business days",
+        description="Forecast with the newest model trained on data up to the as-of date.",
+    )
+    _add_as_of(forecast_cmd, "default: the newest price")
+    _add_tickers(forecast_cmd)
+    _add_horizon(forecast_cmd)
+    forecast_cmd.add_argument(
+        "--model-version", type=int, metavar="N", help="model version to use (default: current)"
+    )
+    forecast_cmd.set_defaults(handler=_forecast)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    given: dict[str, Any] = {}
+    for option, name in (
+        ("database_url", "database_url"),
+        ("home", "home"),
+        ("tickers", "tickers"),
+        ("horizon", "horizon"),
+        ("source", "source"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            given[name] = value
+    return Settings(**given)
+
+
+def _flag(args: argparse.Namespace, name: str) -> bool:
+    return bool(getattr(args, name, False))
+
+
+def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
+    level = (
+        logging.WARNING
+        if _flag(args, "quiet")
+        else getattr(logging, settings.log_level.upper(), 20)
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s", "%H:%M:%S")
+    )
+    library = logging.getLogger("pipeline")
+    library.handlers[:] = [handler]
+    library.setLevel(level)
+    library.propagate = False
+
+
+def _open(settings: Settings):  # noqa: ANN202
+    from pipeline.db.migrate import open_database
+
+    return open_database(settings.resolved_database_url)
+
+
+def _as_of(conn: Any, args: argparse.Namespace, settings: Settings) -> dt.date:
+    if args.as_of is not None:
+        return args.as_of
+    from pipeline.db.prices import latest_trade_date
+
+    latest = latest_trade_date(conn, settings.tickers)
+    if latest is None:
+        raise PricecastError("the prices table is empty; run `pricecast ingest PATH` first")
+    return latest
+
+
+def _print(lines: Sequence[tuple[str, object]]) -> None:
+    width = max(len(label) for label, _ in lines) + 1
+    for label, value in lines:
+        print(f"{label + ':':<{width}} {value}")
+
+
+def _database_line(settings: Settings) -> tuple[str, object]:
+    from pipeline.db.engine import describe_url
+
+    return ("database", describe_url(settings.resolved_database_url))
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ingest.load import ingest_paths
+
+    engine = _open(settings)
+    with engine.begin() as conn:
+        report = ingest_paths(conn, args.paths, as_of=args.as_of, tickers=settings.tickers)
+    _print(
+        [
+            _database_line(settings),
+            ("files", len(report.files)),
+            ("rows read", report.rows_read),
+            ("rows loaded", report.rows_loaded),
+            ("after as-of", report.rows_after_as_of),
+            ("other tickers", report.rows_other_tickers),
+            ("tickers", ", ".join(report.tickers) or "-"),
+        ]
+    )
+    return 0
+
+
+def _sequences(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.sequences.build import build_sequences
+
+    engine = _open(settings)
+    with engine.begin() as conn:
+        as_of = _as_of(conn, args, settings)
+        result = build_sequences(
+            conn, settings.home_path, as_of, settings.tickers, settings.sequence_config()
+        )
+    summary = result.summary()
+    skipped = "; ".join(f"{ticker}: {why}" for ticker, why in result.skipped.items())
+    _print(
+        [
+            _database_line(settings),
+            ("as of", as_of),
+            ("tickers", ", ".join(result.tickers)),
+            ("train windows", summary["train_windows"]),
+            ("validation windows", summary["validation_windows"]),
+            ("files", settings.home_path / "sequences"),
+            ("skipped", skipped or "-"),
+        ]
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.model.train import train
+
+    engine = _open(settings)
+    with engine.begin() as conn:
+        as_of = _as_of(conn, args, settings)
+        result = train(
+            conn,
+            settings.home_path,
+            as_of,
+            settings.tickers,
+            args.mode,
+            settings.sequence_config(),
+            settings.training_config(),
+        )
+    _print(
+        [
+            _database_line(settings),
+            ("as of", as_of),
+            ("model", _model_line(result.summary())),
+            ("tickers", ", ".join(result.tickers)),
+        ]
+    )
+    return 0
+
+
+def _model_line(model: dict[str, Any]) -> str:
+    loss = model["val_loss"]
+    loss_text = "" if loss is None else f", val_loss {loss:.6f}"
+    return f"v{model['model_version']} ({model['action']}: {model['reason']}{loss_text})"
+
+
+def _forecast(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.model.forecast import forecast
+
+    engine = _open(settings)
+    with engine.begin() as conn:
+        as_of = _as_of(conn, args, settings)
+        result = forecast(conn, as_of, settings.tickers, settings.horizon, args.model_version)
+    _print(
+        [
+            _database_line(settings),
+            ("as of", as_of),
+            ("model", f"v{result.model_version}"),
+            ("tickers", ", ".join(result.tickers)),
+            ("forecasts", f"{result.rows} written ({result.horizon} business days)"),
+        ]
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ingest.readers import expand_sources
+
+    # Check what fails most often before Prefect starts, for a one-line error.
+    expand_sources(settings.source_paths)
+    _open(settings).dispose()
+
+    from flows.daily import daily_pipeline
+
+    summary = daily_pipeline(
+        as_of_date=args.as_of,
+        tickers=settings.tickers,
+        sources=[str(path) for path in settings.source_paths],
+        mode=args.mode,
+        horizon=settings.horizon,
+        database_url=settings.resolved_database_url,
+        home=str(settings.home_path),
+    )
+    ingest, model, fc = summary["ingest"], summary["model"], summary["forecast"]
+    _print(
+        [
+            ("database", summary["database"]),
+            ("home", summary["home"]),
+            ("as of", summary["as_of"]),
+            ("tickers", f"{', '.join(fc['tickers'])} ({len(fc['tickers'])})"),
+            (
+                "ingested",
+                f"{ingest['rows_loaded']} rows loaded of {ingest['rows_read']} read "
+                f"from {ingest['files']} file(s)",
+            ),
+            ("model", _model_line(model)),
+            (
+                "forecasts",
+                f"{fc['forecasts_written']} written ({fc['horizon']} business days after "
+                f"{summary['as_of']})",
+            ),
+        ]
+    )
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        settings = _settings(args)
+        if handler is not _run:  # flows log through Prefect's handlers
+            _configure_logging(args, settings)
+        return handler(args, settings)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return _fail(args, ConfigurationError(f"invalid setting ({problems})"))
+    except PricecastError as exc:
+        return _fail(args, exc)
+    except KeyboardInterrupt:
+        print("pricecast: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence of a command line
+        return _fail(args, exc, unexpected=True)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, unexpected: bool = False) -> int:
+    if _flag(args, "debug"):
+        raise exc
+    if unexpected:
+        message = f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+    else:
+        message = str(exc)
+    print(f"pricecast: error: {_one_line(message)}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The ``daily-pipeline`` flow: ingest, sequences, train, forecast."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+
+from flows.tasks import (
+    forecast_task,
+    ingest_task,
+    latest_price_date_task,
+    prepare_database,
+    sequences_task,
+    train_task,
+)
+from pipeline.db.engine import describe_url
+from pipeline.errors import MissingDataError
+from pipeline.settings import Settings
+
+#: The exchange whose local date a scheduled run's time is read in.
+EXCHANGE_TIMEZONE = ZoneInfo("America/New_York")
+
+
+def scheduled_as_of() -> dt.date | None:
+    """The exchange-local date of this flow run's scheduled time, if a schedule created it.
+
+    Runs started by hand (from the command line, or a deployment run
+    triggered by a person) return ``None``: their as-of date defaults to the
+    newest price instead.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or not context.flow_run.auto_scheduled:
+        return None
+    scheduled = context.flow_run.expected_start_time
+    if scheduled is None:
+        return None
+    return scheduled.astimezone(EXCHANGE_TIMEZONE).date()
+
+
+def build_settings(
+    database_url: str | None = None,
+    home: str | None = None,
+    sources: list[str] | None = None,
+    tickers: list[str] | None = None,
+    horizon: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Settings from the environment, overridden by the flow's parameters."""
+    given: dict[str, Any] = dict(overrides or {})
+    for name, value in (
+        ("database_url", database_url),
+        ("home", home),
+        ("source", sources),
+        ("tickers", tickers),
+        ("horizon", horizon),
+    ):
+        if value is not None:
+            given[name] = value
+    return Settings(**given)
+
+
+@flow(name="daily-pipeline", log_prints=False)
+def daily_pipeline(
+    as_of_date: dt.date | None = None,
+    tickers: list[str] | None = None,
+    sources: list[str] | None = None,
+    mode: str = "auto",
+    horizon: int | None = None,
+    database_url: str | None = None,
+    home: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Ingest prices, rebuild sequences, train or reuse the model, and write forecasts.
+
+    Args:
+        as_of_date: the last date whose prices may be used. Default: the
+            scheduled run's date in New York, else the newest price ingested.
+        tickers: tickers to process; default ``PRICECAST_TICKERS``, else all.
+        sources: files or folders to ingest; default ``PRICECAST_SOURCE``, else
+            the bundled sample.
+        mode: ``auto``, ``retrain`` or ``finetune``.
+        horizon: business days to forecast; default ``PRICECAST_HORIZON`` (5).
+        database_url: default ``PRICECAST_DATABASE_URL``, else SQLite in the home folder.
+        home: folder for sequence and model files; default ``PRICECAST_HOME``.
+        overrides: other settings for this run, e.g. ``{"epochs": 5}``.
+
+    Returns:
+        A summary: database, as-of date, rows ingested, model version and
+        decision, forecasts written.
+    """
+    logger = get_run_logger()
+    settings = build_settings(database_url, home, sources, tickers, horizon, overrides)
+    url = settings.resolved_database_url
+    home_path = str(settings.home_path)
+    wanted = settings.tickers
+    logger.info("database %s, home %s", describe_url(url), home_path)
+    prepare_database(url)
+
+    as_of = as_of_date or scheduled_as_of()
+    ingested = ingest_task(url, [str(path) for path in settings.source_paths], as_of, wanted)
+    if as_of is None:
+        as_of = latest_price_date_task(url, wanted)
+        if as_of is None:
+            raise MissingDataError("no prices were ingested; nothing to forecast")
+        logger.info("as-of date: %s (the newest price)", as_of)
+    else:
+        logger.info("as-of date: %s", as_of)
+
+    sequences = sequences_task(url, home_path, as_of, wanted, settings.sequence_config())
+    if sequences["skipped"]:
+        logger.warning("tickers without enough history, skipped: %s", sequences["skipped"])
+    trained = train_task(
+        url,
+        home_path,
+        as_of,
+        sequences["tickers"],
+        mode,
+        settings.sequence_config(),
+        settings.training_config(),
+    )
+    logger.info(
+        "model v%s: %s (%s)", trained["model_version"], trained["action"], trained["reason"]
+    )
+    forecasted = forecast_task(
+        url, as_of, sequences["tickers"], settings.horizon, trained["model_version"]
+    )
+    summary = {
+        "database": describe_url(url),
+        "home": home_path,
+        "as_of": as_of.isoformat(),
+        "ingest": ingested,
+        "sequences": sequences,
+        "model": trained,
+        "forecast": forecasted,
+    }
+    logger.info(
+        "done: %d tickers, %d rows ingested, model v%s (%s), %d forecasts written",
+        len(forecasted["tickers"]),
+        ingested["rows_loaded"],
+        trained["model_version"],
+        trained["action"],
+        forecasted["forecasts_written"],
+    )
+    return summary

@@ -1,0 +1,126 @@
+"""One Prefect task per stage; each opens the database and calls one ``pipeline`` function.
+
+Tasks take and return plain values (URLs, paths, dates, dictionaries), never
+engines or models: Prefect may pickle what a task returns. Retries are for
+database I/O only: an error of the pipeline's own (bad input, missing data)
+fails at once, since retrying would fail the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy.engine import Engine
+
+from pipeline.db.migrate import current_revision, open_database
+from pipeline.db.prices import latest_trade_date
+from pipeline.errors import PricecastError
+from pipeline.ingest.load import ingest_paths
+from pipeline.model.config import ModelConfig
+from pipeline.model.forecast import forecast
+from pipeline.model.train import train
+from pipeline.sequences.build import build_sequences
+from pipeline.sequences.config import SequenceConfig
+
+IO_RETRIES = 3
+IO_RETRY_DELAYS = [2, 5, 15]
+
+
+def retry_on_io_errors(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry unless the failure is one of the pipeline's own, deterministic errors."""
+    try:
+        state.result()
+    except PricecastError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient I/O
+        return True
+    return False
+
+
+@lru_cache(maxsize=8)
+def database(url: str) -> Engine:
+    """One engine per database URL and process, with the schema in place."""
+    return open_database(url)
+
+
+_IO = {
+    "retries": IO_RETRIES,
+    "retry_delay_seconds": IO_RETRY_DELAYS,
+    "retry_condition_fn": retry_on_io_errors,
+    "cache_policy": NO_CACHE,
+}
+
+
+@task(name="prepare-database", timeout_seconds=300, **_IO)
+def prepare_database(database_url: str) -> str:
+    """Connect and create or upgrade the schema; returns the schema revision."""
+    engine = database(database_url)
+    with engine.connect() as conn:
+        return current_revision(conn) or ""
+
+
+@task(name="ingest", timeout_seconds=3600, **_IO)
+def ingest_task(
+    database_url: str,
+    sources: list[str],
+    as_of: dt.date | None,
+    tickers: list[str] | None,
+) -> dict[str, Any]:
+    """Upsert the source files into ``prices``."""
+    with database(database_url).begin() as conn:
+        return ingest_paths(conn, sources, as_of=as_of, tickers=tickers).summary()
+
+
+@task(name="latest-price-date", timeout_seconds=300, **_IO)
+def latest_price_date_task(database_url: str, tickers: list[str] | None) -> dt.date | None:
+    """The newest trade date in ``prices`` among ``tickers``."""
+    with database(database_url).connect() as conn:
+        return latest_trade_date(conn, tickers)
+
+
+@task(name="sequences", timeout_seconds=3600, **_IO)
+def sequences_task(
+    database_url: str,
+    home: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    config: SequenceConfig,
+) -> dict[str, Any]:
+    """Build the scaled windows of each ticker as of ``as_of``."""
+    with database(database_url).begin() as conn:
+        return build_sequences(conn, Path(home), as_of, tickers, config).summary()
+
+
+@task(name="train", timeout_seconds=6 * 3600, cache_policy=NO_CACHE)
+def train_task(
+    database_url: str,
+    home: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    mode: str,
+    sequence_config: SequenceConfig,
+    model_config: ModelConfig,
+) -> dict[str, Any]:
+    """Retrain, fine-tune or reuse the model; returns the version to forecast with."""
+    with database(database_url).begin() as conn:
+        return train(
+            conn, Path(home), as_of, tickers, mode, sequence_config, model_config
+        ).summary()
+
+
+@task(name="forecast", timeout_seconds=3600, **_IO)
+def forecast_task(
+    database_url: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    horizon: int,
+    model_version: int,
+) -> dict[str, Any]:
+    """Write the next ``horizon`` business days' forecasts."""
+    with database(database_url).begin() as conn:
+        return forecast(conn, as_of, tickers, horizon, model_version).summary()

@@ -1,0 +1,109 @@
+"""Engines from URLs, with errors a user can act on, and schema creation.
+
+Functions elsewhere take a ``Connection``; only this module builds engines.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+
+from pipeline.errors import ConfigurationError, DatabaseUnavailableError
+
+logger = logging.getLogger(__name__)
+
+# Drivers this project installs, used when a URL names only the database kind.
+_DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+
+def parse_url(url: str) -> URL:
+    """Parse a database URL, choosing the installed driver when none is named.
+
+    Raises:
+        ConfigurationError: the URL is not a valid SQLAlchemy URL.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(
+            f"invalid database URL {url!r}: expected e.g. sqlite:////path/to/file.db "
+            "or postgresql://user@host:5432/dbname"
+        ) from exc
+    if parsed.drivername in _DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
+    return parsed
+
+
+def describe_url(url: str | URL) -> str:
+    """The URL as it may be shown to people: the password is masked."""
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of an SQLite URL, or ``None`` for other engines and in-memory databases."""
+    parsed = url if isinstance(url, URL) else parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def _configure_sqlite(dbapi_connection, _record) -> None:  # noqa: ANN001
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def connect(url: str) -> Engine:
+    """Create an engine for ``url`` and check that the database answers.
+
+    For SQLite, the folder of the database file is created when missing.
+
+    Raises:
+        ConfigurationError: the URL is invalid or names a driver that is not installed.
+        DatabaseUnavailableError: the database cannot be reached.
+    """
+    parsed = parse_url(url)
+    shown = describe_url(parsed)
+    path = sqlite_path(parsed)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot create the folder of SQLite database {path}: {exc.strerror}"
+            ) from exc
+    try:
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
+    except NoSuchModuleError as exc:
+        raise ConfigurationError(
+            f"no SQLAlchemy driver for {parsed.drivername!r} in database URL {shown}"
+        ) from exc
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"the driver for database URL {shown} is not installed ({exc.name}); "
+            "install it, e.g. pip install 'pricecast[mysql]'"
+        ) from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except (OperationalError, SAInterfaceError) as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailableError(f"cannot connect to database {shown}: {reason}") from exc
+    logger.debug("connected to %s", shown)
+    return engine

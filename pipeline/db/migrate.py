@@ -1,0 +1,100 @@
+"""Create or upgrade the schema.
+
+A database without pricecast tables is created from ``schema.metadata`` in one
+step and stamped with the newest Alembic revision; a database stamped with an
+older revision is upgraded through the numbered revisions in order. Both happen
+in one transaction, under an advisory lock on PostgreSQL so that two runs
+starting at once do not race.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from pipeline.db.engine import connect
+from pipeline.db.schema import metadata
+from pipeline.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x70726963  # "pric": the PostgreSQL advisory lock for schema changes
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "pipeline.db:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of pricecast."""
+    config = Config()
+    config.set_main_option("script_location", "pipeline.db:migrations")
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database is stamped with, or ``None`` when it has none."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def ensure_schema(engine: Engine) -> str:
+    """Create the schema in an empty database or upgrade an older one.
+
+    Returns:
+        The revision the database is at afterwards.
+
+    Raises:
+        ConfigurationError: the database holds pricecast tables without a
+            revision stamp, or a revision newer than this version knows.
+    """
+    head = head_revision()
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        current = current_revision(conn)
+        if current == head:
+            return head
+        config = _alembic_config(conn)
+        if current is None:
+            present = sorted(set(metadata.tables) & set(sa.inspect(conn).get_table_names()))
+            if present:
+                raise ConfigurationError(
+                    f"database already has tables {', '.join(present)} but no schema "
+                    "revision; it was not created by pricecast, use another database"
+                )
+            metadata.create_all(conn)
+            command.stamp(config, "head")
+            logger.info("created the schema at revision %s", head)
+            return head
+        known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+        if current not in known:
+            raise ConfigurationError(
+                f"database schema is at revision {current}, newer than this pricecast "
+                f"knows (head {head}); upgrade pricecast"
+            )
+        command.upgrade(config, "head")
+        logger.info("upgraded the schema from revision %s to %s", current, head)
+        return head
+
+
+def open_database(url: str) -> Engine:
+    """Connect to ``url`` and make sure its schema is current.
+
+    Raises:
+        ConfigurationError: the URL is invalid, or the schema cannot be used.
+        DatabaseUnavailableError: the database cannot be reached.
+    """
+    engine = connect(url)
+    ensure_schema(engine)
+    return engine

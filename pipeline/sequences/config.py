@@ -1,0 +1,38 @@
+"""Parameters of the sequences stage."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SCALINGS = ("minmax",)
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """How closes become scaled windows.
+
+    Attributes:
+        window: closes per input window (the seed uses 10).
+        scaling: the scaler; ``minmax`` maps the training span to [0, 1] as the seed does.
+        validation_fraction: share of each ticker's newest windows held out for
+            validation; the scaler never sees their closes.
+    """
+
+    window: int = 10
+    scaling: str = "minmax"
+    validation_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise ValueError(f"window must be at least 2, got {self.window}")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
+        if not 0.0 < self.validation_fraction < 0.5:
+            raise ValueError(
+                f"validation_fraction must be in (0, 0.5), got {self.validation_fraction}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as a JSON-ready dictionary."""
+        return asdict(self)

@@ -1,0 +1,117 @@
+"""Settings, read from environment variables prefixed ``PRICECAST_``.
+
+Every setting has a documented default, so the pipeline runs on a bare
+machine: an SQLite database and model files under ``PRICECAST_HOME``
+(``~/.pricecast``) and the bundled sample prices as the source.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipeline.model.config import ModelConfig
+from pipeline.sequences.config import SequenceConfig
+
+
+def bundled_sample_path() -> Path:
+    """Path of the real sample prices shipped inside the package."""
+    return Path(str(resources.files("pipeline") / "data" / "sample_prices.csv"))
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")]
+        return [item for item in items if item] or None
+    return value
+
+
+class Settings(BaseSettings):
+    """Pipeline settings; each field is read from ``PRICECAST_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PRICECAST_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("~/.pricecast"),
+        description="Folder for the default SQLite database, sequence files and models.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default sqlite:///<home>/pricecast.db.",
+    )
+    source: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Comma-separated files or folders to ingest; default the bundled sample.",
+    )
+    tickers: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="Comma-separated tickers to process; default all."
+    )
+    horizon: int = Field(default=5, ge=1, le=260, description="Business days to forecast.")
+    window: int = Field(default=10, ge=2, description="Closes per input window.")
+    scaling: Literal["minmax"] = "minmax"
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    units: int = Field(default=50, ge=1)
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=0.001, gt=0.0)
+    finetune_epochs: int = Field(default=3, ge=1)
+    seed: int = 42
+    retrain_after_days: int = Field(
+        default=30,
+        ge=0,
+        description="In mode auto, retrain once the newest full retrain's data is this old.",
+    )
+    log_level: str = "INFO"
+
+    @field_validator("source", "tickers", mode="before")
+    @classmethod
+    def _parse_list(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("tickers")
+    @classmethod
+    def _upper_tickers(cls, value: list[str] | None) -> list[str] | None:
+        return [ticker.upper() for ticker in value] if value else None
+
+    @property
+    def home_path(self) -> Path:
+        """The home folder with ``~`` expanded."""
+        return self.home.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to an SQLite file in the home folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_path / 'pricecast.db'}"
+
+    @property
+    def source_paths(self) -> list[Path]:
+        """The files or folders to ingest."""
+        if self.source:
+            return [Path(item).expanduser() for item in self.source]
+        return [bundled_sample_path()]
+
+    def sequence_config(self) -> SequenceConfig:
+        """The windowing and scaling parameters."""
+        return SequenceConfig(
+            window=self.window,
+            scaling=self.scaling,
+            validation_fraction=self.validation_fraction,
+        )
+
+    def training_config(self) -> ModelConfig:
+        """The network and training parameters."""
+        return ModelConfig(
+            units=self.units,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            finetune_epochs=self.finetune_epochs,
+            seed=self.seed,
+            retrain_after_days=self.retrain_after_days,
+        )

@@ -1,0 +1,82 @@
+"""Schema creation, revision stamps, and that migrations match the declared schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Engine
+
+from pipeline.db.engine import connect, describe_url, parse_url
+from pipeline.db.migrate import current_revision, ensure_schema, head_revision
+from pipeline.db.schema import metadata
+from pipeline.errors import ConfigurationError, DatabaseUnavailableError
+
+
+def test_a_new_database_is_created_at_the_head_revision(engine: Engine) -> None:
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision()
+        tables = set(sa.inspect(conn).get_table_names())
+    assert set(metadata.tables) <= tables
+    assert ensure_schema(engine) == head_revision()
+
+
+def test_the_database_matches_the_declared_schema(engine: Engine) -> None:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        differences = [
+            diff
+            for diff in compare_metadata(context, metadata)
+            if not (
+                isinstance(diff, tuple)
+                and diff[0] == "remove_table"
+                and diff[1].name == "alembic_version"
+            )
+        ]
+    assert differences == []
+
+
+def test_tables_without_a_revision_are_refused(tmp_path: Path) -> None:
+    engine = connect(f"sqlite:///{tmp_path / 'other.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE prices (x INTEGER)"))
+    with pytest.raises(ConfigurationError, match="has tables prices but no schema revision"):
+        ensure_schema(engine)
+
+
+def test_a_newer_revision_is_refused(tmp_path: Path) -> None:
+    engine = connect(f"sqlite:///{tmp_path / 'newer.db'}")
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
+    with pytest.raises(ConfigurationError, match="newer than this pricecast knows"):
+        ensure_schema(engine)
+
+
+def test_unreachable_and_invalid_urls_give_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(
+        DatabaseUnavailableError,
+        match=r"cannot connect to database postgresql\+psycopg://u:\*\*\*@127.0.0.1:1/x",
+    ):
+        connect("postgresql://u:secret@127.0.0.1:1/x")
+    with pytest.raises(ConfigurationError, match="invalid database URL"):
+        connect("not a url")
+    with pytest.raises(ConfigurationError, match="no SQLAlchemy driver"):
+        connect("nosuchdb://host/x")
+
+
+def test_urls_are_shown_without_passwords_and_get_installed_drivers() -> None:
+    assert describe_url("postgresql://me:secret@db:5432/prices") == (
+        "postgresql+psycopg://me:***@db:5432/prices"
+    )
+    assert parse_url("mysql://root@localhost/test").drivername == "mysql+pymysql"
+    assert parse_url("sqlite:////tmp/x.db").drivername == "sqlite"
+
+
+def test_sqlite_folders_are_created(tmp_path: Path) -> None:
+    engine = connect(f"sqlite:///{tmp_path / 'a' / 'b' / 'x.db'}")
+    engine.dispose()
+    assert (tmp_path / "a" / "b").is_dir()

@@ -1,0 +1,58 @@
+"""Helpers shared by tests: synthetic prices, file writers, table snapshots."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pipeline import columns as c
+from pipeline.db.schema import metadata
+
+
+def synthetic_prices(
+    tickers: tuple[str, ...] = ("AAA", "BBB"),
+    start: str = "2024-01-01",
+    days: int = 60,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Geometric Brownian motion closes on business days, in the normalised long layout."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range(start, periods=days)
+    parts = []
+    for index, ticker in enumerate(tickers):
+        steps = rng.normal(0.0005, 0.02, size=days)
+        closes = (20.0 + 10 * index) * np.exp(np.cumsum(steps))
+        parts.append(pd.DataFrame({c.TICKER: ticker, c.TRADE_DATE: dates, c.CLOSE: closes}))
+    frame = pd.concat(parts, ignore_index=True)
+    for field in c.OPTIONAL_PRICE_FIELDS:
+        frame[field] = np.nan
+    frame[c.SOURCE] = "synthetic"
+    return frame.loc[:, list(c.PRICE_COLUMNS)]
+
+
+def write_long_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a price frame as a long CSV (``ticker,date,close``)."""
+    out = frame.loc[:, [c.TICKER, c.TRADE_DATE, c.CLOSE]].rename(columns={c.TRADE_DATE: "date"})
+    out["date"] = pd.to_datetime(out["date"]).dt.strftime("%Y-%m-%d")
+    out.to_csv(path, index=False)
+    return path
+
+
+def table_snapshot(engine: Engine) -> dict[str, list[tuple]]:
+    """Every row of every pricecast table, sorted, for before/after comparisons."""
+    snapshot = {}
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            rows = conn.execute(sa.select(table)).all()
+            snapshot[table.name] = sorted(tuple(map(repr, row)) for row in rows)
+    return snapshot
+
+
+def last_date(frame: pd.DataFrame) -> dt.date:
+    """The newest trade date of a price frame."""
+    return pd.Timestamp(frame[c.TRADE_DATE].max()).date()

@@ -1,0 +1,121 @@
+"""The ``pricecast`` command: help, one-line errors, stage commands, the run command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from helpers import synthetic_prices, write_long_csv
+
+from pipeline.db.engine import connect
+from pipeline.db.schema import forecasts, models, prices
+
+PRICECAST = str(Path(sys.executable).parent / "pricecast")
+TINY_ENV = {
+    "PRICECAST_WINDOW": "5",
+    "PRICECAST_VALIDATION_FRACTION": "0.2",
+    "PRICECAST_UNITS": "8",
+    "PRICECAST_EPOCHS": "1",
+    "PRICECAST_BATCH_SIZE": "16",
+}
+
+
+def pricecast(*args: str, env: dict[str, str] | None = None, home: Path | None = None):  # noqa: ANN201
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PRICECAST_")}
+    environment.update(env or {})
+    if home is not None:
+        environment["PRICECAST_HOME"] = str(home)
+    return subprocess.run(
+        [PRICECAST, *args], capture_output=True, text=True, env=environment, timeout=600
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert lines[-1].startswith("pricecast: error: ")
+    assert expected in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["ingest"], ["sequences"], ["train"], ["forecast"]]
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = pricecast(*command, "--help")
+    assert result.returncode == 0
+    assert "--database-url" in result.stdout
+
+
+def test_usage_errors_exit_2() -> None:
+    result = pricecast("forecast", "--as-of", "2024-13-01")
+    assert result.returncode == 2
+    assert "is not a date" in result.stderr
+
+
+def test_a_missing_input_file_is_one_line(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    missing = tmp_path / "nope.csv"
+    assert_one_line_error(
+        pricecast("ingest", str(missing), "--database-url", db),
+        f"input file {missing} does not exist",
+    )
+    assert_one_line_error(
+        pricecast("run", "--source", str(missing), "--database-url", db, home=tmp_path),
+        f"input file {missing} does not exist",
+    )
+
+
+def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    url = "postgresql://reader:secret@127.0.0.1:1/prices"
+    for command in (["ingest", str(tmp_path)], ["run"], ["forecast"]):
+        result = pricecast(*command, "--database-url", url, home=tmp_path)
+        assert_one_line_error(result, "cannot connect to database postgresql+psycopg://reader:***@")
+        assert "secret" not in result.stderr
+
+
+def test_stage_commands_in_order(tmp_path: Path) -> None:
+    source = write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), tmp_path / "p.csv")
+    db = f"sqlite:///{tmp_path / 'stages.db'}"
+    env = {**TINY_ENV, "PRICECAST_DATABASE_URL": db}
+    home = tmp_path / "home"
+
+    ingest = pricecast("ingest", str(source), env=env, home=home)
+    assert ingest.returncode == 0, ingest.stderr
+    assert "rows loaded:   120" in ingest.stdout
+
+    forecast_early = pricecast("forecast", env=env, home=home)
+    assert_one_line_error(forecast_early, "no model trained on data up to 2024-03-22")
+
+    for command in (["sequences"], ["train", "--mode", "retrain"], ["forecast", "--horizon", "3"]):
+        result = pricecast(*command, "--as-of", "2024-03-22", env=env, home=home)
+        assert result.returncode == 0, result.stderr
+    assert "forecasts: 6 written" in result.stdout
+    engine = connect(db)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(forecasts)).scalar_one() == 6
+        assert conn.execute(sa.select(sa.func.count()).select_from(models)).scalar_one() == 1
+
+
+def test_run_respects_the_database_url_from_the_environment(tmp_path: Path) -> None:
+    source = write_long_csv(synthetic_prices(("AAA",), days=40), tmp_path / "p.csv")
+    db_path = tmp_path / "elsewhere" / "x.db"
+    env = {
+        **TINY_ENV,
+        "PRICECAST_DATABASE_URL": f"sqlite:///{db_path}",
+        "PRICECAST_SOURCE": str(source),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    result = pricecast("run", env=env, home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    assert f"database:  sqlite:///{db_path}" in result.stdout
+    assert "forecasts: 5 written" in result.stdout
+    assert not (tmp_path / "home" / "pricecast.db").exists()
+    engine = connect(f"sqlite:///{db_path}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(forecasts)).scalar_one() == 5
+        assert conn.execute(sa.select(sa.func.count()).select_from(prices)).scalar_one() == 40

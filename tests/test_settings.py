@@ -1,0 +1,45 @@
+"""Settings from PRICECAST_* variables, with documented defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.settings import Settings, bundled_sample_path
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HOME", "DATABASE_URL", "SOURCE", "TICKERS", "HORIZON"):
+        monkeypatch.delenv(f"PRICECAST_{name}", raising=False)
+    settings = Settings()
+    assert settings.home_path == Path("~/.pricecast").expanduser()
+    assert settings.resolved_database_url == f"sqlite:///{settings.home_path / 'pricecast.db'}"
+    assert settings.source_paths == [bundled_sample_path()]
+    assert settings.tickers is None
+    assert settings.horizon == 5
+    assert settings.sequence_config().window == 10
+    model = settings.training_config()
+    assert (model.units, model.epochs, model.batch_size) == (50, 20, 32)
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PRICECAST_HOME", str(tmp_path))
+    monkeypatch.setenv("PRICECAST_DATABASE_URL", "sqlite:////tmp/x.db")
+    monkeypatch.setenv("PRICECAST_TICKERS", "aapl, msft")
+    monkeypatch.setenv("PRICECAST_SOURCE", "/a.csv,/b")
+    monkeypatch.setenv("PRICECAST_EPOCHS", "3")
+    settings = Settings()
+    assert settings.home_path == tmp_path
+    assert settings.resolved_database_url == "sqlite:////tmp/x.db"
+    assert settings.tickers == ["AAPL", "MSFT"]
+    assert settings.source_paths == [Path("/a.csv"), Path("/b")]
+    assert settings.training_config().epochs == 3
+    assert Settings(horizon=7, tickers=["x"]).tickers == ["X"]
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRICECAST_HORIZON", "0")
+    with pytest.raises(ValidationError, match="horizon"):
+        Settings()
