@@ -94,6 +94,22 @@ def _add_horizon(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(
+    commands: argparse._SubParsersAction,
+    common: argparse.ArgumentParser,
+    name: str,
+    handler: Callable[[argparse.Namespace, Settings], int],
+    summary: str,
+    description: str,
+    as_of_help: str = "default: the newest price",
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, parents=[common], help=summary, description=description)
+    parser.set_defaults(handler=handler)
+    _add_as_of(parser, as_of_help)
+    _add_tickers(parser)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     common = _common_options()
@@ -105,14 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pricecast {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser(
+    run = _command(
+        commands,
+        common,
         "run",
-        parents=[common],
-        help="run the whole daily pipeline (a Prefect flow)",
-        description="Ingest, rebuild sequences, train or reuse the model, and forecast.",
+        _run,
+        "run the whole daily pipeline (a Prefect flow)",
+        "Ingest, rebuild sequences, train or reuse the model, and forecast.",
+        "default: the newest price after ingesting",
     )
-    _add_as_of(run, "default: the newest price after ingesting")
-    _add_tickers(run)
     run.add_argument(
         "--source",
         action="append",
@@ -122,53 +139,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_mode(run)
     _add_horizon(run)
-    run.set_defaults(handler=_run)
 
-    ingest = commands.add_parser(
+    ingest = _command(
+        commands,
+        common,
         "ingest",
-        parents=[common],
-        help="load price files into the prices table",
-        description="Upsert CSV, CSV.gz or Parquet price files (long, single-ticker or wide).",
+        _ingest,
+        "load price files into the prices table",
+        "Upsert CSV, CSV.gz or Parquet price files (long, single-ticker or wide).",
+        "rows after it are not loaded (default: load every date)",
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
-    _add_as_of(ingest, "rows after it are not loaded (default: load every date)")
-    _add_tickers(ingest)
-    ingest.set_defaults(handler=_ingest)
 
-    sequences = commands.add_parser(
+    _command(
+        commands,
+        common,
         "sequences",
-        parents=[common],
-        help="build the scaled windows of each ticker",
-        description="Write each ticker's scaled sliding windows as Parquet.",
+        _sequences,
+        "build the scaled windows of each ticker",
+        "Write each ticker's scaled sliding windows as Parquet.",
     )
-    _add_as_of(sequences, "default: the newest price")
-    _add_tickers(sequences)
-    sequences.set_defaults(handler=_sequences)
-
-    train_cmd = commands.add_parser(
+    train_cmd = _command(
+        commands,
+        common,
         "train",
-        parents=[common],
-        help="retrain or fine-tune the model",
-        description="Train on the sequences built as of the as-of date.",
+        _train,
+        "retrain or fine-tune the model",
+        "Train on the sequences built as of the as-of date.",
     )
-    _add_as_of(train_cmd, "default: the newest price")
-    _add_tickers(train_cmd)
     _add_mode(train_cmd)
-    train_cmd.set_defaults(handler=_train)
-
-    forecast_cmd = commands.add_parser(
+    forecast_cmd = _command(
+        commands,
+        common,
         "forecast",
-        parents=[common],
-        help="write forecasts for the next business days",
-        description="Forecast with the newest model trained on data up to the as-of date.",
+        _forecast,
+        "write forecasts for the next business days",
+        "Forecast with the newest model trained on data up to the as-of date.",
     )
-    _add_as_of(forecast_cmd, "default: the newest price")
-    _add_tickers(forecast_cmd)
     _add_horizon(forecast_cmd)
     forecast_cmd.add_argument(
         "--model-version", type=int, metavar="N", help="model version to use (default: current)"
     )
-    forecast_cmd.set_defaults(handler=_forecast)
     return parser
 
 
@@ -332,6 +343,32 @@ def _forecast(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _HideKnownTracebacks(logging.Filter):
+    """Keep the pipeline's own errors to their one-line message on the console.
+
+    Prefect logs a failed flow's exception with its traceback; for the
+    pipeline's deliberate errors the message says everything, and the command
+    ends with it anyway. Flow-run logs sent to the API keep the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PricecastError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_console_tracebacks() -> None:
+    names = [""] + [name for name in logging.root.manager.loggerDict if name.startswith("prefect")]
+    for name in names:
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler" or (
+                isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, logging.FileHandler)
+            ):
+                handler.addFilter(_HideKnownTracebacks())
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ingest.readers import expand_sources
 
@@ -340,6 +377,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     _open(settings).dispose()
 
     from flows.daily import daily_pipeline
+
+    _quiet_console_tracebacks()
 
     summary = daily_pipeline(
         as_of_date=args.as_of,

@@ -105,7 +105,8 @@ def daily_pipeline(
     if as_of is None:
         as_of = latest_price_date_task(url, wanted)
         if as_of is None:
-            raise MissingDataError("no prices were ingested; nothing to forecast")
+            which = f" of {', '.join(wanted)}" if wanted else ""
+            raise MissingDataError(f"the database holds no prices{which}; nothing to forecast")
         logger.info("as-of date: %s (the newest price)", as_of)
     else:
         logger.info("as-of date: %s", as_of)

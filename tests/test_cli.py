@@ -36,10 +36,11 @@ def pricecast(*args: str, env: dict[str, str] | None = None, home: Path | None =
 
 def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
     assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr
-    assert lines[-1].startswith("pricecast: error: ")
-    assert expected in lines[-1]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pricecast: ")]
+    assert len(errors) == 1
+    assert errors[0].startswith("pricecast: error: ")
+    assert expected in errors[0]
 
 
 @pytest.mark.parametrize(
@@ -68,6 +69,12 @@ def test_a_missing_input_file_is_one_line(tmp_path: Path) -> None:
         pricecast("run", "--source", str(missing), "--database-url", db, home=tmp_path),
         f"input file {missing} does not exist",
     )
+
+
+def test_errors_inside_the_flow_end_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    env = {"PREFECT_HOME": str(tmp_path / "prefect")}
+    result = pricecast("run", "--tickers", "ZZZ", env=env, home=tmp_path / "home")
+    assert_one_line_error(result, "the database holds no prices of ZZZ; nothing to forecast")
 
 
 def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:

@@ -36,21 +36,24 @@ class IngestReport:
 
     files: list[FileReport] = field(default_factory=list)
 
+    def _total(self, name: str) -> int:
+        return sum(getattr(report, name) for report in self.files)
+
     @property
     def rows_read(self) -> int:
-        return sum(report.rows_read for report in self.files)
+        return self._total("rows_read")
 
     @property
     def rows_loaded(self) -> int:
-        return sum(report.rows_loaded for report in self.files)
+        return self._total("rows_loaded")
 
     @property
     def rows_after_as_of(self) -> int:
-        return sum(report.rows_after_as_of for report in self.files)
+        return self._total("rows_after_as_of")
 
     @property
     def rows_other_tickers(self) -> int:
-        return sum(report.rows_other_tickers for report in self.files)
+        return self._total("rows_other_tickers")
 
     @property
     def tickers(self) -> list[str]:
