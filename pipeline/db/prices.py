@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import sqlalchemy as sa
@@ -12,43 +11,63 @@ from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.db.schema import prices
-from pipeline.db.upsert import upsert_rows
+from pipeline.db.upsert import bulk_upsert
+
+#: Marks a feed's source (``https://...``, ``yahoo://AAPL``); any other source is a file name.
+_FEED_MARKER = "://"
 
 
-def _clean(value: object) -> object:
-    """NaN becomes NULL; NumPy scalars become Python ones."""
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "item"):
-        value = value.item()  # type: ignore[union-attr]
-        if isinstance(value, float) and math.isnan(value):
-            return None
-    return value
+def _source_precedence(new: Callable[[str], str], old: Callable[[str], str], dialect: str) -> str:
+    """SQL: whether an incoming row may replace the stored one, by their sources.
+
+    A feed row always replaces and is always replaced; between two files, the
+    later name (plain string order) wins; a stored row without a source is
+    replaced. ``new``/``old`` give the SQL of a column of the incoming/stored row.
+    """
+    incoming, stored = new(c.SOURCE), old(c.SOURCE)
+    find = "strpos" if dialect == "postgresql" else "instr"
+    if dialect == "postgresql":
+        later = f'{incoming} COLLATE "C" >= {stored} COLLATE "C"'
+    elif dialect in ("mysql", "mariadb"):
+        later = f"CAST({incoming} AS BINARY) >= CAST({stored} AS BINARY)"
+    else:  # SQLite compares text byte by byte
+        later = f"{incoming} >= {stored}"
+    return (
+        f"{find}({incoming}, '{_FEED_MARKER}') > 0 OR {stored} IS NULL"
+        f" OR {find}({stored}, '{_FEED_MARKER}') > 0 OR {later}"
+    )
 
 
 def upsert_prices(conn: Connection, frame: pd.DataFrame) -> int:
     """Insert or replace price rows keyed on ``(ticker, trade_date)``.
 
+    - Rows of ``frame`` sharing a ``(ticker, trade_date)``: the last one wins.
+    - A stored row is replaced only as the source precedence allows: a row
+      from a feed (its ``source`` contains ``://``) always replaces, and a
+      stored row from a feed or without a source is always replaced; between
+      two files, the incoming row replaces the stored one when its file name
+      is the same or later in plain string order, so files give the same
+      table whatever order they are loaded in.
+    - A stored row equal to the incoming one in every column is not written,
+      so loading the same rows again changes nothing.
+
     Args:
         conn: an open connection; the caller owns the transaction.
-        frame: a normalised price frame with the columns of ``columns.PRICE_COLUMNS``.
+        frame: a normalised price frame with the columns of ``columns.PRICE_COLUMNS``
+            (``trade_date`` as ``datetime64`` or ``datetime.date``; NaN for a missing price).
 
     Returns:
-        The number of rows written.
+        The number of rows submitted after removing duplicates, whether or not
+        they changed anything.
+
+    Raises:
+        ValueError: a column is missing, or a ticker or date is missing.
+        sqlalchemy.exc.IntegrityError: a row the database refuses (e.g. no close).
     """
-    if frame.empty:
-        return 0
-    ordered = frame.loc[:, list(c.PRICE_COLUMNS)]
-    rows = [
-        {name: _clean(value) for name, value in zip(c.PRICE_COLUMNS, record, strict=True)}
-        for record in ordered.itertuples(index=False, name=None)
-    ]
-    for row in rows:
-        if isinstance(row[c.TRADE_DATE], pd.Timestamp):
-            row[c.TRADE_DATE] = row[c.TRADE_DATE].date()
-    return upsert_rows(conn, prices, rows)
+    missing = [name for name in c.PRICE_COLUMNS if name not in frame.columns]
+    if missing:
+        raise ValueError(f"price rows lack column(s) {', '.join(missing)}")
+    return bulk_upsert(conn, prices, frame, columns=c.PRICE_COLUMNS, replace_if=_source_precedence)
 
 
 def read_closes(

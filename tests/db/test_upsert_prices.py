@@ -1,0 +1,302 @@
+"""``upsert_prices`` on SQLite, PostgreSQL and MariaDB: contents, precedence, reruns, counts.
+
+The ``engine`` fixture of ``conftest.py`` runs here on MariaDB too: this module
+overrides ``db_url`` with a third parameter, a scratch database on the server at
+``PRICECAST_TEST_MYSQL_URL`` (default ``mysql+pymysql://root@127.0.0.1:3306/test``),
+created once for the module and dropped at its end; without a reachable server
+those tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pipeline import columns as c
+from pipeline.db import upsert
+from pipeline.db.engine import connect
+from pipeline.db.prices import upsert_prices
+from pipeline.db.schema import metadata, prices
+from pipeline.errors import DatabaseUnavailableError
+
+MYSQL_ADMIN_URL = os.environ.get(
+    "PRICECAST_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
+NAN = np.nan
+
+
+def _drop_everything(engine: Engine) -> None:
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+
+
+@pytest.fixture(scope="module")
+def mariadb_server_url() -> Iterator[str]:
+    """URL of a scratch MariaDB/MySQL database for this module."""
+    try:
+        admin = connect(MYSQL_ADMIN_URL)
+    except DatabaseUnavailableError as exc:
+        pytest.skip(f"MariaDB/MySQL not reachable, its tests are skipped: {exc}")
+    name = f"pricecast_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mariadb"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL on SQLite, PostgreSQL and MariaDB (overrides conftest's)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'pricecast.db'}"
+        return
+    fixture = "postgres_server_url" if request.param == "postgres" else "mariadb_server_url"
+    url = request.getfixturevalue(fixture)
+    engine = connect(url)
+    _drop_everything(engine)
+    try:
+        yield url
+    finally:
+        _drop_everything(engine)
+        engine.dispose()
+
+
+def price_frame(*rows: tuple) -> pd.DataFrame:
+    """A price frame from ``(ticker, date, open, high, low, close, adj_close, volume, source)``."""
+    frame = pd.DataFrame(list(rows), columns=list(c.PRICE_COLUMNS))
+    frame[c.TRADE_DATE] = pd.to_datetime(frame[c.TRADE_DATE])
+    return frame
+
+
+def expected(*rows: tuple) -> list[tuple]:
+    """Rows as the table returns them: dates as ``date``, NaN as ``None``."""
+    return sorted(
+        tuple(
+            dt.date.fromisoformat(value)
+            if index == 1
+            else (None if isinstance(value, float) and np.isnan(value) else value)
+            for index, value in enumerate(row)
+        )
+        for row in rows
+    )
+
+
+def stored(engine: Engine) -> list[tuple]:
+    with engine.connect() as conn:
+        result = conn.execute(sa.select(prices).order_by(prices.c.ticker, prices.c.trade_date))
+        return [tuple(row) for row in result]
+
+
+def load(engine: Engine, frame: pd.DataFrame) -> int:
+    with engine.begin() as conn:
+        return upsert_prices(conn, frame)
+
+
+def row_versions(engine: Engine) -> dict[tuple, str] | None:
+    """PostgreSQL: the transaction that wrote each row's current version (``xmin``)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        result = conn.execute(sa.text("SELECT ticker, trade_date, xmin::text FROM prices"))
+        return {(ticker, day): xmin for ticker, day, xmin in result}
+
+
+A1 = ("AAA", "2024-01-02", 10.0, 11.0, 9.5, 10.5, 10.4, 1000.0, "a.csv")
+A2 = ("AAA", "2024-01-03", NAN, NAN, NAN, 10.75, NAN, NAN, "a.csv")
+B1 = ("BBB", "2024-01-02", 20.0, 21.0, 19.0, 20.5, 20.5, 2000.0, "a.csv")
+
+
+def test_a_first_load_stores_every_row_as_given(engine: Engine) -> None:
+    assert load(engine, price_frame(B1, A2, A1)) == 3
+    assert stored(engine) == expected(A1, A2, B1)
+
+
+def test_python_dates_and_missing_values_as_none_load_the_same(engine: Engine) -> None:
+    frame = price_frame(A1, A2, B1)
+    frame[c.TRADE_DATE] = frame[c.TRADE_DATE].dt.date.astype(object)
+    frame[c.OPEN] = frame[c.OPEN].astype(object).where(frame[c.OPEN].notna(), None)
+    assert load(engine, frame) == 3
+    assert stored(engine) == expected(A1, A2, B1)
+
+
+def test_the_last_of_duplicate_rows_in_one_frame_wins(engine: Engine) -> None:
+    first = ("AAA", "2024-01-02", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "a.csv")
+    last = ("AAA", "2024-01-02", 2.0, NAN, 2.0, 2.0, 2.0, 2.0, "a.csv")
+    assert load(engine, price_frame(first, B1, last, A2)) == 3
+    assert stored(engine) == expected(last, A2, B1)
+
+
+def test_an_identical_second_load_writes_nothing(engine: Engine) -> None:
+    frame = price_frame(A1, A2, B1)
+    load(engine, frame)
+    before, versions = stored(engine), row_versions(engine)
+    with engine.begin() as conn:
+        raw = conn.connection.dbapi_connection
+        changes = raw.total_changes if engine.dialect.name == "sqlite" else None
+        assert upsert_prices(conn, frame) == 3
+        if changes is not None:
+            assert raw.total_changes == changes  # no row inserted or updated
+    assert stored(engine) == before
+    assert row_versions(engine) == versions  # PostgreSQL: no new row version, no dead tuple
+
+
+def test_changed_rows_are_updated_and_only_those(engine: Engine) -> None:
+    load(engine, price_frame(A1, A2, B1))
+    versions = row_versions(engine)
+    changed = ("AAA", "2024-01-03", 1.0, NAN, NAN, 10.8, NAN, 5.0, "a.csv")
+    now_missing = ("BBB", "2024-01-02", NAN, 21.0, 19.0, 20.5, 20.5, 2000.0, "a.csv")
+    new = ("CCC", "2024-01-02", NAN, NAN, NAN, 3.0, NAN, NAN, "a.csv")
+    assert load(engine, price_frame(A1, changed, now_missing, new)) == 4
+    assert stored(engine) == expected(A1, changed, now_missing, new)
+    after = row_versions(engine)
+    if versions is not None and after is not None:
+        key = ("AAA", dt.date(2024, 1, 2))
+        assert after[key] == versions[key]
+        assert after[("AAA", dt.date(2024, 1, 3))] != versions[("AAA", dt.date(2024, 1, 3))]
+
+
+def test_files_give_the_same_table_in_either_order(engine: Engine) -> None:
+    """The later file name wins on the rows two files share, whichever is loaded last."""
+    a = price_frame(
+        ("AAA", "2024-01-02", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "prices-2024-01-02.csv"),
+        ("AAA", "2024-01-03", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "prices-2024-01-02.csv"),
+    )
+    b = price_frame(
+        ("AAA", "2024-01-03", 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, "prices-2024-01-03.csv"),
+        ("AAA", "2024-01-04", 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, "prices-2024-01-03.csv"),
+    )
+    want = expected(
+        ("AAA", "2024-01-02", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "prices-2024-01-02.csv"),
+        ("AAA", "2024-01-03", 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, "prices-2024-01-03.csv"),
+        ("AAA", "2024-01-04", 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, "prices-2024-01-03.csv"),
+    )
+    assert (load(engine, a), load(engine, b)) == (2, 2)
+    assert stored(engine) == want
+    with engine.begin() as conn:
+        conn.execute(sa.delete(prices))
+    assert (load(engine, b), load(engine, a)) == (2, 2)
+    assert stored(engine) == want
+
+
+def test_file_names_compare_as_plain_strings(engine: Engine) -> None:
+    """Byte order, not the database's collation: upper case sorts before lower case."""
+    lower = ("AAA", "2024-01-02", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "a.csv")
+    upper = ("AAA", "2024-01-02", 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, "B.csv")
+    load(engine, price_frame(lower))
+    load(engine, price_frame(upper))  # "B.csv" < "a.csv": the stored row stays
+    assert stored(engine) == expected(lower)
+
+
+def test_a_feed_row_replaces_a_file_row_and_a_file_row_replaces_a_feed_row(
+    engine: Engine,
+) -> None:
+    file_row = ("AAA", "2024-01-02", 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "zz-latest.csv")
+    feed_row = ("AAA", "2024-01-02", 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, "https://host/x.csv?s=AAA")
+    other_feed = ("AAA", "2024-01-02", 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, "yahoo://AAA")
+    early_file = ("AAA", "2024-01-02", 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, "0-first.csv")
+    load(engine, price_frame(file_row))
+    load(engine, price_frame(feed_row))
+    assert stored(engine) == expected(feed_row)
+    load(engine, price_frame(other_feed))
+    assert stored(engine) == expected(other_feed)
+    load(engine, price_frame(early_file))
+    assert stored(engine) == expected(early_file)
+    load(engine, price_frame(file_row))
+    assert stored(engine) == expected(file_row)
+
+
+def test_a_stored_row_without_source_is_replaced(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(prices),
+            [{c.TICKER: "AAA", c.TRADE_DATE: dt.date(2024, 1, 2), c.CLOSE: 5.0, c.SOURCE: None}],
+        )
+    load(engine, price_frame(A1))
+    assert stored(engine) == expected(A1)
+
+
+def test_a_rejected_row_raises_and_the_callers_transaction_writes_nothing(
+    engine: Engine,
+) -> None:
+    no_close = ("BBB", "2024-01-02", 1.0, 1.0, 1.0, NAN, 1.0, 1.0, "a.csv")
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        upsert_prices(conn, price_frame(A1, no_close))
+    assert stored(engine) == []
+
+
+def test_an_empty_frame_writes_nothing_and_bad_frames_are_refused(engine: Engine) -> None:
+    assert load(engine, price_frame()) == 0
+    with pytest.raises(ValueError, match="lack column"):
+        load(engine, price_frame(A1).drop(columns=[c.SOURCE]))
+    no_ticker = price_frame(A1)
+    no_ticker[c.TICKER] = None
+    with pytest.raises(ValueError, match="ticker has missing values"):
+        load(engine, no_ticker)
+    assert stored(engine) == []
+
+
+def test_many_small_batches_give_the_same_table(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches and COPY chunks of a few rows: new, changed and unchanged rows mixed."""
+    monkeypatch.setitem(upsert.BULK_BATCH_ROWS, engine.dialect.name, 7)
+    monkeypatch.setattr(upsert, "_COPY_CHUNK_ROWS", 3)
+    days = pd.bdate_range("2024-01-01", periods=12)
+    rng = np.random.default_rng(3)
+
+    def frame(tickers: list[str], source: str) -> pd.DataFrame:
+        rows = [
+            (ticker, day.strftime("%Y-%m-%d"), *rng.uniform(1, 2, 6).round(3), source)
+            for ticker in tickers
+            for day in days
+        ]
+        return price_frame(*rows)
+
+    first = frame(["AAA", "BB", "C"], "1.csv")
+    load(engine, first)
+    second = frame(["BB", "DDDD"], "2.csv")  # BB's rows replaced, DDDD's new
+    second.loc[second.index[::5], c.VOLUME] = NAN
+    unchanged = first[first[c.TICKER] == "AAA"]  # AAA unchanged, C absent
+    assert load(engine, pd.concat([second, unchanged])) == 36
+    want = pd.concat([first[first[c.TICKER] == "C"], second, unchanged])
+    assert stored(engine) == expected(
+        *(
+            (row[0], row[1].strftime("%Y-%m-%d"), *row[2:])
+            for row in want.itertuples(index=False, name=None)
+        )
+    )
+
+
+def test_postgres_falls_back_when_another_writer_inserts_the_same_keys(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key stored after the checks (a concurrent writer): the batch is redone, not lost."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only")
+    original = upsert._Staging.__post_init__
+
+    def blind(self: upsert._Staging) -> None:
+        original(self)
+        # Sees no stored row: the batch is copied straight in, and that fails.
+        self.box = self.box.replace(" LIMIT 1", " AND false LIMIT 1")
+        self.merge = self.upsert.split(" ON CONFLICT")[0]  # a plain INSERT: fails too
+
+    load(engine, price_frame(A1, A2))
+    monkeypatch.setattr(upsert._Staging, "__post_init__", blind)
+    changed = ("AAA", "2024-01-03", 1.0, NAN, NAN, 10.8, NAN, 5.0, "a.csv")
+    assert load(engine, price_frame(A1, changed, B1)) == 3
+    assert stored(engine) == expected(A1, changed, B1)
