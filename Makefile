@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline flows tests
+	$(BIN)/ruff check pipeline flows tests benchmarks
+
+# Benchmarks print a table and write JSON under benchmarks/results/.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.upsert_prices
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

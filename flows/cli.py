@@ -90,7 +90,7 @@ def _add_horizon(parser: argparse.ArgumentParser) -> None:
         "--horizon",
         type=int,
         metavar="N",
-        help="business days to forecast (default: $PRICECAST_HORIZON, else 5)",
+        help="trading days to forecast (default: $PRICECAST_HORIZON, else 5)",
     )
 
 
@@ -145,11 +145,35 @@ def build_parser() -> argparse.ArgumentParser:
         common,
         "ingest",
         _ingest,
-        "load price files into the prices table",
-        "Upsert CSV, CSV.gz or Parquet price files (long, single-ticker or wide).",
-        "rows after it are not loaded (default: load every date)",
+        "load prices into the prices table; bad rows go to the quarantine",
+        "Validate and upsert prices from files (CSV, CSV.gz, Parquet; long, single-ticker or "
+        "wide), folders (each new or changed file once), HTTP CSV feeds or Yahoo.",
+        "rows after it are deferred (default: load every date)",
     )
-    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    ingest.add_argument(
+        "paths",
+        nargs="+",
+        metavar="SOURCE",
+        help="file, folder, URL template with {ticker} (and {start}, {end}), or yahoo",
+    )
+
+    tickers_cmd = commands.add_parser(
+        "tickers",
+        parents=[common],
+        help="list, add or deactivate tracked tickers",
+        description="The universe: inactive tickers keep their history but are not "
+        "trained or forecast.",
+    )
+    tickers_cmd.set_defaults(handler=_tickers_command)
+    actions = tickers_cmd.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", parents=[common], help="show the tracked tickers")
+    add = actions.add_parser("add", parents=[common], help="track or reactivate tickers")
+    add.add_argument("symbols", type=_tickers, metavar="A,B")
+    add.add_argument("--exchange", help="exchange_calendars code (default: $PRICECAST_EXCHANGE)")
+    remove = actions.add_parser(
+        "remove", parents=[common], help="deactivate tickers (history is kept)"
+    )
+    remove.add_argument("symbols", type=_tickers, metavar="A,B")
 
     _command(
         commands,
@@ -173,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         common,
         "forecast",
         _forecast,
-        "write forecasts for the next business days",
+        "write forecasts for the next trading days",
         "Forecast with the newest model trained on data up to the as-of date.",
     )
     _add_horizon(forecast_cmd)
@@ -247,23 +271,67 @@ def _database_line(settings: Settings) -> tuple[str, object]:
     return ("database", describe_url(settings.resolved_database_url))
 
 
+def _ingest_lines(summary: dict[str, Any]) -> list[tuple[str, object]]:
+    return [
+        (
+            "inputs",
+            f"{summary['inputs']} ({summary['inputs_loaded']} loaded, "
+            f"{summary['inputs_unchanged']} unchanged, {summary['inputs_rejected']} rejected)",
+        ),
+        ("rows read", summary["rows_read"]),
+        ("rows loaded", summary["rows_loaded"]),
+        ("quarantined", summary["rows_quarantined"]),
+        ("deferred", f"{summary['rows_deferred']} (dated after the as-of date)"),
+        ("flagged", summary["flags"]),
+        ("tickers", ", ".join(summary["tickers"]) or "-"),
+    ]
+
+
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ingest.load import ingest_paths
+    from pipeline.ingest.load import ingest
+    from pipeline.ingest.sources import build_sources
+
+    sources = build_sources(args.paths, http_options=settings.http_options())
+    engine = _open(settings)
+    with engine.begin() as conn:
+        report = ingest(
+            conn,
+            sources,
+            as_of=args.as_of,
+            tickers=settings.tickers,
+            jump_threshold=settings.jump_threshold,
+            exchange=settings.exchange,
+        )
+    summary = report.summary()
+    _print([_database_line(settings), *_ingest_lines(summary)])
+    for error in summary["errors"]:
+        print(f"rejected: {_one_line(error)}", file=sys.stderr)
+    return 0
+
+
+def _tickers_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.db.tickers import add_tickers, read_tickers, set_active
+    from pipeline.trading_calendar import check_exchange
 
     engine = _open(settings)
     with engine.begin() as conn:
-        report = ingest_paths(conn, args.paths, as_of=args.as_of, tickers=settings.tickers)
-    _print(
-        [
-            _database_line(settings),
-            ("files", len(report.files)),
-            ("rows read", report.rows_read),
-            ("rows loaded", report.rows_loaded),
-            ("after as-of", report.rows_after_as_of),
-            ("other tickers", report.rows_other_tickers),
-            ("tickers", ", ".join(report.tickers) or "-"),
-        ]
-    )
+        if args.action == "add":
+            exchange = check_exchange(args.exchange or settings.exchange)
+            new = add_tickers(conn, args.symbols, exchange, activate=True)
+            print(f"tracking {', '.join(args.symbols)} on {exchange} ({len(new)} new)")
+        elif args.action == "remove":
+            unknown = set_active(conn, args.symbols, False)
+            if unknown:
+                raise ConfigurationError(f"not tracked: {', '.join(unknown)}")
+            print(f"deactivated {', '.join(args.symbols)}; their history is kept")
+        rows = read_tickers(conn)
+    if args.action == "list":
+        print(f"{'symbol':<10} {'exchange':<8} {'active':<6} {'first':<10} {'last':<10}")
+        for row in rows:
+            print(
+                f"{row['symbol']:<10} {row['exchange']:<8} {'yes' if row['active'] else 'no':<6} "
+                f"{row['first_date'] or '-'!s:<10} {row['last_date'] or '-'!s:<10}"
+            )
     return 0
 
 
@@ -337,7 +405,7 @@ def _forecast(args: argparse.Namespace, settings: Settings) -> int:
             ("as of", as_of),
             ("model", f"v{result.model_version}"),
             ("tickers", ", ".join(result.tickers)),
-            ("forecasts", f"{result.rows} written ({result.horizon} business days)"),
+            ("forecasts", f"{result.rows} written ({result.horizon} trading days)"),
         ]
     )
     return 0
@@ -370,20 +438,19 @@ def _quiet_console_tracebacks() -> None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ingest.readers import expand_sources
+    from pipeline.ingest.sources import build_sources
 
     # Check what fails most often before Prefect starts, for a one-line error.
-    expand_sources(settings.source_paths)
+    build_sources(settings.sources, http_options=settings.http_options())
     _open(settings).dispose()
 
     from flows.daily import daily_pipeline
 
     _quiet_console_tracebacks()
-
     summary = daily_pipeline(
         as_of_date=args.as_of,
         tickers=settings.tickers,
-        sources=[str(path) for path in settings.source_paths],
+        sources=settings.sources,
         mode=args.mode,
         horizon=settings.horizon,
         database_url=settings.resolved_database_url,
@@ -398,13 +465,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             ("tickers", f"{', '.join(fc['tickers'])} ({len(fc['tickers'])})"),
             (
                 "ingested",
-                f"{ingest['rows_loaded']} rows loaded of {ingest['rows_read']} read "
-                f"from {ingest['files']} file(s)",
+                f"{ingest['rows_loaded']} rows loaded, {ingest['rows_quarantined']} quarantined, "
+                f"{ingest['rows_deferred']} deferred of {ingest['rows_read']} read from "
+                f"{ingest['inputs']} input(s) ({ingest['inputs_unchanged']} unchanged)",
             ),
             ("model", _model_line(model)),
             (
                 "forecasts",
-                f"{fc['forecasts_written']} written ({fc['horizon']} business days after "
+                f"{fc['forecasts_written']} written ({fc['horizon']} trading days after "
                 f"{summary['as_of']})",
             ),
         ]

@@ -80,10 +80,10 @@ def daily_pipeline(
         as_of_date: the last date whose prices may be used. Default: the
             scheduled run's date in New York, else the newest price ingested.
         tickers: tickers to process; default ``PRICECAST_TICKERS``, else all.
-        sources: files or folders to ingest; default ``PRICECAST_SOURCE``, else
-            the bundled sample.
+        sources: files, folders, HTTP URL templates or ``yahoo``; default
+            ``PRICECAST_SOURCE``, else the bundled sample.
         mode: ``auto``, ``retrain`` or ``finetune``.
-        horizon: business days to forecast; default ``PRICECAST_HORIZON`` (5).
+        horizon: trading days to forecast; default ``PRICECAST_HORIZON`` (5).
         database_url: default ``PRICECAST_DATABASE_URL``, else SQLite in the home folder.
         home: folder for sequence and model files; default ``PRICECAST_HOME``.
         overrides: other settings for this run, e.g. ``{"epochs": 5}``.
@@ -101,7 +101,14 @@ def daily_pipeline(
     prepare_database(url)
 
     as_of = as_of_date or scheduled_as_of()
-    ingested = ingest_task(url, [str(path) for path in settings.source_paths], as_of, wanted)
+    ingested = ingest_task(url, settings.sources, as_of, wanted, settings)
+    if ingested["rows_quarantined"] or ingested["inputs_rejected"]:
+        logger.warning(
+            "%d rows quarantined, %d inputs rejected whole: %s",
+            ingested["rows_quarantined"],
+            ingested["inputs_rejected"],
+            "; ".join(ingested["errors"]) or "see rejected_prices",
+        )
     if as_of is None:
         as_of = latest_price_date_task(url, wanted)
         if as_of is None:

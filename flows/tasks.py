@@ -9,23 +9,27 @@ fails at once, since retrying would fail the same way.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from sqlalchemy.engine import Engine
 
 from pipeline.db.migrate import current_revision, open_database
 from pipeline.db.prices import latest_trade_date
 from pipeline.errors import PricecastError
-from pipeline.ingest.load import ingest_paths
+from pipeline.ingest.load import ingest
+from pipeline.ingest.sources import build_sources
 from pipeline.model.config import ModelConfig
 from pipeline.model.forecast import forecast
 from pipeline.model.train import train
 from pipeline.sequences.build import build_sequences
 from pipeline.sequences.config import SequenceConfig
+from pipeline.settings import Settings
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [2, 5, 15]
@@ -70,10 +74,21 @@ def ingest_task(
     sources: list[str],
     as_of: dt.date | None,
     tickers: list[str] | None,
+    settings: Settings,
 ) -> dict[str, Any]:
-    """Upsert the source files into ``prices``."""
+    """Ingest every source: valid rows into ``prices``, the rest into the quarantine."""
+    built = build_sources(sources, http_options=settings.http_options())
     with database(database_url).begin() as conn:
-        return ingest_paths(conn, sources, as_of=as_of, tickers=tickers).summary()
+        report = ingest(
+            conn,
+            built,
+            as_of=as_of,
+            tickers=tickers,
+            run_id=str(flow_run.id or uuid.uuid4().hex),
+            jump_threshold=settings.jump_threshold,
+            exchange=settings.exchange,
+        )
+    return report.summary()
 
 
 @task(name="latest-price-date", timeout_seconds=300, **_IO)
@@ -121,6 +136,6 @@ def forecast_task(
     horizon: int,
     model_version: int,
 ) -> dict[str, Any]:
-    """Write the next ``horizon`` business days' forecasts."""
+    """Write the next ``horizon`` trading days' forecasts."""
     with database(database_url).begin() as conn:
         return forecast(conn, as_of, tickers, horizon, model_version).summary()

@@ -7,6 +7,7 @@ machine: an SQLite database and model files under ``PRICECAST_HOME``
 
 from __future__ import annotations
 
+import datetime as dt
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.model.config import ModelConfig
 from pipeline.sequences.config import SequenceConfig
+from pipeline.trading_calendar import DEFAULT_EXCHANGE
 
 
 def bundled_sample_path() -> Path:
@@ -45,7 +47,8 @@ class Settings(BaseSettings):
     )
     source: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
-        description="Comma-separated files or folders to ingest; default the bundled sample.",
+        description="Comma-separated sources: files, folders, HTTP URL templates with "
+        "{ticker}, or yahoo; default the bundled sample.",
     )
     tickers: Annotated[list[str] | None, NoDecode] = Field(
         default=None, description="Comma-separated tickers to process; default all."
@@ -53,6 +56,10 @@ class Settings(BaseSettings):
     horizon: int = Field(default=5, ge=1, le=260, description="Business days to forecast.")
     window: int = Field(default=10, ge=2, description="Closes per input window.")
     scaling: Literal["minmax"] = "minmax"
+    price_field: Literal["close", "adj_close"] = Field(
+        default="close",
+        description="The price the model learns: close, or adj_close where a ticker has it.",
+    )
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     units: int = Field(default=50, ge=1)
     epochs: int = Field(default=20, ge=1)
@@ -64,6 +71,23 @@ class Settings(BaseSettings):
         default=30,
         ge=0,
         description="In mode auto, retrain once the newest full retrain's data is this old.",
+    )
+    exchange: str = Field(
+        default=DEFAULT_EXCHANGE,
+        description="exchange_calendars code of new tickers (trading days, holidays).",
+    )
+    jump_threshold: float = Field(
+        default=0.25, gt=0.0, description="Flag one-day moves beyond this fraction."
+    )
+    http_timeout: float = Field(default=10.0, gt=0.0, description="Seconds per HTTP request.")
+    http_retries: int = Field(
+        default=3, ge=0, description="Retries of a failed HTTP request after the first attempt."
+    )
+    http_backoff: float = Field(
+        default=0.5, ge=0.0, description="Seconds before the first retry; doubles each retry."
+    )
+    http_start: dt.date = Field(
+        default=dt.date(2000, 1, 1), description="First date a feed fetches for a new ticker."
     )
     log_level: str = "INFO"
 
@@ -90,11 +114,20 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.home_path / 'pricecast.db'}"
 
     @property
-    def source_paths(self) -> list[Path]:
-        """The files or folders to ingest."""
+    def sources(self) -> list[str]:
+        """The sources to ingest (see ``pipeline.ingest.sources``)."""
         if self.source:
-            return [Path(item).expanduser() for item in self.source]
-        return [bundled_sample_path()]
+            return list(self.source)
+        return [str(bundled_sample_path())]
+
+    def http_options(self) -> dict[str, object]:
+        """Options of HTTP feeds."""
+        return {
+            "timeout": self.http_timeout,
+            "retries": self.http_retries,
+            "backoff": self.http_backoff,
+            "start": self.http_start,
+        }
 
     def sequence_config(self) -> SequenceConfig:
         """The windowing and scaling parameters."""
@@ -102,6 +135,7 @@ class Settings(BaseSettings):
             window=self.window,
             scaling=self.scaling,
             validation_fraction=self.validation_fraction,
+            price_field=self.price_field,
         )
 
     def training_config(self) -> ModelConfig:

@@ -93,7 +93,7 @@ def test_stage_commands_in_order(tmp_path: Path) -> None:
 
     ingest = pricecast("ingest", str(source), env=env, home=home)
     assert ingest.returncode == 0, ingest.stderr
-    assert "rows loaded:   120" in ingest.stdout
+    assert "rows loaded: 120" in ingest.stdout
 
     forecast_early = pricecast("forecast", env=env, home=home)
     assert_one_line_error(forecast_early, "no model trained on data up to 2024-03-22")
@@ -126,3 +126,34 @@ def test_run_respects_the_database_url_from_the_environment(tmp_path: Path) -> N
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(forecasts)).scalar_one() == 5
         assert conn.execute(sa.select(sa.func.count()).select_from(prices)).scalar_one() == 40
+
+
+def test_tickers_list_add_and_remove(tmp_path: Path) -> None:
+    source = write_long_csv(synthetic_prices(("AAA", "BBB"), days=5), tmp_path / "p.csv")
+    env = {"PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}"}
+    assert pricecast("ingest", str(source), env=env).returncode == 0
+    removed = pricecast("tickers", "remove", "bbb", env=env)
+    assert removed.returncode == 0, removed.stderr
+    added = pricecast("tickers", "add", "CCC", "--exchange", "XLON", env=env)
+    assert "tracking CCC on XLON (1 new)" in added.stdout
+    listed = pricecast("tickers", "list", env=env).stdout.splitlines()
+    assert listed[1:] == [
+        "AAA        XNYS     yes    2024-01-01 2024-01-05",
+        "BBB        XNYS     no     2024-01-01 2024-01-05",
+        "CCC        XLON     yes    -          -         ",
+    ]
+    assert_one_line_error(pricecast("tickers", "remove", "ZZZ", env=env), "not tracked: ZZZ")
+    assert_one_line_error(
+        pricecast("tickers", "add", "DDD", "--exchange", "NOPE", env=env), "unknown exchange"
+    )
+
+
+def test_ingest_reports_quarantined_rows(tmp_path: Path) -> None:
+    source = tmp_path / "p.csv"
+    source.write_text("ticker,date,close\nAAA,2024-01-02,10\nAAA,2024-01-03,-1\n")
+    env = {"PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 'q.db'}"}
+    result = pricecast("ingest", str(source), env=env)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined: 1" in result.stdout
+    again = pricecast("ingest", str(source), env=env)
+    assert "inputs:      1 (0 loaded, 1 unchanged, 0 rejected)" in again.stdout

@@ -16,7 +16,12 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.home_path == Path("~/.pricecast").expanduser()
     assert settings.resolved_database_url == f"sqlite:///{settings.home_path / 'pricecast.db'}"
-    assert settings.source_paths == [bundled_sample_path()]
+    assert settings.sources == [str(bundled_sample_path())]
+    assert (settings.exchange, settings.price_field, settings.jump_threshold) == (
+        "XNYS",
+        "close",
+        0.25,
+    )
     assert settings.tickers is None
     assert settings.horizon == 5
     assert settings.sequence_config().window == 10
@@ -34,7 +39,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert settings.home_path == tmp_path
     assert settings.resolved_database_url == "sqlite:////tmp/x.db"
     assert settings.tickers == ["AAPL", "MSFT"]
-    assert settings.source_paths == [Path("/a.csv"), Path("/b")]
+    assert settings.sources == ["/a.csv", "/b"]
     assert settings.training_config().epochs == 3
     assert Settings(horizon=7, tickers=["x"]).tickers == ["X"]
 

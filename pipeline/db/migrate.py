@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 _LOCK_KEY = 0x70726963  # "pric": the PostgreSQL advisory lock for schema changes
 
 
-def _alembic_config(connection: Connection) -> Config:
+def alembic_config(connection: Connection) -> Config:
+    """Alembic configuration running on ``connection``."""
     config = Config()
     config.set_main_option("script_location", "pipeline.db:migrations")
     config.attributes["connection"] = connection
@@ -65,7 +66,7 @@ def ensure_schema(engine: Engine) -> str:
         current = current_revision(conn)
         if current == head:
             return head
-        config = _alembic_config(conn)
+        config = alembic_config(conn)
         if current is None:
             present = sorted(set(metadata.tables) & set(sa.inspect(conn).get_table_names()))
             if present:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Sequence
 
 import pandas as pd
@@ -12,6 +13,9 @@ from sqlalchemy.engine import Connection
 from pipeline import columns as c
 from pipeline.db.schema import prices
 from pipeline.db.upsert import bulk_upsert
+
+logger = logging.getLogger(__name__)
+
 
 #: Marks a feed's source (``https://...``, ``yahoo://AAPL``); any other source is a file name.
 _FEED_MARKER = "://"
@@ -74,21 +78,43 @@ def read_closes(
     conn: Connection,
     through: dt.date,
     tickers: Sequence[str] | None = None,
+    field: str = c.CLOSE,
 ) -> pd.DataFrame:
     """Closing prices on or before ``through``, ordered by ticker and date.
 
+    Args:
+        conn: an open connection.
+        through: the last date to read.
+        tickers: tickers to read; ``None`` reads all.
+        field: ``close``, or ``adj_close`` for adjusted closes. A ticker whose
+            adjusted close is missing on any day up to ``through`` keeps its
+            closes (mixing the two would break the series), with a warning.
+
     Returns:
-        A frame with columns ``ticker``, ``trade_date`` (``datetime.date``) and ``close``.
+        A frame with columns ``ticker``, ``trade_date`` (``datetime.date``) and
+        ``close`` (holding the chosen field).
     """
+    columns = [prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.CLOSE]]
+    if field == c.ADJ_CLOSE:
+        columns.append(prices.c[c.ADJ_CLOSE])
+    elif field != c.CLOSE:
+        raise ValueError(f"field must be close or adj_close, got {field!r}")
     query = (
-        sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.CLOSE])
+        sa.select(*columns)
         .where(prices.c[c.TRADE_DATE] <= through)
         .order_by(prices.c[c.TICKER], prices.c[c.TRADE_DATE])
     )
     if tickers is not None:
         query = query.where(prices.c[c.TICKER].in_(list(tickers)))
     rows = conn.execute(query).all()
-    return pd.DataFrame(rows, columns=[c.TICKER, c.TRADE_DATE, c.CLOSE])
+    frame = pd.DataFrame(rows, columns=[column.name for column in columns])
+    if field == c.ADJ_CLOSE:
+        complete = frame.groupby(c.TICKER)[c.ADJ_CLOSE].transform(lambda s: s.notna().all())
+        for ticker in sorted(frame.loc[~complete.astype(bool), c.TICKER].unique()):
+            logger.warning("%s lacks adjusted closes on some days; its closes are used", ticker)
+        frame[c.CLOSE] = frame[c.ADJ_CLOSE].where(complete.astype(bool), frame[c.CLOSE])
+        frame = frame.drop(columns=c.ADJ_CLOSE)
+    return frame
 
 
 def list_tickers(conn: Connection) -> list[str]:

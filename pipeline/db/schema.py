@@ -34,7 +34,7 @@ prices = sa.Table(
     sa.Column(c.CLOSE, sa.Double, nullable=False),
     sa.Column(c.ADJ_CLOSE, sa.Double),
     sa.Column(c.VOLUME, sa.Double),
-    sa.Column(c.SOURCE, sa.String(512), comment="File the row was last loaded from."),
+    sa.Column(c.SOURCE, sa.String(2048), comment="File name or feed URL the row was loaded from."),
     comment="Daily prices, one row per ticker and trading day.",
 )
 sa.Index(None, prices.c[c.TRADE_DATE])
@@ -48,6 +48,13 @@ sequence_files = sa.Table(
     sa.Column("window", sa.Integer, nullable=False),
     sa.Column("scaling", sa.String(32), nullable=False),
     sa.Column("validation_fraction", sa.Double, nullable=False),
+    sa.Column(
+        "price_field",
+        sa.String(16),
+        nullable=False,
+        server_default="close",
+        comment="close or adj_close.",
+    ),
     sa.Column("scaler_params", sa.JSON, nullable=False),
     sa.Column("fit_start", sa.Date, nullable=False, comment="First close the scaler saw."),
     sa.Column("fit_end", sa.Date, nullable=False, comment="Last close the scaler saw."),
@@ -101,3 +108,63 @@ forecasts = sa.Table(
     comment="Forecast closes, one row per ticker, as-of date, target date and model version.",
 )
 sa.Index(None, forecasts.c[c.AS_OF_DATE])
+
+tickers = sa.Table(
+    "tickers",
+    metadata,
+    sa.Column("symbol", sa.String(TICKER_LENGTH), primary_key=True),
+    sa.Column("exchange", sa.String(16), nullable=False, comment="exchange_calendars code."),
+    sa.Column("active", sa.Boolean, nullable=False, comment="Trained and forecast when true."),
+    sa.Column("first_date", sa.Date, comment="First trade date stored."),
+    sa.Column("last_date", sa.Date, comment="Last trade date stored."),
+    comment="The tracked universe; filled on first ingest, managed by `pricecast tickers`.",
+)
+
+rejected_prices = sa.Table(
+    "rejected_prices",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, comment="The run that first saw the row."),
+    sa.Column("source", sa.String(2048), nullable=False, comment="File path or URL."),
+    sa.Column("source_version", sa.String(64), nullable=False, comment="SHA-256 of the input."),
+    sa.Column("line", sa.Integer, nullable=False, comment="CSV line, or Parquet row, number."),
+    sa.Column(c.TICKER, sa.String(64), nullable=False, comment="The ticker text as received."),
+    sa.Column(c.TRADE_DATE, sa.String(64), nullable=False, comment="The date text as received."),
+    sa.Column("raw", sa.JSON, nullable=False, comment="The row's fields as received."),
+    sa.Column("reason_code", sa.String(32), nullable=False),
+    sa.Column("reason", sa.String(2000), nullable=False, comment="Every rule the row broke."),
+    sa.Column("rejected_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("source_version", "line", c.TICKER),
+    comment="Quarantine: input rows that failed validation, with why and where from.",
+)
+
+price_flags = sa.Table(
+    "price_flags",
+    metadata,
+    sa.Column(c.TICKER, sa.String(TICKER_LENGTH), primary_key=True),
+    sa.Column(c.TRADE_DATE, sa.Date, primary_key=True),
+    sa.Column("flag", sa.String(32), primary_key=True, comment="jump or closed_day."),
+    sa.Column("detail", sa.String(512), nullable=False),
+    sa.Column("source", sa.String(2048), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    comment="Loaded prices that look suspicious (splits, closed days); never dropped.",
+)
+
+ingested_inputs = sa.Table(
+    "ingested_inputs",
+    metadata,
+    sa.Column("origin_key", sa.String(64), primary_key=True, comment="SHA-256 of origin."),
+    sa.Column("origin", sa.String(2048), nullable=False, comment="File path or URL."),
+    sa.Column("kind", sa.String(16), nullable=False, comment="file or feed."),
+    sa.Column("version", sa.String(64), nullable=False, comment="SHA-256 of the content."),
+    sa.Column("status", sa.String(16), nullable=False, comment="loaded or rejected."),
+    sa.Column("error", sa.String(2000), comment="Why a rejected input could not be read."),
+    sa.Column("rows_read", sa.Integer, nullable=False),
+    sa.Column("rows_loaded", sa.Integer, nullable=False),
+    sa.Column("rows_quarantined", sa.Integer, nullable=False),
+    sa.Column("rows_deferred", sa.Integer, nullable=False, comment="Dated after as_of_date."),
+    sa.Column(c.AS_OF_DATE, sa.Date, comment="The as-of date it was ingested with."),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Manifest: each input file or response, its content hash and its accounting.",
+)

@@ -1,43 +1,88 @@
-"""The ingest stage: price files into the ``prices`` table, by upsert."""
+"""The ingest stage: sources -> validation -> ``prices``, the quarantine, flags and manifest.
+
+For each input (a file, or a feed's response for one ticker):
+
+1. the manifest (``ingested_inputs``) is asked whether this content was
+   already ingested; an unchanged input is skipped, so re-dropping a file is
+   a no-op (an input with rows deferred to a later as-of date is read again
+   once the as-of date passes them);
+2. the input is parsed; one that cannot be read at all is rejected whole,
+   recorded in the manifest with the reason, and the run goes on;
+3. every row is validated (``validate``): valid rows are upserted into
+   ``prices``, failed rows go to ``rejected_prices`` with their raw values,
+   source, line and reasons, and rows dated after the as-of date are deferred.
+   For every input, rows read = rows loaded + rows quarantined + rows deferred;
+4. new tickers join the universe (``tickers``, active, on the default exchange).
+
+**Which row wins.** Within an input, the last occurrence of a ticker and
+date. Between files, the file whose name sorts later, whatever order they
+arrive in: so re-dropped, overlapping and out-of-order files converge to the
+table one clean load of all of them in name order gives (name drops by date,
+e.g. ``prices-2024-03-01.csv``). A changed file (same path, new content)
+replaces its own rows: rows it no longer holds are deleted. Rows from feeds
+(HTTP, Yahoo) always replace what is stored, and are replaced by files.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
+from pipeline.db.manifest import is_unchanged, manifest_entry, record_input
 from pipeline.db.prices import upsert_prices
-from pipeline.ingest.readers import expand_sources, read_price_file
+from pipeline.db.quarantine import quarantine_rows, record_flags
+from pipeline.db.schema import prices
+from pipeline.db.tickers import (
+    active_tickers,
+    add_tickers,
+    refresh_date_spans,
+    ticker_exchanges,
+)
+from pipeline.ingest.batch import BatchRejected
+from pipeline.ingest.sources import FILE, FetchContext, FetchedInput, FileSource, PriceSource
+from pipeline.ingest.validate import ValidatedBatch, ValidationRules, validate_batch
+from pipeline.trading_calendar import DEFAULT_EXCHANGE
 
 logger = logging.getLogger(__name__)
 
+LOADED, REJECTED, UNCHANGED, FAILED = "loaded", "rejected", "unchanged", "failed"
+
 
 @dataclass
-class FileReport:
-    """What one file contributed."""
+class InputReport:
+    """What one input contributed."""
 
-    path: str
-    rows_read: int
-    rows_loaded: int
-    rows_after_as_of: int
-    rows_other_tickers: int
-    tickers: list[str]
+    origin: str
+    kind: str
+    status: str
+    rows_read: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    rows_deferred: int = 0
+    flags: int = 0
+    tickers: list[str] = field(default_factory=list)
+    error: str | None = None
 
 
 @dataclass
 class IngestReport:
-    """What one ingest run did; every row read is loaded or counted as set aside."""
+    """What one ingest run did; for every input, read = loaded + quarantined + deferred."""
 
-    files: list[FileReport] = field(default_factory=list)
+    run_id: str
+    inputs: list[InputReport] = field(default_factory=list)
 
     def _total(self, name: str) -> int:
-        return sum(getattr(report, name) for report in self.files)
+        return sum(getattr(report, name) for report in self.inputs)
 
     @property
     def rows_read(self) -> int:
@@ -48,83 +93,267 @@ class IngestReport:
         return self._total("rows_loaded")
 
     @property
-    def rows_after_as_of(self) -> int:
-        return self._total("rows_after_as_of")
+    def rows_quarantined(self) -> int:
+        return self._total("rows_quarantined")
 
     @property
-    def rows_other_tickers(self) -> int:
-        return self._total("rows_other_tickers")
+    def rows_deferred(self) -> int:
+        return self._total("rows_deferred")
 
     @property
     def tickers(self) -> list[str]:
-        return sorted({ticker for report in self.files for ticker in report.tickers})
+        return sorted({ticker for report in self.inputs for ticker in report.tickers})
 
-    def summary(self) -> dict[str, object]:
+    def count(self, status: str) -> int:
+        """Inputs that ended with ``status``."""
+        return sum(report.status == status for report in self.inputs)
+
+    def summary(self) -> dict[str, Any]:
         """Counts for logs and flow results."""
         return {
-            "files": len(self.files),
+            "run_id": self.run_id,
+            "inputs": len(self.inputs),
+            "inputs_loaded": self.count(LOADED),
+            "inputs_unchanged": self.count(UNCHANGED),
+            "inputs_rejected": self.count(REJECTED) + self.count(FAILED),
             "rows_read": self.rows_read,
             "rows_loaded": self.rows_loaded,
-            "rows_after_as_of": self.rows_after_as_of,
-            "rows_other_tickers": self.rows_other_tickers,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_deferred": self.rows_deferred,
+            "flags": self._total("flags"),
             "tickers": self.tickers,
+            "errors": [f"{r.origin}: {r.error}" for r in self.inputs if r.error],
         }
+
+
+def previous_closes(
+    conn: Connection, first_dates: dict[str, dt.date]
+) -> dict[str, tuple[dt.date, float]]:
+    """Per ticker, the newest stored close before the given date."""
+    found: dict[str, tuple[dt.date, float]] = {}
+    for ticker, first in first_dates.items():
+        row = conn.execute(
+            sa.select(prices.c[c.TRADE_DATE], prices.c[c.CLOSE])
+            .where(prices.c[c.TICKER] == ticker, prices.c[c.TRADE_DATE] < first)
+            .order_by(prices.c[c.TRADE_DATE].desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            found[ticker] = (row[0], row[1])
+    return found
+
+
+def _last_dates(conn: Connection) -> dict[str, dt.date]:
+    query = sa.select(prices.c[c.TICKER], sa.func.max(prices.c[c.TRADE_DATE])).group_by(
+        prices.c[c.TICKER]
+    )
+    return dict(conn.execute(query).all())
+
+
+def _delete_dropped_rows(conn: Connection, source: str, validated: ValidatedBatch) -> int:
+    """Delete the rows a changed file no longer holds (rows stored with its name)."""
+    stored = pd.DataFrame(
+        conn.execute(
+            sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE]).where(
+                prices.c[c.SOURCE] == source
+            )
+        ).all(),
+        columns=[c.TICKER, c.TRADE_DATE],
+    )
+    if stored.empty:
+        return 0
+    kept = set(
+        zip(
+            validated.valid[c.TICKER],
+            pd.to_datetime(validated.valid[c.TRADE_DATE]).dt.date,
+            strict=True,
+        )
+    )
+    dropped = [
+        (ticker, day)
+        for ticker, day in stored.itertuples(index=False, name=None)
+        if (ticker, day) not in kept
+    ]
+    for ticker, day in dropped:
+        conn.execute(
+            sa.delete(prices).where(
+                prices.c[c.TICKER] == ticker,
+                prices.c[c.TRADE_DATE] == day,
+                prices.c[c.SOURCE] == source,
+            )
+        )
+    return len(dropped)
+
+
+def ingest(
+    conn: Connection,
+    sources: Sequence[PriceSource],
+    *,
+    as_of: dt.date | None = None,
+    tickers: Sequence[str] | None = None,
+    run_id: str | None = None,
+    jump_threshold: float = 0.25,
+    exchange: str = DEFAULT_EXCHANGE,
+    now: dt.datetime | None = None,
+) -> IngestReport:
+    """Ingest every input of ``sources``.
+
+    Args:
+        conn: an open connection; the caller owns the transaction.
+        sources: where prices come from.
+        as_of: rows dated after it are deferred; ``None`` defers nothing.
+        tickers: the tickers feeds fetch; default the active universe.
+            Files are always loaded whole.
+        run_id: recorded with quarantined rows, flags and manifest entries.
+        jump_threshold: one-day moves beyond this fraction are flagged.
+        exchange: the exchange of tickers seen for the first time.
+        now: the time recorded in the manifest and quarantine; default now (UTC).
+
+    Raises:
+        ConfigurationError: a source is misconfigured.
+    """
+    report = IngestReport(run_id=run_id or uuid.uuid4().hex)
+    stamp = now or dt.datetime.now(dt.UTC)
+    wanted = list(tickers) if tickers else active_tickers(conn)
+    context = FetchContext(as_of=as_of, tickers=wanted, last_dates=_last_dates(conn))
+    for source in sources:
+        logger.info("ingesting from %s", source.describe())
+        for fetched in source.fetch(context):
+            result = _ingest_one(
+                conn, fetched, as_of, report.run_id, jump_threshold, exchange, stamp
+            )
+            report.inputs.append(result)
+            _log(result)
+    return report
+
+
+def _log(result: InputReport) -> None:
+    if result.status == UNCHANGED:
+        logger.info("%s: unchanged since it was ingested; skipped", result.origin)
+    elif result.error:
+        logger.warning("%s: rejected whole: %s", result.origin, result.error)
+    else:
+        logger.info(
+            "%s: %d rows read, %d loaded, %d quarantined, %d deferred, %d flagged",
+            result.origin,
+            result.rows_read,
+            result.rows_loaded,
+            result.rows_quarantined,
+            result.rows_deferred,
+            result.flags,
+        )
+
+
+def _ingest_one(
+    conn: Connection,
+    fetched: FetchedInput,
+    as_of: dt.date | None,
+    run_id: str,
+    jump_threshold: float,
+    exchange: str,
+    stamp: dt.datetime,
+) -> InputReport:
+    entry = manifest_entry(conn, fetched.origin)
+    manifest = {
+        "origin": fetched.origin,
+        "kind": fetched.kind,
+        "version": fetched.version,
+        c.AS_OF_DATE: as_of,
+        "run_id": run_id,
+        "ingested_at": stamp,
+    }
+    if fetched.error is not None or fetched.parse is None:
+        error = fetched.error or "nothing was fetched"
+        return InputReport(fetched.origin, fetched.kind, FAILED, error=error)
+    if is_unchanged(entry, fetched.version, as_of):
+        return InputReport(fetched.origin, fetched.kind, UNCHANGED)
+    try:
+        batch = fetched.parse()
+    except BatchRejected as exc:
+        record_input(
+            conn,
+            {
+                **manifest,
+                "status": REJECTED,
+                "error": str(exc)[:2000],
+                "rows_read": 0,
+                "rows_loaded": 0,
+                "rows_quarantined": 0,
+                "rows_deferred": 0,
+            },
+        )
+        return InputReport(fetched.origin, fetched.kind, REJECTED, error=str(exc))
+
+    exchanges = ticker_exchanges(conn)
+    rules = ValidationRules(
+        as_of=as_of,
+        jump_threshold=jump_threshold,
+        exchanges=exchanges,
+        default_exchange=exchange,
+    )
+    firsts = {}
+    if not batch.frame.empty:
+        dates = pd.to_datetime(batch.frame["date"], errors="coerce", format="ISO8601")
+        upper = batch.frame[c.TICKER].astype(str).str.strip().str.upper()
+        firsts = {ticker: day.date() for ticker, day in dates.groupby(upper).min().dropna().items()}
+    validated = validate_batch(batch, rules, previous_closes(conn, firsts))
+    loaded_tickers = sorted(validated.valid[c.TICKER].unique())
+    add_tickers(conn, loaded_tickers, exchange, activate=False)
+    if fetched.kind == FILE and entry is not None and entry["version"] != fetched.version:
+        removed = _delete_dropped_rows(conn, batch.source, validated)
+        if removed:
+            logger.info(
+                "%s changed: %d rows it no longer holds were deleted", fetched.origin, removed
+            )
+    loaded = upsert_prices(conn, validated.valid.drop(columns="line"))
+    quarantined = quarantine_rows(
+        conn,
+        validated.rejected,
+        source=batch.origin,
+        source_version=batch.version,
+        run_id=run_id,
+        rejected_at=stamp,
+    )
+    flagged = record_flags(conn, validated.flags, source=batch.origin, run_id=run_id)
+    refresh_date_spans(conn, loaded_tickers)
+    result = InputReport(
+        fetched.origin,
+        fetched.kind,
+        LOADED,
+        rows_read=batch.rows,
+        rows_loaded=loaded,
+        rows_quarantined=quarantined,
+        rows_deferred=validated.deferred,
+        flags=flagged,
+        tickers=loaded_tickers,
+    )
+    assert result.rows_read == loaded + quarantined + validated.deferred, asdict(result)
+    record_input(
+        conn,
+        {
+            **manifest,
+            "status": LOADED,
+            "error": None,
+            "rows_read": result.rows_read,
+            "rows_loaded": loaded,
+            "rows_quarantined": quarantined,
+            "rows_deferred": validated.deferred,
+        },
+    )
+    return result
 
 
 def ingest_paths(
     conn: Connection,
-    paths: Iterable[Path | str],
+    paths: Sequence[Path | str],
     *,
     as_of: dt.date | None = None,
-    tickers: Sequence[str] | None = None,
+    run_id: str | None = None,
+    **options: Any,
 ) -> IngestReport:
-    """Upsert the prices in ``paths`` into ``prices``.
-
-    Files are read in the order given (a folder's files by name); when two
-    files hold the same ``(ticker, trade_date)``, the later one wins. Rows
-    dated after ``as_of`` are not loaded: a run as of that date must not see
-    them, and the run for their date loads them. Rows of tickers outside
-    ``tickers`` (when given) are skipped.
-
-    Args:
-        conn: an open connection; the caller owns the transaction.
-        paths: files or folders (see ``readers``).
-        as_of: the as-of date; ``None`` loads every date.
-        tickers: tickers to load; ``None`` loads all.
+    """Ingest files and folders (see ``ingest``).
 
     Raises:
-        InputFileError: a path is missing or a file cannot be read (see ``readers``).
+        InputFileError: a path does not exist.
     """
-    files = expand_sources(paths)
-    frames = [(path, read_price_file(path)) for path in files]
-    wanted = {ticker.upper() for ticker in tickers} if tickers else None
-    report = IngestReport()
-    for path, frame in frames:
-        rows_read = len(frame)
-        other = pd.Series(False, index=frame.index)
-        if wanted is not None:
-            other = ~frame[c.TICKER].isin(wanted)
-        late = pd.Series(False, index=frame.index)
-        if as_of is not None:
-            late = frame[c.TRADE_DATE] > pd.Timestamp(as_of)
-            late &= ~other
-        keep = frame.loc[~(other | late)]
-        loaded = upsert_prices(conn, keep)
-        file_report = FileReport(
-            path=str(path),
-            rows_read=rows_read,
-            rows_loaded=loaded,
-            rows_after_as_of=int(late.sum()),
-            rows_other_tickers=int(other.sum()),
-            tickers=sorted(keep[c.TICKER].unique()),
-        )
-        logger.info(
-            "ingested %s: %d rows read, %d loaded, %d after the as-of date, %d of other tickers",
-            path,
-            file_report.rows_read,
-            file_report.rows_loaded,
-            file_report.rows_after_as_of,
-            file_report.rows_other_tickers,
-        )
-        report.files.append(file_report)
-    return report
+    return ingest(conn, [FileSource(paths)], as_of=as_of, run_id=run_id, **options)

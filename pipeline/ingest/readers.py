@@ -1,4 +1,4 @@
-"""Read price files in the layouts people have, into one long frame.
+"""Read price files and CSV text in the layouts people have, into raw batches.
 
 Three layouts are recognised from the header, in CSV, gzipped CSV or Parquet:
 
@@ -6,42 +6,54 @@ Three layouts are recognised from the header, in CSV, gzipped CSV or Parquet:
   ``open``, ``high``, ``low``, ``adj_close`` and ``volume``;
 * **single ticker**, the tutorial's layout: ``Date,Open,High,Low,Close,Adj Close,Volume``
   with no ticker column; the ticker is the file name without its suffixes
-  (``AAPL.csv`` holds AAPL);
+  (``AAPL.csv`` holds AAPL), or the one a feed was asked for;
 * **wide**: ``date`` first, then one column of closes per ticker; an empty cell
   means the ticker did not trade that day and is not a row.
 
 Header names are matched case-insensitively, with spaces and hyphens read as
-underscores. Values that cannot be parsed raise ``InputFileError`` naming the
-file, the line and the value.
+underscores. Reading only finds the rows and their fields; the values are
+checked by ``validate``. An input that cannot be read at all (empty, not
+text, no date column, an HTML page) raises ``BatchRejected`` naming it and,
+where it applies, the line.
 """
 
 from __future__ import annotations
 
-import logging
+import csv
+import gzip
+import io
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipeline import columns as c
 from pipeline.errors import InputFileError
-
-logger = logging.getLogger(__name__)
+from pipeline.files import sha256_bytes
+from pipeline.ingest.batch import (
+    DATE,
+    LINE,
+    RAW,
+    RAW_COLUMNS,
+    SHAPE_ERROR,
+    BatchRejected,
+    RawBatch,
+)
 
 #: Suffixes of the files a folder source picks up.
 PRICE_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
-#: A ticker: capital letters and digits, optionally with ``.``, ``-``, ``_``, ``^`` or ``=``.
+#: A ticker: capital letters and digits, optionally with ``.``, ``-``, ``_``, ``^`` or ``=``,
+#: at most 16 characters, not starting with punctuation other than ``^``.
 TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-_^=]{0,15}$")
 
 _DATE_ALIASES = ("date", "trade_date", "datetime", "timestamp")
 _TICKER_ALIASES = ("ticker", "symbol")
 _FIELD_ALIASES = {
+    c.CLOSE: ("close",),
     c.OPEN: ("open",),
     c.HIGH: ("high",),
     c.LOW: ("low",),
-    c.CLOSE: ("close",),
     c.ADJ_CLOSE: ("adj_close", "adjclose", "adjusted_close"),
     c.VOLUME: ("volume",),
 }
@@ -72,20 +84,17 @@ def expand_sources(paths: Iterable[Path | str]) -> list[Path]:
     """Files to ingest: each file as given, each folder's price files sorted by name.
 
     Raises:
-        InputFileError: a path does not exist or a folder holds no price file.
+        InputFileError: a path does not exist.
     """
     files: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found = sorted(
-                p for p in path.iterdir() if p.is_file() and _suffix(p) in PRICE_FILE_SUFFIXES
-            )
-            if not found:
-                raise InputFileError(
-                    f"folder {path} holds no price file ({', '.join(PRICE_FILE_SUFFIXES)})"
+            files.extend(
+                sorted(
+                    p for p in path.iterdir() if p.is_file() and _suffix(p) in PRICE_FILE_SUFFIXES
                 )
-            files.extend(found)
+            )
         elif path.is_file():
             files.append(path)
         else:
@@ -93,207 +102,209 @@ def expand_sources(paths: Iterable[Path | str]) -> list[Path]:
     return files
 
 
-def _read_raw(path: Path) -> tuple[pd.DataFrame, int]:
-    """The file's cells as strings, and the number of lines before the first data row."""
-    suffix = _suffix(path)
-    try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-            return frame, 0
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        return frame, 1
-    except FileNotFoundError as exc:
-        raise InputFileError(f"input file {path} does not exist") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise InputFileError(f"{path}: the file is empty") from exc
-    except pd.errors.ParserError as exc:
-        raise InputFileError(f"{path}: not a readable CSV file: {exc}") from exc
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputFileError(f"{path}: cannot read the file: {exc}") from exc
-
-
-def _locate(path: Path, header_lines: int, position: int) -> str:
-    """Where a data row is, for error messages: ``file, line N`` or ``file, row N``."""
-    if header_lines:
-        return f"{path}, line {position + header_lines + 1}"
-    return f"{path}, row {position + 1}"
-
-
-def _parse_dates(values: pd.Series, path: Path, header_lines: int) -> pd.Series:
-    text = values.astype(str).str.strip()
-    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601")
-    bad = parsed.isna().to_numpy().nonzero()[0]
-    if len(bad):
-        first = int(bad[0])
-        raise InputFileError(
-            f"{_locate(path, header_lines, first)}: cannot parse date {values.iloc[first]!r} "
-            f"(expected YYYY-MM-DD){_more(len(bad))}"
-        )
-    return parsed.dt.normalize()
-
-
-def _more(count: int) -> str:
-    return f"; {count - 1} more such rows" if count > 1 else ""
-
-
-def _parse_numbers(
-    values: pd.Series, path: Path, header_lines: int, column: str, *, required: bool
-) -> pd.Series:
-    if values.dtype == object or pd.api.types.is_string_dtype(values):
-        text = values.astype(str).str.strip()
-        blank = text.isin(["", "nan", "NaN", "null", "NULL", "None"])
-        numbers = pd.to_numeric(text.where(~blank), errors="coerce")
-        bad = (numbers.isna() & ~blank).to_numpy().nonzero()[0]
-    else:
-        numbers = pd.to_numeric(values, errors="coerce").astype(float)
-        blank = numbers.isna()
-        bad = np.array([], dtype=int)
-    if len(bad):
-        first = int(bad[0])
-        raise InputFileError(
-            f"{_locate(path, header_lines, first)}: {column} {values.iloc[first]!r} "
-            f"is not a number{_more(len(bad))}"
-        )
-    if required:
-        missing = blank.to_numpy().nonzero()[0]
-        if len(missing):
-            first = int(missing[0])
-            raise InputFileError(
-                f"{_locate(path, header_lines, first)}: {column} is missing{_more(len(missing))}"
-            )
-    numbers = numbers.astype(float)
-    if column != c.VOLUME:
-        finite = numbers.dropna()
-        bad_price = finite.index[~np.isfinite(finite) | (finite <= 0)]
-        if len(bad_price):
-            first = values.index.get_loc(bad_price[0])
-            raise InputFileError(
-                f"{_locate(path, header_lines, first)}: {column} {values.iloc[first]!r} "
-                f"is not a positive price{_more(len(bad_price))}"
-            )
-    return numbers
-
-
-def _check_tickers(tickers: pd.Series, path: Path, header_lines: int) -> pd.Series:
-    upper = tickers.astype(str).str.strip().str.upper()
-    bad = (~upper.str.match(TICKER_PATTERN)).to_numpy().nonzero()[0]
-    if len(bad):
-        first = int(bad[0])
-        raise InputFileError(
-            f"{_locate(path, header_lines, first)}: {tickers.iloc[first]!r} is not a ticker "
-            f"symbol (letters, digits and . - _ ^ =, at most 16){_more(len(bad))}"
-        )
-    return upper
-
-
-def _pick(columns: dict[str, str], aliases: Iterable[str]) -> str | None:
+def _pick(columns: dict[str, int], aliases: Iterable[str]) -> int | None:
     for alias in aliases:
         if alias in columns:
             return columns[alias]
     return None
 
 
-def read_price_file(path: Path) -> pd.DataFrame:
-    """Read one price file into the normalised long frame.
+def _looks_like_html(text: str) -> bool:
+    head = text.lstrip()[:200].lower()
+    return head.startswith(("<!doctype html", "<html", "<?xml", "<head", "<body"))
 
-    Returns:
-        A frame with the columns of ``columns.PRICE_COLUMNS``: ``trade_date`` as
-        a ``datetime64`` day, prices as floats (NaN where absent), ``source``
-        the file name. Duplicate ``(ticker, trade_date)`` rows keep the last.
+
+def parse_csv_text(
+    text: str, origin: str, source: str, version: str, ticker: str | None = None
+) -> RawBatch:
+    """Split CSV text into a raw batch.
+
+    Args:
+        text: the whole input.
+        origin: its path or URL, for messages.
+        source: the name stored with its rows (file name, or URL for feeds).
+        version: the SHA-256 of its bytes.
+        ticker: the ticker of a single-ticker input; ``None`` takes it from
+            ``origin``'s file name when the input has no ticker column.
 
     Raises:
-        InputFileError: the file is missing, empty, in no known layout, or
-            holds a value that cannot be parsed; the message names file and line.
+        BatchRejected: the text is empty, an HTML page, not CSV, or has no date column.
     """
-    raw, header_lines = _read_raw(path)
-    if raw.empty and len(raw.columns) == 0:
-        raise InputFileError(f"{path}: the file is empty")
-    by_name = {normalise_header(name): name for name in raw.columns}
-    date_col = _pick(by_name, _DATE_ALIASES)
-    if date_col is None:
-        raise InputFileError(
-            f"{path}: no date column (expected one of {', '.join(_DATE_ALIASES)}); "
-            f"found {', '.join(map(str, raw.columns))}"
-        )
-    ticker_col = _pick(by_name, _TICKER_ALIASES)
-    close_col = _pick(by_name, _FIELD_ALIASES[c.CLOSE])
-    if close_col is not None:
-        frame = _read_long(raw, path, header_lines, by_name, date_col, ticker_col, close_col)
-    else:
-        frame = _read_wide(raw, path, header_lines, date_col)
-    before = len(frame)
-    frame = frame.drop_duplicates([c.TICKER, c.TRADE_DATE], keep="last")
-    if len(frame) < before:
-        logger.warning(
-            "%s: %d duplicate (ticker, date) rows; the last of each was kept",
-            path,
-            before - len(frame),
-        )
-    frame[c.SOURCE] = path.name
-    return (
-        frame.loc[:, list(c.PRICE_COLUMNS)]
-        .sort_values([c.TICKER, c.TRADE_DATE])
-        .reset_index(drop=True)
-    )
+    if not text.strip():
+        raise BatchRejected(origin, "the input is empty")
+    if _looks_like_html(text):
+        raise BatchRejected(origin, "the input is an HTML page, not CSV", 1)
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise BatchRejected(origin, "the input holds NUL bytes; it is not a CSV file", line)
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    try:
+        header = next(reader)
+        records = [(reader.line_num, row) for row in reader if row]
+    except csv.Error as exc:
+        raise BatchRejected(origin, f"not readable as CSV: {exc}", reader.line_num) from exc
+    return _from_rows(header, records, origin, source, version, ticker)
 
 
-def _read_long(
-    raw: pd.DataFrame,
-    path: Path,
-    header_lines: int,
-    by_name: dict[str, str],
-    date_col: str,
-    ticker_col: str | None,
-    close_col: str,
-) -> pd.DataFrame:
-    frame = pd.DataFrame(index=raw.index)
-    if ticker_col is None:
-        ticker = ticker_from_file_name(path)
+def _from_rows(
+    header: list[str],
+    records: list[tuple[int, list[str]]],
+    origin: str,
+    source: str,
+    version: str,
+    ticker: str | None,
+) -> RawBatch:
+    names = [str(name).strip() for name in header]
+    by_name: dict[str, int] = {}
+    for index, name in enumerate(names):
+        by_name.setdefault(normalise_header(name), index)
+    date_index = _pick(by_name, _DATE_ALIASES)
+    if date_index is None:
+        raise BatchRejected(
+            origin,
+            f"no date column (expected one of {', '.join(_DATE_ALIASES)}); "
+            f"the header is {','.join(names)}",
+            1,
+        )
+    ticker_index = _pick(by_name, _TICKER_ALIASES)
+    close_index = _pick(by_name, _FIELD_ALIASES[c.CLOSE])
+    if close_index is None and ticker_index is None:
+        return _wide(names, date_index, records, origin, source, version)
+    if close_index is None:
+        raise BatchRejected(origin, f"no close column; the header is {','.join(names)}", 1)
+    if ticker_index is None and ticker is None:
+        ticker = ticker_from_file_name(Path(origin))
         if not TICKER_PATTERN.match(ticker):
-            raise InputFileError(
-                f"{path}: a single-ticker file must be named after its ticker "
-                f"(e.g. AAPL.csv); {ticker!r} is not a ticker symbol"
+            raise BatchRejected(
+                origin,
+                f"a single-ticker file must be named after its ticker (e.g. AAPL.csv); "
+                f"{ticker!r} is not a ticker symbol",
             )
-        frame[c.TICKER] = ticker
-    else:
-        frame[c.TICKER] = _check_tickers(raw[ticker_col], path, header_lines)
-    frame[c.TRADE_DATE] = _parse_dates(raw[date_col], path, header_lines)
-    frame[c.CLOSE] = _parse_numbers(raw[close_col], path, header_lines, c.CLOSE, required=True)
-    for field in c.OPTIONAL_PRICE_FIELDS:
-        column = _pick(by_name, _FIELD_ALIASES[field])
-        if column is None:
-            frame[field] = np.nan
-        else:
-            frame[field] = _parse_numbers(raw[column], path, header_lines, field, required=False)
-    return frame
+    width = len(names)
+    fields = {name: _pick(by_name, aliases) for name, aliases in _FIELD_ALIASES.items()}
+    columns: dict[str, list] = {name: [] for name in RAW_COLUMNS}
+    for line, row in records:
+        columns[LINE].append(line)
+        shape = "" if len(row) == width else f"expected {width} fields, found {len(row)}"
+        columns[SHAPE_ERROR].append(shape)
+        padded = row + [""] * (width - len(row))
+        columns[c.TICKER].append(ticker if ticker_index is None else padded[ticker_index].strip())
+        columns[DATE].append(padded[date_index].strip())
+        for name, index in fields.items():
+            columns[name].append("" if index is None else padded[index].strip())
+        columns[RAW].append(dict(zip(names, row, strict=False)))
+    layout = "single" if ticker_index is None else "long"
+    return RawBatch(origin, source, version, layout, pd.DataFrame(columns, columns=RAW_COLUMNS))
 
 
-def _read_wide(raw: pd.DataFrame, path: Path, header_lines: int, date_col: str) -> pd.DataFrame:
-    ticker_cols = [name for name in raw.columns if name != date_col]
-    if not ticker_cols:
-        raise InputFileError(
-            f"{path}: no close column and no ticker columns; expected a long file "
-            "(ticker,date,close), a single-ticker file (Date,...,Close,...) or a wide "
-            "file (date, then one column per ticker)"
+def _wide(
+    names: list[str],
+    date_index: int,
+    records: list[tuple[int, list[str]]],
+    origin: str,
+    source: str,
+    version: str,
+) -> RawBatch:
+    if len(names) < 2:
+        raise BatchRejected(
+            origin,
+            "no close column and no ticker columns; expected a long file (ticker,date,close), "
+            "a single-ticker file (Date,...,Close,...) or a wide file (date, then one column "
+            "per ticker)",
+            1,
         )
-    tickers = []
-    for position, name in enumerate(ticker_cols, start=2):
-        ticker = str(name).strip().upper()
-        if not TICKER_PATTERN.match(ticker):
-            raise InputFileError(
-                f"{path}, line 1: column {position} header {name!r} is not a ticker symbol "
-                "(letters, digits and . - _ ^ =, at most 16)"
-            )
-        tickers.append(ticker)
-    dates = _parse_dates(raw[date_col], path, header_lines)
-    parts = []
-    for name, ticker in zip(ticker_cols, tickers, strict=True):
-        closes = _parse_numbers(raw[name], path, header_lines, f"close of {ticker}", required=False)
-        present = closes.notna()
-        parts.append(
-            pd.DataFrame({c.TICKER: ticker, c.TRADE_DATE: dates[present], c.CLOSE: closes[present]})
-        )
-    frame = pd.concat(parts, ignore_index=True)
-    for field in c.OPTIONAL_PRICE_FIELDS:
-        frame[field] = np.nan
-    return frame
+    date_name = names[date_index]
+    columns: dict[str, list] = {name: [] for name in RAW_COLUMNS}
+    width = len(names)
+    tickers = [
+        (index, name, name.upper()) for index, name in enumerate(names) if index != date_index
+    ]
+    for line, row in records:
+        shape = "" if len(row) == width else f"expected {width} fields, found {len(row)}"
+        padded = row + [""] * (width - len(row))
+        date = padded[date_index].strip()
+        for index, name, ticker in tickers:
+            value = padded[index].strip()
+            if not value and not shape:
+                continue  # the ticker did not trade that day
+            columns[LINE].append(line)
+            columns[SHAPE_ERROR].append(shape)
+            columns[c.TICKER].append(ticker)
+            columns[DATE].append(date)
+            columns[c.CLOSE].append(value)
+            for field in (c.OPEN, c.HIGH, c.LOW, c.ADJ_CLOSE, c.VOLUME):
+                columns[field].append("")
+            columns[RAW].append({date_name: date, name: value})
+            if shape:
+                break  # a misshapen line is one rejected row, not one per column
+    return RawBatch(origin, source, version, "wide", pd.DataFrame(columns, columns=RAW_COLUMNS))
+
+
+def _decode(payload: bytes, origin: str) -> str:
+    try:
+        return payload.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = payload[: exc.start].count(b"\n") + 1
+        raise BatchRejected(origin, "not UTF-8 text; is it a CSV file?", line) from exc
+
+
+def read_file_batch(path: Path) -> RawBatch:
+    """Read one price file (CSV, CSV.gz or Parquet) into a raw batch.
+
+    Raises:
+        InputFileError: the file does not exist.
+        BatchRejected: the file cannot be read at all.
+    """
+    try:
+        payload = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise InputFileError(f"input file {path} does not exist") from exc
+    except OSError as exc:
+        raise BatchRejected(str(path), f"cannot read the file: {exc.strerror}") from exc
+    return parse_file_bytes(path, payload, sha256_bytes(payload))
+
+
+def parse_file_bytes(path: Path, payload: bytes, version: str) -> RawBatch:
+    """Parse the bytes of a price file named ``path`` into a raw batch.
+
+    Raises:
+        BatchRejected: the content cannot be read at all.
+    """
+    origin = str(path)
+    suffix = _suffix(path)
+    if suffix == ".parquet":
+        return _parquet_batch(payload, path, version)
+    if suffix == ".csv.gz" or payload[:2] == b"\x1f\x8b":
+        try:
+            payload = gzip.decompress(payload)
+        except (OSError, EOFError) as exc:
+            raise BatchRejected(origin, f"not a readable gzip file: {exc}") from exc
+    return parse_csv_text(_decode(payload, origin), origin, path.name, version)
+
+
+def _parquet_batch(payload: bytes, path: Path, version: str) -> RawBatch:
+    origin = str(path)
+    try:
+        table = pd.read_parquet(io.BytesIO(payload))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a bad file
+        raise BatchRejected(origin, f"not a readable Parquet file: {exc}") from exc
+    header = [str(name) for name in table.columns]
+    records = []
+    for position, values in enumerate(table.itertuples(index=False, name=None), start=1):
+        records.append((position, [_text(value) for value in values]))
+    batch = _from_rows(header, records, origin, path.name, version, None)
+    return batch
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value != value:  # NaN
+        return ""
+    if isinstance(value, pd.Timestamp):
+        return value.date().isoformat() if value == value.normalize() else value.isoformat()
+    if value is pd.NaT:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()  # type: ignore[union-attr]
+    return str(value)

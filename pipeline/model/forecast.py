@@ -1,4 +1,4 @@
-"""The forecast stage: the next ``horizon`` business days after the as-of date.
+"""The forecast stage: the next ``horizon`` trading days after the as-of date.
 
 Each ticker's last ``window`` closes up to the as-of date are scaled with
 the scaler its model was trained with; the network predicts one step, the
@@ -19,14 +19,15 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
-from pipeline.business_days import next_business_days
 from pipeline.db.forecasts import replace_forecasts
 from pipeline.db.models import current_model, get_model, model_scalers
 from pipeline.db.prices import read_closes
+from pipeline.db.tickers import inactive_tickers, ticker_exchanges
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.model.network import as_inputs
 from pipeline.model.store import load_model
 from pipeline.sequences.scaling import get_scaler
+from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +80,16 @@ def forecast(
     horizon: int = 5,
     model_version: int | None = None,
 ) -> ForecastResult:
-    """Forecast each ticker's closes for the ``horizon`` business days after ``as_of``.
+    """Forecast each ticker's closes for the ``horizon`` trading days after ``as_of``.
+
+    Trading days come from each ticker's exchange calendar (``tickers.exchange``,
+    default New York), so forecasts skip weekends and holidays.
 
     Args:
         conn: an open connection; the caller owns the transaction.
         as_of: the last date whose close may be used.
-        tickers: tickers to forecast; ``None`` takes every ticker the model covers.
-        horizon: business days to forecast.
+        tickers: tickers to forecast; ``None`` takes every active ticker the model covers.
+        horizon: trading days to forecast.
         model_version: the model to use; ``None`` takes the newest model trained
             on data no later than ``as_of``.
 
@@ -106,15 +110,26 @@ def forecast(
         )
     version = model_row["version"]
     covered = list(model_row["tickers"])
-    wanted = list(tickers) if tickers else covered
+    inactive = inactive_tickers(conn)
+    if tickers:
+        wanted = list(tickers)
+        if set(wanted) & inactive:
+            raise ConfigurationError(
+                f"{', '.join(sorted(set(wanted) & inactive))} is inactive; "
+                "`pricecast tickers add` reactivates it"
+            )
+    else:
+        wanted = [ticker for ticker in covered if ticker not in inactive]
     uncovered = sorted(set(wanted) - set(covered))
     if uncovered:
         raise ConfigurationError(
             f"model v{version} does not cover {', '.join(uncovered)}; train it first"
         )
-    window = int(model_row["hyperparameters"]["window"])
+    params = model_row["hyperparameters"]
+    window = int(params["window"])
     scalers = model_scalers(conn, version)
-    closes = read_closes(conn, as_of, wanted)
+    exchanges = ticker_exchanges(conn)
+    closes = read_closes(conn, as_of, wanted, field=params.get("price_field", c.CLOSE))
     inputs, names = [], []
     for ticker in sorted(wanted):
         series = closes.loc[closes[c.TICKER] == ticker]
@@ -135,9 +150,9 @@ def forecast(
 
     model = load_model(Path(model_row["file_path"]))
     scaled = recursive_forecast(model.predict_on_batch, np.stack(inputs), horizon)
-    targets = next_business_days(as_of, horizon)
     rows = []
     for ticker, predictions in zip(names, scaled, strict=True):
+        targets = next_sessions(as_of, horizon, exchanges.get(ticker, DEFAULT_EXCHANGE))
         scaler_row = scalers[ticker]
         prices = get_scaler(scaler_row["scaling"]).invert(predictions, scaler_row["scaler_params"])
         for step, (target, value) in enumerate(zip(targets, prices, strict=True), start=1):

@@ -8,7 +8,7 @@ scaled by its own fitted scaler.
 never uses a model that saw later prices.
 
 **Mode ``auto``** retrains when there is no current model, when the
-current one's architecture (window, scaling, units) differs from the
+current one's architecture (window, scaling, price field, units) differs from the
 requested one, when it does not cover every requested ticker, or when the
 newest full retrain in its lineage is more than ``retrain_after_days``
 behind the as-of date. Otherwise it fine-tunes when there are windows newer
@@ -49,6 +49,7 @@ from pipeline.db.models import (
     register_model,
 )
 from pipeline.db.sequences import read_sequence_files
+from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.model.config import ModelConfig
 from pipeline.model.network import as_inputs, build_model, epoch_logger, seed_everything
@@ -118,7 +119,11 @@ def hyperparameters(sequence_config: SequenceConfig, model_config: ModelConfig) 
 
 
 def _architecture(params: dict[str, Any]) -> dict[str, Any]:
-    return {key: params.get(key) for key in ("window", "scaling", "units")}
+    defaults = {"price_field": "close"}  # versions before it was a setting used closes
+    return {
+        key: params.get(key, defaults.get(key))
+        for key in ("window", "scaling", "price_field", "units")
+    }
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
@@ -134,6 +139,9 @@ def _load_sequence_rows(
     config: SequenceConfig,
 ) -> list[dict[str, Any]]:
     rows = read_sequence_files(conn, as_of, tickers)
+    if tickers is None:
+        inactive = inactive_tickers(conn)
+        rows = [row for row in rows if row[c.TICKER] not in inactive]
     found = {row[c.TICKER] for row in rows}
     missing = sorted(set(tickers or []) - found)
     if missing or not rows:
@@ -143,7 +151,9 @@ def _load_sequence_rows(
             f"--as-of {as_of}` first"
         )
     for row in rows:
-        built = {key: row[key] for key in ("window", "scaling", "validation_fraction")}
+        built = {
+            key: row[key] for key in ("window", "scaling", "validation_fraction", "price_field")
+        }
         if built != {key: getattr(config, key) for key in built}:
             raise MissingDataError(
                 f"sequences of {row[c.TICKER]} as of {as_of} were built with {built}, "
@@ -275,7 +285,7 @@ def train(
         conn: an open connection; the caller owns the transaction.
         home: the pricecast home folder; models go to ``<home>/models``.
         as_of: the as-of date the sequences were built for.
-        tickers: tickers to train on; ``None`` takes every ticker with sequences.
+        tickers: tickers to train on; ``None`` takes every active ticker with sequences.
         mode: ``auto``, ``retrain`` or ``finetune`` (see the module docstring).
         sequence_config: the windowing the sequences must have been built with.
         model_config: network and training parameters.

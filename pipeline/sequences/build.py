@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 from pipeline import columns as c
 from pipeline.db.prices import read_closes
 from pipeline.db.sequences import upsert_sequence_files
+from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
 from pipeline.files import sha256_bytes, sha256_file, write_atomically
 from pipeline.sequences.config import SequenceConfig
@@ -160,8 +161,8 @@ def build_sequences(
         conn: an open connection; the caller owns the transaction.
         home: the pricecast home folder; files go to ``<home>/sequences``.
         as_of: the last date whose close may be used.
-        tickers: tickers to build; ``None`` builds every ticker in ``prices``.
-        config: window, scaling and validation share.
+        tickers: tickers to build; ``None`` builds every active ticker with prices.
+        config: price field, window, scaling and validation share.
 
     Returns:
         The ``sequence_files`` rows written, and the tickers skipped with why.
@@ -170,13 +171,19 @@ def build_sequences(
         MissingDataError: no requested ticker has any price up to ``as_of``.
     """
     config = config or SequenceConfig()
-    closes = read_closes(conn, as_of, tickers)
+    inactive = inactive_tickers(conn)
+    skipped: dict[str, str] = {
+        ticker: "inactive; `pricecast tickers add` reactivates it"
+        for ticker in sorted(set(tickers or []) & inactive)
+    }
+    closes = read_closes(conn, as_of, tickers, field=config.price_field)
+    closes = closes[~closes[c.TICKER].isin(inactive)]
     found = set(closes[c.TICKER].unique())
-    missing = sorted(set(tickers or []) - found)
     if not found:
-        wanted = ", ".join(tickers) if tickers else "any ticker"
+        wanted = ", ".join(tickers) if tickers else "any active ticker"
         raise MissingDataError(f"no prices for {wanted} on or before {as_of}; ingest prices first")
-    skipped: dict[str, str] = {ticker: f"no prices on or before {as_of}" for ticker in missing}
+    for ticker in sorted(set(tickers or []) - found - set(skipped)):
+        skipped[ticker] = f"no prices on or before {as_of}"
     rows: list[dict[str, Any]] = []
     needed = minimum_closes(config)
     for ticker, group in closes.groupby(c.TICKER, sort=True):
@@ -198,6 +205,7 @@ def build_sequences(
                 "window": config.window,
                 "scaling": config.scaling,
                 "validation_fraction": config.validation_fraction,
+                "price_field": config.price_field,
                 "file_path": str(path),
                 "sha256": digest,
                 **description,

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 SCALINGS = ("minmax",)
+PRICE_FIELDS = ("close", "adj_close")
 
 
 @dataclass(frozen=True)
@@ -17,17 +18,22 @@ class SequenceConfig:
         scaling: the scaler; ``minmax`` maps the training span to [0, 1] as the seed does.
         validation_fraction: share of each ticker's newest windows held out for
             validation; the scaler never sees their closes.
+        price_field: ``close``, or ``adj_close`` for adjusted closes where a
+            ticker has them on every day (else its closes, with a warning).
     """
 
     window: int = 10
     scaling: str = "minmax"
     validation_fraction: float = 0.1
+    price_field: str = "close"
 
     def __post_init__(self) -> None:
         if self.window < 2:
             raise ValueError(f"window must be at least 2, got {self.window}")
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
+        if self.price_field not in PRICE_FIELDS:
+            raise ValueError(f"price_field must be one of {PRICE_FIELDS}, got {self.price_field!r}")
         if not 0.0 < self.validation_fraction < 0.5:
             raise ValueError(
                 f"validation_fraction must be in (0, 0.5), got {self.validation_fraction}"

@@ -25,18 +25,7 @@ def test_a_new_database_is_created_at_the_head_revision(engine: Engine) -> None:
 
 
 def test_the_database_matches_the_declared_schema(engine: Engine) -> None:
-    with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
-        differences = [
-            diff
-            for diff in compare_metadata(context, metadata)
-            if not (
-                isinstance(diff, tuple)
-                and diff[0] == "remove_table"
-                and diff[1].name == "alembic_version"
-            )
-        ]
-    assert differences == []
+    assert _differences(engine) == []
 
 
 def test_tables_without_a_revision_are_refused(tmp_path: Path) -> None:
@@ -80,3 +69,39 @@ def test_sqlite_folders_are_created(tmp_path: Path) -> None:
     engine = connect(f"sqlite:///{tmp_path / 'a' / 'b' / 'x.db'}")
     engine.dispose()
     assert (tmp_path / "a" / "b").is_dir()
+
+
+def _differences(engine: Engine) -> list:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return [
+            diff
+            for diff in compare_metadata(context, metadata)
+            if not (
+                isinstance(diff, tuple)
+                and diff[0] == "remove_table"
+                and diff[1].name == "alembic_version"
+            )
+        ]
+
+
+def test_a_baseline_database_upgrades_to_the_declared_schema(engine: Engine) -> None:
+    from alembic import command
+
+    from pipeline.db.migrate import alembic_config
+
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0001_baseline")
+    with engine.begin() as conn:
+        assert "tickers" not in sa.inspect(conn).get_table_names()
+        conn.execute(
+            sa.text(
+                "INSERT INTO prices (ticker, trade_date, close, source) VALUES "
+                "('AAA', '2024-01-02', 10, 'a.csv'), ('AAA', '2024-01-05', 11, 'a.csv')"
+            )
+        )
+    assert ensure_schema(engine) == head_revision()
+    assert _differences(engine) == []
+    with engine.connect() as conn:
+        universe = conn.execute(sa.text("SELECT symbol, exchange, first_date FROM tickers")).all()
+    assert [(row[0], row[1], str(row[2])) for row in universe] == [("AAA", "XNYS", "2024-01-02")]

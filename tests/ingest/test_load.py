@@ -1,83 +1,132 @@
-"""The ingest stage against SQLite and PostgreSQL: counts, upserts, reruns."""
+"""The ingest stage: manifest, reruns, overlapping and out-of-order files, the universe."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 from pathlib import Path
 
-import pytest
+import pandas as pd
 import sqlalchemy as sa
 from helpers import synthetic_prices, table_snapshot, write_long_csv
 from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
-from pipeline.db.prices import count_prices, read_closes
-from pipeline.db.schema import prices
-from pipeline.errors import InputFileError
+from pipeline.db.migrate import open_database
+from pipeline.db.prices import read_closes
+from pipeline.db.schema import metadata, prices
+from pipeline.db.tickers import read_tickers
 from pipeline.ingest.load import ingest_paths
+
+
+def _prices(engine: Engine) -> list[tuple]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(prices).order_by(prices.c.ticker, prices.c.trade_date)).all()
+    return [tuple(row) for row in rows]
+
+
+def _ingest(engine: Engine, *paths: Path, **options) -> object:  # noqa: ANN003
+    with engine.begin() as conn:
+        return ingest_paths(conn, list(paths), **options)
 
 
 def test_ingest_loads_every_row_and_a_rerun_changes_nothing(engine: Engine, tmp_path: Path) -> None:
     frame = synthetic_prices(days=30)
     path = write_long_csv(frame, tmp_path / "prices.csv")
-    with engine.begin() as conn:
-        report = ingest_paths(conn, [path])
-    assert (report.rows_read, report.rows_loaded) == (60, 60)
+    report = _ingest(engine, path)
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (60, 60, 0)
     assert report.tickers == ["AAA", "BBB"]
     before = table_snapshot(engine)
-    with engine.begin() as conn:
-        ingest_paths(conn, [path])
+    again = _ingest(engine, path)
+    assert [r.status for r in again.inputs] == ["unchanged"]
     assert table_snapshot(engine) == before
     with engine.connect() as conn:
         stored = read_closes(conn, dt.date(2030, 1, 1))
     assert stored[c.CLOSE].round(6).tolist() == frame[c.CLOSE].round(6).tolist()
 
 
-def test_a_later_file_replaces_the_rows_it_covers(engine: Engine, tmp_path: Path) -> None:
-    first = tmp_path / "first.csv"
-    first.write_text("ticker,date,close\nAAA,2024-01-02,10\nAAA,2024-01-03,11\n")
-    second = tmp_path / "second.csv"
-    second.write_text("ticker,date,close,volume\nAAA,2024-01-03,12,500\n")
-    with engine.begin() as conn:
-        ingest_paths(conn, [first, second])
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(
-                prices.c.trade_date, prices.c.close, prices.c.volume, prices.c.source
-            ).order_by(prices.c.trade_date)
-        ).all()
-    assert [tuple(row) for row in rows] == [
-        (dt.date(2024, 1, 2), 10.0, None, "first.csv"),
-        (dt.date(2024, 1, 3), 12.0, 500.0, "second.csv"),
-    ]
+def test_re_dropping_the_same_file_is_a_no_op(engine: Engine, tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    source = write_long_csv(synthetic_prices(days=10), tmp_path / "prices-2024-01.csv")
+    shutil.copy(source, drop / source.name)
+    _ingest(engine, drop)
+    before = table_snapshot(engine)
+    (drop / source.name).unlink()
+    shutil.copy(source, drop / source.name)
+    os.utime(drop / source.name, (1e9, 1e9))
+    report = _ingest(engine, drop)
+    assert [r.status for r in report.inputs] == ["unchanged"]
+    assert table_snapshot(engine) == before
 
 
-def test_rows_after_the_as_of_date_and_other_tickers_are_counted_not_loaded(
-    engine: Engine, tmp_path: Path
+def _write(path: Path, rows: list[str]) -> Path:
+    path.write_text("ticker,date,close\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_overlapping_and_out_of_order_files_converge_to_one_clean_load(
+    db_url: str, tmp_path: Path
 ) -> None:
-    frame = synthetic_prices(("AAA", "BBB", "CCC"), days=10)
-    path = write_long_csv(frame, tmp_path / "prices.csv")
-    as_of = dt.date(2024, 1, 5)  # the 5th business day
-    with engine.begin() as conn:
-        report = ingest_paths(conn, [path], as_of=as_of, tickers=["aaa", "BBB"])
-    assert report.rows_read == 30
-    assert report.rows_other_tickers == 10
-    assert report.rows_after_as_of == 10
-    assert report.rows_loaded == 10
-    assert report.rows_read == (
-        report.rows_loaded + report.rows_after_as_of + report.rows_other_tickers
+    files = tmp_path / "files"
+    files.mkdir()
+    first = _write(
+        files / "prices-2024-01-03.csv",
+        ["AAA,2024-01-02,10", "AAA,2024-01-03,11", "BBB,2024-01-03,5"],
     )
-    with engine.connect() as conn:
-        assert count_prices(conn) == 10
-        latest = conn.execute(sa.select(sa.func.max(prices.c.trade_date))).scalar_one()
-    assert latest == as_of
+    second = _write(  # overlaps the first and corrects AAA on 2024-01-03
+        files / "prices-2024-01-05.csv",
+        ["AAA,2024-01-03,11.5", "AAA,2024-01-04,12", "AAA,2024-01-05,13"],
+    )
+    third = _write(files / "prices-2024-01-08.csv", ["BBB,2024-01-04,6", "AAA,2024-01-08,14"])
+
+    def load(order: list[Path]) -> list[tuple]:
+        engine = open_database(db_url)
+        with engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(sa.delete(table))
+        for path in order:
+            _ingest(engine, path)
+        result = [row[:6] for row in _prices(engine)]
+        engine.dispose()
+        return result
+
+    clean = load([files])
+    assert ("AAA", dt.date(2024, 1, 3), None, None, None, 11.5) in clean
+    for order in ([first, second, third], [third, second, first], [second, third, first]):
+        assert load(order) == clean, order
 
 
-def test_a_bad_file_loads_nothing(engine: Engine, tmp_path: Path) -> None:
-    good = write_long_csv(synthetic_prices(days=5), tmp_path / "good.csv")
-    bad = tmp_path / "bad.csv"
-    bad.write_text("ticker,date,close\nAAA,2024-01-02,x\n")
-    with pytest.raises(InputFileError, match="bad.csv, line 2"), engine.begin() as conn:
-        ingest_paths(conn, [good, bad])
+def test_a_corrected_file_replaces_the_rows_it_covers(engine: Engine, tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "p.csv", ["AAA,2024-01-02,10", "AAA,2024-01-03,99", "AAA,2024-01-04,12"]
+    )
+    _ingest(engine, path)
+    _write(path, ["AAA,2024-01-02,10", "AAA,2024-01-03,11"])
+    report = _ingest(engine, path)
+    assert report.inputs[0].status == "loaded"
+    assert [(row[1].day, row[5]) for row in _prices(engine)] == [(2, 10.0), (3, 11.0)]
+
+
+def test_the_universe_is_filled_on_first_ingest(engine: Engine, tmp_path: Path) -> None:
+    path = write_long_csv(synthetic_prices(("AAA", "BBB"), days=5), tmp_path / "p.csv")
+    _ingest(engine, path, exchange="XNAS")
     with engine.connect() as conn:
-        assert count_prices(conn) == 0
+        universe = read_tickers(conn)
+    assert [(t["symbol"], t["exchange"], t["active"]) for t in universe] == [
+        ("AAA", "XNAS", True),
+        ("BBB", "XNAS", True),
+    ]
+    assert (universe[0]["first_date"], universe[0]["last_date"]) == (
+        dt.date(2024, 1, 1),
+        dt.date(2024, 1, 5),
+    )
+
+
+def test_files_load_whole_whatever_tickers_are_asked_for(engine: Engine, tmp_path: Path) -> None:
+    path = write_long_csv(synthetic_prices(("AAA", "BBB"), days=5), tmp_path / "p.csv")
+    report = _ingest(engine, path, tickers=["AAA"])
+    assert report.rows_loaded == 10
+    frame = pd.DataFrame(_prices(engine))
+    assert sorted(frame[0].unique()) == ["AAA", "BBB"]

@@ -1,17 +1,22 @@
-"""Reading the three file layouts, and an error naming file and line for each bad input."""
+"""Reading the three layouts into raw batches, and whole inputs that cannot be read."""
 
 from __future__ import annotations
 
 import gzip
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline import columns as c
 from pipeline.errors import InputFileError
-from pipeline.ingest.readers import expand_sources, read_price_file, ticker_from_file_name
+from pipeline.ingest.batch import DATE, LINE, RAW, SHAPE_ERROR, BatchRejected
+from pipeline.ingest.readers import (
+    expand_sources,
+    parse_csv_text,
+    read_file_batch,
+    ticker_from_file_name,
+)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -19,146 +24,140 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def test_long_csv_with_optional_columns(tmp_path: Path) -> None:
+def _rows(batch) -> list[tuple]:  # noqa: ANN001
+    frame = batch.frame
+    return list(zip(frame[LINE], frame[c.TICKER], frame[DATE], frame[c.CLOSE], strict=True))
+
+
+def test_long_csv_keeps_text_lines_and_raw_fields(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "feed.csv",
         "ticker,date,close,open,high,low,adj_close,volume\n"
         "msft,2024-01-03,370.5,371,372,369,370.1,1000\n"
+        "\n"
         "AAPL,2024-01-02,185.6,,,,,\n",
     )
-    frame = read_price_file(path)
-    assert list(frame.columns) == list(c.PRICE_COLUMNS)
-    assert frame[c.TICKER].tolist() == ["AAPL", "MSFT"]
-    msft = frame.iloc[1]
-    assert msft[c.TRADE_DATE] == pd.Timestamp("2024-01-03")
-    assert (msft[c.OPEN], msft[c.HIGH], msft[c.LOW], msft[c.CLOSE]) == (371, 372, 369, 370.5)
-    assert (msft[c.ADJ_CLOSE], msft[c.VOLUME]) == (370.1, 1000)
-    assert np.isnan(frame.iloc[0][c.OPEN])
-    assert set(frame[c.SOURCE]) == {"feed.csv"}
+    batch = read_file_batch(path)
+    assert (batch.layout, batch.source, batch.origin) == ("long", "feed.csv", str(path))
+    assert _rows(batch) == [(2, "msft", "2024-01-03", "370.5"), (4, "AAPL", "2024-01-02", "185.6")]
+    first = batch.frame.iloc[0]
+    assert (first[c.OPEN], first[c.HIGH], first[c.LOW]) == ("371", "372", "369")
+    assert (first[c.ADJ_CLOSE], first[c.VOLUME]) == ("370.1", "1000")
+    assert first[RAW]["ticker"] == "msft"
+    assert len(batch.version) == 64
 
 
 def test_seed_single_ticker_csv_takes_the_ticker_from_the_file_name(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "aapl.csv",
         "Date,Open,High,Low,Close,Adj Close,Volume\n"
-        "2018-01-02,170.16,172.30,169.26,172.26,166.81,25555900\n"
-        "2018-01-03,172.53,174.55,171.96,172.23,166.78,29517900\n",
+        "2018-01-02,170.16,172.30,169.26,172.26,166.81,25555900\n",
     )
-    frame = read_price_file(path)
-    assert frame[c.TICKER].tolist() == ["AAPL", "AAPL"]
-    assert frame[c.CLOSE].tolist() == [172.26, 172.23]
-    assert frame[c.ADJ_CLOSE].tolist() == [166.81, 166.78]
-    assert frame[c.VOLUME].tolist() == [25555900, 29517900]
+    batch = read_file_batch(path)
+    assert batch.layout == "single"
+    assert _rows(batch) == [(2, "AAPL", "2018-01-02", "172.26")]
+    assert batch.frame.iloc[0][c.ADJ_CLOSE] == "166.81"
 
 
-def test_wide_csv_skips_empty_cells(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path / "wide.csv",
-        "date,GOOG,AAPL\n2004-08-18,,1.5\n2004-08-19,50.0,1.6\n",
-    )
-    frame = read_price_file(path)
-    assert list(zip(frame[c.TICKER], frame[c.CLOSE], strict=True)) == [
-        ("AAPL", 1.5),
-        ("AAPL", 1.6),
-        ("GOOG", 50.0),
+def test_wide_csv_makes_one_row_per_traded_cell(tmp_path: Path) -> None:
+    path = _write(tmp_path / "wide.csv", "date,GOOG,AAPL\n2004-08-18,,1.5\n2004-08-19,50.0,1.6\n")
+    batch = read_file_batch(path)
+    assert batch.layout == "wide"
+    assert _rows(batch) == [
+        (2, "AAPL", "2004-08-18", "1.5"),
+        (3, "GOOG", "2004-08-19", "50.0"),
+        (3, "AAPL", "2004-08-19", "1.6"),
     ]
-    assert frame.loc[frame[c.TICKER] == "GOOG", c.TRADE_DATE].tolist() == [
-        pd.Timestamp("2004-08-19")
+    assert batch.frame.iloc[1][RAW] == {"date": "2004-08-19", "GOOG": "50.0"}
+
+
+def test_short_and_long_lines_are_marked_not_dropped(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "ragged.csv", "ticker,date,close\nAAA,2024-01-02\nAAA,2024-01-03,1,2\n"
+    )
+    frame = read_file_batch(path).frame
+    assert frame[SHAPE_ERROR].tolist() == [
+        "expected 3 fields, found 2",
+        "expected 3 fields, found 4",
     ]
 
 
 def test_gzipped_csv_and_parquet_read_like_csv(tmp_path: Path) -> None:
-    text = "symbol,Date,Close\nXOM,2024-02-01,101.5\nXOM,2024-02-02,102.0\n"
     gz = tmp_path / "xom.csv.gz"
     with gzip.open(gz, "wt") as handle:
-        handle.write(text)
+        handle.write("symbol,Date,Close\nXOM,2024-02-01,101.5\n")
     parquet = tmp_path / "xom.parquet"
     pd.DataFrame(
-        {
-            "ticker": ["XOM", "XOM"],
-            "date": pd.to_datetime(["2024-02-01", "2024-02-02"]),
-            "close": [101.5, 102.0],
-        }
+        {"ticker": ["XOM"], "date": pd.to_datetime(["2024-02-01"]), "close": [101.5]}
     ).to_parquet(parquet)
-    from_gz, from_parquet = read_price_file(gz), read_price_file(parquet)
-    for frame in (from_gz, from_parquet):
-        assert frame[c.CLOSE].tolist() == [101.5, 102.0]
-        assert frame[c.TRADE_DATE].tolist() == list(pd.to_datetime(["2024-02-01", "2024-02-02"]))
+    assert _rows(read_file_batch(gz)) == [(2, "XOM", "2024-02-01", "101.5")]
+    assert _rows(read_file_batch(parquet)) == [(1, "XOM", "2024-02-01", "101.5")]
     assert ticker_from_file_name(gz) == "XOM"
 
 
-def test_duplicate_rows_keep_the_last(tmp_path: Path) -> None:
-    path = _write(
-        tmp_path / "dup.csv",
-        "ticker,date,close\nAAA,2024-01-02,10\nAAA,2024-01-02,11\n",
-    )
-    assert read_price_file(path)[c.CLOSE].tolist() == [11.0]
-
-
-def test_the_bundled_sample_reads(tmp_path: Path) -> None:
+def test_the_bundled_sample_reads() -> None:
     from pipeline.settings import bundled_sample_path
 
-    frame = read_price_file(bundled_sample_path())
-    assert sorted(frame[c.TICKER].unique()) == ["AAPL", "AMZN", "GOOG", "JPM", "XOM"]
-    assert len(frame) == 5 * 1328
+    batch = read_file_batch(bundled_sample_path())
+    assert sorted(batch.frame[c.TICKER].unique()) == ["AAPL", "AMZN", "GOOG", "JPM", "XOM"]
+    assert batch.rows == 5 * 1328
 
 
 @pytest.mark.parametrize(
-    ("name", "text", "message"),
+    ("name", "content", "message"),
     [
-        ("empty.csv", "", "empty.csv: the file is empty"),
-        ("nodate.csv", "ticker,day,close\nA,2024-01-01,1\n", "no date column"),
+        ("empty.csv", b"", "empty.csv: the input is empty"),
         (
-            "baddate.csv",
-            "ticker,date,close\nAAA,2024-01-02,1\nAAA,2024-13-45,2\n",
-            "baddate.csv, line 3: cannot parse date '2024-13-45'",
+            "nodate.csv",
+            b"ticker,day,close\nA,2024-01-01,1\n",
+            "nodate.csv, line 1: no date column",
         ),
         (
-            "badnum.csv",
-            "ticker,date,close\nAAA,2024-01-02,1\nAAA,2024-01-03,abc\n",
-            "badnum.csv, line 3: close 'abc' is not a number",
+            "page.csv",
+            b"<!DOCTYPE html><html><body>Not found</body></html>",
+            "line 1: the input is an HTML page",
         ),
+        ("binary.csv", b"date,close\n2024-01-02,1\n\xff\xfe\x00", "line 3: not UTF-8 text"),
         (
-            "missing.csv",
-            "ticker,date,close\nAAA,2024-01-02,\n",
-            "missing.csv, line 2: close is missing",
+            "nul.csv",
+            b"ticker,date,close\nA,2024-01-02,1\x00\n",
+            "line 2: the input holds NUL bytes",
         ),
-        (
-            "zero.csv",
-            "ticker,date,close\nAAA,2024-01-02,1\nAAA,2024-01-03,0\n",
-            "zero.csv, line 3: close '0' is not a positive price",
-        ),
-        (
-            "badticker.csv",
-            "ticker,date,close\nA'B,2024-01-02,1\n",
-            'badticker.csv, line 2: "A\'B" is not a ticker symbol',
-        ),
-        (
-            "wideheader.csv",
-            "date,AAA,bad ticker!\n2024-01-02,1,2\n",
-            "wideheader.csv, line 1: column 3 header 'bad ticker!' is not a ticker symbol",
-        ),
-        ("stock prices.csv", "Date,Close\n2024-01-02,1\n", "must be named after its ticker"),
+        ("noclose.csv", b"ticker,date,open\nA,2024-01-02,1\n", "line 1: no close column"),
+        ("stock prices.csv", b"Date,Close\n2024-01-02,1\n", "must be named after its ticker"),
+        ("broken.csv.gz", b"\x1f\x8b\x08not gzip", "not a readable gzip file"),
+        ("broken.parquet", b"PAR1 not parquet", "not a readable Parquet file"),
     ],
 )
-def test_bad_files_raise_an_error_naming_file_and_line(
-    tmp_path: Path, name: str, text: str, message: str
+def test_inputs_that_cannot_be_read_are_rejected_whole_naming_file_and_line(
+    tmp_path: Path, name: str, content: bytes, message: str
 ) -> None:
-    path = _write(tmp_path / name, text)
-    with pytest.raises(InputFileError) as raised:
-        read_price_file(path)
-    assert message in str(raised.value)
-    assert "\n" not in str(raised.value)
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BatchRejected) as raised:
+        read_file_batch(path)
+    text = str(raised.value)
+    assert text.startswith(str(path))
+    assert message in text
+    assert "\n" not in text
 
 
-def test_missing_paths_and_empty_folders_are_errors(tmp_path: Path) -> None:
+def test_csv_text_from_a_feed_takes_the_given_ticker() -> None:
+    batch = parse_csv_text(
+        "Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,1,1.5,10\n",
+        "https://example/x?s=^GSPC",
+        "https://example/x?s=^GSPC",
+        "v",
+        ticker="^GSPC",
+    )
+    assert batch.is_feed
+    assert _rows(batch) == [(2, "^GSPC", "2024-01-02", "1.5")]
+
+
+def test_missing_paths_are_errors_and_folders_expand_in_name_order(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match=r"input file .*nope\.csv does not exist"):
         expand_sources([tmp_path / "nope.csv"])
-    with pytest.raises(InputFileError, match="holds no price file"):
-        expand_sources([tmp_path])
-
-
-def test_folders_expand_to_their_price_files_in_name_order(tmp_path: Path) -> None:
     for name in ("b.csv", "a.parquet", "c.csv.gz", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     assert [path.name for path in expand_sources([tmp_path])] == ["a.parquet", "b.csv", "c.csv.gz"]
+    assert expand_sources([tmp_path / "notes.txt"]) == [tmp_path / "notes.txt"]

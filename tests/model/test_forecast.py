@@ -114,3 +114,25 @@ def test_uncovered_tickers_are_refused(engine: Engine, home: Path) -> None:
     trained(engine, home, DATES[59])
     with pytest.raises(ConfigurationError, match="does not cover MSFT"), engine.begin() as conn:
         forecast(conn, DATES[59], tickers=["AAA", "MSFT"])
+
+
+def test_forecasts_skip_exchange_holidays(engine: Engine, home: Path) -> None:
+    as_of = dt.date(2024, 3, 28)  # the day before Good Friday
+    assert as_of in DATES
+    trained(engine, home, as_of)
+    with engine.begin() as conn:
+        forecast(conn, as_of, horizon=2)
+        rows = read_forecasts(conn, as_of)
+    assert rows[c.TARGET_DATE].tolist()[:2] == [dt.date(2024, 4, 1), dt.date(2024, 4, 2)]
+
+
+def test_inactive_tickers_are_not_forecast(engine: Engine, home: Path) -> None:
+    from pipeline.db.tickers import add_tickers, set_active
+
+    trained(engine, home, DATES[59])
+    with engine.begin() as conn:
+        add_tickers(conn, ["AAA", "BBB"], "XNYS", activate=True)
+        set_active(conn, ["BBB"], False)
+        assert forecast(conn, DATES[59], horizon=1).tickers == ["AAA"]
+        with pytest.raises(ConfigurationError, match="BBB is inactive"):
+            forecast(conn, DATES[59], tickers=["BBB"])

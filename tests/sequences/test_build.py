@@ -110,5 +110,44 @@ def test_short_histories_are_skipped_with_the_reason(engine: Engine, home: Path)
 
 
 def test_no_prices_at_all_is_an_error(engine: Engine, home: Path) -> None:
-    with pytest.raises(MissingDataError, match="no prices for any ticker"), engine.begin() as conn:
+    with (
+        pytest.raises(MissingDataError, match="no prices for any active ticker"),
+        engine.begin() as conn,
+    ):
         build_sequences(conn, home, dt.date(2024, 1, 1), config=TINY_SEQUENCES)
+
+
+def test_inactive_tickers_are_skipped(engine: Engine, home: Path) -> None:
+    from pipeline.db.tickers import add_tickers, set_active
+
+    frame = synthetic_prices(("AAA", "BBB"), days=40)
+    _load(engine, frame)
+    with engine.begin() as conn:
+        add_tickers(conn, ["AAA", "BBB"], "XNYS", activate=True)
+        set_active(conn, ["BBB"], False)
+        result = build_sequences(conn, home, last_date(frame), config=TINY_SEQUENCES)
+        assert result.tickers == ["AAA"]
+        explicit = build_sequences(
+            conn, home, last_date(frame), tickers=["AAA", "BBB"], config=TINY_SEQUENCES
+        )
+    assert explicit.skipped == {"BBB": "inactive; `pricecast tickers add` reactivates it"}
+
+
+def test_adjusted_closes_are_used_where_every_day_has_one(engine: Engine, home: Path) -> None:
+    import dataclasses
+
+    frame = synthetic_prices(("AAA", "BBB"), days=40)
+    frame.loc[frame[c.TICKER] == "AAA", c.ADJ_CLOSE] = (
+        frame.loc[frame[c.TICKER] == "AAA", c.CLOSE] / 2
+    )
+    frame.loc[frame.index[-1], c.ADJ_CLOSE] = 1.0  # BBB has one adjusted close only
+    _load(engine, frame)
+    config = dataclasses.replace(TINY_SEQUENCES, price_field="adj_close")
+    with engine.begin() as conn:
+        result = build_sequences(conn, home, last_date(frame), config=config)
+    params = {row[c.TICKER]: row["scaler_params"] for row in result.files}
+    aaa = frame.loc[frame[c.TICKER] == "AAA", c.CLOSE].to_numpy()[:33] / 2
+    bbb = frame.loc[frame[c.TICKER] == "BBB", c.CLOSE].to_numpy()[:33]
+    assert params["AAA"] == {"min": aaa.min(), "max": aaa.max()}
+    assert params["BBB"] == {"min": bbb.min(), "max": bbb.max()}
+    assert {row["price_field"] for row in result.files} == {"adj_close"}

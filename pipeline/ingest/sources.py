@@ -1,0 +1,169 @@
+"""Where prices come from: one protocol, file and feed implementations.
+
+A source yields ``FetchedInput`` objects: one per file or per response, each
+with its content hash and a ``parse`` that turns it into a raw batch. The
+ingest stage decides from the manifest whether an input is new or changed
+before parsing it, so unchanged files cost one hash.
+
+Sources are chosen by strings (``PRICECAST_SOURCE``, ``--source``):
+
+* a path: a file, or a folder whose ``.csv``, ``.csv.gz`` and ``.parquet``
+  files are taken in name order (a drop folder);
+* an ``http://`` or ``https://`` URL template with ``{ticker}`` and optionally
+  ``{start}`` and ``{end}`` (``YYYY-MM-DD``): the HTTP CSV feed;
+* ``yahoo``: the Yahoo Finance adapter (the optional ``yahoo`` extra).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pipeline.errors import ConfigurationError, InputFileError
+from pipeline.files import sha256_bytes
+from pipeline.ingest.batch import RawBatch
+from pipeline.ingest.readers import expand_sources, parse_file_bytes
+
+FILE, FEED = "file", "feed"
+
+
+@dataclass(frozen=True)
+class FetchContext:
+    """What a source may need to know.
+
+    Attributes:
+        as_of: the run's as-of date; feeds fetch nothing after it.
+        tickers: the tickers a feed fetches.
+        last_dates: each ticker's newest stored trade date, for incremental feeds.
+    """
+
+    as_of: dt.date | None
+    tickers: Sequence[str]
+    last_dates: Mapping[str, dt.date] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FetchedInput:
+    """One file or response, fetched but not parsed.
+
+    Attributes:
+        origin: path or URL, as shown to people and stored in the manifest.
+        kind: ``file`` or ``feed``.
+        version: SHA-256 of the content.
+        parse: reads the content into a raw batch; raises ``BatchRejected``.
+        error: set instead of ``parse`` when the input could not be fetched at all.
+    """
+
+    origin: str
+    kind: str
+    version: str
+    parse: Callable[[], RawBatch] | None = None
+    error: str | None = None
+
+
+class PriceSource(Protocol):
+    """A source of daily prices."""
+
+    def describe(self) -> str:
+        """A short description for logs."""
+        ...
+
+    def fetch(self, context: FetchContext) -> Iterator[FetchedInput]:
+        """Yield each input of this run."""
+        ...
+
+
+class FileSource:
+    """Price files and drop folders.
+
+    Each file is one input; a folder stands for its price files in name order.
+    """
+
+    def __init__(self, paths: Sequence[Path | str]) -> None:
+        self.paths = [Path(path).expanduser() for path in paths]
+
+    def describe(self) -> str:
+        return "files " + ", ".join(str(path) for path in self.paths)
+
+    def check(self) -> list[Path]:
+        """The files this source stands for now.
+
+        Raises:
+            InputFileError: a path does not exist.
+        """
+        return expand_sources(self.paths)
+
+    def fetch(self, context: FetchContext) -> Iterator[FetchedInput]:
+        for path in self.check():
+            try:
+                payload = path.read_bytes()
+            except OSError as exc:
+                yield FetchedInput(str(path), FILE, "", error=f"cannot read: {exc.strerror}")
+                continue
+            version = sha256_bytes(payload)
+            yield FetchedInput(
+                str(path),
+                FILE,
+                version,
+                parse=lambda path=path, payload=payload, version=version: parse_file_bytes(
+                    path, payload, version
+                ),
+            )
+
+
+def build_source(spec: str, *, http_options: Mapping[str, object] | None = None) -> PriceSource:
+    """The source a setting string names (see the module docstring).
+
+    Raises:
+        ConfigurationError: the string names nothing usable.
+        InputFileError: a path does not exist.
+    """
+    text = spec.strip()
+    if text.lower() in ("yahoo", "yahoo:", "yfinance"):
+        from pipeline.ingest.yahoo import YahooSource
+
+        options = dict(http_options or {})
+        return YahooSource(
+            **{key: options[key] for key in ("start", "timeout") if key in options}  # type: ignore[arg-type]
+        )
+    if text.lower().startswith(("http://", "https://")):
+        from pipeline.ingest.http import HttpCsvSource
+
+        if "{ticker}" not in text:
+            raise ConfigurationError(
+                f"the HTTP source {text!r} needs a {{ticker}} placeholder in its URL template"
+            )
+        return HttpCsvSource(text, **dict(http_options or {}))
+    if not text:
+        raise ConfigurationError("an empty source was given")
+    source = FileSource([text])
+    source.check()
+    return source
+
+
+def build_sources(
+    specs: Sequence[str | Path], *, http_options: Mapping[str, object] | None = None
+) -> list[PriceSource]:
+    """The sources of several setting strings, files grouped into one file source."""
+    sources: list[PriceSource] = []
+    files: list[str | Path] = []
+    for spec in specs:
+        text = str(spec)
+        if text.lower().startswith(("http://", "https://")) or text.lower() in (
+            "yahoo",
+            "yahoo:",
+            "yfinance",
+        ):
+            sources.append(build_source(text, http_options=http_options))
+        else:
+            files.append(spec)
+    if files:
+        file_source = FileSource(files)
+        file_source.check()
+        sources.insert(0, file_source)
+    if not sources:
+        raise InputFileError("no source to ingest from")
+    return sources

@@ -1,0 +1,90 @@
+"""Trading days from an exchange calendar (``exchange_calendars``; default New York, XNYS).
+
+Forecasts target the exchange's next sessions, so they skip weekends and
+holidays; validation flags prices dated on days the exchange was closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import ConfigurationError
+
+DEFAULT_EXCHANGE = "XNYS"
+#: First date the calendars cover; older prices are not checked against them.
+CALENDAR_START = "1990-01-01"
+
+
+@functools.cache
+def _calendar(exchange: str):  # noqa: ANN202 - exchange_calendars.ExchangeCalendar
+    import exchange_calendars
+
+    try:
+        return exchange_calendars.get_calendar(exchange, start=CALENDAR_START)
+    except exchange_calendars.errors.InvalidCalendarName:
+        raise ConfigurationError(
+            f"unknown exchange {exchange!r}; use an exchange_calendars code such as XNYS, "
+            "XNAS, XLON or XTKS"
+        ) from None
+
+
+def check_exchange(exchange: str) -> str:
+    """``exchange`` when it names a known calendar.
+
+    Raises:
+        ConfigurationError: no calendar has that code.
+    """
+    _calendar(exchange)
+    return exchange
+
+
+def next_sessions(after: dt.date, count: int, exchange: str = DEFAULT_EXCHANGE) -> list[dt.date]:
+    """The ``count`` trading days strictly after ``after``, in order.
+
+    Raises:
+        ConfigurationError: the calendar does not reach that far.
+    """
+    if count < 1:
+        return []
+    calendar = _calendar(exchange)
+    start = pd.Timestamp(after) + pd.Timedelta(days=1)
+    if start > calendar.last_session:
+        raise ConfigurationError(
+            f"the {exchange} calendar ends on {calendar.last_session.date()}; "
+            f"it cannot give trading days after {after}"
+        )
+    start = max(start, calendar.first_session)
+    sessions = calendar.sessions_in_range(start, calendar.last_session)[:count]
+    if len(sessions) < count:
+        raise ConfigurationError(
+            f"the {exchange} calendar has only {len(sessions)} trading days after {after}"
+        )
+    return [stamp.date() for stamp in sessions]
+
+
+def previous_session(on_or_before: dt.date, exchange: str = DEFAULT_EXCHANGE) -> dt.date:
+    """The last trading day on or before ``on_or_before``."""
+    calendar = _calendar(exchange)
+    stamp = pd.Timestamp(on_or_before)
+    if stamp > calendar.last_session:
+        stamp = calendar.last_session
+    return calendar.date_to_session(stamp, direction="previous").date()
+
+
+def closed_days(
+    dates: Sequence[dt.date] | pd.Series, exchange: str = DEFAULT_EXCHANGE
+) -> np.ndarray:
+    """A mask of the dates on which the exchange did not trade.
+
+    Dates outside the calendar's range are never marked closed.
+    """
+    calendar = _calendar(exchange)
+    stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(dates)).to_numpy()).normalize()
+    inside = (stamps >= calendar.first_session) & (stamps <= calendar.last_session)
+    sessions = calendar.sessions_in_range(calendar.first_session, calendar.last_session)
+    return inside & ~stamps.isin(sessions)

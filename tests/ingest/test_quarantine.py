@@ -1,0 +1,201 @@
+"""One test per class of bad input: the exact quarantine rows, and the valid rows still land."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pipeline.db.manifest import read_manifest
+from pipeline.db.quarantine import read_flags, read_rejected
+from pipeline.db.schema import prices
+from pipeline.ingest.load import ingest_paths
+
+HEADER = "ticker,date,close,open,high,low,volume"
+GOOD_BEFORE = "AAA,2024-01-02,10,10,11,9,100"
+GOOD_AFTER = "BBB,2024-01-04,20,20,21,19,200"
+
+# (class, the bad line, reason_code, reason)
+ROW_CLASSES = [
+    ("short line", "AAA,2024-01-03,10", "shape", "expected 7 fields, found 3"),
+    ("long line", "AAA,2024-01-03,10,10,11,9,100,7", "shape", "expected 7 fields, found 8"),
+    (
+        "ticker with a quote",
+        "AA'A,2024-01-03,10,,,,",
+        "ticker",
+        'ticker "AA\'A" is not a ticker symbol',
+    ),
+    ("missing ticker", ",2024-01-03,10,,,,", "ticker", "ticker is missing"),
+    ("bad date", "AAA,2024-02-30,10,,,,", "date", "date '2024-02-30' is not a date (YYYY-MM-DD)"),
+    ("missing date", "AAA,,10,,,,", "date", "date is missing"),
+    ("missing close", "AAA,2024-01-03,,10,11,9,100", "close_missing", "close is missing"),
+    ("unparseable close", "AAA,2024-01-03,1O.5,,,,", "number", "close '1O.5' is not a number"),
+    ("infinite close", "AAA,2024-01-03,inf,,,,", "not_finite", "close 'inf' is not finite"),
+    ("zero close", "AAA,2024-01-03,0,,,,", "not_positive", "close '0' is not a positive price"),
+    (
+        "negative low",
+        "AAA,2024-01-03,10,10,11,-9,",
+        "not_positive",
+        "low '-9' is not a positive price",
+    ),
+    ("negative volume", "AAA,2024-01-03,10,,,,-5", "negative_volume", "volume '-5' is negative"),
+    (
+        "high below low",
+        "AAA,2024-01-03,10,10,9,11,",
+        "high_below_low",
+        "high 9.0 is below low 11.0",
+    ),
+    (
+        "close above high",
+        "AAA,2024-01-03,12,10,11,9,",
+        "close_outside_range",
+        "close 12.0 is outside low 9.0 to high 11.0",
+    ),
+]
+
+
+def _prices(engine: Engine) -> list[tuple]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(prices.c.ticker, prices.c.trade_date, prices.c.close).order_by(
+                prices.c.ticker, prices.c.trade_date
+            )
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+GOOD_ROWS = [("AAA", dt.date(2024, 1, 2), 10.0), ("BBB", dt.date(2024, 1, 4), 20.0)]
+
+
+@pytest.mark.parametrize(
+    ("case", "line", "code", "reason"), ROW_CLASSES, ids=[r[0] for r in ROW_CLASSES]
+)
+def test_a_bad_row_is_quarantined_and_the_rest_loads(
+    engine: Engine, tmp_path: Path, case: str, line: str, code: str, reason: str
+) -> None:
+    path = tmp_path / "batch.csv"
+    path.write_text("\n".join([HEADER, GOOD_BEFORE, line, GOOD_AFTER]) + "\n")
+    with engine.begin() as conn:
+        report = ingest_paths(conn, [path], run_id="run-1")
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (3, 2, 1)
+    assert _prices(engine) == GOOD_ROWS
+    with engine.connect() as conn:
+        rejected = read_rejected(conn)
+        manifest = read_manifest(conn)
+    fields = line.split(",")
+    assert len(rejected) == 1
+    row = rejected.iloc[0]
+    assert (row.source, row.line, row.run_id) == (str(path), 3, "run-1")
+    assert (row.ticker, row.trade_date) == (fields[0], fields[1] if len(fields) > 1 else "")
+    assert (row.reason_code, row.reason) == (code, reason)
+    assert row.raw == dict(zip(HEADER.split(","), fields, strict=False))
+    assert manifest[["rows_read", "rows_loaded", "rows_quarantined"]].iloc[0].tolist() == [3, 2, 1]
+
+
+def test_duplicates_keep_the_last_and_quarantine_the_earlier(
+    engine: Engine, tmp_path: Path
+) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text(
+        "ticker,date,close\nAAA,2024-01-02,10\nAAA,2024-01-03,11\nAAA,2024-01-02,10.5\n"
+    )
+    with engine.begin() as conn:
+        report = ingest_paths(conn, [path])
+        rejected = read_rejected(conn)
+    assert (report.rows_loaded, report.rows_quarantined) == (2, 1)
+    assert _prices(engine) == [
+        ("AAA", dt.date(2024, 1, 2), 10.5),
+        ("AAA", dt.date(2024, 1, 3), 11.0),
+    ]
+    assert rejected[["line", "reason_code", "reason"]].values.tolist() == [
+        [2, "duplicate", "duplicate of AAA on 2024-01-02; superseded by line 4"]
+    ]
+
+
+def test_several_reasons_are_all_given(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "many.csv"
+    path.write_text("ticker,date,close,volume\nA'A,someday,-1,x\n")
+    with engine.begin() as conn:
+        ingest_paths(conn, [path])
+        row = read_rejected(conn).iloc[0]
+    assert row.reason_code == "ticker"
+    assert row.reason == (
+        "ticker \"A'A\" is not a ticker symbol; date 'someday' is not a date (YYYY-MM-DD); "
+        "close '-1' is not a positive price; volume 'x' is not a number"
+    )
+
+
+def test_a_wide_file_quarantines_cells_and_bad_headers(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("date,AAA,B B\n2024-01-02,10,5\n2024-01-03,abc,6\n")
+    with engine.begin() as conn:
+        report = ingest_paths(conn, [path])
+        rejected = read_rejected(conn)
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (4, 1, 3)
+    assert _prices(engine) == [("AAA", dt.date(2024, 1, 2), 10.0)]
+    assert rejected[["line", "ticker", "reason_code"]].values.tolist() == [
+        [2, "B B", "ticker"],
+        [3, "AAA", "number"],
+        [3, "B B", "ticker"],
+    ]
+    assert rejected.iloc[1].raw == {"date": "2024-01-03", "AAA": "abc"}
+
+
+def test_an_unreadable_file_is_rejected_whole_and_the_run_goes_on(
+    engine: Engine, tmp_path: Path
+) -> None:
+    (tmp_path / "a.csv").write_bytes(b"<html><body>error</body></html>")
+    (tmp_path / "b.csv").write_text("ticker,date,close\nAAA,2024-01-02,10\n")
+    with engine.begin() as conn:
+        report = ingest_paths(conn, [tmp_path])
+        manifest = read_manifest(conn)
+    assert [(r.status, r.rows_loaded) for r in report.inputs] == [("rejected", 0), ("loaded", 1)]
+    assert (
+        report.inputs[0].error
+        == f"{tmp_path / 'a.csv'}, line 1: the input is an HTML page, not CSV"
+    )
+    assert manifest["status"].tolist() == ["rejected", "loaded"]
+    assert _prices(engine) == [("AAA", dt.date(2024, 1, 2), 10.0)]
+
+
+def test_rows_after_the_as_of_date_are_deferred_then_loaded(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("ticker,date,close\nAAA,2024-01-02,10\nAAA,2024-01-03,11\nAAA,2024-01-04,12\n")
+    with engine.begin() as conn:
+        first = ingest_paths(conn, [path], as_of=dt.date(2024, 1, 2))
+    assert (first.rows_read, first.rows_loaded, first.rows_deferred) == (3, 1, 2)
+    with engine.begin() as conn:
+        again = ingest_paths(conn, [path], as_of=dt.date(2024, 1, 2))
+    assert again.inputs[0].status == "unchanged"
+    with engine.begin() as conn:
+        later = ingest_paths(conn, [path], as_of=dt.date(2024, 1, 3))
+    assert (later.rows_loaded, later.rows_deferred) == (2, 1)
+    assert [row[1].day for row in _prices(engine)] == [2, 3]
+
+
+def test_jumps_and_closed_days_are_flagged_not_dropped(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    # 2024-01-06 is a Saturday; 2024-01-08 doubles the close.
+    path.write_text(
+        "ticker,date,close\nAAA,2024-01-05,10\nAAA,2024-01-06,10.1\nAAA,2024-01-08,20.2\n"
+    )
+    with engine.begin() as conn:
+        report = ingest_paths(conn, [path])
+        flags = read_flags(conn)
+    assert report.rows_loaded == 3
+    assert flags[["trade_date", "flag", "detail"]].values.tolist() == [
+        [dt.date(2024, 1, 6), "closed_day", "XNYS did not trade that day"],
+        [dt.date(2024, 1, 8), "jump", "close moved 100.0% from 10.1"],
+    ]
+    later = tmp_path / "q.csv"
+    later.write_text("ticker,date,close\nAAA,2024-01-09,5\n")
+    with engine.begin() as conn:
+        ingest_paths(conn, [later])
+        flags = read_flags(conn)
+    assert flags.iloc[-1][["trade_date", "detail"]].tolist() == [
+        dt.date(2024, 1, 9),
+        "close moved -75.2% from 20.2",
+    ]
