@@ -37,7 +37,8 @@ prices = sa.Table(
     sa.Column(c.SOURCE, sa.String(2048), comment="File name or feed URL the row was loaded from."),
     comment="Daily prices, one row per ticker and trading day.",
 )
-sa.Index(None, prices.c[c.TRADE_DATE])
+# No index on trade_date alone: lookups go by ticker first (the primary key), and
+# a second index nearly doubles the cost of loading prices (benchmarks/).
 
 sequence_files = sa.Table(
     "sequence_files",

@@ -1,5 +1,6 @@
 """Universe, quarantine, flags and manifest: tickers, rejected_prices, price_flags,
-ingested_inputs; sequence_files.price_field; prices.source widened for feed URLs.
+ingested_inputs; sequence_files.price_field; prices.source widened for feed URLs and
+its trade_date index dropped (it doubled load times; lookups go by ticker first).
 Existing prices fill the tickers table (active, on XNYS).
 
 Revision ID: 0002_universe_quarantine
@@ -82,6 +83,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("origin_key", name="pk_ingested_inputs"),
         comment="Manifest: each input file or response, its content hash and its accounting.",
     )
+    op.drop_index("ix_prices_trade_date", table_name="prices")
     with op.batch_alter_table("prices") as batch:
         batch.alter_column(
             "source",
@@ -109,6 +111,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("prices") as batch:
         batch.alter_column("source", existing_type=sa.String(2048), type_=sa.String(512))
+    op.create_index("ix_prices_trade_date", "prices", ["trade_date"])
     with op.batch_alter_table("sequence_files") as batch:
         batch.drop_column("price_field")
     for table in ("ingested_inputs", "price_flags", "rejected_prices", "tickers"):
