@@ -136,7 +136,9 @@ def median_result(engine: str, operation: str, rows: int, runs: list[float]) -> 
 # ------------------------------------------------------------------------------- SQLite
 
 
-def bench_sqlite(frame: pd.DataFrame, repeat: int, log: Callable[[str], None]) -> list[Result]:
+def bench_sqlite(
+    frame: pd.DataFrame, repeat: int, log: Callable[[str], None]
+) -> tuple[list[Result], list[str]]:
     """``upsert_prices`` against ``sqlite3.executemany`` of pre-built tuples."""
     tuples = prebuilt_rows(frame, dates_as_text=True)
     names = ", ".join(c.PRICE_COLUMNS)
@@ -146,9 +148,18 @@ def bench_sqlite(frame: pd.DataFrame, repeat: int, log: Callable[[str], None]) -
         f"ON CONFLICT (ticker, trade_date) DO UPDATE SET {updates}"
     )
     runs: dict[str, list[float]] = {key: [] for key in ("ours1", "ours2", "base1", "base2")}
+    indexes: list[str] = []
     for run in range(repeat):
         with tempfile.TemporaryDirectory(prefix="pricecast-bench-") as folder:
-            engine = open_database(f"sqlite:///{folder}/ours.db")
+            engine = open_database(f"sqlite:///{folder}/ours.db")  # the current schema
+            if not indexes:
+                with engine.connect() as conn:
+                    found = conn.exec_driver_sql(
+                        "SELECT name FROM sqlite_master WHERE type = 'index' "
+                        "AND tbl_name = 'prices' ORDER BY name"
+                    )
+                    indexes = [row[0] for row in found]
+                log(f"sqlite {sqlite3.sqlite_version}, prices indexes: {'; '.join(indexes)}")
 
             def load(engine: sa.Engine = engine) -> None:
                 with engine.begin() as conn:
@@ -163,7 +174,7 @@ def bench_sqlite(frame: pd.DataFrame, repeat: int, log: Callable[[str], None]) -
 
             path = f"{folder}/baseline.db"
             ddl = sa.create_engine(f"sqlite:///{path}")
-            prices.to_metadata(sa.MetaData()).create(ddl)  # the same table and index
+            prices.to_metadata(sa.MetaData()).create(ddl)  # the same table (schema.py)
             ddl.dispose()
             raw = sqlite3.connect(path)
             raw.execute(SQLITE_CACHE)
@@ -188,7 +199,7 @@ def bench_sqlite(frame: pd.DataFrame, repeat: int, log: Callable[[str], None]) -
         )
         result.baseline_seconds = statistics.median(runs[f"base{load}"])
         results.append(result)
-    return results
+    return results, indexes
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -262,17 +273,27 @@ def checkpoint(conn: psycopg.Connection) -> None:
 
 def bench_postgres(
     frame: pd.DataFrame, repeat: int, server_url: str, log: Callable[[str], None]
-) -> tuple[list[Result], str]:
+) -> tuple[list[Result], str, list[str]]:
     """``upsert_prices`` against psycopg's COPY into an UNLOGGED table, and into ``prices``."""
     tuples = prebuilt_rows(frame, dates_as_text=False)
     runs: dict[str, list[float]] = {
-        key: [] for key in ("ours1", "ours2", "base1", "base2", "direct", "plain1", "plain2")
+        key: []
+        for key in ("ours1", "ours2", "base1", "base2", "keyed", "direct", "plain1", "plain2")
     }
     with scratch_postgres(server_url) as url:
-        engine = open_database(url)
+        engine = open_database(url)  # the current schema, migrations included
         raw = psycopg.connect(libpq_dsn(url))
         version = raw.execute("SHOW server_version").fetchone()[0]
+        indexes = [
+            row[0]
+            for row in raw.execute(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'prices' ORDER BY indexname"
+            )
+        ]
+        log(f"postgresql {version}, prices indexes: {'; '.join(indexes)}")
         raw.execute("CREATE UNLOGGED TABLE bench_copy (LIKE prices)")
+        key = ", ".join(column.name for column in prices.primary_key.columns)
+        raw.execute(f"CREATE UNLOGGED TABLE bench_keyed (LIKE prices, PRIMARY KEY ({key}))")
         raw.commit()
 
         def load() -> None:
@@ -295,6 +316,10 @@ def bench_postgres(
             checkpoint(raw)
             runs["base2"].append(timed(lambda: copy_rows(raw, "bench_copy", tuples)))
 
+            raw.execute("TRUNCATE bench_keyed")
+            checkpoint(raw)
+            runs["keyed"].append(timed(lambda: copy_rows(raw, "bench_keyed", tuples)))
+
             raw.execute("TRUNCATE prices")
             checkpoint(raw)
             runs["direct"].append(timed(lambda: copy_rows(raw, "prices", tuples)))
@@ -307,7 +332,8 @@ def bench_postgres(
             log(
                 f"postgresql run {run + 1}: ours {runs['ours1'][-1]:.2f} s / "
                 f"{runs['ours2'][-1]:.2f} s, COPY unlogged {runs['base1'][-1]:.2f} s / "
-                f"{runs['base2'][-1]:.2f} s, COPY into prices {runs['direct'][-1]:.2f} s, "
+                f"{runs['base2'][-1]:.2f} s, COPY unlogged with key {runs['keyed'][-1]:.2f} s, "
+                f"COPY into prices {runs['direct'][-1]:.2f} s, "
                 f"one-statement upsert {runs['plain1'][-1]:.2f} s / {runs['plain2'][-1]:.2f} s"
             )
         raw.close()
@@ -319,12 +345,13 @@ def bench_postgres(
         result.baseline_seconds = statistics.median(runs[f"base{load}"])
         results.append(result)
     for key, label in (
+        ("keyed", "reference: COPY, UNLOGGED with primary key"),
         ("direct", "reference: COPY into empty prices"),
         ("plain1", "reference: one-statement upsert, first load"),
         ("plain2", "reference: one-statement upsert, second load"),
     ):
         results.append(median_result("postgresql", label, len(frame), runs[key]))
-    return results, version
+    return results, version, indexes
 
 
 # ------------------------------------------------------------------------------ report
@@ -425,11 +452,15 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     postgres_version = None
     notes: list[str] = []
+    schema: dict[str, list[str]] = {}
     if "sqlite" in engines:
-        results += bench_sqlite(frame, args.repeat, log)
+        found_sqlite, schema["sqlite"] = bench_sqlite(frame, args.repeat, log)
+        results += found_sqlite
     if "postgresql" in engines:
         try:
-            found, postgres_version = bench_postgres(frame, args.repeat, args.postgres_url, log)
+            found, postgres_version, schema["postgresql"] = bench_postgres(
+                frame, args.repeat, args.postgres_url, log
+            )
             results += found
         except DatabaseUnavailableError as exc:
             notes.append(f"PostgreSQL skipped: {exc}")
@@ -449,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         "statistic": "median",
         "results": [result.as_json() for result in results],
         "comparisons": comparisons,
+        "prices_indexes": schema,
         "machine": machine_info(postgres_version, load_before),
         "notes": notes,
     }

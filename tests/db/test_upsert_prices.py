@@ -255,6 +255,8 @@ def test_many_small_batches_give_the_same_table(
     """Batches and COPY chunks of a few rows: new, changed and unchanged rows mixed."""
     monkeypatch.setitem(upsert.BULK_BATCH_ROWS, engine.dialect.name, 7)
     monkeypatch.setattr(upsert, "_COPY_CHUNK_ROWS", 3)
+    monkeypatch.setattr(upsert, "_READ_ROWS", 2)  # PostgreSQL: several reads per batch
+    monkeypatch.setattr(upsert, "_PG_MERGE_BIG", 1)  # and its large-merge settings
     days = pd.bdate_range("2024-01-01", periods=12)
     rng = np.random.default_rng(3)
 
@@ -284,19 +286,192 @@ def test_many_small_batches_give_the_same_table(
 def test_postgres_falls_back_when_another_writer_inserts_the_same_keys(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A key stored after the checks (a concurrent writer): the batch is redone, not lost."""
+    """Keys stored after the checks (a concurrent writer): the rows are merged, not lost."""
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL only")
-    original = upsert._Staging.__post_init__
-
-    def blind(self: upsert._Staging) -> None:
-        original(self)
-        # Sees no stored row: the batch is copied straight in, and that fails.
-        self.box = self.box.replace(" LIMIT 1", " AND false LIMIT 1")
-        self.merge = self.upsert.split(" ON CONFLICT")[0]  # a plain INSERT: fails too
-
     load(engine, price_frame(A1, A2))
-    monkeypatch.setattr(upsert._Staging, "__post_init__", blind)
+    versions = row_versions(engine)
+    assert versions is not None
+    # The range check sees no stored row: the batch is copied straight in, and that fails.
+    monkeypatch.setattr(upsert._PostgresWriter, "may_hold_keys", lambda *_: False)
     changed = ("AAA", "2024-01-03", 1.0, NAN, NAN, 10.8, NAN, 5.0, "a.csv")
     assert load(engine, price_frame(A1, changed, B1)) == 3
     assert stored(engine) == expected(A1, changed, B1)
+    key = ("AAA", dt.date(2024, 1, 2))
+    assert row_versions(engine)[key] == versions[key]  # A1 was not rewritten
+    # Reading back sees no stored row: every row looks new, the COPY fails again.
+    monkeypatch.setattr(upsert._PostgresWriter, "may_hold_keys", lambda *_: True)
+    monkeypatch.setattr(upsert._PostgresWriter, "read_stored", lambda *_: [])
+    again = ("AAA", "2024-01-02", 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, "b.csv")
+    new = ("CCC", "2024-01-02", NAN, NAN, NAN, 3.0, NAN, NAN, "b.csv")
+    assert load(engine, price_frame(again, new)) == 2
+    assert stored(engine) == expected(again, changed, B1, new)
+
+
+def test_a_commit_on_the_callers_connection_keeps_the_rows(engine: Engine) -> None:
+    """``engine.connect()`` then ``commit()``: the rows are committed, as with ``execute``."""
+    with engine.connect() as conn:
+        assert upsert_prices(conn, price_frame(A1, A2)) == 2
+        conn.commit()
+    with engine.connect() as conn:
+        upsert_prices(conn, price_frame(B1))  # closed without a commit: rolled back
+    assert stored(engine) == expected(A1, A2)
+
+
+def test_stored_rows_between_the_dates_of_a_load_are_left_alone(engine: Engine) -> None:
+    """Rows a load does not hold keep their values, whether near its dates or far from them."""
+    days = [day.strftime("%Y-%m-%d") for day in pd.bdate_range("2024-01-01", periods=40)]
+    first = [
+        ("AAA", day, 1.0, 1.0, 1.0, float(index), 1.0, 1.0, "a.csv")
+        for index, day in enumerate(days)
+    ]
+    load(engine, price_frame(*first))
+    versions = row_versions(engine)
+    # Days 0-2, 5-6 (a short gap) and 30-31 (a long one); day 5 changes, 31 moves to b.csv.
+    picked = [0, 1, 2, 5, 6, 30, 31]
+    second = [first[index] for index in picked]
+    second[3] = ("AAA", days[5], 9.0, 1.0, 1.0, 5.0, 1.0, 1.0, "a.csv")
+    second[6] = ("AAA", days[31], 1.0, 1.0, 1.0, 31.0, 1.0, 1.0, "b.csv")
+    new = ("AAA", "2024-03-30", 1.0, 1.0, 1.0, 99.0, 1.0, 1.0, "a.csv")  # a Saturday
+    assert load(engine, price_frame(*second, new)) == 8
+    want = [*first]
+    want[5], want[31] = second[3], second[6]
+    assert stored(engine) == expected(*want, new)
+    after = row_versions(engine)
+    if versions is not None and after is not None:
+        rewritten = {key for key in versions if after[key] != versions[key]}
+        assert rewritten == {("AAA", dt.date.fromisoformat(days[i])) for i in (5, 31)}
+
+
+def test_sources_alternating_within_a_ticker(engine: Engine) -> None:
+    """Each row keeps its own source: a reload changes nothing, a newer file replaces its rows."""
+    days = [day.strftime("%Y-%m-%d") for day in pd.bdate_range("2024-01-01", periods=12)]
+    sources = ["a.csv", "b.csv", None, "https://feed/x"]
+    first = [
+        ("AAA", day, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, sources[index % 4])
+        for index, day in enumerate(days)
+    ]
+    load(engine, price_frame(*first))
+    versions = row_versions(engine)
+    assert load(engine, price_frame(*first)) == 12
+    assert stored(engine) == expected(*first)
+    assert row_versions(engine) == versions
+    newer = [(*row[:-1], "c.csv") for row in first]
+    load(engine, price_frame(*newer))
+    assert stored(engine) == expected(*newer)
+
+
+@pytest.mark.parametrize("missing_share", [0.002, 0.3])
+def test_many_rows_with_scattered_missing_values_and_ticker_lengths(
+    engine: Engine, missing_share: float
+) -> None:
+    """Rows of many shapes (NULLs, text lengths): loaded, reloaded untouched, then changed."""
+    rng = np.random.default_rng(11)
+    tickers = ["A", "BB", "CCC", "DDDD", "EEEEE", "FFFFFFFFFFFFFFFF"]
+    days = pd.bdate_range("2023-01-02", periods=400)
+    frame = pd.DataFrame(
+        {
+            c.TICKER: np.repeat(tickers, len(days)),
+            c.TRADE_DATE: np.tile(days.to_numpy(), len(tickers)),
+            **{
+                name: rng.uniform(1, 100, len(tickers) * len(days))
+                for name in c.PRICE_COLUMNS[2:-1]
+            },
+            c.SOURCE: rng.choice(["x.csv", "longer-name.csv"], len(tickers) * len(days)),
+        }
+    )
+    for name in (c.OPEN, c.HIGH, c.LOW, c.ADJ_CLOSE, c.VOLUME):
+        frame.loc[rng.random(len(frame)) < missing_share, name] = NAN
+    frame = frame.sample(frac=1.0, random_state=1)  # any order
+
+    def rows(data: pd.DataFrame) -> list[tuple]:
+        return expected(
+            *(
+                (row[0], row[1].strftime("%Y-%m-%d"), *row[2:])
+                for row in data.itertuples(index=False, name=None)
+            )
+        )
+
+    assert load(engine, frame) == len(frame)
+    assert stored(engine) == rows(frame)
+    versions = row_versions(engine)
+    assert load(engine, frame) == len(frame)
+    assert row_versions(engine) == versions
+    changed = frame.copy()
+    picked = rng.random(len(frame)) < 0.05
+    changed.loc[picked, c.CLOSE] += 1.0
+    changed.loc[picked & (rng.random(len(frame)) < 0.5), c.OPEN] = NAN
+    changed[c.SOURCE] = "z.csv"  # later than both: every row may be replaced
+    changed.loc[~picked, c.SOURCE] = frame.loc[~picked, c.SOURCE]
+    load(engine, changed)
+    assert stored(engine) == rows(changed)
+    after = row_versions(engine)
+    if versions is not None and after is not None:
+        rewritten = sum(after[key] != versions[key] for key in versions)
+        assert rewritten == int(picked.sum())
+
+
+def test_bulk_upsert_on_tables_of_other_shapes(engine: Engine) -> None:
+    """Beyond prices: a key without a date, and a date outside the key."""
+    meta = sa.MetaData()
+    by_name = sa.Table(
+        "pricecast_test_by_name",
+        meta,
+        sa.Column("name", sa.String(16), primary_key=True),
+        sa.Column("kind", sa.String(16), primary_key=True),
+        sa.Column("day", sa.Date),
+        sa.Column("value", sa.Double),
+    )
+    by_day = sa.Table(
+        "pricecast_test_by_day",
+        meta,
+        sa.Column("name", sa.String(16), primary_key=True),
+        sa.Column("day", sa.Date, primary_key=True),
+        sa.Column("seen", sa.Date),
+        sa.Column("value", sa.Double),
+        sa.Column("note", sa.String(16)),
+    )
+    meta.create_all(engine)
+    try:
+        for table, key in ((by_name, ["name", "kind"]), (by_day, ["name", "day"])):
+            names = [column.name for column in table.columns]
+            day = pd.Timestamp("2024-01-02")
+            frame = pd.DataFrame(
+                [
+                    {"name": "a", "kind": "x", "day": day, "seen": day, "value": 1.0, "note": "n"},
+                    {
+                        "name": "a",
+                        "kind": "y",
+                        "day": day + pd.Timedelta(days=1),
+                        "seen": day,
+                        "value": NAN,
+                    },
+                    {"name": "b", "kind": "x", "day": day, "seen": day, "value": 2.0},
+                ]
+            )[names]
+
+            def write(data: pd.DataFrame, table: sa.Table = table) -> int:
+                with engine.begin() as conn:
+                    return upsert.bulk_upsert(conn, table, data)
+
+            def read(table: sa.Table = table, key: list[str] = key) -> list[tuple]:
+                with engine.connect() as conn:
+                    query = sa.select(table).order_by(*(table.c[name] for name in key))
+                    return [tuple(row) for row in conn.execute(query)]
+
+            assert write(frame) == 3
+            first = read()
+            assert len(first) == 3
+            assert write(frame) == 3
+            assert read() == first
+            changed = frame.copy()
+            changed.loc[1, "value"] = 5.0
+            if "seen" in names:
+                changed.loc[0, "seen"] = day + pd.Timedelta(days=7)
+            write(changed)
+            after = read()
+            assert after != first
+            assert len(after) == 3
+            assert 5.0 in [row[names.index("value")] for row in after]
+    finally:
+        meta.drop_all(engine)
