@@ -202,7 +202,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_horizon(forecast_cmd)
     forecast_cmd.add_argument(
-        "--model-version", type=int, metavar="N", help="model version to use (default: current)"
+        "--model-version", type=int, metavar="N", help="model version to use (default: champion)"
+    )
+
+    backtest_cmd = _command(
+        commands,
+        common,
+        "backtest",
+        _backtest,
+        "walk-forward backtest of LSTM variants against baselines",
+        "Refit every model per fold on its training span; score 1..H-step forecasts against "
+        "the naive forecast (MASE) and the prediction intervals (coverage).",
+    )
+    backtest_cmd.add_argument("--folds", type=int, default=5, metavar="N", help="test folds")
+    backtest_cmd.add_argument(
+        "--horizon", type=int, default=1, metavar="H", help="steps forecast from each origin"
+    )
+    backtest_cmd.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="share of each series in the test folds (default 0.2)",
+    )
+    backtest_cmd.add_argument(
+        "--origins", choices=("expanding", "rolling"), default="expanding", help="training span"
+    )
+    backtest_cmd.add_argument(
+        "--variants",
+        default="default",
+        metavar="A,B",
+        help="LSTM variants: default, tutorial, minmax, log_ratio, per_ticker, global, mse, mae, "
+        "window5, window20, units16, units100, batch32, batch256, no_early_stopping",
+    )
+    backtest_cmd.add_argument(
+        "--json", metavar="PATH", help="write one record per model, ticker and horizon step"
     )
     return parser
 
@@ -387,9 +421,16 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _model_line(model: dict[str, Any]) -> str:
-    loss = model["val_loss"]
-    loss_text = "" if loss is None else f", val_loss {loss:.6f}"
-    return f"v{model['model_version']} ({model['action']}: {model['reason']}{loss_text})"
+    line = f"v{model['model_version']} ({model['action']}: {model['reason']})"
+    if model["created"]:
+        line += f"; {model['decision']}"
+    if model["champion_version"] != model["model_version"]:
+        line += f"; forecasts from champion v{model['champion_version']}"
+    mase = model.get("champion_val_mase")
+    if mase is not None:
+        verdict = "loses to" if mase > 1 else "beats or ties"
+        line += f"; champion MASE {mase:.4f} on the newest span ({verdict} naive)"
+    return line
 
 
 def _forecast(args: argparse.Namespace, settings: Settings) -> int:
@@ -435,6 +476,62 @@ def _quiet_console_tracebacks() -> None:
                 and not isinstance(handler, logging.FileHandler)
             ):
                 handler.addFilter(_HideKnownTracebacks())
+
+
+def _backtest(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    from pathlib import Path
+
+    from pipeline.evaluate.backtest import BacktestConfig
+    from pipeline.evaluate.stage import run_backtest
+    from pipeline.evaluate.variants import variants
+
+    try:
+        config = BacktestConfig(
+            folds=args.folds,
+            horizon=args.horizon,
+            test_fraction=args.test_fraction,
+            origins=args.origins,
+            interval_level=settings.interval_level,
+        )
+        chosen = variants(
+            [name.strip() for name in args.variants.split(",") if name.strip()],
+            settings.sequence_config(),
+            settings.training_config(),
+        )
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    engine = _open(settings)
+    with engine.begin() as conn:
+        as_of = _as_of(conn, args, settings)
+        run = run_backtest(conn, as_of, chosen, config, settings.tickers)
+    table = run.result.table()
+    print(
+        f"backtest {run.run_id} as of {as_of}: {config.folds} folds, horizon {config.horizon}, "
+        f"last {config.test_fraction:.0%} of each series"
+    )
+    print(
+        f"{'model':<20} {'h':>2} {'MASE mean':>9} {'MASE max':>9} {'worst':<8} "
+        f"{'coverage':>8} {'points':>8}"
+    )
+    for row in table.to_dict("records"):
+        coverage = "-" if pd_isna(row["coverage"]) else f"{row['coverage']:.3f}"
+        name = row["model"] + (" *" if row["default"] else "")
+        print(
+            f"{name:<20} {row['horizon']:>2} {row['mase_mean']:>9.4f} {row['mase_max']:>9.4f} "
+            f"{row['worst_ticker']:<8} {coverage:>8} {row['points']:>8}"
+        )
+    print("* the default LSTM configuration; MASE 1.00 = the naive forecast")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run.result.records(), indent=1))
+        print(f"records: {path}")
+    return 0
+
+
+def pd_isna(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -131,10 +131,16 @@ def daily_pipeline(
         settings.training_config(),
     )
     logger.info(
-        "model v%s: %s (%s)", trained["model_version"], trained["action"], trained["reason"]
+        "model v%s: %s (%s); forecasting with champion v%s",
+        trained["model_version"],
+        trained["action"],
+        trained["reason"],
+        trained["champion_version"],
     )
+    if trained["created"]:
+        logger.info("v%s %s", trained["model_version"], trained["decision"])
     forecasted = forecast_task(
-        url, as_of, sequences["tickers"], settings.horizon, trained["model_version"]
+        url, as_of, sequences["tickers"], settings.horizon, trained["champion_version"]
     )
     summary = {
         "database": describe_url(url),
@@ -146,11 +152,12 @@ def daily_pipeline(
         "forecast": forecasted,
     }
     logger.info(
-        "done: %d tickers, %d rows ingested, model v%s (%s), %d forecasts written",
+        "done: %d tickers, %d rows ingested, model v%s (%s), champion v%s, %d forecasts written",
         len(forecasted["tickers"]),
         ingested["rows_loaded"],
         trained["model_version"],
         trained["action"],
+        trained["champion_version"],
         forecasted["forecasts_written"],
     )
     return summary

@@ -22,6 +22,9 @@ from sqlalchemy.engine import Engine
 from pipeline.db.migrate import current_revision, open_database
 from pipeline.db.prices import latest_trade_date
 from pipeline.errors import PricecastError
+from pipeline.evaluate.backtest import BacktestConfig
+from pipeline.evaluate.stage import run_backtest
+from pipeline.evaluate.variants import variants
 from pipeline.ingest.load import ingest
 from pipeline.ingest.sources import build_sources
 from pipeline.model.config import ModelConfig
@@ -139,3 +142,24 @@ def forecast_task(
     """Write the next ``horizon`` trading days' forecasts."""
     with database(database_url).begin() as conn:
         return forecast(conn, as_of, tickers, horizon, model_version).summary()
+
+
+@task(name="backtest", timeout_seconds=12 * 3600, cache_policy=NO_CACHE)
+def backtest_task(
+    database_url: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    variant_names: list[str],
+    config: BacktestConfig,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Walk-forward backtest of the variants and baselines; metrics into the database."""
+    chosen = variants(variant_names, settings.sequence_config(), settings.training_config())
+    with database(database_url).begin() as conn:
+        run = run_backtest(conn, as_of, chosen, config, tickers)
+    return {
+        "run_id": run.run_id,
+        "as_of": as_of.isoformat(),
+        "table": run.result.table().to_dict("records"),
+        "records": run.result.records(),
+    }

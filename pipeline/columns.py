@@ -22,13 +22,20 @@ PRICE_COLUMNS = (TICKER, TRADE_DATE, OPEN, HIGH, LOW, CLOSE, ADJ_CLOSE, VOLUME, 
 TARGET_DATE = "target_date"
 SPLIT = "split"
 TARGET = "y"
+#: The raw close a window is followed by (its target before scaling).
+TARGET_CLOSE = "target_close"
 SPLIT_TRAIN = "train"
 SPLIT_VALIDATION = "validation"
 
 
 def window_columns(window: int) -> list[str]:
-    """Names of the input columns of a sequence file, oldest first."""
+    """Names of the scaled input columns of a sequence file, oldest first."""
     return [f"x{i}" for i in range(window)]
+
+
+def raw_window_columns(window: int) -> list[str]:
+    """Names of the raw (unscaled) input columns of a sequence file, oldest first."""
+    return [f"p{i}" for i in range(window)]
 
 
 # Forecasts.

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     )
     horizon: int = Field(default=5, ge=1, le=260, description="Business days to forecast.")
     window: int = Field(default=10, ge=2, description="Closes per input window.")
-    scaling: Literal["minmax"] = "minmax"
+    scaling: Literal["minmax", "log_ratio"] = "log_ratio"
     price_field: Literal["close", "adj_close"] = Field(
         default="close",
         description="The price the model learns: close, or adj_close where a ticker has it.",
@@ -63,8 +63,14 @@ class Settings(BaseSettings):
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     units: int = Field(default=50, ge=1)
     epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=0.001, gt=0.0)
+    loss: Literal["mse", "mae", "huber"] = "mae"
+    patience: int = Field(default=3, ge=0, description="Early-stopping patience; 0 is off.")
+    scope: Literal["global", "per_ticker"] = "global"
+    damping: bool = Field(
+        default=True, description="Fit per-ticker shrinkage toward the last close on validation."
+    )
     finetune_epochs: int = Field(default=3, ge=1)
     seed: int = 42
     retrain_after_days: int = Field(
@@ -88,6 +94,12 @@ class Settings(BaseSettings):
     )
     http_start: dt.date = Field(
         default=dt.date(2000, 1, 1), description="First date a feed fetches for a new ticker."
+    )
+    interval_level: float = Field(
+        default=0.9, gt=0.0, lt=1.0, description="Coverage the prediction intervals aim for."
+    )
+    drift_tolerance: float = Field(
+        default=0.2, ge=0.0, description="In mode auto, retrain when recent MASE grows this much."
     )
     log_level: str = "INFO"
 
@@ -145,7 +157,14 @@ class Settings(BaseSettings):
             epochs=self.epochs,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
+            loss=self.loss,
+            patience=self.patience,
+            scope=self.scope,
+            damping=self.damping,
             finetune_epochs=self.finetune_epochs,
             seed=self.seed,
+            interval_level=self.interval_level,
+            horizon=self.horizon,
             retrain_after_days=self.retrain_after_days,
+            drift_tolerance=self.drift_tolerance,
         )

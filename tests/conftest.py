@@ -22,17 +22,11 @@ from pipeline.db.engine import connect
 from pipeline.db.migrate import open_database
 from pipeline.db.schema import metadata
 from pipeline.errors import DatabaseUnavailableError
-from pipeline.model.config import ModelConfig
-from pipeline.sequences.config import SequenceConfig
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PRICECAST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("PRICECAST_REQUIRE_POSTGRES") == "1"
-
-#: Tiny but real settings for unit tests: 8 units, 1 epoch.
-TINY_SEQUENCES = SequenceConfig(window=5, scaling="minmax", validation_fraction=0.2)
-TINY_MODEL = ModelConfig(units=8, epochs=1, batch_size=16, finetune_epochs=1, seed=7)
 
 
 @pytest.fixture(scope="session")

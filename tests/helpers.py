@@ -12,6 +12,23 @@ from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
 from pipeline.db.schema import metadata
+from pipeline.model.config import ModelConfig
+from pipeline.sequences.config import SequenceConfig
+
+#: Tiny but real settings for unit tests: 8 units, 1 epoch.
+TINY_SEQUENCES = SequenceConfig(window=5, scaling="minmax", validation_fraction=0.2)
+#: The same as settings, for flows and the command line.
+TINY_OVERRIDES = {
+    "window": 5,
+    "validation_fraction": 0.2,
+    "units": 8,
+    "epochs": 1,
+    "batch_size": 16,
+    "finetune_epochs": 1,
+    "seed": 7,
+}
+
+TINY_MODEL = ModelConfig(units=8, epochs=1, batch_size=16, finetune_epochs=1, seed=7, horizon=2)
 
 
 def synthetic_prices(

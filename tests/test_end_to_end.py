@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,10 +34,17 @@ def test_the_default_pipeline_twice_on_the_bundled_sample(tmp_path: Path) -> Non
     engine = connect(f"sqlite:///{db_path}")
     before = table_snapshot(engine)
     with engine.connect() as conn:
-        model = conn.execute(sa.text("SELECT hyperparameters, epochs_run FROM models")).one()
+        model = conn.execute(
+            sa.text("SELECT hyperparameters, epochs_run, val_mase, promoted FROM models")
+        ).one()
         forecasts = pd.read_sql("SELECT * FROM forecasts", conn)
     assert len(before["prices"]) == 5 * 1328
-    assert model.epochs_run == 20
+    params = json.loads(model.hyperparameters)
+    assert (params["units"], params["window"], params["epochs"]) == (50, 10, 20)
+    assert 1 <= model.epochs_run <= 20 and model.promoted
+    assert 0 < model.val_mase < 1.05
+    assert (forecasts["yhat_lower"] < forecasts["yhat"]).all()
+    assert (forecasts["yhat"] < forecasts["yhat_upper"]).all()
     # The forecasts are prices near the last close, not scaled values.
     sample = pd.read_csv(bundled_sample_path()).iloc[-1]
     for ticker, group in forecasts.groupby("ticker"):

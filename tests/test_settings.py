@@ -26,7 +26,14 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.horizon == 5
     assert settings.sequence_config().window == 10
     model = settings.training_config()
-    assert (model.units, model.epochs, model.batch_size) == (50, 20, 32)
+    assert (model.units, model.epochs, model.batch_size, model.loss, model.patience) == (
+        50,
+        20,
+        256,
+        "mae",
+        3,
+    )
+    assert (settings.scaling, settings.damping, settings.scope) == ("log_ratio", True, "global")
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -31,14 +31,15 @@ def find_model_by_fingerprint(conn: Connection, fingerprint: str) -> dict[str, A
     return dict(row) if row else None
 
 
-def current_model(conn: Connection, as_of: dt.date) -> dict[str, Any] | None:
-    """The newest model trained on data no later than ``as_of``, or ``None``.
+def champion_model(conn: Connection, as_of: dt.date) -> dict[str, Any] | None:
+    """The champion as of ``as_of``: the newest promoted model trained on data
+    no later than ``as_of``, or ``None``.
 
     A run as of a past date never uses a model that saw later prices.
     """
     query = (
         sa.select(models)
-        .where(models.c.data_through <= as_of)
+        .where(models.c.data_through <= as_of, models.c.promoted.is_(True))
         .order_by(models.c.version.desc())
         .limit(1)
     )

@@ -77,7 +77,21 @@ models = sa.Table(
     sa.Column("data_through", sa.Date, nullable=False),
     sa.Column("tickers", sa.JSON, nullable=False),
     sa.Column("hyperparameters", sa.JSON, nullable=False),
-    sa.Column("val_loss", sa.Double, comment="Mean squared error on scaled validation windows."),
+    sa.Column("val_loss", sa.Double, comment="Training loss on scaled validation windows."),
+    sa.Column("train_through", sa.Date, comment="Last target date of the training windows."),
+    sa.Column("val_mae", sa.Double, comment="One-step MAE in price units, validation span."),
+    sa.Column("val_naive_mae", sa.Double, comment="The naive forecast's MAE, same points."),
+    sa.Column("val_mase", sa.Double, comment="val_mae / val_naive_mae; above 1 loses to naive."),
+    sa.Column(
+        "promoted",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.true(),
+        comment="Became the champion: forecasts come from the newest promoted version.",
+    ),
+    sa.Column("decision", sa.String(1000), comment="Why it was or was not promoted."),
+    sa.Column("champion_version", sa.Integer, comment="The champion it was compared with."),
+    sa.Column("champion_val_mae", sa.Double, comment="That champion's MAE on the same span."),
     sa.Column("train_samples", sa.Integer, nullable=False),
     sa.Column("validation_samples", sa.Integer, nullable=False),
     sa.Column("epochs_run", sa.Integer, nullable=False),
@@ -94,6 +108,14 @@ model_tickers = sa.Table(
     sa.Column("scaler_params", sa.JSON, nullable=False),
     sa.Column("fit_start", sa.Date, nullable=False),
     sa.Column("fit_end", sa.Date, nullable=False),
+    sa.Column("damping", sa.Double, comment="Share of the network's move kept (0: naive, 1: all)."),
+    sa.Column("val_mae", sa.Double, comment="One-step MAE on the ticker's validation span."),
+    sa.Column("val_naive_mae", sa.Double, comment="The naive forecast's MAE, same points."),
+    sa.Column(
+        "interval_q",
+        sa.JSON,
+        comment="Per horizon step, the conformal half-width in log-price units.",
+    ),
     comment="The scaler each model version uses per ticker, to scale inputs and invert outputs.",
 )
 
@@ -106,6 +128,8 @@ forecasts = sa.Table(
     sa.Column(c.MODEL_VERSION, sa.Integer, sa.ForeignKey("models.version"), primary_key=True),
     sa.Column(c.HORIZON, sa.Integer, nullable=False, comment="Business days after as_of_date."),
     sa.Column(c.YHAT, sa.Double, nullable=False, comment="Forecast close."),
+    sa.Column("yhat_lower", sa.Double, comment="Lower bound of the prediction interval."),
+    sa.Column("yhat_upper", sa.Double, comment="Upper bound of the prediction interval."),
     comment="Forecast closes, one row per ticker, as-of date, target date and model version.",
 )
 sa.Index(None, forecasts.c[c.AS_OF_DATE])
@@ -168,4 +192,39 @@ ingested_inputs = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
     comment="Manifest: each input file or response, its content hash and its accounting.",
+)
+
+backtest_runs = sa.Table(
+    "backtest_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column(c.AS_OF_DATE, sa.Date, nullable=False, comment="Last date of data used."),
+    sa.Column("folds", sa.Integer, nullable=False),
+    sa.Column(c.HORIZON, sa.Integer, nullable=False),
+    sa.Column("test_fraction", sa.Double, nullable=False),
+    sa.Column("origins", sa.String(16), nullable=False, comment="expanding or rolling."),
+    sa.Column("interval_level", sa.Double, nullable=False),
+    sa.Column("tickers", sa.JSON, nullable=False),
+    sa.Column("models", sa.JSON, nullable=False, comment="Each model's name and parameters."),
+    comment="Walk-forward backtests: one row per run.",
+)
+
+backtest_metrics = sa.Table(
+    "backtest_metrics",
+    metadata,
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("backtest_runs.run_id"), primary_key=True),
+    sa.Column("model", sa.String(64), primary_key=True, comment="LSTM variant or baseline."),
+    sa.Column(c.TICKER, sa.String(TICKER_LENGTH), primary_key=True),
+    sa.Column("fold", sa.Integer, primary_key=True),
+    sa.Column(c.HORIZON, sa.Integer, primary_key=True, comment="Steps ahead, 1..horizon."),
+    sa.Column("is_default", sa.Boolean, nullable=False, comment="The default LSTM config."),
+    sa.Column("model_version", sa.Integer, comment="Registered version it evaluates, if any."),
+    sa.Column("n", sa.Integer, nullable=False, comment="Test points."),
+    sa.Column("mae", sa.Double, nullable=False),
+    sa.Column("rmse", sa.Double, nullable=False),
+    sa.Column("mape", sa.Double, nullable=False, comment="Percent."),
+    sa.Column("mase", sa.Double, comment="MAE / the naive forecast's MAE on the same points."),
+    sa.Column("coverage", sa.Double, comment="Share of points inside the interval."),
+    comment="Backtest errors per model, ticker, fold and horizon step.",
 )

@@ -5,41 +5,79 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+LOSSES = ("mse", "mae", "huber")
+SCOPES = ("global", "per_ticker")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The seed's network (``LSTM(units)`` then ``Dense(1)``, adam, mse) and its training.
+    """The network (``LSTM(units)`` then ``Dense(1)``, adam) and its training.
+
+    The tutorial's configuration is ``units=50, epochs=20, batch_size=32,
+    loss="mse", patience=0, scope="per_ticker", damping=False`` with min-max
+    scaling (the ``tutorial`` variant in ``pipeline.evaluate.variants``); the
+    defaults here are the ones backtests chose (README, "Choosing the defaults").
 
     Attributes:
-        units: LSTM units (the seed uses 50).
-        epochs: epochs of a full retrain (the seed uses 20).
-        batch_size: samples per gradient step (the seed uses 32).
-        learning_rate: adam's learning rate (Keras' default, as in the seed).
+        units: LSTM units.
+        epochs: the most epochs of a full retrain.
+        batch_size: samples per gradient step.
+        learning_rate: adam's learning rate.
+        loss: ``mse``, ``mae`` or ``huber``.
+        patience: stop a retrain after this many epochs without a better
+            validation loss, keeping the best weights; 0 trains every epoch.
+        scope: ``global`` (one network for every ticker) or ``per_ticker``.
+        damping: fit, per ticker on the validation span, how far each
+            prediction may move from the last close (0: the naive forecast,
+            1: the network's own prediction); off uses the network as is.
         finetune_epochs: epochs when fine-tuning on new windows only.
         seed: seeds Python, NumPy and TensorFlow before every training.
+        interval_level: coverage the prediction intervals aim for.
+        horizon: steps the intervals are calibrated for on validation data.
         retrain_after_days: in mode ``auto``, retrain rather than fine-tune once
             the lineage's last full retrain is this many days behind the as-of date.
+        drift_tolerance: in mode ``auto``, retrain when the champion's error on
+            the newest validation span exceeds its error when it was promoted
+            by more than this fraction.
     """
 
     units: int = 50
     epochs: int = 20
-    batch_size: int = 32
+    batch_size: int = 256
     learning_rate: float = 0.001
+    loss: str = "mae"
+    patience: int = 3
+    scope: str = "global"
+    damping: bool = True
     finetune_epochs: int = 3
     seed: int = 42
+    interval_level: float = 0.9
+    horizon: int = 5
     retrain_after_days: int = 30
+    drift_tolerance: float = 0.2
 
     def __post_init__(self) -> None:
-        for name in ("units", "epochs", "batch_size", "finetune_epochs"):
+        for name in ("units", "epochs", "batch_size", "finetune_epochs", "horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-
-    def architecture(self) -> dict[str, Any]:
-        """The parameters that define the network's shape; a change forces a retrain."""
-        return {"units": self.units}
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be 0 or more, got {self.patience}")
+        if not 0.0 < self.interval_level < 1.0:
+            raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as a JSON-ready dictionary."""
         return asdict(self)
+
+    def training_params(self) -> dict[str, Any]:
+        """The parameters that shape the weights (policy settings left out)."""
+        params = self.to_dict()
+        for key in ("retrain_after_days", "drift_tolerance"):
+            params.pop(key)
+        return params

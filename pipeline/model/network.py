@@ -51,29 +51,43 @@ def import_keras() -> ModuleType:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow, and make TensorFlow's ops deterministic."""
+    """Reset Keras' global state, then seed Python, NumPy and TensorFlow and make
+    TensorFlow's ops deterministic. Call it right before building or loading the
+    networks of one training, so nothing left by earlier models changes the draw."""
     keras = import_keras()
     import tensorflow as tf
 
+    keras.backend.clear_session()
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
 
-def build_model(window: int, units: int, learning_rate: float) -> keras.Model:
-    """A fresh, compiled network for windows of ``window`` scaled closes."""
-    keras = import_keras()
+def build_model(
+    window: int, units: int, learning_rate: float, loss: str = "mse", seed: int = 0
+) -> keras.Model:
+    """A fresh, compiled network for windows of ``window`` scaled closes.
 
-    keras.backend.clear_session()
+    Every initializer gets its own seed derived from ``seed``, so the initial
+    weights never depend on Python's global random state, which other threads
+    of the process (Prefect's, for one) may draw from. Call ``seed_everything``
+    before the first network of a training.
+    """
+    keras = import_keras()
+    init = keras.initializers
     model = keras.Sequential(
         [
             keras.Input(shape=(window, 1)),
-            keras.layers.LSTM(units),
-            keras.layers.Dense(1),
+            keras.layers.LSTM(
+                units,
+                kernel_initializer=init.GlorotUniform(seed=seed),
+                recurrent_initializer=init.Orthogonal(seed=seed + 1),
+            ),
+            keras.layers.Dense(1, kernel_initializer=init.GlorotUniform(seed=seed + 2)),
         ]
     )
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss)
     return model
 
 
@@ -98,6 +112,14 @@ def epoch_logger(total: int, label: str) -> Any:
             )
 
     return _EpochLogger()
+
+
+def early_stopping(patience: int) -> Any:
+    """Stop when the validation loss has not improved for ``patience`` epochs; keep the best."""
+    keras = import_keras()
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
 
 
 def as_inputs(x: np.ndarray) -> np.ndarray:

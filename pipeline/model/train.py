@@ -1,26 +1,30 @@
-"""The train stage: retrain from fresh weights, fine-tune the current model, or reuse it.
+"""The train stage: retrain, fine-tune or reuse, then promote only what is no worse.
 
-One global network is trained on the windows of every ticker, each ticker
-scaled by its own fitted scaler.
+**The champion.** Forecasts come from the champion: the newest *promoted*
+version whose ``data_through`` is on or before the as-of date (a run as of a
+past date never uses a model that saw later prices). A new version, whether
+retrained or fine-tuned, is promoted only when its one-step error on the
+newest validation span is no worse than the champion's on the same points;
+otherwise it is registered as a challenger that lost, and the champion keeps
+forecasting. The ``models`` table records the decision and both errors.
 
-**Which model is current.** The newest registered version whose
-``data_through`` is on or before the as-of date: a run as of a past date
-never uses a model that saw later prices.
-
-**Mode ``auto``** retrains when there is no current model, when the
-current one's architecture (window, scaling, price field, units) differs from the
-requested one, when it does not cover every requested ticker, or when the
-newest full retrain in its lineage is more than ``retrain_after_days``
-behind the as-of date. Otherwise it fine-tunes when there are windows newer
-than the current model's data, and reuses the current model when there are
-none.
+**Mode ``auto``** retrains when there is no champion; when the champion's
+architecture (window, scaling, price field, units, scope) differs from the
+settings; when it does not cover every ticker; when the newest full retrain
+in its lineage is more than ``retrain_after_days`` behind the as-of date; or
+when its error has drifted: its MASE on the newest validation span exceeds
+its MASE when it was promoted by more than ``drift_tolerance``. Otherwise it
+fine-tunes when there are training windows newer than the champion's, and
+reuses the champion when there are none. Fine-tuning continues the
+champion's weights, in its scale, on those new training windows only; the
+validation span is never trained on, so the gate stays out of sample.
 
 **No new version when nothing changed.** Every training has a fingerprint:
 the SHA-256 of its inputs (the content of each sequence file, the
-hyperparameters, the seed, the mode and, for a fine-tune, the parent's
+hyperparameters and seed, the mode and, for a fine-tune, the parent's
 fingerprint). When a registered version has the same fingerprint, it is
-reused rather than trained again, so rerunning any mode with the same
-inputs registers nothing new.
+reused rather than trained again, so rerunning any mode with the same inputs
+registers nothing new.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +45,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.db.models import (
-    current_model,
+    champion_model,
     find_model_by_fingerprint,
     lineage,
     model_scalers,
@@ -50,80 +54,83 @@ from pipeline.db.models import (
 )
 from pipeline.db.sequences import read_sequence_files
 from pipeline.db.tickers import inactive_tickers
-from pipeline.errors import ConfigurationError, MissingDataError
+from pipeline.errors import ConfigurationError, MissingDataError, ModelStoreError
 from pipeline.model.config import ModelConfig
-from pipeline.model.network import as_inputs, build_model, epoch_logger, seed_everything
-from pipeline.model.store import load_model, model_path, save_model
+from pipeline.model.network import (
+    as_inputs,
+    build_model,
+    early_stopping,
+    epoch_logger,
+    seed_everything,
+)
+from pipeline.model.predictor import Predictor, load_predictor
+from pipeline.model.store import GLOBAL, load_networks, model_path, save_networks
+from pipeline.model.validation import (
+    SpanErrors,
+    SpanSeries,
+    calibrate_intervals,
+    evaluate_span,
+    fit_damping,
+    span_series,
+)
 from pipeline.sequences.build import read_sequence_file
 from pipeline.sequences.config import SequenceConfig
-from pipeline.sequences.scaling import get_scaler, rescale
+from pipeline.sequences.scaling import Params, get_scaler
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["auto", "retrain", "finetune"]
 MODES: tuple[str, ...] = ("auto", "retrain", "finetune")
 RETRAIN, FINETUNE, REUSE = "retrain", "finetune", "reuse"
+ARCHITECTURE = ("window", "scaling", "price_field", "units", "scope")
+#: Values of architecture keys for versions registered before the key existed.
+_ARCHITECTURE_DEFAULTS = {"price_field": "close", "scope": "global"}
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The model version a run will forecast with, and how it came to be."""
+    """What the train stage did, and the version forecasts should come from."""
 
     version: int
+    champion_version: int
     action: str
     reason: str
     created: bool
+    promoted: bool
+    decision: str
     data_through: dt.date
     tickers: list[str]
-    val_loss: float | None
+    val_loss: float | None = None
+    val_mase: float | None = None
+    champion_val_mase: float | None = None
     samples_per_second: float | None = None
 
     def summary(self) -> dict[str, object]:
         """Fields for logs and flow results."""
         return {
             "model_version": self.version,
+            "champion_version": self.champion_version,
             "action": self.action,
             "reason": self.reason,
             "created": self.created,
+            "promoted": self.promoted,
+            "decision": self.decision,
             "data_through": self.data_through.isoformat(),
             "tickers": self.tickers,
             "val_loss": self.val_loss,
+            "val_mase": self.val_mase,
+            "champion_val_mase": self.champion_val_mase,
         }
-
-
-@dataclass
-class _Windows:
-    """Training and validation arrays pooled over tickers, with each ticker's scaler."""
-
-    x_train: list[np.ndarray] = field(default_factory=list)
-    y_train: list[np.ndarray] = field(default_factory=list)
-    x_validation: list[np.ndarray] = field(default_factory=list)
-    y_validation: list[np.ndarray] = field(default_factory=list)
-    scalers: list[dict[str, Any]] = field(default_factory=list)
-
-    def stacked(self, window: int) -> tuple[np.ndarray, ...]:
-        def stack(parts: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-            return np.concatenate(parts) if parts else np.empty(shape)
-
-        return (
-            stack(self.x_train, (0, window)),
-            stack(self.y_train, (0,)),
-            stack(self.x_validation, (0, window)),
-            stack(self.y_validation, (0,)),
-        )
 
 
 def hyperparameters(sequence_config: SequenceConfig, model_config: ModelConfig) -> dict[str, Any]:
     """Everything that shaped a model, as recorded in the registry."""
-    return {**sequence_config.to_dict(), **model_config.to_dict()}
+    return {**sequence_config.to_dict(), **model_config.training_params()}
 
 
-def _architecture(params: dict[str, Any]) -> dict[str, Any]:
-    defaults = {"price_field": "close"}  # versions before it was a setting used closes
-    return {
-        key: params.get(key, defaults.get(key))
-        for key in ("window", "scaling", "price_field", "units")
-    }
+def architecture(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters a fine-tune cannot change."""
+    return {key: params.get(key, _ARCHITECTURE_DEFAULTS.get(key)) for key in ARCHITECTURE}
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
@@ -162,111 +169,229 @@ def _load_sequence_rows(
     return rows
 
 
+def _train_through(champion: Mapping[str, Any]) -> dt.date:
+    return champion.get("train_through") or champion["data_through"]
+
+
 def decide(
     requested: str,
-    current: dict[str, Any] | None,
-    last_retrain: dict[str, Any] | None,
-    rows: Sequence[dict[str, Any]],
-    params: dict[str, Any],
+    champion: Mapping[str, Any] | None,
+    last_retrain: Mapping[str, Any] | None,
+    tickers: Sequence[str],
+    params: Mapping[str, Any],
     as_of: dt.date,
-    retrain_after_days: int,
+    config: ModelConfig,
+    new_windows: int,
+    drift: tuple[float, float] | None = None,
 ) -> tuple[str, str]:
-    """Choose ``retrain``, ``finetune`` or ``reuse``, and say why.
+    """Choose ``retrain``, ``finetune`` or ``reuse``, and say why (see the module docstring).
+
+    Args:
+        requested: ``auto``, ``retrain`` or ``finetune``.
+        champion: the champion's registry row, if any.
+        last_retrain: the newest full retrain in the champion's lineage.
+        tickers: the tickers to train.
+        params: the requested hyperparameters.
+        as_of: the as-of date.
+        config: the policy settings (``retrain_after_days``, ``drift_tolerance``).
+        new_windows: training windows newer than the champion's.
+        drift: the champion's MASE on the newest span and when it was promoted.
 
     Raises:
-        ConfigurationError: ``finetune`` was requested but the current model cannot be fine-tuned.
-        MissingDataError: ``finetune`` was requested but there is no current model.
+        ConfigurationError: ``finetune`` was requested but the champion cannot be fine-tuned.
+        MissingDataError: ``finetune`` was requested but there is no champion.
     """
     if requested not in MODES:
         raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, got {requested!r}")
     if requested == RETRAIN:
         return RETRAIN, "retrain requested"
-    if current is None:
+    if champion is None:
         if requested == FINETUNE:
             raise MissingDataError(
-                f"no model trained on data up to {as_of} to fine-tune; use --mode retrain"
+                f"no champion trained on data up to {as_of} to fine-tune; use --mode retrain"
             )
-        return RETRAIN, f"no model trained on data up to {as_of}"
-    version = current["version"]
-    if _architecture(current["hyperparameters"]) != _architecture(params):
+        return RETRAIN, f"no champion trained on data up to {as_of}"
+    version = champion["version"]
+    if architecture(champion["hyperparameters"]) != architecture(params):
         reason = (
-            f"model v{version} has architecture {_architecture(current['hyperparameters'])}, "
-            f"requested {_architecture(params)}"
+            f"champion v{version} has architecture {architecture(champion['hyperparameters'])}, "
+            f"requested {architecture(params)}"
         )
         if requested == FINETUNE:
             raise ConfigurationError(f"cannot fine-tune: {reason}; use --mode retrain")
         return RETRAIN, reason
-    uncovered = sorted({row[c.TICKER] for row in rows} - set(current["tickers"]))
+    uncovered = sorted(set(tickers) - set(champion["tickers"]))
     if uncovered:
-        reason = f"model v{version} does not cover {', '.join(uncovered)}"
+        reason = f"champion v{version} does not cover {', '.join(uncovered)}"
         if requested == FINETUNE:
             raise ConfigurationError(f"cannot fine-tune: {reason}; use --mode retrain")
         return RETRAIN, reason
     if requested == "auto" and last_retrain is not None:
         age = (as_of - last_retrain["data_through"]).days
-        if age > retrain_after_days:
+        if age > config.retrain_after_days:
             return RETRAIN, (
                 f"the last full retrain (v{last_retrain['version']}, data through "
-                f"{last_retrain['data_through']}) is {age} days old, more than {retrain_after_days}"
+                f"{last_retrain['data_through']}) is {age} days old, more than "
+                f"{config.retrain_after_days}"
             )
-    newest = max(row["data_through"] for row in rows)
-    if newest <= current["data_through"]:
+    if requested == "auto" and drift is not None:
+        now, then = drift
+        if then > 0 and now > then * (1 + config.drift_tolerance):
+            return RETRAIN, (
+                f"champion v{version}'s error drifted: MASE {now:.3f} on the newest span, "
+                f"{then:.3f} when promoted (tolerance {config.drift_tolerance:.0%})"
+            )
+    if new_windows == 0:
+        return REUSE, (
+            f"no training windows newer than champion v{version}'s "
+            f"(trained through {_train_through(champion)})"
+        )
+    return FINETUNE, f"{new_windows} training windows are new since champion v{version}"
+
+
+@dataclass
+class TrainingData:
+    """Per ticker: the sequence file's rows and the scaler parameters to encode with."""
+
+    frames: dict[str, pd.DataFrame]
+    params: dict[str, Params]
+    window: int
+    scaling: str
+
+    def arrays(self, ticker: str, mask: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded inputs and targets of one ticker's selected rows."""
+        frame = self.frames[ticker].loc[mask]
+        raw = frame[c.raw_window_columns(self.window)].to_numpy(dtype=float)
+        scaler = get_scaler(self.scaling)
+        params = self.params[ticker]
         return (
-            REUSE,
-            f"no windows newer than model v{version}'s data (through {current['data_through']})",
+            scaler.encode(raw, params),
+            scaler.encode_target(frame[c.TARGET_CLOSE].to_numpy(dtype=float), raw, params),
         )
-    return (
-        FINETUNE,
-        f"windows from {current['data_through']} to {newest} are new since model v{version}",
+
+
+@dataclass
+class FitResult:
+    """Networks after fitting, and what the fit saw."""
+
+    networks: dict[str, Any]
+    train_samples: int = 0
+    validation_samples: int = 0
+    epochs_run: int = 0
+    val_loss: float | None = None
+    seconds: float = 0.0
+    trained_tickers: list[str] = field(default_factory=list)
+
+
+def _split_masks(frame: pd.DataFrame, newer_than: dt.date | None) -> tuple[pd.Series, pd.Series]:
+    train = frame[c.SPLIT] == c.SPLIT_TRAIN
+    if newer_than is not None:
+        train &= pd.to_datetime(frame[c.TARGET_DATE]) > pd.Timestamp(newer_than)
+    return train, frame[c.SPLIT] == c.SPLIT_VALIDATION
+
+
+def fit_networks(
+    data: TrainingData,
+    networks: dict[str, Any],
+    config: ModelConfig,
+    epochs: int,
+    newer_than: dt.date | None,
+    label: str,
+) -> FitResult:
+    """Fit ``networks`` (fresh or loaded) on the training windows; validate on the rest."""
+    fitted = FitResult(networks=networks)
+    groups = (
+        {GLOBAL: sorted(data.frames)}
+        if GLOBAL in networks
+        else {ticker: [ticker] for ticker in sorted(data.frames)}
     )
-
-
-def _collect_retrain(rows: Sequence[dict[str, Any]]) -> _Windows:
-    windows = _Windows()
-    for row in rows:
-        frame = read_sequence_file(Path(row["file_path"]))
-        x_cols = c.window_columns(row["window"])
-        train = frame[c.SPLIT] == c.SPLIT_TRAIN
-        windows.x_train.append(frame.loc[train, x_cols].to_numpy())
-        windows.y_train.append(frame.loc[train, c.TARGET].to_numpy())
-        windows.x_validation.append(frame.loc[~train, x_cols].to_numpy())
-        windows.y_validation.append(frame.loc[~train, c.TARGET].to_numpy())
-        windows.scalers.append(
-            {
-                c.TICKER: row[c.TICKER],
-                "scaling": row["scaling"],
-                "scaler_params": row["scaler_params"],
-                "fit_start": row["fit_start"],
-                "fit_end": row["fit_end"],
-            }
+    started = time.perf_counter()
+    val_losses: list[tuple[float, int]] = []
+    for position, (key, tickers) in enumerate(groups.items(), start=1):
+        parts = {"xt": [], "yt": [], "xv": [], "yv": []}
+        for ticker in tickers:
+            train, validation = _split_masks(data.frames[ticker], newer_than)
+            for mask, x_key, y_key in ((train, "xt", "yt"), (validation, "xv", "yv")):
+                x, y = data.arrays(ticker, mask)
+                parts[x_key].append(x)
+                parts[y_key].append(y)
+        x_train, y_train = np.concatenate(parts["xt"]), np.concatenate(parts["yt"])
+        x_val, y_val = np.concatenate(parts["xv"]), np.concatenate(parts["yv"])
+        if not len(x_train):
+            continue
+        name = label if key == GLOBAL else f"{label} {key} ({position}/{len(groups)})"
+        callbacks = [epoch_logger(epochs, name)]
+        validation_data = None
+        if len(x_val):
+            validation_data = (as_inputs(x_val), y_val.astype(np.float32))
+            if config.patience and newer_than is None:
+                callbacks.append(early_stopping(config.patience))
+        history = networks[key].fit(
+            as_inputs(x_train),
+            y_train.astype(np.float32),
+            epochs=epochs,
+            batch_size=config.batch_size,
+            validation_data=validation_data,
+            shuffle=True,
+            verbose=0,
+            callbacks=callbacks,
         )
-    return windows
+        fitted.epochs_run = max(fitted.epochs_run, len(history.history["loss"]))
+        fitted.train_samples += len(x_train)
+        fitted.validation_samples += len(x_val)
+        fitted.trained_tickers.extend(tickers)
+        if len(x_val):
+            loss = networks[key].evaluate(
+                as_inputs(x_val), y_val.astype(np.float32), batch_size=4096, verbose=0
+            )
+            val_losses.append((float(loss), len(x_val)))
+    fitted.seconds = time.perf_counter() - started
+    if val_losses:
+        fitted.val_loss = sum(loss * n for loss, n in val_losses) / sum(n for _, n in val_losses)
+    return fitted
 
 
-def _collect_finetune(
-    conn: Connection, rows: Sequence[dict[str, Any]], parent: dict[str, Any]
-) -> _Windows:
-    """New windows since the parent's data, re-expressed in the parent's scale."""
-    parent_scalers = model_scalers(conn, parent["version"])
-    windows = _Windows()
-    for row in rows:
-        ticker = row[c.TICKER]
-        frame = read_sequence_file(Path(row["file_path"]))
-        x_cols = c.window_columns(row["window"])
-        scaler = get_scaler(row["scaling"])
-        source, target = row["scaler_params"], parent_scalers[ticker]["scaler_params"]
-        new = pd.to_datetime(frame[c.TARGET_DATE]) > pd.Timestamp(parent["data_through"])
-        validation = frame[c.SPLIT] == c.SPLIT_VALIDATION
-        for mask, xs, ys in (
-            (new, windows.x_train, windows.y_train),
-            (validation, windows.x_validation, windows.y_validation),
-        ):
-            xs.append(rescale(frame.loc[mask, x_cols].to_numpy(), scaler, source, target))
-            ys.append(rescale(frame.loc[mask, c.TARGET].to_numpy(), scaler, source, target))
-        scaler_row = dict(parent_scalers[ticker])
-        scaler_row.pop(c.MODEL_VERSION, None)
-        windows.scalers.append(scaler_row)
-    return windows
+def fresh_networks(tickers: Sequence[str], window: int, config: ModelConfig) -> dict[str, Any]:
+    """Untrained networks: one ``GLOBAL``, or one per ticker, each seeded from ``config.seed``."""
+    keys = [GLOBAL] if config.scope == "global" else sorted(tickers)
+    return {
+        key: build_model(
+            window, config.units, config.learning_rate, config.loss, config.seed * 1000 + 3 * index
+        )
+        for index, key in enumerate(keys)
+    }
+
+
+def _evaluate_champion(
+    conn: Connection, champion: Mapping[str, Any], series: Mapping[str, SpanSeries]
+) -> SpanErrors | None:
+    try:
+        predictor = load_predictor(conn, champion, sorted(set(series) & set(champion["tickers"])))
+    except ModelStoreError as exc:
+        logger.warning("champion v%s cannot be evaluated: %s", champion["version"], exc)
+        return None
+    return evaluate_span(predictor, series)
+
+
+def _gate(
+    challenger: SpanErrors, champion: Mapping[str, Any] | None, champion_errors: SpanErrors | None
+) -> tuple[bool, str, float | None]:
+    """Whether the challenger is promoted, why, and the champion's MAE on the same points."""
+    if champion is None:
+        return True, "promoted: first model, no champion to compare with", None
+    if champion_errors is None or not champion_errors.n:
+        return True, f"promoted: champion v{champion['version']} could not be evaluated", None
+    common = set(challenger.per_ticker) & set(champion_errors.per_ticker)
+    mine, theirs = challenger.restricted(common), champion_errors.restricted(common)
+    promoted = mine.mae <= theirs.mae
+    verdict = "promoted" if promoted else "not promoted"
+    comparison = "no worse than" if promoted else "worse than"
+    decision = (
+        f"{verdict}: MAE {mine.mae:.6g} on the newest span is {comparison} champion "
+        f"v{champion['version']}'s {theirs.mae:.6g} "
+        f"(MASE {mine.mase:.4f} vs {theirs.mase:.4f})"
+    )
+    return promoted, decision, theirs.mae
 
 
 def train(
@@ -288,7 +413,7 @@ def train(
         tickers: tickers to train on; ``None`` takes every active ticker with sequences.
         mode: ``auto``, ``retrain`` or ``finetune`` (see the module docstring).
         sequence_config: the windowing the sequences must have been built with.
-        model_config: network and training parameters.
+        model_config: network, training and policy parameters.
         trained_at: time stamp recorded in the registry; defaults to now (UTC).
 
     Raises:
@@ -298,85 +423,120 @@ def train(
     sequence_config = sequence_config or SequenceConfig()
     model_config = model_config or ModelConfig()
     rows = _load_sequence_rows(conn, as_of, tickers, sequence_config)
+    names = [row[c.TICKER] for row in rows]
+    frames = {row[c.TICKER]: read_sequence_file(Path(row["file_path"])) for row in rows}
+    series = {
+        ticker: span_series(frame, sequence_config.window) for ticker, frame in frames.items()
+    }
     params = hyperparameters(sequence_config, model_config)
-    current = current_model(conn, as_of)
-    last_retrain = None
-    if current is not None:
+    champion = champion_model(conn, as_of)
+
+    last_retrain, new_windows, drift, champion_errors = None, 0, None, None
+    if champion is not None:
         last_retrain = next(
-            (row for row in lineage(conn, current["version"]) if row["mode"] == RETRAIN), None
+            (row for row in lineage(conn, champion["version"]) if row["mode"] == RETRAIN), None
         )
+        since = _train_through(champion)
+        new_windows = int(sum(_split_masks(frame, since)[0].sum() for frame in frames.values()))
+        compatible = architecture(champion["hyperparameters"]) == architecture(params)
+        if mode == "auto" and compatible and new_windows and champion.get("val_mase"):
+            champion_errors = _evaluate_champion(conn, champion, series)
+            if champion_errors is not None and champion_errors.n:
+                drift = (champion_errors.mase, champion["val_mase"])
     action, reason = decide(
-        mode, current, last_retrain, rows, params, as_of, model_config.retrain_after_days
+        mode, champion, last_retrain, names, params, as_of, model_config, new_windows, drift
     )
     logger.info("training decision: %s (%s)", action, reason)
     if action == REUSE:
-        assert current is not None
-        return _reused(current, reason)
+        assert champion is not None
+        return _reused(champion, champion, reason, champion_errors)
 
     inputs: dict[str, Any] = {
         "action": action,
         "sequences": {row[c.TICKER]: row["sha256"] for row in rows},
-        "params": {key: value for key, value in params.items() if key != "retrain_after_days"},
+        "params": params,
     }
     if action == FINETUNE:
-        assert current is not None
-        inputs["parent"] = current["fingerprint"]
+        assert champion is not None
+        inputs["parent"] = champion["fingerprint"]
     digest = fingerprint(inputs)
     existing = find_model_by_fingerprint(conn, digest)
     if existing is not None:
-        return _reused(existing, f"identical inputs were already trained as v{existing['version']}")
-
-    if action == RETRAIN:
-        windows = _collect_retrain(rows)
-        parent_version = None
-    else:
-        assert current is not None
-        windows = _collect_finetune(conn, rows, current)
-        parent_version = current["version"]
-    window = sequence_config.window
-    x_train, y_train, x_val, y_val = windows.stacked(window)
-    if len(x_train) == 0:
-        raise MissingDataError(f"no training windows as of {as_of}")
+        current = champion_model(conn, as_of) or existing
+        return _reused(
+            existing, current, f"identical inputs were already trained as v{existing['version']}"
+        )
 
     seed_everything(model_config.seed)
     if action == RETRAIN:
-        model = build_model(window, model_config.units, model_config.learning_rate)
-        epochs = model_config.epochs
+        scaler_rows = {
+            row[c.TICKER]: {
+                "scaling": row["scaling"],
+                "scaler_params": row["scaler_params"],
+                "fit_start": row["fit_start"],
+                "fit_end": row["fit_end"],
+            }
+            for row in rows
+        }
+        networks = fresh_networks(names, sequence_config.window, model_config)
+        epochs, newer_than, parent_version = model_config.epochs, None, None
     else:
-        model = load_model(Path(current["file_path"]), for_training=True)  # type: ignore[index]
-        epochs = model_config.finetune_epochs
+        assert champion is not None
+        parent = model_scalers(conn, champion["version"])
+        scaler_rows = {
+            ticker: {
+                key: parent[ticker][key]
+                for key in ("scaling", "scaler_params", "fit_start", "fit_end")
+            }
+            for ticker in names
+        }
+        path = Path(champion["file_path"])
+        networks = load_networks(path, None if path.is_file() else names, for_training=True)
+        epochs, newer_than = model_config.finetune_epochs, _train_through(champion)
+        parent_version = champion["version"]
+    data = TrainingData(
+        frames=frames,
+        params={ticker: row["scaler_params"] for ticker, row in scaler_rows.items()},
+        window=sequence_config.window,
+        scaling=sequence_config.scaling,
+    )
     logger.info(
-        "%s on %d windows of %d tickers, validating on %d, %d epochs of batch %d",
+        "%s on %d tickers, %d epochs at most, batch %d (%s scope)",
         action,
-        len(x_train),
-        len(rows),
-        len(x_val),
+        len(names),
         epochs,
         model_config.batch_size,
+        model_config.scope,
     )
-    started = time.perf_counter()
-    model.fit(
-        as_inputs(x_train),
-        y_train.astype(np.float32),
-        epochs=epochs,
-        batch_size=model_config.batch_size,
-        validation_data=(as_inputs(x_val), y_val.astype(np.float32)) if len(x_val) else None,
-        shuffle=True,
-        verbose=0,
-        callbacks=[epoch_logger(epochs, action)],
+    fitted = fit_networks(data, networks, model_config, epochs, newer_than, action)
+    if fitted.train_samples == 0:
+        raise MissingDataError(f"no training windows as of {as_of}")
+    rate = fitted.train_samples * fitted.epochs_run / fitted.seconds if fitted.seconds else None
+
+    predictor = Predictor(
+        window=sequence_config.window,
+        scaler=get_scaler(sequence_config.scaling),
+        params=data.params,
+        networks=networks,
     )
-    elapsed = time.perf_counter() - started
-    rate = len(x_train) * epochs / elapsed if elapsed > 0 else None
-    val_loss = None
-    if len(x_val):
-        val_loss = float(
-            model.evaluate(as_inputs(x_val), y_val.astype(np.float32), batch_size=1024, verbose=0)
-        )
+    if model_config.damping:
+        predictor.damping = fit_damping(predictor, series)
+        logger.info("damping per ticker, fitted on the validation span: %s", predictor.damping)
+    errors = evaluate_span(predictor, series)
+    intervals = calibrate_intervals(
+        predictor, series, model_config.horizon, model_config.interval_level
+    )
+    if champion is not None and champion_errors is None:
+        champion_errors = _evaluate_champion(conn, champion, series)
+    promoted, decision, champion_mae = _gate(errors, champion, champion_errors)
 
     version = next_version(conn)
-    path = save_model(model, model_path(home, version))
+    path = save_networks(networks, model_path(home, version, model_config.scope))
     data_through = max(row["data_through"] for row in rows)
-    ticker_list = [row[c.TICKER] for row in rows]
+    train_through = max(
+        pd.Timestamp(frame.loc[frame[c.SPLIT] == c.SPLIT_TRAIN, c.TARGET_DATE].max()).date()
+        for frame in frames.values()
+    )
     register_model(
         conn,
         {
@@ -386,44 +546,104 @@ def train(
             "parent_version": parent_version,
             "trained_at": trained_at or dt.datetime.now(dt.UTC),
             "data_through": data_through,
-            "tickers": ticker_list,
+            "train_through": train_through,
+            "tickers": names,
             "hyperparameters": params,
-            "val_loss": val_loss,
-            "train_samples": int(len(x_train)),
-            "validation_samples": int(len(x_val)),
-            "epochs_run": epochs,
+            "val_loss": fitted.val_loss,
+            "train_samples": fitted.train_samples,
+            "validation_samples": fitted.validation_samples,
+            "epochs_run": fitted.epochs_run,
             "file_path": str(path),
+            "val_mae": _finite(errors.mae),
+            "val_naive_mae": _finite(errors.naive_mae),
+            "val_mase": _finite(errors.mase),
+            "promoted": promoted,
+            "decision": decision,
+            "champion_version": champion["version"] if champion else None,
+            "champion_val_mae": champion_mae,
         },
-        windows.scalers,
+        [
+            {
+                c.TICKER: ticker,
+                **scaler_rows[ticker],
+                "damping": predictor.damping.get(ticker),
+                "val_mae": errors.per_ticker.get(ticker, {}).get("mae"),
+                "val_naive_mae": errors.per_ticker.get(ticker, {}).get("naive_mae"),
+                "interval_q": intervals.get(ticker),
+            }
+            for ticker in names
+        ],
     )
     logger.info(
-        "registered model v%d (%s, data through %s, val_loss %s, %.0f samples/s)",
+        "registered model v%d (%s, data through %s, %d epochs, MASE %.4f on the newest span, "
+        "%.0f samples/s); %s",
         version,
         action,
         data_through,
-        "n/a" if val_loss is None else f"{val_loss:.6f}",
+        fitted.epochs_run,
+        errors.mase,
         rate or 0.0,
+        decision,
     )
-    return TrainResult(
+    champion_version = version if promoted else champion["version"]  # type: ignore[index]
+    result = TrainResult(
         version=version,
+        champion_version=champion_version,
         action=action,
         reason=reason,
         created=True,
+        promoted=promoted,
+        decision=decision,
         data_through=data_through,
-        tickers=ticker_list,
-        val_loss=val_loss,
+        tickers=names,
+        val_loss=fitted.val_loss,
+        val_mase=_finite(errors.mase),
+        champion_val_mase=_finite(errors.mase)
+        if promoted
+        else (champion_errors.mase if champion_errors else None),
         samples_per_second=rate,
     )
+    _warn_if_naive_wins(result)
+    return result
 
 
-def _reused(model: dict[str, Any], reason: str) -> TrainResult:
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _warn_if_naive_wins(result: TrainResult) -> None:
+    mase = result.champion_val_mase
+    if mase is not None and mase > 1.0:
+        logger.warning(
+            "champion v%d loses to the naive forecast on the newest span (MASE %.4f > 1)",
+            result.champion_version,
+            mase,
+        )
+
+
+def _reused(
+    model: Mapping[str, Any],
+    champion: Mapping[str, Any],
+    reason: str,
+    champion_errors: SpanErrors | None = None,
+) -> TrainResult:
     logger.info("using model v%d: %s", model["version"], reason)
-    return TrainResult(
+    champion_mase = champion.get("val_mase")
+    if champion_errors is not None and champion_errors.n:
+        champion_mase = champion_errors.mase
+    result = TrainResult(
         version=model["version"],
+        champion_version=champion["version"],
         action=REUSE,
         reason=reason,
         created=False,
+        promoted=bool(model.get("promoted", True)),
+        decision=model.get("decision") or "",
         data_through=model["data_through"],
         tickers=list(model["tickers"]),
         val_loss=model["val_loss"],
+        val_mase=model.get("val_mase"),
+        champion_val_mase=_finite(champion_mase),
     )
+    _warn_if_naive_wins(result)
+    return result

@@ -78,24 +78,28 @@ def minimum_closes(config: SequenceConfig) -> int:
 def windows_frame(
     ticker: str, dates: Sequence[dt.date], closes: np.ndarray, config: SequenceConfig
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """One ticker's scaled windows and the description of how they were made.
+    """One ticker's windows, scaled and raw, and the description of how they were made.
 
     Returns:
         The frame written to Parquet (``ticker``, ``target_date``, ``split``,
-        ``x0`` .. ``x{window-1}``, ``y``) and a dictionary with the fitted
-        scaler, the span it saw, and the window counts.
+        the scaled inputs ``x0`` .. ``x{window-1}`` and target ``y``, the raw
+        inputs ``p0`` .. ``p{window-1}`` and target ``target_close``) and a
+        dictionary with the fitted scaler, the span it saw, and the window counts.
     """
     scaler = get_scaler(config.scaling)
     count = len(closes) - config.window
     n_train, n_validation = split_counts(count, config.validation_fraction)
     fitted_closes = n_train + config.window  # every close a training window touches
     params = scaler.fit(closes[:fitted_closes])
-    x, y = build_windows(scaler.apply(closes, params), config.window)
-    frame = pd.DataFrame(x, columns=c.window_columns(config.window))
+    raw_x, raw_y = build_windows(closes, config.window)
+    frame = pd.DataFrame(scaler.encode(raw_x, params), columns=c.window_columns(config.window))
     frame.insert(0, c.TICKER, ticker)
     frame.insert(1, c.TARGET_DATE, list(dates[config.window :]))
     frame.insert(2, c.SPLIT, [c.SPLIT_TRAIN] * n_train + [c.SPLIT_VALIDATION] * n_validation)
-    frame[c.TARGET] = y
+    frame[c.TARGET] = scaler.encode_target(raw_y, raw_x, params)
+    for index, name in enumerate(c.raw_window_columns(config.window)):
+        frame[name] = raw_x[:, index]
+    frame[c.TARGET_CLOSE] = raw_y
     description = {
         "scaler_params": params,
         "fit_start": dates[0],
@@ -113,6 +117,8 @@ def _arrow_table(frame: pd.DataFrame, window: int) -> pa.Table:
         pa.field(c.SPLIT, pa.string()),
         *[pa.field(name, pa.float64()) for name in c.window_columns(window)],
         pa.field(c.TARGET, pa.float64()),
+        *[pa.field(name, pa.float64()) for name in c.raw_window_columns(window)],
+        pa.field(c.TARGET_CLOSE, pa.float64()),
     ]
     arrays = [pa.array(frame[field.name].tolist(), type=field.type) for field in fields]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-SCALINGS = ("minmax",)
+SCALINGS = ("minmax", "log_ratio")
 PRICE_FIELDS = ("close", "adj_close")
 
 
@@ -15,7 +15,9 @@ class SequenceConfig:
 
     Attributes:
         window: closes per input window (the seed uses 10).
-        scaling: the scaler; ``minmax`` maps the training span to [0, 1] as the seed does.
+        scaling: the scaler (``pipeline.sequences.scaling``): ``log_ratio``, level-free
+            (the default), or ``minmax``, which maps the training span to [0, 1] as the
+            tutorial does.
         validation_fraction: share of each ticker's newest windows held out for
             validation; the scaler never sees their closes.
         price_field: ``close``, or ``adj_close`` for adjusted closes where a
@@ -23,7 +25,7 @@ class SequenceConfig:
     """
 
     window: int = 10
-    scaling: str = "minmax"
+    scaling: str = "log_ratio"
     validation_fraction: float = 0.1
     price_field: str = "close"
 

@@ -1,13 +1,32 @@
-"""Scalers as pure fit / apply / invert functions over plain parameters.
+"""Scalers: fit on a training span, then encode windows and decode predictions.
 
-The fitted parameters are JSON-ready dictionaries, stored with the sequence
-files and with every model version that used them, so forecasts can be
-inverted long after training.
+Each scaler is a set of pure functions over plain, JSON-ready parameters,
+stored with the sequence files and with every model version that used them,
+so forecasts can be decoded long after training:
+
+* ``fit(closes)``: parameters from the training span's closes only;
+* ``encode(windows, params)``: raw windows ``(n, W)`` to model inputs;
+* ``encode_target(targets, windows, params)``: the next closes ``(n,)`` to targets;
+* ``decode(predictions, windows, params)``: predicted targets back to closes.
+
+Parameters may be scalars or, to encode rows of several tickers at once,
+arrays with one value per row (``stack_params``).
+
+Scalings:
+
+* ``minmax``: the tutorial's ``MinMaxScaler(0, 1)``: ``(x - min) / (max - min)``
+  with min and max of the training span. Kept for fidelity; its output depends
+  on the price level, so a price outside the training range is extrapolation.
+* ``log_ratio``: level-free: each window relative to its own last close,
+  ``log(x / x_last) / scale``, and the target ``log(y / x_last) / scale``,
+  where ``scale`` is the standard deviation of the training span's one-day
+  log returns. A prediction of 0 is "tomorrow equals today" (the naive
+  forecast), and the same network serves tickers at any price.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,42 +35,97 @@ import numpy as np
 Params = dict[str, Any]
 
 
-def fit_minmax(values: np.ndarray) -> Params:
-    """The minimum and maximum of ``values``, which map to 0 and 1 (the seed's scaler)."""
-    values = np.asarray(values, dtype=float)
-    if values.size == 0 or not np.all(np.isfinite(values)):
-        raise ValueError("min-max scaling needs at least one finite value and no NaN")
-    return {"min": float(values.min()), "max": float(values.max())}
+def _column(value: Any) -> Any:
+    """A parameter as a scalar, or as a column that broadcasts over window rows."""
+    array = np.asarray(value, dtype=float)
+    return array.reshape(-1, 1) if array.ndim else float(array)
 
 
-def _span(params: Params) -> float:
-    span = params["max"] - params["min"]
+def _row(value: Any) -> Any:
+    array = np.asarray(value, dtype=float)
+    return array.reshape(-1) if array.ndim else float(array)
+
+
+def _check(closes: np.ndarray) -> np.ndarray:
+    closes = np.asarray(closes, dtype=float)
+    if closes.size == 0 or not np.all(np.isfinite(closes)):
+        raise ValueError("scaling needs at least one finite close and no NaN")
+    return closes
+
+
+def fit_minmax(closes: np.ndarray) -> Params:
+    """The minimum and maximum of the training closes, which map to 0 and 1."""
+    closes = _check(closes)
+    return {"min": float(closes.min()), "max": float(closes.max())}
+
+
+def _span(params: Mapping[str, Any], shape: Callable[[Any], Any]) -> Any:
+    span = shape(params["max"]) - shape(params["min"])
     # A constant series scales to 0, as scikit-learn's MinMaxScaler does.
-    return span if span > 0 else 1.0
+    return np.where(span > 0, span, 1.0) if np.ndim(span) else (span if span > 0 else 1.0)
 
 
-def apply_minmax(values: np.ndarray, params: Params) -> np.ndarray:
-    """Map prices to the scaled space: ``(x - min) / (max - min)``."""
-    return (np.asarray(values, dtype=float) - params["min"]) / _span(params)
+def encode_minmax(windows: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    return (np.asarray(windows, float) - _column(params["min"])) / _span(params, _column)
 
 
-def invert_minmax(values: np.ndarray, params: Params) -> np.ndarray:
-    """Map scaled values back to prices."""
-    return np.asarray(values, dtype=float) * _span(params) + params["min"]
+def encode_target_minmax(
+    targets: np.ndarray, windows: np.ndarray, params: Mapping[str, Any]
+) -> np.ndarray:
+    return (np.asarray(targets, float) - _row(params["min"])) / _span(params, _row)
+
+
+def decode_minmax(
+    predictions: np.ndarray, windows: np.ndarray, params: Mapping[str, Any]
+) -> np.ndarray:
+    return np.asarray(predictions, float) * _span(params, _row) + _row(params["min"])
+
+
+def fit_log_ratio(closes: np.ndarray) -> Params:
+    """The standard deviation of the training closes' one-day log returns."""
+    closes = _check(closes)
+    if np.any(closes <= 0):
+        raise ValueError("log-ratio scaling needs positive closes")
+    returns = np.diff(np.log(closes))
+    scale = float(returns.std()) if returns.size > 1 else 0.0
+    return {"scale": scale if scale > 0 else 1.0}
+
+
+def encode_log_ratio(windows: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    windows = np.asarray(windows, float)
+    return np.log(windows / windows[:, -1:]) / _column(params["scale"])
+
+
+def encode_target_log_ratio(
+    targets: np.ndarray, windows: np.ndarray, params: Mapping[str, Any]
+) -> np.ndarray:
+    windows = np.asarray(windows, float)
+    return np.log(np.asarray(targets, float) / windows[:, -1]) / _row(params["scale"])
+
+
+def decode_log_ratio(
+    predictions: np.ndarray, windows: np.ndarray, params: Mapping[str, Any]
+) -> np.ndarray:
+    windows = np.asarray(windows, float)
+    return windows[:, -1] * np.exp(np.asarray(predictions, float) * _row(params["scale"]))
 
 
 @dataclass(frozen=True)
 class Scaler:
-    """One scaling method's three functions."""
+    """One scaling method's functions (see the module docstring)."""
 
     name: str
     fit: Callable[[np.ndarray], Params]
-    apply: Callable[[np.ndarray, Params], np.ndarray]
-    invert: Callable[[np.ndarray, Params], np.ndarray]
+    encode: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
+    encode_target: Callable[[np.ndarray, np.ndarray, Mapping[str, Any]], np.ndarray]
+    decode: Callable[[np.ndarray, np.ndarray, Mapping[str, Any]], np.ndarray]
 
 
 SCALERS: dict[str, Scaler] = {
-    "minmax": Scaler("minmax", fit_minmax, apply_minmax, invert_minmax),
+    "minmax": Scaler("minmax", fit_minmax, encode_minmax, encode_target_minmax, decode_minmax),
+    "log_ratio": Scaler(
+        "log_ratio", fit_log_ratio, encode_log_ratio, encode_target_log_ratio, decode_log_ratio
+    ),
 }
 
 
@@ -67,6 +141,7 @@ def get_scaler(name: str) -> Scaler:
         raise ValueError(f"unknown scaling {name!r}; choose one of {sorted(SCALERS)}") from None
 
 
-def rescale(values: np.ndarray, scaler: Scaler, source: Params, target: Params) -> np.ndarray:
-    """Values scaled with ``source`` parameters, re-expressed with ``target`` parameters."""
-    return scaler.apply(scaler.invert(values, source), target)
+def stack_params(params: Sequence[Mapping[str, Any]]) -> Params:
+    """One parameter set per row, stacked into arrays that ``encode`` and ``decode`` accept."""
+    keys = params[0].keys() if params else ()
+    return {key: np.array([row[key] for row in params], dtype=float) for key in keys}

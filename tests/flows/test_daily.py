@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import TINY_OVERRIDES as TINY
 from helpers import synthetic_prices, table_snapshot, write_long_csv
-from prefect.testing.utilities import prefect_test_harness
 
 import flows.daily
 from flows.daily import daily_pipeline, scheduled_as_of
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.migrate import open_database
 from pipeline.files import sha256_file
-
-TINY = {
-    "window": 5,
-    "validation_fraction": 0.2,
-    "units": 8,
-    "epochs": 1,
-    "batch_size": 16,
-    "finetune_epochs": 1,
-    "seed": 7,
-}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _run(tmp_path: Path, source: Path, **params) -> dict:  # noqa: ANN003

@@ -1,15 +1,16 @@
-"""The forecast stage: dates, values recomputed independently, reruns, model choice."""
+"""The forecast stage: dates, values recomputed independently, intervals, reruns, model choice."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_MODEL, TINY_SEQUENCES
-from helpers import synthetic_prices, table_snapshot
+from helpers import TINY_MODEL, TINY_SEQUENCES, synthetic_prices, table_snapshot
 from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
@@ -17,35 +18,54 @@ from pipeline.db.forecasts import read_forecasts
 from pipeline.db.models import get_model, model_scalers
 from pipeline.db.prices import upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError
-from pipeline.model.forecast import forecast, recursive_forecast
-from pipeline.model.store import load_model
+from pipeline.model.forecast import forecast, interval_widths
+from pipeline.model.predictor import Predictor
+from pipeline.model.store import load_networks
 from pipeline.model.train import train
 from pipeline.sequences.build import build_sequences
+from pipeline.sequences.scaling import get_scaler
 
 PRICES = synthetic_prices(("AAA", "BBB"), days=80)
 DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]
+
+
+# Undamped, so that the hand computation below follows the network itself.
+UNDAMPED = dataclasses.replace(TINY_MODEL, damping=False)
 
 
 def trained(engine: Engine, home: Path, as_of: dt.date) -> int:
     with engine.begin() as conn:
         upsert_prices(conn, PRICES)
         build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
-        return train(conn, home, as_of, None, "auto", TINY_SEQUENCES, TINY_MODEL).version
+        return train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, UNDAMPED).version
 
 
-def test_recursive_forecast_feeds_predictions_back() -> None:
-    seen = []
+class _Tomorrow:
+    """A fake network: the scaled prediction is the newest scaled input plus one."""
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        seen.append(batch[:, :, 0].copy())
-        return batch[:, -1, :] + 1.0  # "tomorrow = today + 1"
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
 
-    steps = recursive_forecast(predict, np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), 3)
-    np.testing.assert_array_equal(steps, [[4, 5, 6], [1, 2, 3]])
-    np.testing.assert_array_equal(seen[2], [[3, 4, 5], [0, 1, 2]])
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(batch[:, :, 0].copy())
+        return batch[:, -1, :] + 1.0
 
 
-def test_forecasts_cover_the_next_business_days_with_inverted_values(
+def test_predict_path_feeds_each_prediction_back() -> None:
+    network = _Tomorrow()
+    predictor = Predictor(
+        window=3,
+        scaler=get_scaler("minmax"),
+        params={"AAA": {"min": 0.0, "max": 1.0}, "BBB": {"min": 10.0, "max": 20.0}},
+        networks={"*": network},
+    )
+    windows = np.array([[1.0, 2.0, 3.0], [10.0, 10.0, 10.0]])
+    path = predictor.predict_path(["AAA", "BBB"], windows, 3)
+    np.testing.assert_allclose(path, [[4, 5, 6], [20, 30, 40]])
+    np.testing.assert_allclose(network.batches[2][:2], [[3, 4, 5], [0, 1, 2]])
+
+
+def test_forecasts_cover_the_next_trading_days_with_values_and_intervals(
     engine: Engine, home: Path
 ) -> None:
     as_of = DATES[59]  # a Friday: 2024-03-22
@@ -65,20 +85,45 @@ def test_forecasts_cover_the_next_business_days_with_inverted_values(
     ]
     assert rows[c.HORIZON].tolist() == [1, 2, 3, 1, 2, 3]
 
-    # Recompute AAA by hand from the stored model, scaler and closes.
-    model = load_model(Path(model_row["file_path"]))
+    # Recompute AAA by hand from the stored network, scaler and closes.
+    (network,) = load_networks(Path(model_row["file_path"])).values()
     params = scalers["AAA"]["scaler_params"]
-    closes = PRICES.loc[PRICES[c.TICKER] == "AAA", c.CLOSE].to_numpy()[55:60]
-    window = list((closes - params["min"]) / (params["max"] - params["min"]))
+    low, span = params["min"], params["max"] - params["min"]
+    window = list(PRICES.loc[PRICES[c.TICKER] == "AAA", c.CLOSE].to_numpy()[55:60])
     expected = []
     for _ in range(3):
-        value = float(
-            model.predict_on_batch(np.array(window[-5:], np.float32)[None, :, None])[0, 0]
-        )
-        window.append(value)
-        expected.append(value * (params["max"] - params["min"]) + params["min"])
-    got = rows.loc[rows[c.TICKER] == "AAA", c.YHAT].to_numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
+        scaled = (np.array(window[-5:]) - low) / span
+        value = float(network.predict_on_batch(scaled[None, :, None].astype(np.float32))[0, 0])
+        window.append(value * span + low)
+        expected.append(window[-1])
+    aaa = rows.loc[rows[c.TICKER] == "AAA"]
+    np.testing.assert_allclose(aaa[c.YHAT].to_numpy(), expected, rtol=1e-5)
+
+    # Intervals: yhat * exp(+-q_h), q_3 beyond the two calibrated steps grows as sqrt(h).
+    q = scalers["AAA"]["interval_q"]
+    widths = [q[0], q[1], q[1] * math.sqrt(3 / 2)]
+    np.testing.assert_allclose(aaa["yhat_lower"], aaa[c.YHAT] * np.exp(-np.array(widths)))
+    np.testing.assert_allclose(aaa["yhat_upper"], aaa[c.YHAT] * np.exp(np.array(widths)))
+
+
+def test_damping_shrinks_each_step_toward_the_last_close() -> None:
+    predictor = Predictor(
+        window=3,
+        scaler=get_scaler("minmax"),
+        params={"AAA": {"min": 0.0, "max": 1.0}},
+        networks={"*": _Tomorrow()},
+        damping={"AAA": 0.25},
+    )
+    path = predictor.predict_path(["AAA"], np.array([[1.0, 2.0, 3.0]]), 2)
+    # Step 1: 3 + 0.25 * (4 - 3); step 2 from [2, 3, 3.25]: 3.25 + 0.25 * 1.
+    np.testing.assert_allclose(path, [[3.25, 3.5]])
+
+
+def test_interval_widths_extend_beyond_the_calibrated_steps() -> None:
+    np.testing.assert_allclose(
+        interval_widths([0.1, 0.2], 4), [0.1, 0.2, 0.2 * 1.5**0.5, 0.2 * 2**0.5]
+    )
+    assert interval_widths(None, 3) is None
 
 
 def test_a_rerun_writes_the_same_rows_and_a_shorter_horizon_replaces_them(
@@ -98,7 +143,7 @@ def test_a_rerun_writes_the_same_rows_and_a_shorter_horizon_replaces_them(
         assert len(read_forecasts(conn, as_of)) == 4
 
 
-def test_the_model_is_the_newest_trained_no_later_than_the_as_of_date(
+def test_the_model_is_the_champion_trained_no_later_than_the_as_of_date(
     engine: Engine, home: Path
 ) -> None:
     later = trained(engine, home, DATES[64])
@@ -136,3 +181,19 @@ def test_inactive_tickers_are_not_forecast(engine: Engine, home: Path) -> None:
         assert forecast(conn, DATES[59], horizon=1).tickers == ["AAA"]
         with pytest.raises(ConfigurationError, match="BBB is inactive"):
             forecast(conn, DATES[59], tickers=["BBB"])
+
+
+def test_the_same_data_parameters_and_seed_give_the_same_forecasts(tmp_path: Path) -> None:
+    from pipeline.db.migrate import open_database
+
+    tables = []
+    for name in ("first", "second"):
+        engine = open_database(f"sqlite:///{tmp_path / name}.db")
+        with engine.begin() as conn:
+            upsert_prices(conn, PRICES)
+            build_sequences(conn, tmp_path / name, DATES[59], config=TINY_SEQUENCES)
+            train(conn, tmp_path / name, DATES[59], None, "auto", TINY_SEQUENCES, TINY_MODEL)
+            forecast(conn, DATES[59], horizon=3)
+            tables.append(read_forecasts(conn, DATES[59]))
+        engine.dispose()
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)

@@ -1,4 +1,4 @@
-"""The train stage: registry rows, the mode policy, no new version on reruns, seeding."""
+"""The train stage: registry rows, the policy, the champion gate, reruns, seeding."""
 
 from __future__ import annotations
 
@@ -9,21 +9,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_MODEL, TINY_SEQUENCES
-from helpers import synthetic_prices, table_snapshot
+from helpers import TINY_MODEL, TINY_SEQUENCES, synthetic_prices, table_snapshot
 from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
 from pipeline.db.migrate import open_database
-from pipeline.db.models import count_models, get_model, model_scalers
+from pipeline.db.models import champion_model, count_models, get_model, model_scalers
 from pipeline.db.prices import upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError
-from pipeline.model.store import load_model
-from pipeline.model.train import train
-from pipeline.sequences.build import build_sequences
+from pipeline.model.config import ModelConfig
+from pipeline.model.store import load_networks
+from pipeline.model.train import decide, train
+from pipeline.model.validation import SpanErrors
+from pipeline.sequences.build import build_sequences, read_sequence_file, sequence_path
 
 PRICES = synthetic_prices(("AAA", "BBB"), days=80)
 DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]
+LEVEL_FREE = dataclasses.replace(TINY_SEQUENCES, scaling="log_ratio")
 
 
 def prepare(engine: Engine, home: Path, as_of: dt.date, config=TINY_SEQUENCES) -> None:  # noqa: ANN001
@@ -33,32 +35,50 @@ def prepare(engine: Engine, home: Path, as_of: dt.date, config=TINY_SEQUENCES) -
         build_sequences(conn, home, as_of, config=config)
 
 
-def run_train(engine: Engine, home: Path, as_of: dt.date, mode: str = "auto", **changes):  # noqa: ANN003, ANN201
+def run_train(  # noqa: ANN201
+    engine: Engine,
+    home: Path,
+    as_of: dt.date,
+    mode: str = "auto",
+    sequences=TINY_SEQUENCES,  # noqa: ANN001
+    **changes,  # noqa: ANN003
+):
     config = dataclasses.replace(TINY_MODEL, **changes)
     with engine.begin() as conn:
-        return train(conn, home, as_of, None, mode, TINY_SEQUENCES, config)
+        return train(conn, home, as_of, None, mode, sequences, config)
 
 
-def test_retrain_registers_a_version_with_its_scalers(engine: Engine, home: Path) -> None:
+def test_retrain_registers_a_promoted_version_with_its_scalers_and_errors(
+    engine: Engine, home: Path
+) -> None:
     as_of = DATES[59]
     prepare(engine, home, as_of)
     result = run_train(engine, home, as_of)
-    assert (result.version, result.action, result.created) == (1, "retrain", True)
+    assert (result.version, result.champion_version, result.action) == (1, 1, "retrain")
+    assert result.promoted and result.created
     with engine.connect() as conn:
         row = get_model(conn, 1)
         scalers = model_scalers(conn, 1)
-    assert row["mode"] == "retrain" and row["parent_version"] is None
+    assert row["mode"] == "retrain" and row["parent_version"] is None and row["promoted"]
+    assert row["decision"] == "promoted: first model, no champion to compare with"
     assert row["data_through"] == as_of
     assert row["tickers"] == ["AAA", "BBB"]
     assert row["hyperparameters"]["units"] == 8 and row["hyperparameters"]["window"] == 5
     # 60 closes -> 55 windows per ticker, 11 of them validate.
     assert (row["train_samples"], row["validation_samples"]) == (88, 22)
-    assert row["val_loss"] == pytest.approx(result.val_loss) and row["val_loss"] > 0
-    assert Path(row["file_path"]).exists()
-    assert Path(row["file_path"]).parent == home / "models"
-    assert set(scalers) == {"AAA", "BBB"}
-    closes = PRICES.loc[PRICES[c.TICKER] == "AAA", c.CLOSE].to_numpy()[: 44 + 5]
-    assert scalers["AAA"]["scaler_params"] == {"min": closes.min(), "max": closes.max()}
+    assert row["train_through"] == DATES[5 + 44 - 1]
+    assert Path(row["file_path"]).is_file() and Path(row["file_path"]).parent == home / "models"
+    closes = {t: PRICES.loc[PRICES[c.TICKER] == t, c.CLOSE].to_numpy()[:60] for t in ("AAA", "BBB")}
+    assert scalers["AAA"]["scaler_params"] == {
+        "min": closes["AAA"][:49].min(),
+        "max": closes["AAA"][:49].max(),
+    }
+    # The naive forecast's error on the 11 validation targets, recomputed by hand.
+    naive = {t: np.abs(np.diff(v[-12:])).mean() for t, v in closes.items()}
+    assert scalers["AAA"]["val_naive_mae"] == pytest.approx(naive["AAA"])
+    assert row["val_naive_mae"] == pytest.approx((naive["AAA"] + naive["BBB"]) / 2)
+    assert row["val_mase"] == pytest.approx(row["val_mae"] / row["val_naive_mae"])
+    assert len(scalers["AAA"]["interval_q"]) == TINY_MODEL.horizon
 
 
 def test_rerunning_any_mode_with_the_same_inputs_registers_nothing(
@@ -76,26 +96,49 @@ def test_rerunning_any_mode_with_the_same_inputs_registers_nothing(
     assert sorted((home / "models").iterdir()) == files
 
 
-def test_auto_fine_tunes_on_new_windows_then_reuses(engine: Engine, home: Path) -> None:
+def test_auto_fine_tunes_on_new_training_windows_only_then_reuses(
+    engine: Engine, home: Path
+) -> None:
     prepare(engine, home, DATES[59])
     run_train(engine, home, DATES[59])
-    prepare(engine, home, DATES[64])
-    tuned = run_train(engine, home, DATES[64])
+    prepare(engine, home, DATES[69])
+    # A tiny model's error swings; drift is tested on its own below.
+    tuned = run_train(engine, home, DATES[69], drift_tolerance=100.0)
     assert (tuned.version, tuned.action) == (2, "finetune")
-    assert "new since model v1" in tuned.reason
     with engine.connect() as conn:
-        row = get_model(conn, 2)
-        assert row["parent_version"] == 1 and row["data_through"] == DATES[64]
-        # 5 new days x 2 tickers, in the parent's scale.
-        assert row["train_samples"] == 10
+        parent, row = get_model(conn, 1), get_model(conn, 2)
+        assert row["parent_version"] == 1 and row["data_through"] == DATES[69]
         assert (
             model_scalers(conn, 2)["AAA"]["scaler_params"]
             == (model_scalers(conn, 1)["AAA"]["scaler_params"])
         )
-    again = run_train(engine, home, DATES[64])
+    expected = 0
+    for ticker in ("AAA", "BBB"):
+        frame = read_sequence_file(sequence_path(home, ticker))
+        train = frame[frame[c.SPLIT] == c.SPLIT_TRAIN]
+        expected += int((train[c.TARGET_DATE] > parent["train_through"]).sum())
+    assert row["train_samples"] == expected > 0
+    assert "promoted" in row["decision"]
+    again = run_train(engine, home, DATES[69], drift_tolerance=100.0)
     assert (again.version, again.action, again.created) == (2, "reuse", False)
     with engine.connect() as conn:
         assert count_models(conn) == 2
+
+
+def test_the_gate_keeps_a_better_champion(engine: Engine, home: Path) -> None:
+    prepare(engine, home, DATES[59], LEVEL_FREE)
+    good = run_train(engine, home, DATES[59], sequences=LEVEL_FREE, epochs=3)
+    prepare(engine, home, DATES[59])
+    # Min-max scaling with one epoch of a tiny network is far from the naive forecast.
+    worse = run_train(engine, home, DATES[59], "retrain", units=2, epochs=1)
+    assert (worse.version, worse.promoted, worse.champion_version) == (2, False, good.version)
+    with engine.connect() as conn:
+        row = get_model(conn, 2)
+        assert champion_model(conn, DATES[59])["version"] == good.version
+    assert row["decision"].startswith("not promoted: MAE ")
+    assert f"worse than champion v{good.version}'s" in row["decision"]
+    assert row["champion_version"] == good.version
+    assert row["champion_val_mae"] < row["val_mae"]
 
 
 def test_auto_retrains_when_the_architecture_changes_or_the_retrain_is_old(
@@ -105,17 +148,41 @@ def test_auto_retrains_when_the_architecture_changes_or_the_retrain_is_old(
     run_train(engine, home, DATES[59])
     wider = run_train(engine, home, DATES[59], units=4)
     assert wider.action == "retrain" and "architecture" in wider.reason
-    prepare(engine, home, DATES[64])
-    stale = run_train(engine, home, DATES[64], units=4, retrain_after_days=3)
+    prepare(engine, home, DATES[69])
+    stale = run_train(engine, home, DATES[69], units=4, retrain_after_days=3)
     assert stale.action == "retrain" and "days old, more than 3" in stale.reason
 
 
-def test_finetune_needs_a_compatible_model(engine: Engine, home: Path) -> None:
+def test_the_policy_retrains_on_drift_and_says_why() -> None:
+    champion = {
+        "version": 3,
+        "hyperparameters": {"window": 5, "scaling": "minmax", "units": 8},
+        "tickers": ["AAA"],
+        "data_through": dt.date(2024, 3, 1),
+        "train_through": dt.date(2024, 2, 20),
+    }
+    params = {"window": 5, "scaling": "minmax", "units": 8, "price_field": "close"}
+    config = ModelConfig(drift_tolerance=0.1)
+    as_of = dt.date(2024, 3, 8)
+    action, reason = decide("auto", champion, None, ["AAA"], params, as_of, config, 4, (1.2, 1.0))
+    assert action == "retrain"
+    assert reason == (
+        "champion v3's error drifted: MASE 1.200 on the newest span, 1.000 when promoted "
+        "(tolerance 10%)"
+    )
+    assert decide("auto", champion, None, ["AAA"], params, as_of, config, 4, (1.05, 1.0)) == (
+        "finetune",
+        "4 training windows are new since champion v3",
+    )
+    assert decide("auto", champion, None, ["AAA"], params, as_of, config, 0, None)[0] == "reuse"
+
+
+def test_finetune_needs_a_compatible_champion(engine: Engine, home: Path) -> None:
     prepare(engine, home, DATES[59])
-    with pytest.raises(MissingDataError, match="no model trained on data up to"):
+    with pytest.raises(MissingDataError, match="no champion trained on data up to"):
         run_train(engine, home, DATES[59], "finetune")
     run_train(engine, home, DATES[59])
-    with pytest.raises(ConfigurationError, match="cannot fine-tune: model v1 has architecture"):
+    with pytest.raises(ConfigurationError, match="cannot fine-tune: champion v1 has architecture"):
         run_train(engine, home, DATES[59], "finetune", units=4)
 
 
@@ -125,7 +192,16 @@ def test_a_past_as_of_date_never_uses_a_later_model(engine: Engine, home: Path) 
     prepare(engine, home, DATES[59])
     earlier = run_train(engine, home, DATES[59])
     assert (earlier.version, earlier.action) == (2, "retrain")
-    assert "no model trained on data up to" in earlier.reason
+    assert "no champion trained on data up to" in earlier.reason
+
+
+def test_per_ticker_models_save_one_network_per_ticker(engine: Engine, home: Path) -> None:
+    prepare(engine, home, DATES[59])
+    result = run_train(engine, home, DATES[59], scope="per_ticker")
+    with engine.connect() as conn:
+        path = Path(get_model(conn, result.version)["file_path"])
+    assert path.is_dir()
+    assert sorted(p.name for p in path.iterdir()) == ["AAA.keras", "BBB.keras"]
 
 
 def test_missing_sequences_are_an_error(engine: Engine, home: Path) -> None:
@@ -135,15 +211,69 @@ def test_missing_sequences_are_an_error(engine: Engine, home: Path) -> None:
 
 
 def test_the_same_seed_gives_the_same_weights(tmp_path: Path) -> None:
+    """Even while another thread draws from Python's and NumPy's global random state,
+    as Prefect's background threads may."""
+    import random
+    import threading
+
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.random()
+            np.random.random()
+
     weights = []
     for name in ("one", "two"):
         engine = open_database(f"sqlite:///{tmp_path / name}.db")
         home = tmp_path / name
         prepare(engine, home, DATES[59])
-        result = run_train(engine, home, DATES[59])
+        drawer = threading.Thread(target=draw, daemon=True)
+        if name == "two":
+            drawer.start()
+        try:
+            result = run_train(engine, home, DATES[59], scope="per_ticker")
+        finally:
+            stop.set()
         with engine.connect() as conn:
             path = Path(get_model(conn, result.version)["file_path"])
-        weights.append(load_model(path).get_weights())
+        weights.append([network.get_weights() for network in load_networks(path).values()])
         engine.dispose()
     for first, second in zip(*weights, strict=True):
-        np.testing.assert_array_equal(first, second)
+        for a, b in zip(first, second, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_damping_is_fitted_on_the_validation_span() -> None:
+    from pipeline.model.predictor import Predictor
+    from pipeline.model.validation import SpanSeries, fit_damping
+    from pipeline.sequences.scaling import get_scaler
+
+    class Overshoot:
+        """Predicts (scaled) twice the last move: right direction, double the size."""
+
+        def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+            return batch[:, -1, :] + 2 * (batch[:, -1, :] - batch[:, -2, :])
+
+    closes = np.arange(1.0, 21.0)  # rises by exactly 1 a day
+    predictor = Predictor(
+        window=3,
+        scaler=get_scaler("minmax"),
+        params={"AAA": {"min": 0.0, "max": 1.0}},
+        networks={"*": Overshoot()},
+    )
+    series = {"AAA": SpanSeries(closes=closes, targets=np.arange(15, 20))}
+    # Predictions are last + 2; the truth is last + 1: half the move is right.
+    assert fit_damping(predictor, series) == {"AAA": 0.5}
+
+
+def test_gate_errors_pool_tickers_by_points() -> None:
+    errors = SpanErrors(
+        {
+            "AAA": {"n": 1, "mae": 1.0, "naive_mae": 2.0, "mase": 0.5},
+            "BBB": {"n": 3, "mae": 3.0, "naive_mae": 2.0, "mase": 1.5},
+        }
+    )
+    assert (errors.n, errors.mae, errors.naive_mae) == (4, 2.5, 2.0)
+    assert errors.mase == 1.25
+    assert errors.restricted({"AAA"}).mase == 0.5

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_SEQUENCES
-from helpers import last_date, synthetic_prices, table_snapshot
+from helpers import TINY_SEQUENCES, last_date, synthetic_prices, table_snapshot
 from sqlalchemy.engine import Engine
 
 from pipeline import columns as c

@@ -1,4 +1,4 @@
-"""Scalers round-trip and agree with the seed's scikit-learn MinMaxScaler."""
+"""Scalers round-trip, agree with the tutorial's MinMaxScaler, and window helpers."""
 
 from __future__ import annotations
 
@@ -6,42 +6,65 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import MinMaxScaler
 
-from pipeline.sequences.scaling import SCALERS, get_scaler, rescale
+from pipeline.sequences.scaling import SCALERS, get_scaler, stack_params
 from pipeline.sequences.windows import build_windows, split_counts
+
+CLOSES = np.array([10.0, 10.5, 10.2, 11.0, 11.4, 11.1, 12.0])
 
 
 @pytest.mark.parametrize("name", sorted(SCALERS))
-def test_every_scaler_round_trips(name: str) -> None:
+def test_every_scaler_decodes_what_it_encodes(name: str) -> None:
     scaler = get_scaler(name)
-    values = np.array([3.0, 7.5, 2.25, 10.0, 4.0])
-    params = scaler.fit(values[:3])
-    np.testing.assert_allclose(scaler.invert(scaler.apply(values, params), params), values)
+    params = scaler.fit(CLOSES[:5])
+    windows, targets = build_windows(CLOSES, 3)
+    encoded = scaler.encode_target(targets, windows, params)
+    np.testing.assert_allclose(scaler.decode(encoded, windows, params), targets)
 
 
 def test_minmax_matches_scikit_learn() -> None:
-    values = np.array([5.0, 1.0, 9.0, 3.0])
-    reference = MinMaxScaler(feature_range=(0, 1)).fit(values[:, None])
+    reference = MinMaxScaler(feature_range=(0, 1)).fit(CLOSES[:5, None])
     scaler = get_scaler("minmax")
-    params = scaler.fit(values)
+    params = scaler.fit(CLOSES[:5])
+    windows, targets = build_windows(CLOSES, 3)
     np.testing.assert_allclose(
-        scaler.apply(values, params), reference.transform(values[:, None]).ravel()
+        scaler.encode(windows, params), reference.transform(windows.reshape(-1, 1)).reshape(-1, 3)
     )
-    assert params == {"min": 1.0, "max": 9.0}
+    np.testing.assert_allclose(
+        scaler.encode_target(targets, windows, params),
+        reference.transform(targets[:, None]).ravel(),
+    )
+    assert params == {"min": 10.0, "max": 11.4}
+
+
+def test_log_ratio_is_level_free_and_scaled_by_training_volatility() -> None:
+    scaler = get_scaler("log_ratio")
+    params = scaler.fit(CLOSES[:5])
+    returns = np.diff(np.log(CLOSES[:5]))
+    assert params == {"scale": pytest.approx(returns.std())}
+    windows, targets = build_windows(CLOSES, 3)
+    encoded = scaler.encode(windows, params)
+    np.testing.assert_allclose(encoded[:, -1], 0.0)
+    np.testing.assert_allclose(encoded[0], np.log(windows[0] / windows[0, -1]) / returns.std())
+    # The same shape at ten times the price encodes the same.
+    np.testing.assert_allclose(scaler.encode(windows * 10, params), encoded)
+    # A prediction of zero is the naive forecast.
+    np.testing.assert_allclose(
+        scaler.decode(np.zeros(len(windows)), windows, params), windows[:, -1]
+    )
+
+
+def test_parameters_stack_per_row() -> None:
+    scaler = get_scaler("minmax")
+    windows = np.array([[1.0, 2.0], [10.0, 20.0]])
+    params = stack_params([{"min": 0.0, "max": 2.0}, {"min": 10.0, "max": 30.0}])
+    np.testing.assert_allclose(scaler.encode(windows, params), [[0.5, 1.0], [0.0, 0.5]])
+    np.testing.assert_allclose(scaler.decode(np.array([1.0, 1.0]), windows, params), [2.0, 30.0])
 
 
 def test_a_constant_series_scales_to_zero_like_scikit_learn() -> None:
     scaler = get_scaler("minmax")
     params = scaler.fit(np.array([4.0, 4.0]))
-    np.testing.assert_array_equal(scaler.apply(np.array([4.0, 5.0]), params), [0.0, 1.0])
-
-
-def test_rescale_moves_values_between_fitted_parameters() -> None:
-    scaler = get_scaler("minmax")
-    values = np.array([2.0, 6.0])
-    first, second = {"min": 0.0, "max": 10.0}, {"min": 2.0, "max": 4.0}
-    np.testing.assert_allclose(
-        rescale(scaler.apply(values, first), scaler, first, second), scaler.apply(values, second)
-    )
+    np.testing.assert_array_equal(scaler.encode(np.array([[4.0, 5.0]]), params), [[0.0, 1.0]])
 
 
 def test_unknown_scaling_and_bad_values_are_refused() -> None:
@@ -49,6 +72,8 @@ def test_unknown_scaling_and_bad_values_are_refused() -> None:
         get_scaler("zscore")
     with pytest.raises(ValueError, match="finite"):
         get_scaler("minmax").fit(np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="positive"):
+        get_scaler("log_ratio").fit(np.array([1.0, 0.0]))
 
 
 def test_windows_pair_each_input_with_the_next_value() -> None:

@@ -1,0 +1,331 @@
+"""Walk-forward backtests: every model refitted per fold, on that fold's training span only.
+
+**Folds.** For each ticker, the last ``test_fraction`` of its closes are the
+test span, cut into ``folds`` contiguous folds. Fold ``k`` starts at close
+``t_k``: its training span is every close before ``t_k`` (``expanding``
+origins) or the ``rolling_size`` closes before it (``rolling``). On that span
+alone, each LSTM variant's scaler is fitted and its network trained (the span's
+newest ``validation_fraction`` of windows validate, stop training early, and
+calibrate the prediction intervals), and the AR(1) baseline is fitted. Then,
+from every origin ``o`` in the fold (the last observed close), each model
+forecasts closes ``o + 1 .. o + horizon`` using only closes up to ``o``.
+
+**Metrics** per model, ticker, fold and horizon step (``pipeline.evaluate.metrics``):
+MAE, RMSE, MAPE, MASE (against the naive forecast on the same points and
+step, so naive scores exactly 1.00) and the coverage of the prediction
+intervals. Baselines: ``naive``, ``drift`` (random walk with drift) and
+``ar1_log_returns``. Baselines have no intervals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import columns as c
+from pipeline.evaluate.baselines import BASELINES
+from pipeline.evaluate.metrics import summarise
+from pipeline.evaluate.variants import Variant
+from pipeline.model.network import seed_everything
+from pipeline.model.predictor import Predictor
+from pipeline.model.train import TrainingData, fit_networks, fresh_networks
+from pipeline.model.validation import calibrate_intervals, fit_damping, span_series
+from pipeline.sequences.build import minimum_closes, windows_frame
+from pipeline.sequences.scaling import get_scaler
+
+logger = logging.getLogger(__name__)
+
+ORIGINS = ("expanding", "rolling")
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """How a backtest cuts and scores each series.
+
+    Attributes:
+        folds: contiguous test folds per ticker.
+        horizon: steps forecast from each origin.
+        test_fraction: share of each ticker's closes in the test span.
+        origins: ``expanding`` (train on everything before the fold) or ``rolling``.
+        rolling_size: closes in a rolling training span (default: the first
+            fold's training span).
+        interval_level: coverage the LSTM's conformal intervals aim for.
+    """
+
+    folds: int = 5
+    horizon: int = 1
+    test_fraction: float = 0.2
+    origins: str = "expanding"
+    rolling_size: int | None = None
+    interval_level: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.folds < 1 or self.horizon < 1:
+            raise ValueError("folds and horizon must be at least 1")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.origins not in ORIGINS:
+            raise ValueError(f"origins must be one of {ORIGINS}, got {self.origins!r}")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold of one ticker, as positions in its close series."""
+
+    index: int
+    train_start: int
+    test_start: int  # first target of the fold; the training span ends just before it
+    test_end: int  # one past the last target of the fold
+
+
+def fold_bounds(length: int, config: BacktestConfig, minimum_train: int) -> list[Fold]:
+    """The folds of a series of ``length`` closes (none when it is too short)."""
+    test = max(config.folds, math.ceil(length * config.test_fraction))
+    first = length - test
+    if first < minimum_train:
+        return []
+    edges = np.linspace(first, length, config.folds + 1).round().astype(int)
+    size = config.rolling_size or first
+    folds = []
+    for index in range(config.folds):
+        start = 0 if config.origins == "expanding" else max(0, int(edges[index]) - size)
+        folds.append(Fold(index, start, int(edges[index]), int(edges[index + 1])))
+    return folds
+
+
+@dataclass
+class BacktestResult:
+    """Every forecast point of a backtest and its metrics."""
+
+    points: pd.DataFrame  # model, ticker, fold, horizon, origin_date, target_date, y, yhat, ...
+    defaults: dict[str, bool]
+
+    def metrics(self, by_fold: bool = True) -> pd.DataFrame:
+        """Metrics per model, ticker, (fold,) and horizon step."""
+        keys = ["model", c.TICKER, "fold", c.HORIZON] if by_fold else ["model", c.TICKER, c.HORIZON]
+        rows = []
+        for key, group in self.points.groupby(keys, sort=True):
+            has_interval = group["lower"].notna().all()
+            metrics = summarise(
+                group["y"],
+                group["yhat"],
+                group["naive"],
+                group["lower"] if has_interval else None,
+                group["upper"] if has_interval else None,
+            )
+            rows.append({**dict(zip(keys, key, strict=True)), **metrics})
+        frame = pd.DataFrame(rows)
+        frame["is_default"] = frame["model"].map(self.defaults).fillna(False).astype(bool)
+        return frame
+
+    def records(self) -> list[dict[str, Any]]:
+        """One JSON-ready record per model, ticker and horizon step (folds pooled)."""
+        return [
+            {
+                "model": row["model"],
+                "ticker": row[c.TICKER],
+                "horizon": int(row[c.HORIZON]),
+                "mase": _plain(row["mase"]),
+                "mae": _plain(row["mae"]),
+                "rmse": _plain(row["rmse"]),
+                "mape": _plain(row["mape"]),
+                "coverage": _plain(row["coverage"]),
+                "n": int(row["n"]),
+                "default": bool(row["is_default"]),
+            }
+            for row in self.metrics(by_fold=False).to_dict("records")
+        ]
+
+    def table(self) -> pd.DataFrame:
+        """Per model: mean and worst MASE across tickers, and mean coverage, per horizon step."""
+        pooled = self.metrics(by_fold=False)
+        grouped = pooled.groupby(["model", c.HORIZON])
+        table = pd.DataFrame(
+            {
+                "mase_mean": grouped["mase"].mean(),
+                "mase_max": grouped["mase"].max(),
+                "worst_ticker": grouped.apply(
+                    lambda g: g.loc[g["mase"].idxmax(), c.TICKER], include_groups=False
+                ),
+                "coverage": grouped["coverage"].mean(),
+                "points": grouped["n"].sum(),
+            }
+        ).reset_index()
+        table["default"] = table["model"].map(self.defaults).fillna(False).astype(bool)
+        return table.sort_values([c.HORIZON, "mase_mean"]).reset_index(drop=True)
+
+
+def _plain(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _windows(closes: np.ndarray, origins: np.ndarray, window: int) -> np.ndarray:
+    return np.stack([closes[origin - window + 1 : origin + 1] for origin in origins])
+
+
+def _points(
+    model: str,
+    ticker: str,
+    fold: Fold,
+    dates: np.ndarray,
+    closes: np.ndarray,
+    origins: np.ndarray,
+    predictions: np.ndarray,
+    widths: np.ndarray | None,
+) -> pd.DataFrame:
+    """Long rows (one per origin and step) of forecasts whose target exists."""
+    horizon = predictions.shape[1]
+    steps = np.arange(1, horizon + 1)
+    targets = origins[:, None] + steps[None, :]
+    valid = targets < len(closes)
+    origin_grid = np.broadcast_to(origins[:, None], targets.shape)[valid]
+    target_grid = targets[valid]
+    yhat = predictions[valid]
+    frame = pd.DataFrame(
+        {
+            "model": model,
+            c.TICKER: ticker,
+            "fold": fold.index,
+            c.HORIZON: np.broadcast_to(steps[None, :], targets.shape)[valid],
+            "origin_date": dates[origin_grid],
+            c.TARGET_DATE: dates[target_grid],
+            "y": closes[target_grid],
+            "yhat": yhat,
+            "naive": closes[origin_grid],
+        }
+    )
+    if widths is None:
+        frame["lower"] = np.nan
+        frame["upper"] = np.nan
+    else:
+        width = np.broadcast_to(widths[None, :], targets.shape)[valid]
+        frame["lower"] = yhat * np.exp(-width)
+        frame["upper"] = yhat * np.exp(width)
+    return frame
+
+
+def backtest(
+    series: Mapping[str, tuple[Sequence[dt.date], np.ndarray]],
+    variants: Sequence[Variant],
+    config: BacktestConfig,
+    baselines: Sequence[str] = tuple(BASELINES),
+) -> BacktestResult:
+    """Walk-forward backtest of LSTM variants and baselines (see the module docstring).
+
+    Args:
+        series: per ticker, its trade dates and closes, oldest first, up to the as-of date.
+        variants: the LSTM configurations to evaluate.
+        config: folds, horizon, test share, origins and interval level.
+        baselines: names in ``pipeline.evaluate.baselines.BASELINES``.
+
+    Raises:
+        ValueError: no ticker is long enough for the folds.
+    """
+    prepared = {
+        ticker: (np.asarray(pd.to_datetime(list(dates)).date), np.asarray(closes, dtype=float))
+        for ticker, (dates, closes) in sorted(series.items())
+    }
+    longest_window = max([v.sequence.window for v in variants], default=2)
+    minimum = max([minimum_closes(v.sequence) * 4 for v in variants] + [longest_window + 4, 8])
+    folds = {
+        ticker: fold_bounds(len(closes), config, minimum)
+        for ticker, (_, closes) in prepared.items()
+    }
+    folds = {ticker: bounds for ticker, bounds in folds.items() if bounds}
+    if not folds:
+        raise ValueError(
+            f"no ticker has enough closes for {config.folds} folds "
+            f"(at least {minimum} training closes before the test span)"
+        )
+    parts: list[pd.DataFrame] = []
+    for index in range(config.folds):
+        logger.info("backtest fold %d/%d", index + 1, config.folds)
+        for name in baselines:
+            forecast = BASELINES[name]
+            for ticker, bounds in folds.items():
+                dates, closes = prepared[ticker]
+                fold = bounds[index]
+                origins = np.arange(fold.test_start - 1, fold.test_end - 1)
+                predictions = forecast(
+                    closes, origins, config.horizon, fold.train_start, fold.test_start - 1
+                )
+                parts.append(_points(name, ticker, fold, dates, closes, origins, predictions, None))
+        for variant in variants:
+            parts.extend(_variant_fold(variant, prepared, folds, index, config))
+    points = pd.concat(parts, ignore_index=True)
+    defaults = {variant.name: variant.is_default for variant in variants}
+    return BacktestResult(points=points, defaults=defaults)
+
+
+def _variant_fold(
+    variant: Variant,
+    prepared: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    folds: Mapping[str, list[Fold]],
+    index: int,
+    config: BacktestConfig,
+) -> list[pd.DataFrame]:
+    """Train one variant on fold ``index``'s training spans and forecast its test span."""
+    window = variant.sequence.window
+    frames, params = {}, {}
+    for ticker, bounds in folds.items():
+        dates, closes = prepared[ticker]
+        fold = bounds[index]
+        span = slice(fold.train_start, fold.test_start)
+        frame, description = windows_frame(
+            ticker, list(dates[span]), closes[span], variant.sequence
+        )
+        frames[ticker] = frame
+        params[ticker] = description["scaler_params"]
+    seed_everything(variant.model.seed)
+    networks = fresh_networks(sorted(frames), window, variant.model)
+    data = TrainingData(frames, params, window, variant.sequence.scaling)
+    fitted = fit_networks(
+        data,
+        networks,
+        variant.model,
+        variant.model.epochs,
+        None,
+        f"{variant.name} fold {index + 1}",
+    )
+    predictor = Predictor(window, get_scaler(variant.sequence.scaling), params, fitted.networks)
+    spans = {ticker: span_series(frame, window) for ticker, frame in frames.items()}
+    if variant.model.damping:
+        predictor.damping = fit_damping(predictor, spans)
+    intervals = calibrate_intervals(predictor, spans, config.horizon, config.interval_level)
+    parts = []
+    for ticker, bounds in folds.items():
+        dates, closes = prepared[ticker]
+        fold = bounds[index]
+        origins = np.arange(fold.test_start - 1, fold.test_end - 1)
+        origins = origins[origins >= window - 1]
+        if not len(origins):
+            continue
+        paths = predictor.predict_path(
+            [ticker] * len(origins), _windows(closes, origins, window), config.horizon
+        )
+        widths = None if intervals.get(ticker) is None else np.asarray(intervals[ticker])
+        parts.append(_points(variant.name, ticker, fold, dates, closes, origins, paths, widths))
+    return parts
+
+
+def describe_variants(variants: Sequence[Variant]) -> list[dict[str, Any]]:
+    """JSON-ready parameters of each variant, for the runs table."""
+    return [
+        {
+            "name": variant.name,
+            "default": variant.is_default,
+            "sequence": variant.sequence.to_dict(),
+            "model": asdict(variant.model),
+        }
+        for variant in variants
+    ]

@@ -1,0 +1,89 @@
+"""Named model configurations a backtest compares.
+
+``default`` is whatever the settings say; the others change one thing, except
+``tutorial``, the configuration of the tutorial this project grew from (one
+min-max scaled model per ticker, ``LSTM(50)``, 20 epochs of batch 32, mse, no
+early stopping, no damping), kept so its results stay reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.model.config import ModelConfig
+from pipeline.sequences.config import SequenceConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One LSTM configuration in a backtest."""
+
+    name: str
+    sequence: SequenceConfig
+    model: ModelConfig
+    is_default: bool = False
+
+
+def _tutorial(sequence: SequenceConfig, model: ModelConfig) -> Variant:
+    return Variant(
+        "tutorial",
+        dataclasses.replace(sequence, window=10, scaling="minmax"),
+        dataclasses.replace(
+            model,
+            units=50,
+            epochs=20,
+            batch_size=32,
+            learning_rate=0.001,
+            loss="mse",
+            patience=0,
+            scope="per_ticker",
+            damping=False,
+        ),
+    )
+
+
+def _changed(name: str, sequence: dict | None = None, model: dict | None = None):  # noqa: ANN202
+    def make(base_sequence: SequenceConfig, base_model: ModelConfig) -> Variant:
+        return Variant(
+            name,
+            dataclasses.replace(base_sequence, **(sequence or {})),
+            dataclasses.replace(base_model, **(model or {})),
+        )
+
+    return make
+
+
+VARIANTS: dict[str, Callable[[SequenceConfig, ModelConfig], Variant]] = {
+    "default": lambda s, m: Variant("default", s, m, is_default=True),
+    "tutorial": _tutorial,
+    "minmax": _changed("minmax", {"scaling": "minmax"}),
+    "log_ratio": _changed("log_ratio", {"scaling": "log_ratio"}),
+    "per_ticker": _changed("per_ticker", model={"scope": "per_ticker"}),
+    "global": _changed("global", model={"scope": "global"}),
+    "mse": _changed("mse", model={"loss": "mse"}),
+    "mae": _changed("mae", model={"loss": "mae"}),
+    "window5": _changed("window5", {"window": 5}),
+    "window20": _changed("window20", {"window": 20}),
+    "units16": _changed("units16", model={"units": 16}),
+    "units100": _changed("units100", model={"units": 100}),
+    "batch32": _changed("batch32", model={"batch_size": 32}),
+    "batch256": _changed("batch256", model={"batch_size": 256}),
+    "no_early_stopping": _changed("no_early_stopping", model={"patience": 0}),
+    "no_damping": _changed("no_damping", model={"damping": False}),
+}
+
+
+def variants(names: list[str], sequence: SequenceConfig, model: ModelConfig) -> list[Variant]:
+    """The named variants built on the given defaults.
+
+    Raises:
+        ValueError: a name is unknown.
+    """
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise ValueError(
+            f"unknown model variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
+        )
+    return [VARIANTS[name](sequence, model) for name in names]

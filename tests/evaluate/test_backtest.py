@@ -1,0 +1,147 @@
+"""Walk-forward backtests: folds, no leakage into the scaler, baselines, stored metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import pytest
+from helpers import TINY_MODEL, TINY_SEQUENCES, synthetic_prices, table_snapshot
+from sqlalchemy.engine import Engine
+
+import pipeline.evaluate.backtest as backtest_module
+from pipeline import columns as c
+from pipeline.db.backtests import read_backtest_metrics
+from pipeline.db.prices import upsert_prices
+from pipeline.evaluate.backtest import BacktestConfig, Fold, backtest, fold_bounds
+from pipeline.evaluate.stage import run_backtest
+from pipeline.evaluate.variants import Variant, variants
+
+PRICES = synthetic_prices(("AAA", "BBB"), days=120)
+SERIES = {
+    ticker: (list(group[c.TRADE_DATE].dt.date), group[c.CLOSE].to_numpy())
+    for ticker, group in PRICES.groupby(c.TICKER)
+}
+TINY = Variant("default", TINY_SEQUENCES, TINY_MODEL, is_default=True)
+
+
+def test_fold_bounds_cut_the_last_share_into_contiguous_folds() -> None:
+    config = BacktestConfig(folds=5, test_fraction=0.2)
+    assert fold_bounds(100, config, 10) == [
+        Fold(0, 0, 80, 84),
+        Fold(1, 0, 84, 88),
+        Fold(2, 0, 88, 92),
+        Fold(3, 0, 92, 96),
+        Fold(4, 0, 96, 100),
+    ]
+    rolling = BacktestConfig(folds=2, test_fraction=0.2, origins="rolling", rolling_size=30)
+    assert fold_bounds(100, rolling, 10) == [Fold(0, 50, 80, 90), Fold(1, 60, 90, 100)]
+    assert fold_bounds(20, config, 17) == []
+
+
+def test_a_folds_scaler_never_sees_its_test_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    series = {ticker: (dates, closes.copy()) for ticker, (dates, closes) in SERIES.items()}
+    series["AAA"][1][100:] *= 10  # the test span trades far above anything before it
+    seen = []
+    real = backtest_module.windows_frame
+
+    def spy(ticker, dates, closes, config):  # noqa: ANN001, ANN202
+        frame, description = real(ticker, dates, closes, config)
+        seen.append((ticker, len(closes), dates[-1], description["scaler_params"]))
+        return frame, description
+
+    monkeypatch.setattr(backtest_module, "windows_frame", spy)
+    config = BacktestConfig(folds=2, test_fraction=0.2)
+    backtest(series, [TINY], config, baselines=())
+    bounds = fold_bounds(120, config, 1)
+    for fold in bounds:
+        ticker, length, last, params = next(
+            row for row in seen if row[0] == "AAA" and row[1] == fold.test_start
+        )
+        training = series["AAA"][1][: fold.test_start]
+        assert last == series["AAA"][0][fold.test_start - 1]
+        assert params["max"] <= training.max()
+        assert params["max"] < series["AAA"][1][fold.test_start :].min()
+
+
+def test_baselines_score_against_the_naive_forecast_on_the_same_points() -> None:
+    config = BacktestConfig(folds=2, horizon=2, test_fraction=0.2)
+    result = backtest(SERIES, [], config)
+    metrics = result.metrics()
+    naive = metrics[metrics["model"] == "naive"]
+    assert (naive["mase"] == 1.0).all()
+    # The drift forecast of AAA's first test origin, by hand.
+    closes = SERIES["AAA"][1]
+    origin = 95  # 120 closes, 24 in the test span, fold 0 starts at close 96
+    slope = (closes[origin] - closes[0]) / origin
+    points = result.points
+    first = points[
+        (points["model"] == "drift") & (points[c.TICKER] == "AAA") & (points["fold"] == 0)
+    ].iloc[:2]
+    np.testing.assert_allclose(first["yhat"], closes[origin] + slope * np.array([1, 2]))
+    np.testing.assert_allclose(first["y"], closes[origin + 1 : origin + 3])
+    # Every model scores the same points per step.
+    counts = metrics.groupby(["model", c.HORIZON])["n"].sum().unstack()
+    assert (counts.nunique() == 1).all()
+
+
+def test_lstm_records_carry_every_key_and_interval_coverage() -> None:
+    config = BacktestConfig(folds=2, horizon=2, test_fraction=0.2)
+    result = backtest(SERIES, [TINY], config)
+    records = result.records()
+    assert {"model", "ticker", "horizon", "mase", "mae", "rmse", "coverage", "default"} <= set(
+        records[0]
+    )
+    lstm = [r for r in records if r["model"] == "default"]
+    assert len(lstm) == 4 and all(r["default"] for r in lstm)
+    assert all(0.0 <= r["coverage"] <= 1.0 for r in lstm)
+    assert not any(r["default"] for r in records if r["model"] != "default")
+    table = result.table()
+    assert set(table["model"]) == {"default", "naive", "drift", "ar1_log_returns"}
+
+
+def test_the_stage_stores_metrics_and_a_rerun_replaces_them(engine: Engine) -> None:
+    with engine.begin() as conn:
+        upsert_prices(conn, PRICES)
+    as_of = PRICES[c.TRADE_DATE].max().date()
+    config = BacktestConfig(folds=2, horizon=1, test_fraction=0.2)
+    with engine.begin() as conn:
+        first = run_backtest(
+            conn, as_of, [TINY], config, now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        )
+    before = table_snapshot(engine)
+    with engine.begin() as conn:
+        second = run_backtest(conn, as_of, [TINY], config)
+        stored = read_backtest_metrics(conn, first.run_id)
+    assert second.run_id == first.run_id
+    assert table_snapshot(engine) == before
+    # 4 models x 2 tickers x 2 folds x 1 step.
+    assert len(stored) == 16
+    assert stored.loc[stored["model"] == "naive", "mase"].eq(1.0).all()
+    assert stored["is_default"].sum() == 4
+
+
+def test_variants_are_named_and_the_tutorial_is_reproducible() -> None:
+    chosen = variants(["default", "tutorial"], TINY_SEQUENCES, TINY_MODEL)
+    tutorial = chosen[1]
+    assert (tutorial.sequence.window, tutorial.sequence.scaling) == (10, "minmax")
+    model = tutorial.model
+    assert (
+        model.units,
+        model.epochs,
+        model.batch_size,
+        model.loss,
+        model.patience,
+        model.scope,
+    ) == (
+        50,
+        20,
+        32,
+        "mse",
+        0,
+        "per_ticker",
+    )
+    with pytest.raises(ValueError, match="unknown model variant nope"):
+        variants(["nope"], TINY_SEQUENCES, TINY_MODEL)
+    assert dataclasses.replace(TINY_MODEL) == chosen[0].model
