@@ -157,6 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="file, folder, URL template with {ticker} (and {start}, {end}), or yahoo",
     )
 
+    reader = commands.add_parser(
+        "reader-role",
+        parents=[common],
+        help="create a read-only PostgreSQL role for SQL consumers",
+        description="Create or update a login role that can select from every pricecast "
+        "table and view, including views recreated later, and write nothing.",
+    )
+    reader.add_argument("role", metavar="NAME", help="role name (lower case, digits, _)")
+    reader.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="set the role's password from this environment variable (never from the "
+        "command line, where it would show in process lists)",
+    )
+    reader.set_defaults(handler=_reader_role)
+
     tickers_cmd = commands.add_parser(
         "tickers",
         parents=[common],
@@ -340,6 +356,23 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     _print([_database_line(settings), *_ingest_lines(summary)])
     for error in summary["errors"]:
         print(f"rejected: {_one_line(error)}", file=sys.stderr)
+    return 0
+
+
+def _reader_role(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from pipeline.db.roles import create_reader_role
+
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise ConfigurationError(f"environment variable {args.password_env} is not set")
+    engine = _open(settings)
+    with engine.begin() as conn:
+        create_reader_role(conn, args.role, password)
+    print(f"role {args.role} can read every pricecast table and view, and write nothing")
     return 0
 
 

@@ -1,85 +1,136 @@
-"""Shared fixtures: databases (SQLite and PostgreSQL), a home folder, tiny data and models.
+"""Shared fixtures: databases (SQLite, PostgreSQL, MariaDB) and a home folder.
 
 PostgreSQL tests use the server at ``PRICECAST_TEST_POSTGRES_URL`` (default
-``postgresql+psycopg://postgres@127.0.0.1:5432/test``): one scratch database is
-created per test session and dropped at its end. Where the server cannot be
-reached the tests skip with the reason, unless ``PRICECAST_REQUIRE_POSTGRES=1``
-(set by ``.ci/run``), in which case they fail.
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and MariaDB tests the one
+at ``PRICECAST_TEST_MYSQL_URL`` (default ``mysql+pymysql://root@127.0.0.1:3306/test``):
+one scratch database per server is created per test session and dropped at its
+end. Where a server cannot be reached its tests skip with the reason, unless
+``PRICECAST_REQUIRE_POSTGRES=1`` / ``PRICECAST_REQUIRE_MARIADB=1`` (set by
+``.ci/run``), in which case they fail.
+
+``db_url`` and ``engine`` run a test on SQLite and PostgreSQL; ``portable_db_url``
+and ``portable_engine`` add MariaDB, for the SQL that promises to be portable
+(upserts, consumer views).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import drop_everything
 from sqlalchemy.engine import Engine
 
 from pipeline.db.engine import connect
 from pipeline.db.migrate import open_database
-from pipeline.db.schema import metadata
 from pipeline.errors import DatabaseUnavailableError
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PRICECAST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REQUIRE_POSTGRES = os.environ.get("PRICECAST_REQUIRE_POSTGRES") == "1"
+MYSQL_ADMIN_URL = os.environ.get(
+    "PRICECAST_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
+
+
+def _scratch_database(
+    admin_url: str, kind: str, required_by: str, create: str, drop: str
+) -> Iterator[str]:
+    try:
+        admin = connect(admin_url)
+    except DatabaseUnavailableError as exc:
+        if os.environ.get(required_by) == "1":
+            pytest.fail(f"{kind} is required ({required_by}=1): {exc}")
+        pytest.skip(f"{kind} not reachable, its tests are skipped: {exc}")
+    name = f"pricecast_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(create.format(name=name)))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(drop.format(name=name)))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """URL of a scratch PostgreSQL database for this test session."""
-    try:
-        admin = connect(POSTGRES_ADMIN_URL)
-    except DatabaseUnavailableError as exc:
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"PostgreSQL is required (PRICECAST_REQUIRE_POSTGRES=1): {exc}")
-        pytest.skip(f"PostgreSQL not reachable, its tests are skipped: {exc}")
-    name = f"pricecast_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    yield from _scratch_database(
+        POSTGRES_ADMIN_URL,
+        "PostgreSQL",
+        "PRICECAST_REQUIRE_POSTGRES",
+        'CREATE DATABASE "{name}"',
+        'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+    )
+
+
+@pytest.fixture(scope="session")
+def mariadb_server_url() -> Iterator[str]:
+    """URL of a scratch MariaDB/MySQL database for this test session."""
+    yield from _scratch_database(
+        MYSQL_ADMIN_URL,
+        "MariaDB/MySQL",
+        "PRICECAST_REQUIRE_MARIADB",
+        "CREATE DATABASE `{name}`",
+        "DROP DATABASE IF EXISTS `{name}`",
+    )
+
+
+def _empty_database(kind: str, tmp_path: Path, server: Callable[[str], str]) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'pricecast.db'}"
+        return
+    url = server(f"{kind}_server_url")
+    engine = connect(url)
+    drop_everything(engine)
     try:
         yield url
     finally:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def _drop_everything(engine: Engine) -> None:
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        drop_everything(engine)
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database URL, on SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'pricecast.db'}"
-        return
-    url = request.getfixturevalue("postgres_server_url")
-    engine = connect(url)
-    _drop_everything(engine)
+    yield from _empty_database(request.param, tmp_path, request.getfixturevalue)
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def portable_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL, on SQLite, PostgreSQL and MariaDB."""
+    yield from _empty_database(request.param, tmp_path, request.getfixturevalue)
+
+
+def _engine(url: str) -> Iterator[Engine]:
+    engine = open_database(url)
     try:
-        yield url
+        yield engine
     finally:
-        _drop_everything(engine)
         engine.dispose()
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    """An engine on an empty database with the schema created."""
-    engine = open_database(db_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+    """An engine on an empty database (SQLite, PostgreSQL) with the schema created."""
+    yield from _engine(db_url)
+
+
+@pytest.fixture
+def portable_engine(portable_db_url: str) -> Iterator[Engine]:
+    """An engine on an empty database (SQLite, PostgreSQL, MariaDB) with the schema created."""
+    yield from _engine(portable_db_url)
 
 
 @pytest.fixture

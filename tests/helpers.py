@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
 from pipeline.db.schema import metadata
+from pipeline.db.views import VIEWS
 from pipeline.model.config import ModelConfig
 from pipeline.sequences.config import SequenceConfig
 
@@ -73,3 +74,12 @@ def table_snapshot(engine: Engine) -> dict[str, list[tuple]]:
 def last_date(frame: pd.DataFrame) -> dt.date:
     """The newest trade date of a price frame."""
     return pd.Timestamp(frame[c.TRADE_DATE].max()).date()
+
+
+def drop_everything(engine: Engine) -> None:
+    """Remove every pricecast view and table."""
+    with engine.begin() as conn:
+        for view in reversed(VIEWS):
+            conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
+        metadata.drop_all(conn)
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))

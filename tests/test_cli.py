@@ -157,3 +157,8 @@ def test_ingest_reports_quarantined_rows(tmp_path: Path) -> None:
     assert "quarantined: 1" in result.stdout
     again = pricecast("ingest", str(source), env=env)
     assert "inputs:      1 (0 loaded, 1 unchanged, 0 rejected)" in again.stdout
+
+
+def test_reader_role_is_for_postgresql(tmp_path: Path) -> None:
+    result = pricecast("reader-role", "dash", "--database-url", f"sqlite:///{tmp_path / 'r.db'}")
+    assert_one_line_error(result, "read-only roles are created on PostgreSQL")

@@ -2,7 +2,8 @@
 
 A database without pricecast tables is created from ``schema.metadata`` in one
 step and stamped with the newest Alembic revision; a database stamped with an
-older revision is upgraded through the numbered revisions in order. Both happen
+older revision is upgraded through the numbered revisions in order. Either way
+the consumer views are then brought in step with ``sql/`` (``views``). Both happen
 in one transaction, under an advisory lock on PostgreSQL so that two runs
 starting at once do not race.
 """
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pipeline.db.engine import connect
 from pipeline.db.schema import metadata
+from pipeline.db.views import sync_views
 from pipeline.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ def ensure_schema(engine: Engine) -> str:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         current = current_revision(conn)
         if current == head:
+            sync_views(conn)
             return head
         config = alembic_config(conn)
         if current is None:
@@ -76,6 +79,7 @@ def ensure_schema(engine: Engine) -> str:
                 )
             metadata.create_all(conn)
             command.stamp(config, "head")
+            sync_views(conn)
             logger.info("created the schema at revision %s", head)
             return head
         known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
@@ -85,6 +89,7 @@ def ensure_schema(engine: Engine) -> str:
                 f"knows (head {head}); upgrade pricecast"
             )
         command.upgrade(config, "head")
+        sync_views(conn)
         logger.info("upgraded the schema from revision %s to %s", current, head)
         return head
 

@@ -228,3 +228,11 @@ backtest_metrics = sa.Table(
     sa.Column("coverage", sa.Double, comment="Share of points inside the interval."),
     comment="Backtest errors per model, ticker, fold and horizon step.",
 )
+
+consumer_views = sa.Table(
+    "consumer_views",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, comment="Of the SQL it was created from."),
+    comment="The consumer views (sql/) in this database and the SQL each was created from.",
+)

@@ -1,19 +1,11 @@
 """``upsert_prices`` on SQLite, PostgreSQL and MariaDB: contents, precedence, reruns, counts.
 
-The ``engine`` fixture of ``conftest.py`` runs here on MariaDB too: this module
-overrides ``db_url`` with a third parameter, a scratch database on the server at
-``PRICECAST_TEST_MYSQL_URL`` (default ``mysql+pymysql://root@127.0.0.1:3306/test``),
-created once for the module and dropped at its end; without a reachable server
-those tests skip with the reason.
+Tests take ``portable_engine`` (``conftest.py``), which runs them on all three.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,56 +15,16 @@ from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
 from pipeline.db import upsert
-from pipeline.db.engine import connect
 from pipeline.db.prices import upsert_prices
-from pipeline.db.schema import metadata, prices
-from pipeline.errors import DatabaseUnavailableError
+from pipeline.db.schema import prices
 
-MYSQL_ADMIN_URL = os.environ.get(
-    "PRICECAST_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
-)
 NAN = np.nan
 
 
-def _drop_everything(engine: Engine) -> None:
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-
-
-@pytest.fixture(scope="module")
-def mariadb_server_url() -> Iterator[str]:
-    """URL of a scratch MariaDB/MySQL database for this module."""
-    try:
-        admin = connect(MYSQL_ADMIN_URL)
-    except DatabaseUnavailableError as exc:
-        pytest.skip(f"MariaDB/MySQL not reachable, its tests are skipped: {exc}")
-    name = f"pricecast_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mariadb"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database URL on SQLite, PostgreSQL and MariaDB (overrides conftest's)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'pricecast.db'}"
-        return
-    fixture = "postgres_server_url" if request.param == "postgres" else "mariadb_server_url"
-    url = request.getfixturevalue(fixture)
-    engine = connect(url)
-    _drop_everything(engine)
-    try:
-        yield url
-    finally:
-        _drop_everything(engine)
-        engine.dispose()
+@pytest.fixture
+def engine(portable_engine: Engine) -> Engine:
+    """Every test of this module on SQLite, PostgreSQL and MariaDB."""
+    return portable_engine
 
 
 def price_frame(*rows: tuple) -> pd.DataFrame:

@@ -1,0 +1,63 @@
+-- forecast_accuracy: forecasts joined to the closes that later arrived.
+--
+-- Grain: one row per forecast whose target date now has a close:
+-- (ticker, as_of_date, target_date, model_version).
+--
+-- Columns:
+--   ticker, as_of_date, target_date, horizon, model_version, yhat,
+--   yhat_lower, yhat_upper  as in forecasts
+--   actual            the close on target_date
+--   naive             the last close on or before as_of_date (the naive forecast)
+--   error             yhat - actual
+--   abs_error         |yhat - actual|
+--   abs_pct_error     |yhat - actual| / actual
+--   naive_abs_error   |naive - actual|; sum(abs_error) / sum(naive_abs_error) is the MASE
+--   inside_interval   1 when yhat_lower <= actual <= yhat_upper, 0 when outside,
+--                     NULL when the forecast has no interval
+with origins as (
+    select
+        f.ticker,
+        f.as_of_date,
+        f.target_date,
+        f.horizon,
+        f.model_version,
+        f.yhat,
+        f.yhat_lower,
+        f.yhat_upper,
+        (
+            select max(p.trade_date)
+            from prices p
+            where p.ticker = f.ticker and p.trade_date <= f.as_of_date
+        ) as origin_date
+    from forecasts f
+),
+
+final as (
+    select
+        o.ticker,
+        o.as_of_date,
+        o.target_date,
+        o.horizon,
+        o.model_version,
+        o.yhat,
+        o.yhat_lower,
+        o.yhat_upper,
+        actual.close as actual,
+        origin.close as naive,
+        o.yhat - actual.close as error,
+        abs(o.yhat - actual.close) as abs_error,
+        abs(o.yhat - actual.close) / actual.close as abs_pct_error,
+        abs(origin.close - actual.close) as naive_abs_error,
+        case
+            when o.yhat_lower is null or o.yhat_upper is null then null
+            when actual.close between o.yhat_lower and o.yhat_upper then 1
+            else 0
+        end as inside_interval
+    from origins o
+    join prices actual
+        on actual.ticker = o.ticker and actual.trade_date = o.target_date
+    left join prices origin
+        on origin.ticker = o.ticker and origin.trade_date = o.origin_date
+)
+
+select * from final
