@@ -1,0 +1,16 @@
+"""The forecast report: a self-contained HTML page with inline SVG charts.
+
+``build_report`` returns the document; ``write_report`` writes it atomically.
+"""
+
+from pipeline.report.build import build_report, render_report, write_report
+from pipeline.report.data import ReportData, latest_forecast_date, load_report_data
+
+__all__ = [
+    "ReportData",
+    "build_report",
+    "latest_forecast_date",
+    "load_report_data",
+    "render_report",
+    "write_report",
+]

@@ -1,0 +1,357 @@
+"""What the report shows, read from the database as of one date.
+
+Everything is read as it was known on the as-of date: closes up to it, the
+forecasts made as of it, and only the forecasts whose target date is on or
+before it are scored (``forecast_accuracy`` joins every close stored, so a
+report as of a past date must not use the closes that came later).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pipeline import columns as c
+from pipeline.db.schema import forecasts, models, prices
+from pipeline.errors import ConfigurationError, MissingDataError
+
+#: The consumer view of scored forecasts (sql/forecast_accuracy.sql), typed so
+#: that dates come back as dates on every database.
+forecast_accuracy = sa.table(
+    "forecast_accuracy",
+    sa.column(c.TICKER, sa.String),
+    sa.column(c.AS_OF_DATE, sa.Date),
+    sa.column(c.TARGET_DATE, sa.Date),
+    sa.column(c.HORIZON, sa.Integer),
+    sa.column(c.MODEL_VERSION, sa.Integer),
+    sa.column("abs_error", sa.Double),
+    sa.column("naive_abs_error", sa.Double),
+    sa.column("inside_interval", sa.Integer),
+)
+
+
+@dataclass(frozen=True)
+class ForecastPoint:
+    """One forecast close and its prediction interval (``None``: no interval)."""
+
+    target_date: dt.date
+    horizon: int
+    yhat: float
+    lower: float | None
+    upper: float | None
+
+
+@dataclass(frozen=True)
+class ScoredPoint:
+    """A one-step forecast whose target date has a close, and the naive forecast's error."""
+
+    target_date: dt.date
+    model_version: int
+    abs_error: float
+    naive_abs_error: float
+
+
+@dataclass(frozen=True)
+class TickerReport:
+    """One ticker's part of the report.
+
+    Attributes:
+        ticker: the symbol.
+        model_version: the version whose forecasts are shown (``None``: no forecasts).
+        history: (trade date, close) pairs, oldest first, up to the as-of date.
+        forecasts: the forecasts made as of the as-of date, by target date.
+        scored: scored one-step forecasts, by target date, one per date.
+    """
+
+    ticker: str
+    model_version: int | None
+    history: list[tuple[dt.date, float]]
+    forecasts: list[ForecastPoint]
+    scored: list[ScoredPoint]
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """A model version the report's forecasts come from (a row of ``models``)."""
+
+    version: int
+    mode: str
+    promoted: bool
+    data_through: dt.date
+    val_mase: float | None
+    decision: str | None
+
+
+@dataclass(frozen=True)
+class LiveScore:
+    """A model version's live errors for one horizon step, scored up to the as-of date.
+
+    The same figures as the ``model_leaderboard`` view, restricted to target
+    dates on or before the as-of date.
+    """
+
+    model_version: int
+    horizon: int
+    forecasts: int
+    mae: float
+    naive_mae: float
+    mase: float | None
+    coverage: float | None
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows."""
+
+    as_of: dt.date
+    history_days: int
+    tickers: list[TickerReport]
+    models: list[ModelSummary]
+    live: list[LiveScore]
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def latest_forecast_date(conn: Connection) -> dt.date | None:
+    """The newest as-of date with forecasts, or ``None`` when there are none.
+
+    The default as-of date of ``pricecast report``.
+    """
+    return conn.execute(sa.select(sa.func.max(forecasts.c[c.AS_OF_DATE]))).scalar_one_or_none()
+
+
+def _missing_forecasts(conn: Connection, as_of: dt.date) -> MissingDataError:
+    earlier = conn.execute(
+        sa.select(sa.func.max(forecasts.c[c.AS_OF_DATE])).where(forecasts.c[c.AS_OF_DATE] < as_of)
+    ).scalar_one_or_none()
+    hint = (
+        f"; the newest earlier date with forecasts is {earlier}"
+        if earlier is not None
+        else "; the forecasts table has none before it either"
+    )
+    return MissingDataError(
+        f"no forecasts as of {as_of.isoformat()}: run `pricecast forecast --as-of "
+        f"{as_of.isoformat()}` first, or report on a date that has forecasts{hint}"
+    )
+
+
+def _forecasts_as_of(
+    conn: Connection, as_of: dt.date
+) -> dict[str, tuple[int, list[ForecastPoint]]]:
+    """Per ticker, the forecasts as of ``as_of`` of the champion's version.
+
+    When several versions forecast a ticker as of the date (``pricecast forecast
+    --model-version``), the promoted one wins, then the newest, as in the
+    ``latest_forecasts`` view.
+    """
+    query = (
+        sa.select(
+            forecasts.c[c.TICKER],
+            forecasts.c[c.MODEL_VERSION],
+            forecasts.c[c.TARGET_DATE],
+            forecasts.c[c.HORIZON],
+            forecasts.c[c.YHAT],
+            forecasts.c.yhat_lower,
+            forecasts.c.yhat_upper,
+            models.c.promoted,
+        )
+        .join(models, models.c.version == forecasts.c[c.MODEL_VERSION])
+        .where(forecasts.c[c.AS_OF_DATE] == as_of)
+        .order_by(forecasts.c[c.TICKER], forecasts.c[c.TARGET_DATE])
+    )
+    by_version: dict[str, dict[int, tuple[bool, list[ForecastPoint]]]] = {}
+    for row in conn.execute(query).mappings():
+        versions = by_version.setdefault(row[c.TICKER], {})
+        _, points = versions.setdefault(row[c.MODEL_VERSION], (bool(row["promoted"]), []))
+        points.append(
+            ForecastPoint(
+                target_date=row[c.TARGET_DATE],
+                horizon=int(row[c.HORIZON]),
+                yhat=float(row[c.YHAT]),
+                lower=_float(row["yhat_lower"]),
+                upper=_float(row["yhat_upper"]),
+            )
+        )
+    chosen = {}
+    for ticker, versions in by_version.items():
+        version = max(versions, key=lambda v: (versions[v][0], v))
+        chosen[ticker] = (version, versions[version][1])
+    return chosen
+
+
+def _history(
+    conn: Connection, ticker: str, as_of: dt.date, days: int
+) -> list[tuple[dt.date, float]]:
+    query = (
+        sa.select(prices.c[c.TRADE_DATE], prices.c[c.CLOSE])
+        .where(prices.c[c.TICKER] == ticker, prices.c[c.TRADE_DATE] <= as_of)
+        .order_by(prices.c[c.TRADE_DATE].desc())
+        .limit(days)
+    )
+    return [(day, float(close)) for day, close in reversed(conn.execute(query).all())]
+
+
+def _scored(conn: Connection, ticker: str, as_of: dt.date, since: dt.date) -> list[ScoredPoint]:
+    """One-step forecasts of ``ticker`` scored on ``since``..``as_of``, one per target date.
+
+    A date forecast by several versions keeps the forecast the consumers saw
+    (``latest_forecasts``' order: newest as-of date, promoted, newest version).
+    """
+    view = forecast_accuracy
+    query = (
+        sa.select(
+            view.c[c.TARGET_DATE],
+            view.c[c.AS_OF_DATE],
+            view.c[c.MODEL_VERSION],
+            view.c.abs_error,
+            view.c.naive_abs_error,
+            models.c.promoted,
+        )
+        .join(models, models.c.version == view.c[c.MODEL_VERSION])
+        .where(
+            view.c[c.TICKER] == ticker,
+            view.c[c.HORIZON] == 1,
+            view.c[c.TARGET_DATE] <= as_of,
+            view.c[c.TARGET_DATE] >= since,
+        )
+    )
+    best: dict[dt.date, tuple[tuple[dt.date, bool, int], ScoredPoint]] = {}
+    for row in conn.execute(query).mappings():
+        if row["naive_abs_error"] is None:  # no close on or before the as-of date
+            continue
+        rank = (row[c.AS_OF_DATE], bool(row["promoted"]), int(row[c.MODEL_VERSION]))
+        point = ScoredPoint(
+            target_date=row[c.TARGET_DATE],
+            model_version=int(row[c.MODEL_VERSION]),
+            abs_error=float(row["abs_error"]),
+            naive_abs_error=float(row["naive_abs_error"]),
+        )
+        day = row[c.TARGET_DATE]
+        if day not in best or rank > best[day][0]:
+            best[day] = (rank, point)
+    return [best[day][1] for day in sorted(best)]
+
+
+def _models(conn: Connection, versions: Sequence[int]) -> list[ModelSummary]:
+    query = (
+        sa.select(
+            models.c.version,
+            models.c.mode,
+            models.c.promoted,
+            models.c.data_through,
+            models.c.val_mase,
+            models.c.decision,
+        )
+        .where(models.c.version.in_(list(versions)))
+        .order_by(models.c.version)
+    )
+    return [
+        ModelSummary(
+            version=int(row["version"]),
+            mode=row["mode"],
+            promoted=bool(row["promoted"]),
+            data_through=row["data_through"],
+            val_mase=_float(row["val_mase"]),
+            decision=row["decision"],
+        )
+        for row in conn.execute(query).mappings()
+    ]
+
+
+def _live(conn: Connection, versions: Sequence[int], as_of: dt.date) -> list[LiveScore]:
+    """The ``model_leaderboard`` figures of ``versions``, from targets up to ``as_of`` only."""
+    view = forecast_accuracy
+    mae = sa.func.avg(view.c.abs_error)
+    naive_mae = sa.func.avg(view.c.naive_abs_error)
+    query = (
+        sa.select(
+            view.c[c.MODEL_VERSION],
+            view.c[c.HORIZON],
+            sa.func.count().label("forecasts"),
+            mae.label("mae"),
+            naive_mae.label("naive_mae"),
+            sa.func.avg(view.c.inside_interval * 1.0).label("coverage"),
+        )
+        .where(view.c[c.MODEL_VERSION].in_(list(versions)), view.c[c.TARGET_DATE] <= as_of)
+        .group_by(view.c[c.MODEL_VERSION], view.c[c.HORIZON])
+        .order_by(view.c[c.MODEL_VERSION].desc(), view.c[c.HORIZON])
+    )
+    scores = []
+    for row in conn.execute(query).mappings():
+        model_mae, naive = _float(row["mae"]), _float(row["naive_mae"])
+        if model_mae is None or naive is None:
+            continue
+        scores.append(
+            LiveScore(
+                model_version=int(row[c.MODEL_VERSION]),
+                horizon=int(row[c.HORIZON]),
+                forecasts=int(row["forecasts"]),
+                mae=model_mae,
+                naive_mae=naive,
+                mase=model_mae / naive if naive > 0 else None,
+                coverage=_float(row["coverage"]),
+            )
+        )
+    return scores
+
+
+def load_report_data(
+    conn: Connection,
+    as_of: dt.date,
+    tickers: Sequence[str] | None = None,
+    history_days: int = 120,
+) -> ReportData:
+    """Read what the report as of ``as_of`` shows.
+
+    Args:
+        conn: an open connection to a pricecast database.
+        as_of: the date whose forecasts are reported.
+        tickers: the tickers to show, in this order; default: every ticker with
+            forecasts as of ``as_of``, sorted. A listed ticker without forecasts
+            as of that date is shown with a note.
+        history_days: how many closes up to ``as_of`` each price chart shows.
+
+    Returns:
+        The report's data.
+
+    Raises:
+        ConfigurationError: ``history_days`` is below 1.
+        MissingDataError: there are no forecasts as of ``as_of`` (of ``tickers``,
+            when given).
+    """
+    if history_days < 1:
+        raise ConfigurationError(f"history_days must be at least 1, got {history_days}")
+    made = _forecasts_as_of(conn, as_of)
+    if not made:
+        raise _missing_forecasts(conn, as_of)
+    if tickers is None:
+        chosen = sorted(made)
+    else:
+        chosen = list(dict.fromkeys(ticker.strip() for ticker in tickers if ticker.strip()))
+        if not any(ticker in made for ticker in chosen):
+            raise MissingDataError(
+                f"no forecasts as of {as_of.isoformat()} for {', '.join(chosen) or 'no tickers'}; "
+                f"that date has forecasts for {', '.join(sorted(made))}"
+            )
+    parts = []
+    for ticker in chosen:
+        version, points = made.get(ticker, (None, []))
+        history = _history(conn, ticker, as_of, history_days)
+        since = history[0][0] if history else as_of
+        scored = _scored(conn, ticker, as_of, since) if history else []
+        parts.append(TickerReport(ticker, version, history, points, scored))
+    versions = sorted({part.model_version for part in parts if part.model_version is not None})
+    return ReportData(
+        as_of=as_of,
+        history_days=history_days,
+        tickers=parts,
+        models=_models(conn, versions),
+        live=_live(conn, versions, as_of),
+    )
