@@ -9,8 +9,12 @@ from zoneinfo import ZoneInfo
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
+from flows.artifacts import publish_artifacts
 from flows.tasks import (
+    backtest_summary_task,
+    forecast_rows_task,
     forecast_task,
+    freshness_task,
     ingest_task,
     latest_price_date_task,
     prepare_database,
@@ -18,7 +22,8 @@ from flows.tasks import (
     train_task,
 )
 from pipeline.db.engine import describe_url
-from pipeline.errors import MissingDataError
+from pipeline.errors import MissingDataError, StaleDataError
+from pipeline.freshness import describe_stale
 from pipeline.settings import Settings
 
 #: The exchange whose local date a scheduled run's time is read in.
@@ -118,7 +123,21 @@ def daily_pipeline(
     else:
         logger.info("as-of date: %s", as_of)
 
-    sequences = sequences_task(url, home_path, as_of, wanted, settings.sequence_config())
+    fresh = freshness_task(url, as_of, wanted)
+    stale = fresh["stale"]
+    tickers = [ticker for ticker in fresh["tickers"] if ticker not in stale]
+    if stale:
+        message = f"stale as of {as_of}: {describe_stale(stale)}"
+        if settings.stale_policy == "fail" or not tickers:
+            raise StaleDataError(
+                f"{message}; no forecast was written"
+                + ("" if tickers else " (no ticker is fresh)")
+                + ". Ingest the missing closes, or set PRICECAST_STALE_POLICY=skip to "
+                "forecast the fresh tickers only"
+            )
+        logger.warning("%s; forecasting the fresh tickers only", message)
+
+    sequences = sequences_task(url, home_path, as_of, tickers, settings.sequence_config())
     if sequences["skipped"]:
         logger.warning("tickers without enough history, skipped: %s", sequences["skipped"])
     trained = train_task(
@@ -146,11 +165,14 @@ def daily_pipeline(
         "database": describe_url(url),
         "home": home_path,
         "as_of": as_of.isoformat(),
+        "stale": {ticker: day and day.isoformat() for ticker, day in stale.items()},
         "ingest": ingested,
         "sequences": sequences,
         "model": trained,
         "forecast": forecasted,
+        "backtest": backtest_summary_task(url),
     }
+    publish_artifacts(summary, forecast_rows_task(url, as_of, trained["champion_version"]))
     logger.info(
         "done: %d tickers, %d rows ingested, model v%s (%s), champion v%s, %d forecasts written",
         len(forecasted["tickers"]),

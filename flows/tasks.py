@@ -19,12 +19,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from sqlalchemy.engine import Engine
 
+from pipeline.db.forecasts import read_forecasts
 from pipeline.db.migrate import current_revision, open_database
-from pipeline.db.prices import latest_trade_date
+from pipeline.db.prices import latest_trade_date, list_tickers
+from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import PricecastError
 from pipeline.evaluate.backtest import BacktestConfig
-from pipeline.evaluate.stage import run_backtest
+from pipeline.evaluate.stage import latest_backtest_summary, run_backtest
 from pipeline.evaluate.variants import variants
+from pipeline.freshness import stale_tickers
 from pipeline.ingest.load import ingest
 from pipeline.ingest.sources import build_sources
 from pipeline.model.config import ModelConfig
@@ -163,3 +166,36 @@ def backtest_task(
         "table": run.result.table().to_dict("records"),
         "records": run.result.records(),
     }
+
+
+@task(name="freshness", timeout_seconds=300, **_IO)
+def freshness_task(database_url: str, as_of: dt.date, tickers: list[str] | None) -> dict[str, Any]:
+    """The tickers to process, and which of them lack the last trading day's close."""
+    with database(database_url).connect() as conn:
+        if tickers is None:
+            inactive = inactive_tickers(conn)
+            tickers = [ticker for ticker in list_tickers(conn) if ticker not in inactive]
+        stale = stale_tickers(conn, as_of, tickers)
+    return {"tickers": list(tickers), "stale": stale}
+
+
+@task(name="published-forecasts", timeout_seconds=300, **_IO)
+def forecast_rows_task(database_url: str, as_of: dt.date, model_version: int) -> list[dict]:
+    """The forecasts written as of ``as_of`` by ``model_version``, JSON-ready."""
+    with database(database_url).connect() as conn:
+        frame = read_forecasts(conn, as_of)
+    frame = frame[frame["model_version"] == model_version]
+    return [
+        {
+            key: value.isoformat() if hasattr(value, "isoformat") else value
+            for key, value in row.items()
+        }
+        for row in frame.to_dict("records")
+    ]
+
+
+@task(name="backtest-summary", timeout_seconds=300, **_IO)
+def backtest_summary_task(database_url: str) -> dict[str, Any] | None:
+    """The newest stored backtest's one-step MASE per model, if any."""
+    with database(database_url).connect() as conn:
+        return latest_backtest_summary(conn)

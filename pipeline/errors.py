@@ -28,3 +28,7 @@ class MissingDataError(PricecastError):
 
 class ModelStoreError(PricecastError):
     """A registered model file is missing or cannot be loaded."""
+
+
+class StaleDataError(PricecastError):
+    """Tickers lack the close of the last trading day and the policy is to fail."""

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     http_start: dt.date = Field(
         default=dt.date(2000, 1, 1), description="First date a feed fetches for a new ticker."
     )
+    stale_policy: Literal["skip", "fail"] = Field(
+        default="skip",
+        description="A ticker without the last trading day's close: forecast the fresh "
+        "tickers only (skip) or fail the run (fail).",
+    )
     interval_level: float = Field(
         default=0.9, gt=0.0, lt=1.0, description="Coverage the prediction intervals aim for."
     )

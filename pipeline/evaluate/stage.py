@@ -6,12 +6,15 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.db.backtests import replace_backtest
 from pipeline.db.prices import read_closes
+from pipeline.db.schema import backtest_metrics, backtest_runs
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.evaluate.backtest import BacktestConfig, BacktestResult, backtest, describe_variants
@@ -92,3 +95,39 @@ def run_backtest(
     )
     logger.info("backtest %s: %d metric rows stored", run_id, stored)
     return BacktestRun(run_id=run_id, as_of=as_of, result=result)
+
+
+def latest_backtest_summary(conn: Connection) -> dict[str, Any] | None:
+    """The newest backtest's one-step MASE and coverage per model (folds and tickers pooled
+    by mean), or ``None`` when no backtest was stored."""
+    run = (
+        conn.execute(sa.select(backtest_runs).order_by(backtest_runs.c.created_at.desc()).limit(1))
+        .mappings()
+        .first()
+    )
+    if run is None:
+        return None
+    rows = conn.execute(
+        sa.select(
+            backtest_metrics.c.model,
+            backtest_metrics.c.is_default,
+            sa.func.avg(backtest_metrics.c.mase),
+            sa.func.avg(backtest_metrics.c.coverage),
+        )
+        .where(backtest_metrics.c.run_id == run["run_id"], backtest_metrics.c[c.HORIZON] == 1)
+        .group_by(backtest_metrics.c.model, backtest_metrics.c.is_default)
+        .order_by(sa.func.avg(backtest_metrics.c.mase))
+    ).all()
+    return {
+        "run_id": run["run_id"],
+        "as_of": run[c.AS_OF_DATE].isoformat(),
+        "models": [
+            {
+                "model": model,
+                "default": bool(default),
+                "mase": None if mase is None else float(mase),
+                "coverage": None if coverage is None else float(coverage),
+            }
+            for model, default, mase, coverage in rows
+        ],
+    }

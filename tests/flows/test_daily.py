@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,12 +18,12 @@ from pipeline.db.migrate import open_database
 from pipeline.files import sha256_file
 
 
-def _run(tmp_path: Path, source: Path, **params) -> dict:  # noqa: ANN003
+def _run(tmp_path: Path, source: Path, overrides_extra: dict | None = None, **params) -> dict:  # noqa: ANN003
     return daily_pipeline(
         sources=[str(source)],
         database_url=f"sqlite:///{tmp_path / 'flow.db'}",
         home=str(tmp_path / "home"),
-        overrides=TINY,
+        overrides={**TINY, **(overrides_extra or {})},
         **params,
     )
 
@@ -84,3 +85,47 @@ def test_scheduled_runs_take_the_new_york_date_of_their_schedule(
     fake = SimpleNamespace(get=lambda: SimpleNamespace(flow_run=run))
     monkeypatch.setattr(flows.daily, "FlowRunContext", fake)
     assert scheduled_as_of() == expected
+
+
+def test_stale_tickers_are_reported_and_skipped_or_fail_the_run(tmp_path: Path) -> None:
+    from pipeline.errors import StaleDataError
+
+    frame = synthetic_prices(("AAA", "BBB"), days=60)
+    frame = frame[~((frame["ticker"] == "BBB") & (frame["trade_date"] > "2024-03-19"))]
+    source = write_long_csv(frame, tmp_path / "p.csv")
+    summary = _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22))
+    assert summary["stale"] == {"BBB": "2024-03-19"}
+    assert summary["forecast"]["tickers"] == ["AAA"]
+    with pytest.raises(StaleDataError, match=r"stale as of 2024-03-22: BBB \(newest 2024-03-19\)"):
+        _run(
+            tmp_path,
+            source,
+            as_of_date=dt.date(2024, 3, 22),
+            overrides_extra={"stale_policy": "fail"},
+        )
+
+
+def test_each_run_publishes_a_forecast_table_and_a_summary(tmp_path: Path) -> None:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    source = write_long_csv(synthetic_prices(("AAA",), days=60), tmp_path / "p.csv")
+    summary = _run(tmp_path, source)
+
+    async def latest(key: str):  # noqa: ANN202
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                sort="CREATED_DESC",
+                limit=1,
+            )
+        return found[0]
+
+    table = asyncio.run(latest("forecasts"))
+    markdown = asyncio.run(latest("daily-summary"))
+    rows = table.data if isinstance(table.data, list) else json.loads(table.data)
+    assert len(rows) == 5 and {row["ticker"] for row in rows} == {"AAA"}
+    assert f"# pricecast as of {summary['as_of']}" in markdown.data
+    assert "## Model" in markdown.data and "validation MASE" in markdown.data

@@ -1,0 +1,54 @@
+"""The daily run's Markdown summary."""
+
+from __future__ import annotations
+
+from pipeline.summary import render_markdown
+
+SUMMARY = {
+    "as_of": "2024-03-22",
+    "database": "sqlite:////tmp/x.db",
+    "stale": {"BBB": "2024-03-19", "CCC": None},
+    "ingest": {
+        "inputs": 2,
+        "inputs_loaded": 1,
+        "inputs_unchanged": 0,
+        "inputs_rejected": 1,
+        "rows_read": 10,
+        "rows_loaded": 8,
+        "rows_quarantined": 2,
+        "rows_deferred": 0,
+        "errors": ["/d/bad.csv, line 1: the input is an HTML page, not CSV"],
+    },
+    "model": {
+        "action": "finetune",
+        "reason": "3 training windows are new since champion v4",
+        "created": True,
+        "model_version": 5,
+        "decision": "not promoted: MAE 1.2 ... worse than champion v4's 1.1",
+        "champion_version": 4,
+        "champion_val_mase": 1.0123,
+    },
+    "forecast": {"forecasts_written": 5, "tickers": ["AAA"], "horizon": 5},
+    "backtest": {
+        "run_id": "0123456789abcdef",
+        "as_of": "2024-03-01",
+        "models": [
+            {"model": "naive", "default": False, "mase": 1.0, "coverage": None},
+            {"model": "default", "default": True, "mase": 1.003, "coverage": 0.9},
+        ],
+    },
+}
+
+
+def test_the_summary_says_what_was_stale_rejected_decided_and_how_good_it_is() -> None:
+    text = render_markdown(SUMMARY)
+    assert text.startswith("# pricecast as of 2024-03-22\n")
+    assert "- **Stale, not forecast**: BBB (newest 2024-03-19), CCC (no prices)" in text
+    assert "- Rejected: /d/bad.csv, line 1: the input is an HTML page, not CSV" in text
+    assert "- Rows: 10 read, 8 loaded, 2 quarantined" in text
+    assert "- Decision: **finetune**, 3 training windows are new since champion v4" in text
+    assert "- New version v5: not promoted" in text
+    assert "champion v4; validation MASE 1.0123 (loses to the naive forecast)" in text
+    assert "| default | 1.0030 | 0.900 |" in text
+    assert "| naive | 1.0000 | n/a |" in text
+    assert "5 forecasts for 1 tickers, 5 trading days after 2024-03-22." in text
