@@ -1,0 +1,1 @@
+"""Prefect deployments of pricecast: ``prefect.yaml`` and the ``serve`` entrypoint."""

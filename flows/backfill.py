@@ -1,0 +1,131 @@
+"""The ``backfill`` flow: the daily pipeline for every trading day of a date range, in order.
+
+Each trading day runs the ``daily-pipeline`` flow as a subflow with that day
+as its as-of date, one after the other, so every day ingests, trains and
+forecasts from exactly what the scheduled daily run would have seen that day,
+and the next day starts from the champion the previous one left. The
+backfilled forecasts are therefore the ones the daily runs would have written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.daily import build_settings, daily_pipeline
+from pipeline.errors import ConfigurationError
+from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions, previous_session
+
+
+def trading_days(
+    start_date: dt.date, end_date: dt.date, exchange: str = DEFAULT_EXCHANGE
+) -> list[dt.date]:
+    """The exchange's trading days from ``start_date`` to ``end_date``, both included, in order.
+
+    Args:
+        start_date: the first day of the range.
+        end_date: the last day of the range (clamped to the calendar's last session).
+        exchange: an ``exchange_calendars`` code, e.g. ``XNYS``.
+
+    Returns:
+        The sessions in the range; empty when the range holds none (a weekend).
+
+    Raises:
+        ConfigurationError: ``start_date`` is after ``end_date``, or the exchange is unknown.
+    """
+    if start_date > end_date:
+        raise ConfigurationError(f"start_date {start_date} is after end_date {end_date}")
+    last = previous_session(end_date, exchange)
+    days: list[dt.date] = []
+    day = start_date - dt.timedelta(days=1)
+    while day < last:
+        day = next_sessions(day, 1, exchange)[0]
+        days.append(day)
+    return days
+
+
+@flow(name="backfill", log_prints=False)
+def backfill(
+    start_date: dt.date,
+    end_date: dt.date,
+    tickers: list[str] | None = None,
+    sources: list[str] | None = None,
+    mode: str = "auto",
+    horizon: int | None = None,
+    database_url: str | None = None,
+    home: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the daily pipeline as of every trading day from ``start_date`` to ``end_date``.
+
+    Trading days are those of ``PRICECAST_EXCHANGE`` (XNYS by default). The
+    days run in order, each as a ``daily-pipeline`` subflow with
+    ``as_of_date`` set to that day; the first failure stops the backfill,
+    since every later day builds on the models of the days before it.
+
+    Args:
+        start_date: the first as-of date (if it is not a trading day, the next one).
+        end_date: the last as-of date (if it is not a trading day, the one before).
+        tickers: as in ``daily-pipeline``.
+        sources: as in ``daily-pipeline``.
+        mode: as in ``daily-pipeline``, for every day.
+        horizon: as in ``daily-pipeline``.
+        database_url: as in ``daily-pipeline``.
+        home: as in ``daily-pipeline``.
+        overrides: as in ``daily-pipeline``.
+
+    Returns:
+        The range, the trading days run, and per day its as-of date, model
+        version and action, champion and forecasts written.
+    """
+    logger = get_run_logger()
+    settings = build_settings(database_url, home, sources, tickers, horizon, overrides)
+    days = trading_days(start_date, end_date, settings.exchange)
+    logger.info(
+        "backfill %s to %s: %d %s trading days%s",
+        start_date,
+        end_date,
+        len(days),
+        settings.exchange,
+        f" ({days[0]} to {days[-1]})" if days else "",
+    )
+    runs = []
+    for number, day in enumerate(days, start=1):
+        summary = daily_pipeline.with_options(flow_run_name=f"daily-pipeline-{day.isoformat()}")(
+            as_of_date=day,
+            tickers=tickers,
+            sources=sources,
+            mode=mode,
+            horizon=horizon,
+            database_url=database_url,
+            home=home,
+            overrides=overrides,
+        )
+        model, written = summary["model"], summary["forecast"]["forecasts_written"]
+        logger.info(
+            "%d/%d as of %s: model v%s (%s), champion v%s, %d forecasts written",
+            number,
+            len(days),
+            day,
+            model["model_version"],
+            model["action"],
+            model["champion_version"],
+            written,
+        )
+        runs.append(
+            {
+                "as_of": summary["as_of"],
+                "model_version": model["model_version"],
+                "action": model["action"],
+                "champion_version": model["champion_version"],
+                "forecasts_written": written,
+            }
+        )
+    return {
+        "start_date": start_date.isoformat(),
+        "end_date": end_date.isoformat(),
+        "trading_days": [day.isoformat() for day in days],
+        "runs": runs,
+    }

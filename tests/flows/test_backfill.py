@@ -1,0 +1,111 @@
+"""The backfill flow: the daily pipeline for every trading day of a range, in order."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from helpers import TINY_OVERRIDES as TINY
+from helpers import synthetic_prices, write_long_csv
+
+from flows.backfill import backfill, trading_days
+from flows.daily import daily_pipeline
+from pipeline import columns as c
+from pipeline.db.migrate import open_database
+from pipeline.db.schema import forecasts, models
+from pipeline.errors import ConfigurationError
+
+#: Ten New York trading days around Presidents' Day (Monday 2024-02-19, closed).
+START, END = dt.date(2024, 2, 12), dt.date(2024, 2, 26)
+DAYS = [dt.date(2024, 2, day) for day in (12, 13, 14, 15, 16, 20, 21, 22, 23, 26)]
+
+FORECAST_COLUMNS = (
+    c.TICKER,
+    c.AS_OF_DATE,
+    c.TARGET_DATE,
+    c.MODEL_VERSION,
+    c.HORIZON,
+    c.YHAT,
+    "yhat_lower",
+    "yhat_upper",
+)
+MODEL_COLUMNS = (
+    "version",
+    "fingerprint",
+    "mode",
+    "parent_version",
+    "data_through",
+    "val_mae",
+    "promoted",
+    "champion_version",
+)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (START, END, DAYS),
+        (dt.date(2024, 2, 17), dt.date(2024, 2, 19), []),  # a weekend and a holiday
+        (dt.date(2024, 2, 19), dt.date(2024, 2, 20), [dt.date(2024, 2, 20)]),
+        (dt.date(2024, 2, 16), dt.date(2024, 2, 16), [dt.date(2024, 2, 16)]),
+    ],
+)
+def test_trading_days_are_the_sessions_of_the_range_in_order(
+    start: dt.date, end: dt.date, expected: list[dt.date]
+) -> None:
+    assert trading_days(start, end) == expected
+
+
+def test_a_range_that_ends_before_it_starts_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="start_date 2024-02-26 is after end_date"):
+        trading_days(END, START)
+
+
+def _rows(url: str, table: sa.Table, columns: tuple[str, ...]) -> list[tuple]:
+    engine = open_database(url)
+    try:
+        with engine.connect() as conn:
+            query = sa.select(*(table.c[name] for name in columns)).order_by(
+                *(table.c[name] for name in columns[:4])
+            )
+            return [tuple(row) for row in conn.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def test_a_backfill_writes_exactly_what_the_daily_runs_would_have(tmp_path: Path) -> None:
+    # Prices through 2024-03-08: every day of the range defers the closes after it.
+    source = write_long_csv(
+        synthetic_prices(("AAA", "BBB"), start="2023-10-02", days=115), tmp_path / "prices.csv"
+    )
+
+    def params(name: str) -> dict:
+        return {
+            "sources": [str(source)],
+            "database_url": f"sqlite:///{tmp_path / name / 'pricecast.db'}",
+            "home": str(tmp_path / name / "home"),
+            "overrides": TINY,
+        }
+
+    daily = [daily_pipeline(as_of_date=day, **params("daily")) for day in DAYS]
+    result = backfill(start_date=START, end_date=END, **params("backfill"))
+
+    assert result["trading_days"] == [day.isoformat() for day in DAYS]
+    assert [run["as_of"] for run in result["runs"]] == [day.isoformat() for day in DAYS]
+    assert [
+        (run["action"], run["model_version"], run["champion_version"]) for run in result["runs"]
+    ] == [
+        (s["model"]["action"], s["model"]["model_version"], s["model"]["champion_version"])
+        for s in daily
+    ]
+    # The comparison covers a retrain and the fine-tunes that follow it.
+    actions = [run["action"] for run in result["runs"]]
+    assert actions[0] == "retrain" and "finetune" in actions
+
+    daily_url, backfill_url = params("daily")["database_url"], params("backfill")["database_url"]
+    expected = _rows(daily_url, forecasts, FORECAST_COLUMNS)
+    assert len(expected) == len(DAYS) * 2 * 5  # days x tickers x horizon
+    assert _rows(backfill_url, forecasts, FORECAST_COLUMNS) == expected
+    assert _rows(backfill_url, models, MODEL_COLUMNS) == _rows(daily_url, models, MODEL_COLUMNS)
