@@ -22,7 +22,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline flows tests benchmarks
+	$(BIN)/ruff check pipeline flows deployments tests benchmarks
 
 # Benchmarks print a table and write JSON under benchmarks/results/.
 bench: $(STAMP)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
 from pipeline.summary import render_markdown
 
@@ -20,10 +25,11 @@ FORECAST_COLUMNS = (
 
 
 def publish_artifacts(summary: dict[str, Any], forecasts: list[dict[str, Any]]) -> None:
-    """Publish the forecasts as a table artifact and the run's summary as Markdown.
+    """Publish the forecasts as a table, the run's summary as Markdown, and a link
+    to the HTML report (``pricecast report``) when the run wrote one.
 
-    Artifact keys (``forecasts``, ``daily-summary``) let the Prefect UI show each
-    one's history across runs.
+    Artifact keys (``forecasts``, ``daily-summary``, ``report``) let the Prefect UI
+    show each one's history across runs.
     """
     rows = [
         {
@@ -43,3 +49,11 @@ def publish_artifacts(summary: dict[str, Any], forecasts: list[dict[str, Any]]) 
         markdown=render_markdown(summary),
         description=f"pricecast daily run as of {summary['as_of']}",
     )
+    if summary.get("report"):
+        report = Path(summary["report"])
+        create_link_artifact(
+            key="report",
+            link=report.as_uri(),
+            link_text=f"HTML report as of {summary['as_of']}",
+            description="Closes, forecasts with intervals and forecast errors per ticker",
+        )

@@ -157,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="file, folder, URL template with {ticker} (and {start}, {end}), or yahoo",
     )
 
+    serve_cmd = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the Prefect deployments (daily, weekly-retrain, backfill) from this process",
+        description="Register the deployments of deployments/prefect.yaml and run their flow "
+        "runs here, on their schedules, without a work pool, until interrupted.",
+    )
+    serve_cmd.set_defaults(handler=_serve)
+
     reader = commands.add_parser(
         "reader-role",
         parents=[common],
@@ -219,6 +228,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_horizon(forecast_cmd)
     forecast_cmd.add_argument(
         "--model-version", type=int, metavar="N", help="model version to use (default: champion)"
+    )
+
+    report_cmd = _command(
+        commands,
+        common,
+        "report",
+        _report,
+        "write an HTML report of the forecasts (charts, accuracy)",
+        "A self-contained HTML page: per ticker, closes and forecasts with intervals, "
+        "forecast error against the naive forecast, and a table.",
+        "default: the newest date with forecasts",
+    )
+    report_cmd.add_argument(
+        "--output",
+        metavar="PATH",
+        help="HTML file to write (default: <home>/reports/report-<as-of>.html)",
+    )
+    report_cmd.add_argument(
+        "--history-days", type=int, default=120, metavar="N", help="closes shown per ticker"
     )
 
     backtest_cmd = _command(
@@ -356,6 +384,25 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     _print([_database_line(settings), *_ingest_lines(summary)])
     for error in summary["errors"]:
         print(f"rejected: {_one_line(error)}", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from deployments.serve import main as serve_deployments
+
+    # Flow runs are subprocesses that read PRICECAST_*: pass the options on.
+    for option, variable in (
+        ("database_url", "PRICECAST_DATABASE_URL"),
+        ("home", "PRICECAST_HOME"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            os.environ[variable] = str(value)
+    _open(settings).dispose()
+    _quiet_console_tracebacks()
+    serve_deployments()
     return 0
 
 
@@ -511,6 +558,22 @@ def _quiet_console_tracebacks() -> None:
                 handler.addFilter(_HideKnownTracebacks())
 
 
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from pipeline.report import latest_forecast_date, report_path, write_report
+
+    engine = _open(settings)
+    with engine.connect() as conn:
+        as_of = args.as_of or latest_forecast_date(conn)
+        if as_of is None:
+            raise PricecastError("the forecasts table is empty; run `pricecast forecast` first")
+        output = Path(args.output) if args.output else report_path(settings.home_path, as_of)
+        path = write_report(conn, output, as_of, settings.tickers, args.history_days)
+    _print([_database_line(settings), ("as of", as_of), ("report", path)])
+    return 0
+
+
 def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     import json
     from pathlib import Path
@@ -621,7 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
         settings = _settings(args)
-        if handler is not _run:  # flows log through Prefect's handlers
+        if handler not in (_run, _serve):  # flows log through Prefect's handlers
             _configure_logging(args, settings)
         return handler(args, settings)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from flows.tasks import (
     ingest_task,
     latest_price_date_task,
     prepare_database,
+    report_task,
     sequences_task,
     train_task,
 )
@@ -25,17 +26,20 @@ from pipeline.db.engine import describe_url
 from pipeline.errors import MissingDataError, StaleDataError
 from pipeline.freshness import describe_stale
 from pipeline.settings import Settings
+from pipeline.trading_calendar import DEFAULT_EXCHANGE, previous_session
 
 #: The exchange whose local date a scheduled run's time is read in.
 EXCHANGE_TIMEZONE = ZoneInfo("America/New_York")
 
 
-def scheduled_as_of() -> dt.date | None:
-    """The exchange-local date of this flow run's scheduled time, if a schedule created it.
+def scheduled_as_of(exchange: str = DEFAULT_EXCHANGE) -> dt.date | None:
+    """The as-of date of a run a schedule created: the exchange's last trading day on or
+    before the scheduled time's New York date.
 
-    Runs started by hand (from the command line, or a deployment run
-    triggered by a person) return ``None``: their as-of date defaults to the
-    newest price instead.
+    A Saturday retrain therefore works as of Friday, and a run scheduled on a
+    holiday as of the trading day before it, like the backfill of those days.
+    Runs started by hand (from the command line, or a deployment run triggered
+    by a person) return ``None``: their as-of date defaults to the newest price.
     """
     context = FlowRunContext.get()
     if context is None or context.flow_run is None or not context.flow_run.auto_scheduled:
@@ -43,7 +47,7 @@ def scheduled_as_of() -> dt.date | None:
     scheduled = context.flow_run.expected_start_time
     if scheduled is None:
         return None
-    return scheduled.astimezone(EXCHANGE_TIMEZONE).date()
+    return previous_session(scheduled.astimezone(EXCHANGE_TIMEZONE).date(), exchange)
 
 
 def build_settings(
@@ -68,7 +72,11 @@ def build_settings(
     return Settings(**given)
 
 
-@flow(name="daily-pipeline", log_prints=False)
+#: A hung run would hold its deployment's only slot; no healthy run takes this long.
+FLOW_TIMEOUT_SECONDS = 8 * 3600
+
+
+@flow(name="daily-pipeline", log_prints=False, timeout_seconds=FLOW_TIMEOUT_SECONDS)
 def daily_pipeline(
     as_of_date: dt.date | None = None,
     tickers: list[str] | None = None,
@@ -105,7 +113,7 @@ def daily_pipeline(
     logger.info("database %s, home %s", describe_url(url), home_path)
     prepare_database(url)
 
-    as_of = as_of_date or scheduled_as_of()
+    as_of = as_of_date or scheduled_as_of(settings.exchange)
     ingested = ingest_task(url, settings.sources, as_of, wanted, settings)
     if ingested["rows_quarantined"] or ingested["inputs_rejected"]:
         logger.warning(
@@ -172,6 +180,7 @@ def daily_pipeline(
         "forecast": forecasted,
         "backtest": backtest_summary_task(url),
     }
+    summary["report"] = report_task(url, home_path, as_of)
     publish_artifacts(summary, forecast_rows_task(url, as_of, trained["champion_version"]))
     logger.info(
         "done: %d tickers, %d rows ingested, model v%s (%s), champion v%s, %d forecasts written",

@@ -33,6 +33,7 @@ from pipeline.ingest.sources import build_sources
 from pipeline.model.config import ModelConfig
 from pipeline.model.forecast import forecast
 from pipeline.model.train import train
+from pipeline.report import report_path, write_report
 from pipeline.sequences.build import build_sequences
 from pipeline.sequences.config import SequenceConfig
 from pipeline.settings import Settings
@@ -42,10 +43,11 @@ IO_RETRY_DELAYS = [2, 5, 15]
 
 
 def retry_on_io_errors(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is one of the pipeline's own, deterministic errors."""
+    """Retry unless the failure is one of the pipeline's own, deterministic errors,
+    or the task ran out of time (a retry would wait as long again)."""
     try:
         state.result()
-    except PricecastError:
+    except (PricecastError, TimeoutError):
         return False
     except Exception:  # noqa: BLE001 - anything else may be transient I/O
         return True
@@ -199,3 +201,10 @@ def backtest_summary_task(database_url: str) -> dict[str, Any] | None:
     """The newest stored backtest's one-step MASE per model, if any."""
     with database(database_url).connect() as conn:
         return latest_backtest_summary(conn)
+
+
+@task(name="report", timeout_seconds=900, **_IO)
+def report_task(database_url: str, home: str, as_of: dt.date) -> str:
+    """Write the HTML report as of ``as_of``; returns its path."""
+    with database(database_url).connect() as conn:
+        return str(write_report(conn, report_path(Path(home), as_of), as_of))

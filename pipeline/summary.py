@@ -77,4 +77,6 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"{forecast['forecasts_written']} forecasts for {len(forecast['tickers'])} tickers, "
         f"{forecast['horizon']} trading days after {summary['as_of']}.",
     ]
+    if summary.get("report"):
+        lines += ["", f"Report: `{summary['report']}`"]
     return "\n".join(lines) + "\n"

@@ -162,3 +162,16 @@ def test_ingest_reports_quarantined_rows(tmp_path: Path) -> None:
 def test_reader_role_is_for_postgresql(tmp_path: Path) -> None:
     result = pricecast("reader-role", "dash", "--database-url", f"sqlite:///{tmp_path / 'r.db'}")
     assert_one_line_error(result, "read-only roles are created on PostgreSQL")
+
+
+def test_report_writes_the_html_page(tmp_path: Path) -> None:
+    source = write_long_csv(synthetic_prices(("AAA",), days=40), tmp_path / "p.csv")
+    env = {**TINY_ENV, "PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"}
+    home = tmp_path / "home"
+    assert_one_line_error(pricecast("report", env=env, home=home), "the forecasts table is empty")
+    for command in (["ingest", str(source)], ["sequences"], ["train"], ["forecast"]):
+        assert pricecast(*command, env=env, home=home).returncode == 0
+    result = pricecast("report", "--output", str(tmp_path / "out.html"), env=env, home=home)
+    assert result.returncode == 0, result.stderr
+    assert f"report:   {tmp_path / 'out.html'}" in result.stdout
+    assert "<svg" in (tmp_path / "out.html").read_text()

@@ -3,7 +3,7 @@
 ``build_report`` returns the document; ``write_report`` writes it atomically.
 """
 
-from pipeline.report.build import build_report, render_report, write_report
+from pipeline.report.build import build_report, render_report, report_path, write_report
 from pipeline.report.data import ReportData, latest_forecast_date, load_report_data
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "latest_forecast_date",
     "load_report_data",
     "render_report",
+    "report_path",
     "write_report",
 ]

@@ -502,3 +502,8 @@ def write_report(
     write_atomically(path, lambda temporary: temporary.write_text(document, encoding="utf-8"))
     logger.info("wrote the report as of %s to %s", as_of, path)
     return path
+
+
+def report_path(home: Path, as_of: dt.date) -> Path:
+    """Where the report as of ``as_of`` goes by default: ``<home>/reports/report-<date>.html``."""
+    return home / "reports" / f"report-{as_of.isoformat()}.html"

@@ -75,10 +75,13 @@ def test_an_explicit_as_of_date_and_tickers(tmp_path: Path) -> None:
     [
         (True, dt.datetime(2024, 3, 22, 22, 30, tzinfo=dt.UTC), dt.date(2024, 3, 22)),
         (True, dt.datetime(2024, 3, 23, 2, 0, tzinfo=dt.UTC), dt.date(2024, 3, 22)),
+        # Saturday's retrain and Good Friday's run: the trading day before.
+        (True, dt.datetime(2024, 3, 23, 11, 0, tzinfo=dt.UTC), dt.date(2024, 3, 22)),
+        (True, dt.datetime(2024, 3, 29, 21, 30, tzinfo=dt.UTC), dt.date(2024, 3, 28)),
         (False, dt.datetime(2024, 3, 22, 22, 30, tzinfo=dt.UTC), None),
     ],
 )
-def test_scheduled_runs_take_the_new_york_date_of_their_schedule(
+def test_scheduled_runs_take_the_last_trading_day_of_their_new_york_date(
     monkeypatch: pytest.MonkeyPatch, auto: bool, when: dt.datetime, expected: dt.date | None
 ) -> None:
     run = SimpleNamespace(auto_scheduled=auto, expected_start_time=when)
@@ -129,3 +132,11 @@ def test_each_run_publishes_a_forecast_table_and_a_summary(tmp_path: Path) -> No
     assert len(rows) == 5 and {row["ticker"] for row in rows} == {"AAA"}
     assert f"# pricecast as of {summary['as_of']}" in markdown.data
     assert "## Model" in markdown.data and "validation MASE" in markdown.data
+
+
+def test_the_run_writes_the_html_report_and_links_it(tmp_path: Path) -> None:
+    source = write_long_csv(synthetic_prices(("AAA",), days=60), tmp_path / "p.csv")
+    summary = _run(tmp_path, source)
+    report = Path(summary["report"])
+    assert report == tmp_path / "home" / "reports" / f"report-{summary['as_of']}.html"
+    assert report.read_text().lstrip().lower().startswith("<!doctype html>")
