@@ -15,6 +15,15 @@ MAE, RMSE, MAPE, MASE (against the naive forecast on the same points and
 step, so naive scores exactly 1.00) and the coverage of the prediction
 intervals. Baselines: ``naive``, ``drift`` (random walk with drift) and
 ``ar1_log_returns``. Baselines have no intervals.
+
+**Units.** A backtest is planned (``plan_backtest``: the folds of every
+ticker), cut into independent units (``BacktestPlan.units``: per fold, the
+baselines, and each variant), each unit computed on its own (``run_unit``:
+a variant's unit seeds and trains its networks from scratch, so its points do
+not depend on what ran before it or where), and the units' points merged in
+plan order (``merge_units``). ``backtest`` does exactly that in one process;
+a flow may run the units in parallel, on other machines, and merge the same
+points.
 """
 
 from __future__ import annotations
@@ -214,19 +223,62 @@ def _points(
     return frame
 
 
-def backtest(
+#: ``BacktestUnit.variant`` of a fold's baselines unit.
+BASELINES_UNIT = None
+
+
+@dataclass(frozen=True)
+class BacktestUnit:
+    """One independent piece of a backtest: one fold of the baselines, or of one variant.
+
+    Attributes:
+        fold: the fold's index, from 0.
+        variant: the position of the variant in the backtest's variants, or
+            ``None`` (``BASELINES_UNIT``) for every baseline.
+    """
+
+    fold: int
+    variant: int | None = BASELINES_UNIT
+
+    def describe(self, variants: Sequence[Variant]) -> str:
+        """E.g. ``fold 2 default`` or ``fold 1 baselines``, for logs and task names."""
+        name = "baselines" if self.variant is None else variants[self.variant].name
+        return f"fold {self.fold + 1} {name}"
+
+
+@dataclass(frozen=True)
+class BacktestPlan:
+    """The series of a backtest and every ticker's folds: all a unit needs."""
+
+    prepared: dict[str, tuple[np.ndarray, np.ndarray]]  # ticker: (dates, closes)
+    folds: dict[str, list[Fold]]  # only tickers long enough for the folds
+    config: BacktestConfig
+
+    def units(self, variants: Sequence[Variant]) -> list[BacktestUnit]:
+        """Every unit, in the order their points are merged: per fold, the baselines,
+        then each variant."""
+        return [
+            unit
+            for index in range(self.config.folds)
+            for unit in [
+                BacktestUnit(index),
+                *(BacktestUnit(index, number) for number in range(len(variants))),
+            ]
+        ]
+
+
+def plan_backtest(
     series: Mapping[str, tuple[Sequence[dt.date], np.ndarray]],
     variants: Sequence[Variant],
     config: BacktestConfig,
-    baselines: Sequence[str] = tuple(BASELINES),
-) -> BacktestResult:
-    """Walk-forward backtest of LSTM variants and baselines (see the module docstring).
+) -> BacktestPlan:
+    """The folds of each ticker (see the module docstring).
 
     Args:
         series: per ticker, its trade dates and closes, oldest first, up to the as-of date.
-        variants: the LSTM configurations to evaluate.
+        variants: the LSTM configurations to evaluate (their windows set the shortest
+            training span).
         config: folds, horizon, test share, origins and interval level.
-        baselines: names in ``pipeline.evaluate.baselines.BASELINES``.
 
     Raises:
         ValueError: no ticker is long enough for the folds.
@@ -247,24 +299,75 @@ def backtest(
             f"no ticker has enough closes for {config.folds} folds "
             f"(at least {minimum} training closes before the test span)"
         )
-    parts: list[pd.DataFrame] = []
-    for index in range(config.folds):
-        logger.info("backtest fold %d/%d", index + 1, config.folds)
-        for name in baselines:
-            forecast = BASELINES[name]
-            for ticker, bounds in folds.items():
-                dates, closes = prepared[ticker]
-                fold = bounds[index]
-                origins = np.arange(fold.test_start - 1, fold.test_end - 1)
-                predictions = forecast(
-                    closes, origins, config.horizon, fold.train_start, fold.test_start - 1
-                )
-                parts.append(_points(name, ticker, fold, dates, closes, origins, predictions, None))
-        for variant in variants:
-            parts.extend(_variant_fold(variant, prepared, folds, index, config))
-    points = pd.concat(parts, ignore_index=True)
+    return BacktestPlan(prepared=prepared, folds=folds, config=config)
+
+
+def run_unit(
+    plan: BacktestPlan,
+    unit: BacktestUnit,
+    variants: Sequence[Variant],
+    baselines: Sequence[str] = tuple(BASELINES),
+) -> list[pd.DataFrame]:
+    """The forecast points of one unit: its models' forecasts from every origin of its fold.
+
+    Raises:
+        ValueError: the unit's fold or variant is not in the plan.
+    """
+    if not 0 <= unit.fold < plan.config.folds:
+        raise ValueError(f"fold {unit.fold} is outside the plan's {plan.config.folds} folds")
+    if unit.variant is not None and not 0 <= unit.variant < len(variants):
+        raise ValueError(f"variant {unit.variant} is outside the {len(variants)} variants")
+    logger.info("backtest %s", unit.describe(variants))
+    if unit.variant is not None:
+        return _variant_fold(
+            variants[unit.variant], plan.prepared, plan.folds, unit.fold, plan.config
+        )
+    parts = []
+    for name in baselines:
+        forecast = BASELINES[name]
+        for ticker, bounds in plan.folds.items():
+            dates, closes = plan.prepared[ticker]
+            fold = bounds[unit.fold]
+            origins = np.arange(fold.test_start - 1, fold.test_end - 1)
+            predictions = forecast(
+                closes, origins, plan.config.horizon, fold.train_start, fold.test_start - 1
+            )
+            parts.append(_points(name, ticker, fold, dates, closes, origins, predictions, None))
+    return parts
+
+
+def merge_units(
+    parts: Sequence[Sequence[pd.DataFrame]], variants: Sequence[Variant]
+) -> BacktestResult:
+    """The result of a backtest from its units' points, given in ``BacktestPlan.units`` order."""
+    points = pd.concat([frame for unit in parts for frame in unit], ignore_index=True)
     defaults = {variant.name: variant.is_default for variant in variants}
     return BacktestResult(points=points, defaults=defaults)
+
+
+def backtest(
+    series: Mapping[str, tuple[Sequence[dt.date], np.ndarray]],
+    variants: Sequence[Variant],
+    config: BacktestConfig,
+    baselines: Sequence[str] = tuple(BASELINES),
+) -> BacktestResult:
+    """Walk-forward backtest of LSTM variants and baselines (see the module docstring).
+
+    Every unit runs here, one after the other; ``plan_backtest``, ``run_unit``
+    and ``merge_units`` give the same result with the units run elsewhere.
+
+    Args:
+        series: per ticker, its trade dates and closes, oldest first, up to the as-of date.
+        variants: the LSTM configurations to evaluate.
+        config: folds, horizon, test share, origins and interval level.
+        baselines: names in ``pipeline.evaluate.baselines.BASELINES``.
+
+    Raises:
+        ValueError: no ticker is long enough for the folds.
+    """
+    plan = plan_backtest(series, variants, config)
+    parts = [run_unit(plan, unit, variants, baselines) for unit in plan.units(variants)]
+    return merge_units(parts, variants)
 
 
 def _variant_fold(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -17,7 +18,14 @@ from pipeline.db.prices import read_closes
 from pipeline.db.schema import backtest_metrics, backtest_runs
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import ConfigurationError, MissingDataError
-from pipeline.evaluate.backtest import BacktestConfig, BacktestResult, backtest, describe_variants
+from pipeline.evaluate.backtest import (
+    BacktestConfig,
+    BacktestPlan,
+    BacktestResult,
+    backtest,
+    describe_variants,
+    plan_backtest,
+)
 from pipeline.evaluate.baselines import BASELINES
 from pipeline.evaluate.variants import Variant
 from pipeline.model.train import fingerprint
@@ -34,23 +42,22 @@ class BacktestRun:
     result: BacktestResult
 
 
-def run_backtest(
+#: Per ticker, its trade dates and closes, oldest first.
+Series = dict[str, tuple[list[dt.date], np.ndarray]]
+
+
+def backtest_series(
     conn: Connection,
     as_of: dt.date,
     variants: Sequence[Variant],
-    config: BacktestConfig,
     tickers: Sequence[str] | None = None,
-    *,
-    now: dt.datetime | None = None,
-) -> BacktestRun:
-    """Backtest ``variants`` and the baselines on the prices up to ``as_of``; store the metrics.
-
-    The run id is a hash of the inputs (closes, variants, settings), so
-    rerunning an identical backtest replaces its own rows.
+) -> Series:
+    """The closes a backtest of ``variants`` reads: every (active, when ``tickers`` is
+    ``None``) ticker's prices up to ``as_of``, in the variants' price field.
 
     Raises:
+        ConfigurationError: the variants use different price fields.
         MissingDataError: no prices for the tickers.
-        ConfigurationError: no ticker is long enough for the folds.
     """
     price_fields = {variant.sequence.price_field for variant in variants} or {c.CLOSE}
     if len(price_fields) > 1:
@@ -60,14 +67,45 @@ def run_backtest(
         closes = closes[~closes[c.TICKER].isin(inactive_tickers(conn))]
     if closes.empty:
         raise MissingDataError(f"no prices on or before {as_of} to backtest; ingest prices first")
-    series = {
+    return {
         str(ticker): (list(group[c.TRADE_DATE]), group[c.CLOSE].to_numpy(dtype=float))
         for ticker, group in closes.groupby(c.TICKER, sort=True)
     }
+
+
+def backtest_plan(
+    conn: Connection,
+    as_of: dt.date,
+    variants: Sequence[Variant],
+    config: BacktestConfig,
+    tickers: Sequence[str] | None = None,
+) -> BacktestPlan:
+    """The plan of a backtest on the stored prices (``pipeline.evaluate.backtest``), from
+    which each unit can be computed on its own.
+
+    Raises:
+        MissingDataError: no prices for the tickers.
+        ConfigurationError: no ticker is long enough for the folds.
+    """
+    series = backtest_series(conn, as_of, variants, tickers)
     try:
-        result = backtest(series, variants, config)
+        return plan_backtest(series, variants, config)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
+
+
+def store_backtest(
+    conn: Connection,
+    as_of: dt.date,
+    series: Series,
+    variants: Sequence[Variant],
+    config: BacktestConfig,
+    result: BacktestResult,
+    *,
+    now: dt.datetime | None = None,
+) -> BacktestRun:
+    """Store a backtest's run row and metrics under its run id, a hash of the inputs
+    (closes, variants, settings), replacing an identical earlier run's rows."""
     described = describe_variants(variants)
     run_id = fingerprint(
         {
@@ -95,6 +133,32 @@ def run_backtest(
     )
     logger.info("backtest %s: %d metric rows stored", run_id, stored)
     return BacktestRun(run_id=run_id, as_of=as_of, result=result)
+
+
+def run_backtest(
+    conn: Connection,
+    as_of: dt.date,
+    variants: Sequence[Variant],
+    config: BacktestConfig,
+    tickers: Sequence[str] | None = None,
+    *,
+    now: dt.datetime | None = None,
+) -> BacktestRun:
+    """Backtest ``variants`` and the baselines on the prices up to ``as_of``; store the metrics.
+
+    The run id is a hash of the inputs (closes, variants, settings), so
+    rerunning an identical backtest replaces its own rows.
+
+    Raises:
+        MissingDataError: no prices for the tickers.
+        ConfigurationError: no ticker is long enough for the folds.
+    """
+    series = backtest_series(conn, as_of, variants, tickers)
+    try:
+        result = backtest(series, variants, config)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    return store_backtest(conn, as_of, series, variants, config, result, now=now)
 
 
 def latest_backtest_summary(conn: Connection) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import TINY_MODEL, TINY_SEQUENCES, synthetic_prices, table_snapshot
 from sqlalchemy.engine import Engine
@@ -14,8 +15,18 @@ import pipeline.evaluate.backtest as backtest_module
 from pipeline import columns as c
 from pipeline.db.backtests import read_backtest_metrics
 from pipeline.db.prices import upsert_prices
-from pipeline.evaluate.backtest import BacktestConfig, Fold, backtest, fold_bounds
-from pipeline.evaluate.stage import run_backtest
+from pipeline.errors import ConfigurationError
+from pipeline.evaluate.backtest import (
+    BacktestConfig,
+    BacktestUnit,
+    Fold,
+    backtest,
+    fold_bounds,
+    merge_units,
+    plan_backtest,
+    run_unit,
+)
+from pipeline.evaluate.stage import backtest_plan, run_backtest
 from pipeline.evaluate.variants import Variant, variants
 
 PRICES = synthetic_prices(("AAA", "BBB"), days=120)
@@ -145,3 +156,57 @@ def test_variants_are_named_and_the_tutorial_is_reproducible() -> None:
     with pytest.raises(ValueError, match="unknown model variant nope"):
         variants(["nope"], TINY_SEQUENCES, TINY_MODEL)
     assert dataclasses.replace(TINY_MODEL) == chosen[0].model
+
+
+def test_a_backtest_is_cut_into_units_per_fold_baselines_first() -> None:
+    config = BacktestConfig(folds=2, horizon=1, test_fraction=0.2)
+    chosen = [TINY, dataclasses.replace(TINY, name="window3", is_default=False)]
+    units = plan_backtest(SERIES, chosen, config).units(chosen)
+    assert [(unit.fold, unit.variant) for unit in units] == [
+        (0, None), (0, 0), (0, 1), (1, None), (1, 0), (1, 1)
+    ]  # fmt: skip
+    assert [unit.describe(chosen) for unit in units[3:]] == [
+        "fold 2 baselines",
+        "fold 2 default",
+        "fold 2 window3",
+    ]
+
+
+def test_units_computed_apart_and_in_any_order_merge_into_the_same_backtest() -> None:
+    config = BacktestConfig(folds=2, horizon=2, test_fraction=0.2)
+    whole = backtest(SERIES, [TINY], config)
+    plan = plan_backtest(SERIES, [TINY], config)
+    units = plan.units([TINY])
+    # Backwards, each from its own plan, as separate workers would.
+    parts = {
+        unit: run_unit(plan_backtest(SERIES, [TINY], config), unit, [TINY])
+        for unit in reversed(units)
+    }
+    merged = merge_units([parts[unit] for unit in units], [TINY])
+    pd.testing.assert_frame_equal(merged.points, whole.points)
+    pd.testing.assert_frame_equal(merged.metrics(), whole.metrics())
+    assert merged.defaults == whole.defaults
+
+
+def test_a_unit_outside_the_plan_is_refused() -> None:
+    config = BacktestConfig(folds=2, horizon=1, test_fraction=0.2)
+    plan = plan_backtest(SERIES, [TINY], config)
+    with pytest.raises(ValueError, match="fold 2 is outside the plan's 2 folds"):
+        run_unit(plan, BacktestUnit(2), [TINY])
+    with pytest.raises(ValueError, match="variant 1 is outside the 1 variants"):
+        run_unit(plan, BacktestUnit(0, 1), [TINY])
+    with pytest.raises(ValueError, match="no ticker has enough closes"):
+        plan_backtest({"AAA": (SERIES["AAA"][0][:20], SERIES["AAA"][1][:20])}, [TINY], config)
+
+
+def test_the_stage_plans_from_the_stored_prices(engine: Engine) -> None:
+    with engine.begin() as conn:
+        upsert_prices(conn, PRICES)
+    as_of = PRICES[c.TRADE_DATE].max().date()
+    config = BacktestConfig(folds=2, horizon=1, test_fraction=0.2)
+    with engine.connect() as conn:
+        plan = backtest_plan(conn, as_of, [TINY], config)
+        with pytest.raises(ConfigurationError, match="no ticker has enough closes"):
+            backtest_plan(conn, dt.date(2024, 1, 19), [TINY], config)
+    assert sorted(plan.folds) == ["AAA", "BBB"]
+    np.testing.assert_array_equal(plan.prepared["AAA"][1], SERIES["AAA"][1])
