@@ -60,10 +60,18 @@ def sqlite_path(url: str | URL) -> Path | None:
 
 
 def _configure_sqlite(dbapi_connection, _record) -> None:  # noqa: ANN001
+    # Python's sqlite3 module commits before DDL on its own, which would make
+    # schema migrations non-atomic; SQLAlchemy emits BEGIN itself instead
+    # (``_begin_sqlite``), so every transaction, DDL included, is all or nothing.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _begin_sqlite(conn) -> None:  # noqa: ANN001
+    conn.exec_driver_sql("BEGIN")
 
 
 def connect(url: str) -> Engine:
@@ -98,6 +106,7 @@ def connect(url: str) -> Engine:
         ) from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

@@ -54,6 +54,11 @@ def current_revision(connection: Connection) -> str | None:
 def ensure_schema(engine: Engine) -> str:
     """Create the schema in an empty database or upgrade an older one.
 
+    On SQLite, foreign keys are off while revisions run (Alembic's batch mode
+    rebuilds tables, which would otherwise trip over the rows that reference
+    them), leftover ``_alembic_tmp_`` tables of an interrupted migration are
+    removed first, and the foreign keys are checked afterwards.
+
     Returns:
         The revision the database is at afterwards.
 
@@ -62,36 +67,66 @@ def ensure_schema(engine: Engine) -> str:
             revision stamp, or a revision newer than this version knows.
     """
     head = head_revision()
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        current = current_revision(conn)
-        if current == head:
-            sync_views(conn)
-            return head
-        config = alembic_config(conn)
-        if current is None:
-            present = sorted(set(metadata.tables) & set(sa.inspect(conn).get_table_names()))
-            if present:
-                raise ConfigurationError(
-                    f"database already has tables {', '.join(present)} but no schema "
-                    "revision; it was not created by pricecast, use another database"
-                )
-            metadata.create_all(conn)
-            command.stamp(config, "head")
-            sync_views(conn)
-            logger.info("created the schema at revision %s", head)
-            return head
-        known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
-        if current not in known:
-            raise ConfigurationError(
-                f"database schema is at revision {current}, newer than this pricecast "
-                f"knows (head {head}); upgrade pricecast"
-            )
-        command.upgrade(config, "head")
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_pragma(conn, "PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                revision = _ensure_schema(conn, head)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise ConfigurationError(
+                            f"the schema upgrade left {len(broken)} rows whose foreign keys "
+                            f"point nowhere (first: {tuple(broken[0])}); nothing was changed"
+                        )
+        finally:
+            if sqlite:
+                _sqlite_pragma(conn, "PRAGMA foreign_keys=ON")
+    return revision
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    """Run a PRAGMA outside any transaction (inside one, SQLite ignores foreign_keys)."""
+    conn.connection.dbapi_connection.execute(pragma)  # type: ignore[union-attr]
+
+
+def _ensure_schema(conn: Connection, head: str) -> str:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    current = current_revision(conn)
+    if current == head:
         sync_views(conn)
-        logger.info("upgraded the schema from revision %s to %s", current, head)
         return head
+    config = alembic_config(conn)
+    if current is None:
+        present = sorted(set(metadata.tables) & set(sa.inspect(conn).get_table_names()))
+        if present:
+            raise ConfigurationError(
+                f"database already has tables {', '.join(present)} but no schema "
+                "revision; it was not created by pricecast, use another database"
+            )
+        metadata.create_all(conn)
+        command.stamp(config, "head")
+        sync_views(conn)
+        logger.info("created the schema at revision %s", head)
+        return head
+    known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+    if current not in known:
+        raise ConfigurationError(
+            f"database schema is at revision {current}, newer than this pricecast "
+            f"knows (head {head}); upgrade pricecast"
+        )
+    if conn.dialect.name == "sqlite":
+        for table in sa.inspect(conn).get_table_names():
+            if table.startswith("_alembic_tmp_"):
+                logger.warning("removing %s, left by an interrupted schema upgrade", table)
+                conn.execute(sa.text(f'DROP TABLE "{table}"'))
+    command.upgrade(config, "head")
+    sync_views(conn)
+    logger.info("upgraded the schema from revision %s to %s", current, head)
+    return head
 
 
 def open_database(url: str) -> Engine:

@@ -100,8 +100,52 @@ def test_a_baseline_database_upgrades_to_the_declared_schema(engine: Engine) -> 
                 "('AAA', '2024-01-02', 10, 'a.csv'), ('AAA', '2024-01-05', 11, 'a.csv')"
             )
         )
+        # A model with its scaler and forecasts: rows that reference the tables the
+        # upgrade rebuilds (SQLite's batch mode copies and drops them).
+        conn.execute(
+            sa.text(
+                "INSERT INTO models (version, fingerprint, mode, trained_at, data_through, "
+                "tickers, hyperparameters, val_loss, train_samples, validation_samples, "
+                "epochs_run, file_path) VALUES (1, 'fp', 'retrain', '2024-01-05 22:00:00', "
+                "'2024-01-05', '[\"AAA\"]', '{\"window\": 10}', 0.1, 10, 2, 1, '/m.keras')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO model_tickers (model_version, ticker, scaling, scaler_params, "
+                "fit_start, fit_end) VALUES (1, 'AAA', 'minmax', '{\"min\": 1, \"max\": 2}', "
+                "'2024-01-02', '2024-01-05')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO forecasts (ticker, as_of_date, target_date, model_version, "
+                "horizon, yhat) VALUES ('AAA', '2024-01-05', '2024-01-08', 1, 1, 11.5)"
+            )
+        )
     assert ensure_schema(engine) == head_revision()
     assert _differences(engine) == []
     with engine.connect() as conn:
         universe = conn.execute(sa.text("SELECT symbol, exchange, first_date FROM tickers")).all()
+        model = conn.execute(sa.text("SELECT promoted, train_through FROM models")).one()
+        latest = conn.execute(sa.text("SELECT yhat, model_version FROM latest_forecasts")).all()
     assert [(row[0], row[1], str(row[2])) for row in universe] == [("AAA", "XNYS", "2024-01-02")]
+    assert bool(model[0]) and str(model[1]) == "2024-01-05"
+    assert [tuple(row) for row in latest] == [(11.5, 1)]
+
+
+def test_an_interrupted_sqlite_upgrade_is_cleaned_up(tmp_path) -> None:  # noqa: ANN001
+    from alembic import command
+
+    from pipeline.db.migrate import alembic_config
+
+    engine = connect(f"sqlite:///{tmp_path / 'old.db'}")
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0002_universe_quarantine")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE _alembic_tmp_models (version INTEGER)"))
+    assert ensure_schema(engine) == head_revision()
+    with engine.connect() as conn:
+        assert "_alembic_tmp_models" not in sa.inspect(conn).get_table_names()
+    assert _differences(engine) == []
