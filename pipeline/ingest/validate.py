@@ -38,7 +38,7 @@ Flags, which never drop a row (``price_flags``):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,11 +101,18 @@ class _Reasons:
         self.codes: list[list[str]] = [[] for _ in range(size)]
         self.messages: list[list[str]] = [[] for _ in range(size)]
 
-    def add(self, mask: np.ndarray, code: str, messages: pd.Series | str) -> None:
-        for position in np.flatnonzero(mask):
+    def add(self, mask: np.ndarray, code: str, messages: str | Callable[[], pd.Series]) -> None:
+        """Record ``code`` for the rows of ``mask``; ``messages`` is a text, or builds
+        one per row of the batch, only called when some row fails (most batches are clean)."""
+        positions = np.flatnonzero(mask)
+        if not len(positions):
+            return
+        texts = messages if isinstance(messages, str) else messages()
+        for position in positions:
             self.codes[position].append(code)
-            text = messages if isinstance(messages, str) else messages.iloc[position]
-            self.messages[position].append(text)
+            self.messages[position].append(
+                texts if isinstance(texts, str) else texts.iloc[position]
+            )
 
     def bad(self) -> np.ndarray:
         return np.array([bool(codes) for codes in self.codes], dtype=bool)
@@ -124,6 +131,18 @@ def _numbers(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
 
 def _quote(text: pd.Series) -> pd.Series:
     return text.astype(str).map(repr)
+
+
+def _lazy_quote(name: str, text: pd.Series) -> Callable[[], pd.Series]:
+    """``name 'value'`` per row, built once and only when a message needs it."""
+    built: list[pd.Series] = []
+
+    def quoted() -> pd.Series:
+        if not built:
+            built.append(f"{name} " + _quote(text))
+        return built[0]
+
+    return quoted
 
 
 def validate_batch(
@@ -150,7 +169,7 @@ def validate_batch(
     reasons = _Reasons(size)
 
     shape = frame[SHAPE_ERROR].astype(str).to_numpy()
-    reasons.add(shape != "", "shape", frame[SHAPE_ERROR].astype(str))
+    reasons.add(shape != "", "shape", lambda: frame[SHAPE_ERROR].astype(str))
 
     tickers = frame[c.TICKER].astype(str).str.strip().str.upper()
     bad_ticker = ~tickers.str.match(TICKER_PATTERN).to_numpy()
@@ -162,7 +181,7 @@ def validate_batch(
     reasons.add(
         bad_date,
         "date",
-        pd.Series(
+        lambda: pd.Series(
             np.where(
                 date_text == "",
                 "date is missing",
@@ -179,21 +198,22 @@ def validate_batch(
         values[name], absent[name] = parsed, missing
         if name == c.CLOSE:
             reasons.add(missing & (shape == ""), "close_missing", "close is missing")
-        reasons.add(unparseable, "number", f"{name} " + _quote(text) + " is not a number")
+        quoted = _lazy_quote(name, text)
+        reasons.add(unparseable, "number", lambda q=quoted: q() + " is not a number")
         infinite = np.isinf(parsed.to_numpy())
-        reasons.add(infinite, "not_finite", f"{name} " + _quote(text) + " is not finite")
+        reasons.add(infinite, "not_finite", lambda q=quoted: q() + " is not finite")
         finite = parsed.to_numpy()
         if name in PRICE_FIELDS:
             reasons.add(
                 np.nan_to_num(finite, nan=1.0) <= 0,
                 "not_positive",
-                f"{name} " + _quote(text) + " is not a positive price",
+                lambda q=quoted: q() + " is not a positive price",
             )
         else:
             reasons.add(
                 np.nan_to_num(finite, nan=0.0) < 0,
                 "negative_volume",
-                "volume " + _quote(text) + " is negative",
+                lambda q=quoted: q() + " is negative",
             )
 
     high, low, close = (values[name].to_numpy() for name in (c.HIGH, c.LOW, c.CLOSE))
@@ -203,17 +223,19 @@ def validate_batch(
     reasons.add(
         high_below_low,
         "high_below_low",
-        "high " + values[c.HIGH].astype(str) + " is below low " + values[c.LOW].astype(str),
+        lambda: "high " + values[c.HIGH].astype(str) + " is below low " + values[c.LOW].astype(str),
     )
     reasons.add(
         outside,
         "close_outside_range",
-        "close "
-        + values[c.CLOSE].astype(str)
-        + " is outside low "
-        + values[c.LOW].astype(str)
-        + " to high "
-        + values[c.HIGH].astype(str),
+        lambda: (
+            "close "
+            + values[c.CLOSE].astype(str)
+            + " is outside low "
+            + values[c.LOW].astype(str)
+            + " to high "
+            + values[c.HIGH].astype(str)
+        ),
     )
 
     bad = reasons.bad()
@@ -243,7 +265,7 @@ def validate_batch(
             + "; superseded by line "
             + winner[later].astype(str)
         )
-        reasons.add(duplicate, "duplicate", messages.reset_index(drop=True))
+        reasons.add(duplicate, "duplicate", lambda: messages.reset_index(drop=True))
         candidate &= ~duplicate
 
     rejected_mask = reasons.bad()
@@ -277,14 +299,17 @@ def validate_batch(
 def _add_ticker_reasons(
     reasons: _Reasons, bad: np.ndarray, tickers: pd.Series, raw: pd.Series
 ) -> None:
-    messages = pd.Series(
-        np.where(
-            tickers.to_numpy() == "",
-            "ticker is missing",
-            ("ticker " + _quote(raw) + " is not a ticker symbol").to_numpy(),
-        )
+    reasons.add(
+        bad,
+        "ticker",
+        lambda: pd.Series(
+            np.where(
+                tickers.to_numpy() == "",
+                "ticker is missing",
+                ("ticker " + _quote(raw) + " is not a ticker symbol").to_numpy(),
+            )
+        ),
     )
-    reasons.add(bad, "ticker", messages)
 
 
 def _flagged(

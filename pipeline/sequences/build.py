@@ -120,7 +120,12 @@ def _arrow_table(frame: pd.DataFrame, window: int) -> pa.Table:
         *[pa.field(name, pa.float64()) for name in c.raw_window_columns(window)],
         pa.field(c.TARGET_CLOSE, pa.float64()),
     ]
-    arrays = [pa.array(frame[field.name].tolist(), type=field.type) for field in fields]
+    arrays = [
+        pa.array(frame[field.name].to_numpy(dtype=float), type=field.type)
+        if field.type == pa.float64()
+        else pa.array(frame[field.name].tolist(), type=field.type)
+        for field in fields
+    ]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
