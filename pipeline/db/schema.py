@@ -236,3 +236,34 @@ consumer_views = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False, comment="Of the SQL it was created from."),
     comment="The consumer views (sql/) in this database and the SQL each was created from.",
 )
+
+data_versions = sa.Table(
+    "data_versions",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True, comment="What changed, e.g. prices."),
+    sa.Column("version", sa.BigInteger, nullable=False, comment="Raised by every write to it."),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    comment="A counter per kind of data, raised in the transaction of every write to it.",
+)
+
+run_states = sa.Table(
+    "run_states",
+    metadata,
+    sa.Column(
+        "run_key",
+        sa.String(64),
+        primary_key=True,
+        comment="SHA-256 of the flow, as-of date, tickers and settings.",
+    ),
+    sa.Column("flow", sa.String(64), nullable=False),
+    sa.Column(c.AS_OF_DATE, sa.Date, nullable=False),
+    sa.Column(
+        "inputs",
+        sa.String(64),
+        nullable=False,
+        comment="SHA-256 of what the run's outputs depend on (data and model versions).",
+    ),
+    sa.Column("summary", sa.JSON, nullable=False, comment="What the run returned."),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    comment="The last completed run per flow, as-of date, tickers and settings.",
+)

@@ -41,6 +41,7 @@ from pipeline import columns as c
 from pipeline.db.manifest import is_unchanged, manifest_entry, record_input
 from pipeline.db.prices import upsert_prices
 from pipeline.db.quarantine import quarantine_rows, record_flags
+from pipeline.db.runs import PRICES, bump_data_version
 from pipeline.db.schema import prices
 from pipeline.db.tickers import (
     active_tickers,
@@ -182,6 +183,8 @@ def _delete_dropped_rows(conn: Connection, source: str, validated: ValidatedBatc
                 prices.c[c.SOURCE] == source,
             )
         )
+    if dropped:
+        bump_data_version(conn, PRICES)
     return len(dropped)
 
 
@@ -306,6 +309,8 @@ def _ingest_one(
                 "%s changed: %d rows it no longer holds were deleted", fetched.origin, removed
             )
     loaded = upsert_prices(conn, validated.valid.drop(columns="line"))
+    if loaded:
+        bump_data_version(conn, PRICES)
     quarantined = quarantine_rows(
         conn,
         validated.rejected,

@@ -1,0 +1,124 @@
+"""Change detection for whole runs: a rerun with nothing new returns at once.
+
+Every ingest that writes to ``prices`` (a new or changed file, a feed's rows,
+rows a corrected file dropped) raises its counter in ``data_versions``, in the
+same transaction (``bump_data_version``). A completed daily run records, per *run
+key* (the flow, as-of date, tickers and settings), a digest of the inputs its
+outputs depend on (``run_inputs``): the prices counter, the champion as of
+that date, the forecasts stored for that date, the newest backtest, and the
+pricecast version. A later run with the same key and the same digest would
+rewrite the same rows, so it returns the recorded summary instead.
+
+The digest errs on the side of running: any ingest that loads rows changes
+it, even rows equal to the stored ones, and so does a model trained by hand.
+It never misses a change made through the pipeline; a change made behind its
+back (an ``UPDATE prices`` by hand) is not seen, and ``pricecast run
+--rerun`` runs every stage regardless (the README says so).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pipeline import __version__
+from pipeline import columns as c
+from pipeline.db.models import champion_model
+from pipeline.db.schema import backtest_runs, data_versions, forecasts, run_states
+from pipeline.files import sha256_bytes
+
+PRICES = "prices"
+
+
+def _digest(payload: Any) -> str:
+    return sha256_bytes(json.dumps(payload, sort_keys=True, default=str).encode())
+
+
+def data_version(conn: Connection, name: str) -> int:
+    """How many writes ``name`` has had (0 before the first)."""
+    query = sa.select(data_versions.c.version).where(data_versions.c.name == name)
+    return int(conn.execute(query).scalar_one_or_none() or 0)
+
+
+def bump_data_version(conn: Connection, name: str, at: dt.datetime | None = None) -> int:
+    """Raise ``name``'s counter by one in the caller's transaction; returns the new value."""
+    at = at or dt.datetime.now(dt.UTC)
+    updated = conn.execute(
+        sa.update(data_versions)
+        .where(data_versions.c.name == name)
+        .values(version=data_versions.c.version + 1, changed_at=at)
+    )
+    if not updated.rowcount:
+        conn.execute(sa.insert(data_versions).values(name=name, version=1, changed_at=at))
+    return data_version(conn, name)
+
+
+def run_key(
+    flow: str, as_of: dt.date, tickers: Sequence[str], settings: Mapping[str, Any]
+) -> str:
+    """The identity of a run: what it was asked to do."""
+    return _digest(
+        {"flow": flow, "as_of": as_of, "tickers": sorted(tickers), "settings": dict(settings)}
+    )
+
+
+def run_inputs(conn: Connection, as_of: dt.date) -> str:
+    """A digest of what a run as of ``as_of`` depends on, besides its settings."""
+    champion = champion_model(conn, as_of)
+    stored = conn.execute(
+        sa.select(sa.func.count(), sa.func.max(forecasts.c[c.MODEL_VERSION])).where(
+            forecasts.c[c.AS_OF_DATE] == as_of
+        )
+    ).one()
+    newest_backtest = conn.execute(
+        sa.select(backtest_runs.c.run_id).order_by(backtest_runs.c.created_at.desc()).limit(1)
+    ).scalar_one_or_none()
+    return _digest(
+        {
+            "prices": data_version(conn, PRICES),
+            "champion": champion["version"] if champion else None,
+            "forecasts": list(stored),
+            "backtest": newest_backtest,
+            "pricecast": __version__,
+        }
+    )
+
+
+def completed_run(conn: Connection, key: str, inputs: str) -> dict[str, Any] | None:
+    """The summary of the completed run with this key and these inputs, if any."""
+    row = conn.execute(
+        sa.select(run_states.c.summary, run_states.c.finished_at).where(
+            run_states.c.run_key == key, run_states.c.inputs == inputs
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return {**row.summary, "finished_at": str(row.finished_at)}
+
+
+def record_run(
+    conn: Connection,
+    key: str,
+    flow: str,
+    as_of: dt.date,
+    summary: Mapping[str, Any],
+    finished_at: dt.datetime | None = None,
+) -> None:
+    """Record a completed run: its key, the inputs it saw at its end, and its summary."""
+    values = {
+        "flow": flow,
+        c.AS_OF_DATE: as_of,
+        "inputs": run_inputs(conn, as_of),
+        "summary": json.loads(json.dumps(summary, default=str)),
+        "finished_at": finished_at or dt.datetime.now(dt.UTC),
+    }
+    updated = conn.execute(
+        sa.update(run_states).where(run_states.c.run_key == key).values(**values)
+    )
+    if not updated.rowcount:
+        conn.execute(sa.insert(run_states).values(run_key=key, **values))

@@ -1,0 +1,161 @@
+"""Change detection: the prices counter and the record of completed runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from helpers import synthetic_prices, write_long_csv
+from sqlalchemy.engine import Engine
+
+from pipeline.db.prices import upsert_prices
+from pipeline.db.runs import (
+    PRICES,
+    bump_data_version,
+    completed_run,
+    data_version,
+    record_run,
+    run_inputs,
+    run_key,
+)
+from pipeline.db.schema import backtest_runs, forecasts, models
+from pipeline.ingest.load import ingest
+from pipeline.ingest.sources import build_sources
+
+AS_OF = dt.date(2024, 3, 22)
+
+
+def test_the_counter_counts_writes_and_rolls_back_with_them(portable_engine: Engine) -> None:
+    with portable_engine.begin() as conn:
+        assert data_version(conn, PRICES) == 0
+        assert bump_data_version(conn, PRICES) == 1
+        assert bump_data_version(conn, PRICES) == 2
+        assert data_version(conn, "other") == 0
+    try:
+        with portable_engine.begin() as conn:
+            bump_data_version(conn, PRICES)
+            raise RuntimeError("abort")
+    except RuntimeError:
+        pass
+    with portable_engine.connect() as conn:
+        assert data_version(conn, PRICES) == 2
+
+
+def test_ingest_raises_the_counter_only_when_a_file_changes(engine: Engine, tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    frame = synthetic_prices(days=20)
+    write_long_csv(frame, drop / "prices.csv")
+
+    def run() -> int:
+        with engine.begin() as conn:
+            ingest(conn, build_sources([str(drop)]), as_of=None, tickers=None, run_id="t")
+            return data_version(conn, PRICES)
+
+    first = run()
+    assert first >= 1
+    assert run() == first  # the same file again: unchanged, nothing written
+    write_long_csv(frame.iloc[:-5], drop / "prices.csv")  # a correction that drops rows
+    assert run() > first
+
+
+def _register(conn: sa.Connection, version: int, through: dt.date) -> None:
+    conn.execute(
+        sa.insert(models).values(
+            version=version,
+            fingerprint=f"f{version}",
+            mode="retrain",
+            trained_at=dt.datetime(2024, 3, 22, tzinfo=dt.UTC),
+            data_through=through,
+            train_through=through,
+            tickers=["AAA"],
+            hyperparameters={},
+            file_path="/nowhere",
+            train_samples=1,
+            validation_samples=1,
+            epochs_run=1,
+            promoted=True,
+        )
+    )
+
+
+def test_run_inputs_change_with_prices_champion_forecasts_and_backtests(engine: Engine) -> None:
+    with engine.begin() as conn:
+        upsert_prices(conn, synthetic_prices(days=30))
+        seen = [run_inputs(conn, AS_OF)]
+        assert run_inputs(conn, AS_OF) == seen[0]  # nothing changed, same digest
+
+        _register(conn, 1, AS_OF)
+        seen.append(run_inputs(conn, AS_OF))
+        _register(conn, 2, AS_OF + dt.timedelta(days=3))  # after the as-of date: not seen
+        assert run_inputs(conn, AS_OF) == seen[-1]
+
+        conn.execute(
+            sa.insert(forecasts).values(
+                ticker="AAA",
+                as_of_date=AS_OF,
+                target_date=AS_OF + dt.timedelta(days=3),
+                model_version=1,
+                horizon=1,
+                yhat=1.0,
+            )
+        )
+        seen.append(run_inputs(conn, AS_OF))
+
+        conn.execute(
+            sa.insert(backtest_runs).values(
+                run_id="b1",
+                created_at=dt.datetime(2024, 3, 23, tzinfo=dt.UTC),
+                as_of_date=AS_OF,
+                folds=1,
+                horizon=1,
+                test_fraction=0.2,
+                origins="expanding",
+                interval_level=0.9,
+                tickers=["AAA"],
+                models=[],
+            )
+        )
+        seen.append(run_inputs(conn, AS_OF))
+
+        bump_data_version(conn, PRICES)
+        seen.append(run_inputs(conn, AS_OF))
+    assert len(set(seen)) == len(seen)
+
+
+def test_a_completed_run_is_found_by_its_key_and_inputs(engine: Engine) -> None:
+    settings = {"window": 10, "horizon": 5}
+    key = run_key("daily-pipeline", AS_OF, ["BBB", "AAA"], settings)
+    assert key == run_key("daily-pipeline", AS_OF, ["AAA", "BBB"], settings)
+    assert key != run_key("daily-pipeline", AS_OF, ["AAA"], settings)
+    assert key != run_key("daily-pipeline", AS_OF, ["AAA", "BBB"], {**settings, "horizon": 3})
+    assert key != run_key("daily-pipeline", AS_OF + dt.timedelta(days=1), ["AAA", "BBB"], settings)
+
+    with engine.begin() as conn:
+        upsert_prices(conn, synthetic_prices(days=30))
+        inputs = run_inputs(conn, AS_OF)
+        assert completed_run(conn, key, inputs) is None
+        summary = {"as_of": AS_OF.isoformat(), "forecast": {"forecasts_written": 10}}
+        record_run(conn, key, "daily-pipeline", AS_OF, summary)
+        found = completed_run(conn, key, inputs)
+        assert found is not None
+        assert found["forecast"] == {"forecasts_written": 10}
+        assert found["finished_at"]
+
+        record_run(conn, key, "daily-pipeline", AS_OF, {**summary, "forecast": {"n": 1}})
+        assert completed_run(conn, key, inputs)["forecast"] == {"n": 1}  # replaced, one row
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM run_states")).scalar_one() == 1
+
+        bump_data_version(conn, PRICES)
+        assert completed_run(conn, key, run_inputs(conn, AS_OF)) is None
+
+
+def test_dates_in_a_summary_are_stored_as_text(engine: Engine) -> None:
+    with engine.begin() as conn:
+        key = run_key("daily-pipeline", AS_OF, ["AAA"], {})
+        record_run(conn, key, "daily-pipeline", AS_OF, {"day": AS_OF, "ts": pd.Timestamp(AS_OF)})
+        found = completed_run(conn, key, run_inputs(conn, AS_OF))
+    assert found["day"] == "2024-03-22"
+    assert found["ts"].startswith("2024-03-22")
