@@ -57,6 +57,7 @@ def backfill(
     database_url: str | None = None,
     home: str | None = None,
     overrides: dict[str, Any] | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Run the daily pipeline as of every trading day from ``start_date`` to ``end_date``.
 
@@ -75,6 +76,7 @@ def backfill(
         database_url: as in ``daily-pipeline``.
         home: as in ``daily-pipeline``.
         overrides: as in ``daily-pipeline``.
+        dask_address: as in ``daily-pipeline``: where every day's per-shard work runs.
 
     Returns:
         The range, the trading days run, and per day its as-of date, model
@@ -102,6 +104,7 @@ def backfill(
             database_url=database_url,
             home=home,
             overrides=overrides,
+            dask_address=dask_address,
         )
         model, written = summary["model"], summary["forecast"]["forecasts_written"]
         logger.info(

@@ -10,9 +10,17 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.daily import build_settings
-from flows.tasks import backtest_task, latest_price_date_task, prepare_database
-from pipeline.errors import MissingDataError
+from flows.runners import backtest_units, fan_out_for
+from flows.tasks import (
+    backtest_plan_task,
+    backtest_task,
+    latest_price_date_task,
+    prepare_database,
+    store_backtest_task,
+)
+from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.evaluate.backtest import BacktestConfig
+from pipeline.evaluate.variants import variants as build_variants
 
 
 @flow(name="backtest", log_prints=False)
@@ -27,6 +35,7 @@ def backtest_flow(
     json_path: str | None = None,
     database_url: str | None = None,
     overrides: dict[str, Any] | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Backtest on the stored prices up to ``as_of_date`` (default: the newest).
 
@@ -41,11 +50,15 @@ def backtest_flow(
         json_path: where to write one record per model, ticker and horizon step.
         database_url: default ``PRICECAST_DATABASE_URL``.
         overrides: other settings, e.g. ``{"epochs": 5}``.
+        dask_address: a Dask scheduler to run the units (a fold of the baselines or of
+            one variant) on; default ``PRICECAST_DASK_ADDRESS``, else local threads
+            (``PRICECAST_WORKERS``; with one, the whole backtest is one task).
     """
     logger = get_run_logger()
-    settings = build_settings(database_url, None, None, tickers, None, overrides)
+    settings = build_settings(database_url, None, None, tickers, None, overrides, dask_address)
     url = settings.resolved_database_url
     prepare_database(url)
+    fan = fan_out_for(settings)
     as_of = as_of_date or latest_price_date_task(url, settings.tickers)
     if as_of is None:
         raise MissingDataError("the database holds no prices to backtest")
@@ -56,7 +69,26 @@ def backtest_flow(
         origins=origins,
         interval_level=settings.interval_level,
     )
-    result = backtest_task(url, as_of, settings.tickers, variants or ["default"], config, settings)
+    names = variants or ["default"]
+    if fan.parallel:
+        try:
+            chosen = build_variants(names, settings.sequence_config(), settings.training_config())
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        units = backtest_plan_task(url, as_of, settings.tickers, chosen, config)
+        logger.info("%d backtest units: %s", len(units), fan.describe())
+        parts = backtest_units.with_options(task_runner=fan.task_runner())(
+            url,
+            as_of,
+            settings.tickers,
+            chosen,
+            config,
+            [(fold, variant) for fold, variant, _ in units],
+            [label for _, _, label in units],
+        )
+        result = store_backtest_task(url, as_of, settings.tickers, chosen, config, parts)
+    else:
+        result = backtest_task(url, as_of, settings.tickers, names, config, settings)
     for row in result["table"]:
         logger.info(
             "%s h=%d: MASE %.4f mean, %.4f worst (%s), coverage %s",

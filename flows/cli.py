@@ -94,6 +94,22 @@ def _add_horizon(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_fan_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dask-address",
+        metavar="ADDR",
+        help="Dask scheduler to run per-shard work on, e.g. tcp://10.0.0.5:8786 "
+        "(default: $PRICECAST_DASK_ADDRESS, else this machine; needs pricecast[dask])",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="shards run at once (default: $PRICECAST_WORKERS, else 1, "
+        "or the Dask cluster's worker threads)",
+    )
+
+
 def _command(
     commands: argparse._SubParsersAction,
     common: argparse.ArgumentParser,
@@ -139,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_mode(run)
     _add_horizon(run)
+    _add_fan_out(run)
 
     ingest = _command(
         commands,
@@ -282,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest_cmd.add_argument(
         "--json", metavar="PATH", help="write one record per model, ticker and horizon step"
     )
+    _add_fan_out(backtest_cmd)
     return parser
 
 
@@ -293,6 +311,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         ("tickers", "tickers"),
         ("horizon", "horizon"),
         ("source", "source"),
+        ("dask_address", "dask_address"),
+        ("workers", "workers"),
     ):
         value = getattr(args, option, None)
         if value is not None:
@@ -598,19 +618,25 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
     engine = _open(settings)
-    with engine.begin() as conn:
-        as_of = _as_of(conn, args, settings)
-        run = run_backtest(conn, as_of, chosen, config, settings.tickers)
-    table = run.result.table()
+    if settings.dask_address or (settings.workers or 1) > 1:  # units fan out: the flow
+        with engine.connect() as conn:
+            as_of = _as_of(conn, args, settings)
+        run_id, rows, records = _backtest_flow(args, settings, as_of)
+    else:  # in this process, as one job
+        with engine.begin() as conn:
+            as_of = _as_of(conn, args, settings)
+            run = run_backtest(conn, as_of, chosen, config, settings.tickers)
+        run_id, rows = run.run_id, run.result.table().to_dict("records")
+        records = run.result.records()
     print(
-        f"backtest {run.run_id} as of {as_of}: {config.folds} folds, horizon {config.horizon}, "
+        f"backtest {run_id} as of {as_of}: {config.folds} folds, horizon {config.horizon}, "
         f"last {config.test_fraction:.0%} of each series"
     )
     print(
         f"{'model':<20} {'h':>2} {'MASE mean':>9} {'MASE max':>9} {'worst':<8} "
         f"{'coverage':>8} {'points':>8}"
     )
-    for row in table.to_dict("records"):
+    for row in rows:
         coverage = "-" if pd_isna(row["coverage"]) else f"{row['coverage']:.3f}"
         name = row["model"] + (" *" if row["default"] else "")
         print(
@@ -621,9 +647,31 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(run.result.records(), indent=1))
+        path.write_text(json.dumps(records, indent=1))
         print(f"records: {path}")
     return 0
+
+
+def _backtest_flow(
+    args: argparse.Namespace, settings: Settings, as_of: dt.date
+) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """The backtest as the ``backtest`` flow, its units on a Dask cluster or local threads."""
+    from flows.backtest import backtest_flow
+
+    _quiet_console_tracebacks()
+    result = backtest_flow(
+        as_of_date=as_of,
+        tickers=settings.tickers,
+        folds=args.folds,
+        horizon=args.horizon,
+        test_fraction=args.test_fraction,
+        origins=args.origins,
+        variants=[name.strip() for name in args.variants.split(",") if name.strip()],
+        database_url=settings.resolved_database_url,
+        overrides={"workers": settings.workers} if settings.workers else None,
+        dask_address=settings.dask_address,
+    )
+    return result["run_id"], result["table"], result["records"]
 
 
 def pd_isna(value: object) -> bool:
@@ -648,6 +696,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         horizon=settings.horizon,
         database_url=settings.resolved_database_url,
         home=str(settings.home_path),
+        overrides={"workers": settings.workers} if settings.workers else None,
+        dask_address=settings.dask_address,
     )
     ingest, model, fc = summary["ingest"], summary["model"], summary["forecast"]
     _print(

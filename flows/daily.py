@@ -10,16 +10,15 @@ from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
 from flows.artifacts import publish_artifacts
+from flows.runners import fan_out_for, run_forecast, run_sequences
 from flows.tasks import (
     backtest_summary_task,
     forecast_rows_task,
-    forecast_task,
     freshness_task,
     ingest_task,
     latest_price_date_task,
     prepare_database,
     report_task,
-    sequences_task,
     train_task,
 )
 from pipeline.db.engine import describe_url
@@ -57,6 +56,7 @@ def build_settings(
     tickers: list[str] | None = None,
     horizon: int | None = None,
     overrides: dict[str, Any] | None = None,
+    dask_address: str | None = None,
 ) -> Settings:
     """Settings from the environment, overridden by the flow's parameters."""
     given: dict[str, Any] = dict(overrides or {})
@@ -66,6 +66,7 @@ def build_settings(
         ("source", sources),
         ("tickers", tickers),
         ("horizon", horizon),
+        ("dask_address", dask_address),
     ):
         if value is not None:
             given[name] = value
@@ -86,6 +87,7 @@ def daily_pipeline(
     database_url: str | None = None,
     home: str | None = None,
     overrides: dict[str, Any] | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Ingest prices, rebuild sequences, train or reuse the model, and write forecasts.
 
@@ -100,18 +102,26 @@ def daily_pipeline(
         database_url: default ``PRICECAST_DATABASE_URL``, else SQLite in the home folder.
         home: folder for sequence and model files; default ``PRICECAST_HOME``.
         overrides: other settings for this run, e.g. ``{"epochs": 5}``.
+        dask_address: a Dask scheduler (``tcp://host:8786``) to run the per-shard
+            sequences and forecasts on (``flows.runners``); default
+            ``PRICECAST_DASK_ADDRESS``, else local threads (``PRICECAST_WORKERS``).
 
     Returns:
         A summary: database, as-of date, rows ingested, model version and
         decision, forecasts written.
     """
     logger = get_run_logger()
-    settings = build_settings(database_url, home, sources, tickers, horizon, overrides)
+    settings = build_settings(
+        database_url, home, sources, tickers, horizon, overrides, dask_address
+    )
     url = settings.resolved_database_url
     home_path = str(settings.home_path)
     wanted = settings.tickers
     logger.info("database %s, home %s", describe_url(url), home_path)
     prepare_database(url)
+    fan = fan_out_for(settings)  # before any stage: an unreachable cluster fails at once
+    if fan.parallel:
+        logger.info("per-shard work: %s", fan.describe())
 
     as_of = as_of_date or scheduled_as_of(settings.exchange)
     ingested = ingest_task(url, settings.sources, as_of, wanted, settings)
@@ -145,7 +155,7 @@ def daily_pipeline(
             )
         logger.warning("%s; forecasting the fresh tickers only", message)
 
-    sequences = sequences_task(url, home_path, as_of, tickers, settings.sequence_config())
+    sequences = run_sequences(fan, url, home_path, as_of, tickers, settings.sequence_config())
     if sequences["skipped"]:
         logger.warning("tickers without enough history, skipped: %s", sequences["skipped"])
     trained = train_task(
@@ -166,8 +176,8 @@ def daily_pipeline(
     )
     if trained["created"]:
         logger.info("v%s %s", trained["model_version"], trained["decision"])
-    forecasted = forecast_task(
-        url, as_of, sequences["tickers"], settings.horizon, trained["champion_version"]
+    forecasted = run_forecast(
+        fan, url, as_of, sequences["tickers"], settings.horizon, trained["champion_version"]
     )
     summary = {
         "database": describe_url(url),

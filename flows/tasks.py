@@ -8,8 +8,11 @@ fails at once, since retrying would fail the same way.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import uuid
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,16 +20,23 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
+from pipeline.db.engine import sqlite_path
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.migrate import current_revision, open_database
 from pipeline.db.prices import latest_trade_date, list_tickers
 from pipeline.db.tickers import inactive_tickers
-from pipeline.errors import PricecastError
-from pipeline.evaluate.backtest import BacktestConfig
-from pipeline.evaluate.stage import latest_backtest_summary, run_backtest
-from pipeline.evaluate.variants import variants
+from pipeline.errors import MissingDataError, PricecastError
+from pipeline.evaluate.backtest import BacktestConfig, BacktestUnit, merge_units, run_unit
+from pipeline.evaluate.stage import (
+    backtest_plan,
+    backtest_series,
+    latest_backtest_summary,
+    run_backtest,
+    store_backtest,
+)
+from pipeline.evaluate.variants import Variant, variants
 from pipeline.freshness import stale_tickers
 from pipeline.ingest.load import ingest
 from pipeline.ingest.sources import build_sources
@@ -58,6 +68,24 @@ def retry_on_io_errors(_task: Any, _task_run: Any, state: Any) -> bool:
 def database(url: str) -> Engine:
     """One engine per database URL and process, with the schema in place."""
     return open_database(url)
+
+
+@contextlib.contextmanager
+def shard_transaction(database_url: str) -> Iterator[Connection]:
+    """The transaction of one shard task, which may run beside other shards.
+
+    SQLite has one writer at a time, and a transaction that read before
+    another one wrote fails instead of waiting for it; so shard tasks on one
+    SQLite file take turns, through an exclusive lock on ``<file>.shards.lock``
+    (processes of one machine; SQLite is no database for several). Other
+    databases run them at once.
+    """
+    path = sqlite_path(database_url)
+    with contextlib.ExitStack() as stack:
+        if path is not None:
+            handle = stack.enter_context(path.with_name(f"{path.name}.shards.lock").open("a"))
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield stack.enter_context(database(database_url).begin())
 
 
 _IO = {
@@ -149,6 +177,105 @@ def forecast_task(
         return forecast(conn, as_of, tickers, horizon, model_version).summary()
 
 
+@task(name="sequences-shard", timeout_seconds=3600, **_IO)
+def sequences_shard_task(
+    database_url: str,
+    home: str,
+    as_of: dt.date,
+    tickers: list[str],
+    config: SequenceConfig,
+) -> dict[str, Any]:
+    """``sequences_task`` for one shard of tickers; a shard none of whose tickers has a
+    price reports them skipped (the merged summary fails when no shard built any)."""
+    try:
+        with shard_transaction(database_url) as conn:
+            return build_sequences(conn, Path(home), as_of, tickers, config).summary()
+    except MissingDataError:
+        with database(database_url).connect() as conn:
+            inactive = inactive_tickers(conn)
+        return {
+            "as_of": as_of.isoformat(),
+            "tickers": [],
+            "train_windows": 0,
+            "validation_windows": 0,
+            "skipped": {
+                ticker: "inactive; `pricecast tickers add` reactivates it"
+                if ticker in inactive
+                else f"no prices on or before {as_of}"
+                for ticker in tickers
+            },
+        }
+
+
+@task(name="forecast-shard", timeout_seconds=3600, **_IO)
+def forecast_shard_task(
+    database_url: str,
+    as_of: dt.date,
+    tickers: list[str],
+    horizon: int,
+    model_version: int,
+) -> dict[str, Any]:
+    """``forecast_task`` for one shard of tickers."""
+    with shard_transaction(database_url) as conn:
+        return forecast(conn, as_of, tickers, horizon, model_version).summary()
+
+
+@task(name="backtest-plan", timeout_seconds=900, **_IO)
+def backtest_plan_task(
+    database_url: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    chosen: list[Variant],
+    config: BacktestConfig,
+) -> list[tuple[int, int | None, str]]:
+    """The units of a backtest: ``(fold, variant, label)``, in merge order."""
+    with database(database_url).connect() as conn:
+        plan = backtest_plan(conn, as_of, chosen, config, tickers)
+    return [(unit.fold, unit.variant, unit.describe(chosen)) for unit in plan.units(chosen)]
+
+
+@task(name="backtest-unit", timeout_seconds=12 * 3600, cache_policy=NO_CACHE)
+def backtest_unit_task(
+    database_url: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    chosen: list[Variant],
+    config: BacktestConfig,
+    fold: int,
+    variant: int | None,
+) -> list[Any]:
+    """The forecast points (data frames) of one backtest unit: one fold of the baselines
+    or of one variant, trained from scratch on the stored prices."""
+    with database(database_url).connect() as conn:
+        plan = backtest_plan(conn, as_of, chosen, config, tickers)
+    return run_unit(plan, BacktestUnit(fold, variant), chosen)
+
+
+@task(name="store-backtest", timeout_seconds=3600, **_IO)
+def store_backtest_task(
+    database_url: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    chosen: list[Variant],
+    config: BacktestConfig,
+    parts: list[list[Any]],
+) -> dict[str, Any]:
+    """Merge the units' points into the backtest's metrics and store them."""
+    with database(database_url).begin() as conn:
+        series = backtest_series(conn, as_of, chosen, tickers)
+        run = store_backtest(conn, as_of, series, chosen, config, merge_units(parts, chosen))
+    return _backtest_summary(run)
+
+
+def _backtest_summary(run: Any) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "as_of": run.as_of.isoformat(),
+        "table": run.result.table().to_dict("records"),
+        "records": run.result.records(),
+    }
+
+
 @task(name="backtest", timeout_seconds=12 * 3600, cache_policy=NO_CACHE)
 def backtest_task(
     database_url: str,
@@ -162,12 +289,7 @@ def backtest_task(
     chosen = variants(variant_names, settings.sequence_config(), settings.training_config())
     with database(database_url).begin() as conn:
         run = run_backtest(conn, as_of, chosen, config, tickers)
-    return {
-        "run_id": run.run_id,
-        "as_of": as_of.isoformat(),
-        "table": run.result.table().to_dict("records"),
-        "records": run.result.records(),
-    }
+    return _backtest_summary(run)
 
 
 @task(name="freshness", timeout_seconds=300, **_IO)

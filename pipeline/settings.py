@@ -107,6 +107,17 @@ class Settings(BaseSettings):
         default=0.2, ge=0.0, description="In mode auto, retrain when recent MASE grows this much."
     )
     log_level: str = "INFO"
+    dask_address: str | None = Field(
+        default=None,
+        description="Address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786: per-shard "
+        "work (sequences, forecasts, backtest units) runs on its workers (pricecast[dask]).",
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Shards each stage is split into and run at once: threads of the local "
+        "pool; default 1, or on a Dask cluster its worker threads.",
+    )
 
     @field_validator("source", "tickers", mode="before")
     @classmethod

@@ -1,0 +1,269 @@
+"""Where per-shard work runs: a local thread pool, or an existing Dask cluster.
+
+The sequences and forecast stages split their tickers into shards, and a
+backtest into units (a fold of the baselines or of one variant); each shard
+or unit is one Prefect task, submitted by a small subflow whose task runner is
+chosen here:
+
+* a Dask cluster, when an address is given (the flow's ``dask_address``
+  parameter, else ``PRICECAST_DASK_ADDRESS``): ``prefect_dask.DaskTaskRunner``
+  connected to that scheduler (``pip install 'pricecast[dask]'``);
+* else a local ``ThreadPoolTaskRunner`` of ``PRICECAST_WORKERS`` threads.
+
+With neither an address nor more than one worker, the stages run as before,
+one task each in the flow's own process. A flow's task runner is fixed when
+it starts, hence the subflows. Every shard task receives plain values (a
+database URL, a folder, dates, tickers) and opens its own database engine, so
+it can run in another process or on another machine; the merged results equal
+those of one task for all the tickers. Training the default (global) model is
+one job and stays in the flow's process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import flow
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from flows.tasks import (
+    backtest_unit_task,
+    forecast_shard_task,
+    forecast_task,
+    sequences_shard_task,
+    sequences_task,
+)
+from pipeline.errors import ConfigurationError, MissingDataError
+from pipeline.evaluate.backtest import BacktestConfig
+from pipeline.evaluate.variants import Variant
+from pipeline.sequences.config import SequenceConfig
+from pipeline.settings import Settings
+
+#: What to install for ``DaskTaskRunner``.
+DASK_EXTRA = "pricecast[dask]"
+#: How long the flow waits to reach a Dask scheduler before failing.
+DASK_CONNECT_TIMEOUT = "30s"
+
+
+def dask_task_runner(address: str) -> TaskRunner:
+    """``prefect_dask.DaskTaskRunner`` connected to the scheduler at ``address``.
+
+    Raises:
+        ConfigurationError: ``prefect-dask`` is not installed.
+    """
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"a Dask address is set ({address}) but prefect-dask is not installed "
+            f"({exc.name} is missing); pip install '{DASK_EXTRA}', or unset "
+            "PRICECAST_DASK_ADDRESS / --dask-address to run on this machine"
+        ) from exc
+    return DaskTaskRunner(address=address)
+
+
+def dask_threads(address: str) -> int:
+    """The worker threads of the Dask cluster at ``address`` (at least 1).
+
+    Raises:
+        ConfigurationError: ``distributed`` is missing, or the scheduler cannot be reached.
+    """
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"a Dask address is set ({address}) but distributed is not installed; "
+            f"pip install '{DASK_EXTRA}'"
+        ) from exc
+    try:
+        with Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False) as client:
+            return max(1, sum(client.nthreads().values()))
+    except (OSError, TimeoutError) as exc:
+        raise ConfigurationError(
+            f"cannot reach the Dask scheduler at {address} ({exc}); check the address "
+            "(PRICECAST_DASK_ADDRESS or --dask-address) and that the scheduler is running"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """Where and how wide per-shard work runs.
+
+    Attributes:
+        address: the Dask scheduler's address, or ``None`` for the local pool.
+        shards: how many shards a stage's tickers are split into (at most).
+    """
+
+    address: str | None = None
+    shards: int = 1
+
+    @property
+    def parallel(self) -> bool:
+        """Whether stages fan out at all (else they run as one task in the flow's process)."""
+        return self.address is not None or self.shards > 1
+
+    def task_runner(self) -> TaskRunner:
+        """A fresh task runner for one fan-out subflow."""
+        if self.address:
+            return dask_task_runner(self.address)
+        return ThreadPoolTaskRunner(max_workers=self.shards)
+
+    def describe(self) -> str:
+        """E.g. ``4 shards on the Dask cluster at tcp://10.0.0.5:8786``, for logs."""
+        where = f"the Dask cluster at {self.address}" if self.address else "local threads"
+        return f"{self.shards} shard{'s' if self.shards != 1 else ''} on {where}"
+
+
+def fan_out_for(settings: Settings, dask_address: str | None = None) -> FanOut:
+    """The fan-out of a run: the ``dask_address`` parameter wins over
+    ``PRICECAST_DASK_ADDRESS``; ``PRICECAST_WORKERS`` shards, by default 1 locally or
+    the cluster's worker threads.
+
+    Raises:
+        ConfigurationError: an address is set but ``pricecast[dask]`` is not installed
+            or the scheduler cannot be reached.
+    """
+    address = dask_address or settings.dask_address or None
+    if address is None:
+        return FanOut(None, settings.workers or 1)
+    dask_task_runner(address)  # fail early, before any stage ran, without the extra
+    return FanOut(address, settings.workers or dask_threads(address))
+
+
+def split_tickers(tickers: Sequence[str], shards: int) -> list[list[str]]:
+    """``tickers`` sorted and cut into at most ``shards`` contiguous, near-equal, non-empty
+    groups, so the groups' results, concatenated in order, are in ticker order."""
+    ordered = sorted(tickers)
+    size = math.ceil(len(ordered) / max(1, shards)) if ordered else 1
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+
+
+def run_sequences(
+    fan: FanOut,
+    database_url: str,
+    home: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    config: SequenceConfig,
+) -> dict[str, Any]:
+    """The sequences stage: one task, or one task per shard through ``fan``'s runner."""
+    if not fan.parallel or not tickers:
+        return sequences_task(database_url, home, as_of, tickers, config)
+    return sequences_shards.with_options(task_runner=fan.task_runner())(
+        database_url, home, as_of, split_tickers(tickers, fan.shards), config
+    )
+
+
+def run_forecast(
+    fan: FanOut,
+    database_url: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    horizon: int,
+    model_version: int,
+) -> dict[str, Any]:
+    """The forecast stage: one task, or one task per shard through ``fan``'s runner."""
+    if not fan.parallel or not tickers:
+        return forecast_task(database_url, as_of, tickers, horizon, model_version)
+    return forecast_shards.with_options(task_runner=fan.task_runner())(
+        database_url, as_of, split_tickers(tickers, fan.shards), horizon, model_version
+    )
+
+
+@flow(name="sequences-shards", log_prints=False)
+def sequences_shards(
+    database_url: str,
+    home: str,
+    as_of: dt.date,
+    shards: list[list[str]],
+    config: SequenceConfig,
+) -> dict[str, Any]:
+    """Build each shard's sequences in its own task; the summary of all of them.
+
+    Raises:
+        MissingDataError: no ticker of any shard has a price up to ``as_of``.
+    """
+    futures = [
+        sequences_shard_task.with_options(
+            task_run_name=f"sequences-shard-{number}-of-{len(shards)}"
+        ).submit(database_url, home, as_of, tickers, config)
+        for number, tickers in enumerate(shards, start=1)
+    ]
+    return merge_sequence_summaries(as_of, [future.result() for future in futures], shards)
+
+
+def merge_sequence_summaries(
+    as_of: dt.date, summaries: Sequence[dict[str, Any]], shards: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    """The summary ``build_sequences`` gives for all the shards' tickers at once.
+
+    Raises:
+        MissingDataError: no shard built anything because none of its tickers had a price.
+    """
+    if not any(summary["tickers"] for summary in summaries):
+        wanted = ", ".join(ticker for shard in shards for ticker in shard)
+        raise MissingDataError(f"no prices for {wanted} on or before {as_of}; ingest prices first")
+    skipped: dict[str, str] = {}
+    for summary in summaries:
+        skipped.update(summary["skipped"])
+    return {
+        "as_of": as_of.isoformat(),
+        "tickers": [ticker for summary in summaries for ticker in summary["tickers"]],
+        "train_windows": sum(summary["train_windows"] for summary in summaries),
+        "validation_windows": sum(summary["validation_windows"] for summary in summaries),
+        "skipped": dict(sorted(skipped.items())),
+    }
+
+
+@flow(name="forecast-shards", log_prints=False)
+def forecast_shards(
+    database_url: str,
+    as_of: dt.date,
+    shards: list[list[str]],
+    horizon: int,
+    model_version: int,
+) -> dict[str, Any]:
+    """Forecast each shard's tickers in its own task; the summary of all of them."""
+    futures = [
+        forecast_shard_task.with_options(
+            task_run_name=f"forecast-shard-{number}-of-{len(shards)}"
+        ).submit(database_url, as_of, tickers, horizon, model_version)
+        for number, tickers in enumerate(shards, start=1)
+    ]
+    summaries = [future.result() for future in futures]
+    stale: dict[str, str] = {}
+    for summary in summaries:
+        stale.update(summary["stale"])
+    first = summaries[0]
+    return {
+        "as_of": first["as_of"],
+        "model_version": first["model_version"],
+        "horizon": first["horizon"],
+        "tickers": [ticker for summary in summaries for ticker in summary["tickers"]],
+        "forecasts_written": sum(summary["forecasts_written"] for summary in summaries),
+        "stale": dict(sorted(stale.items())),
+    }
+
+
+@flow(name="backtest-units", log_prints=False)
+def backtest_units(
+    database_url: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    variants: list[Variant],
+    config: BacktestConfig,
+    units: list[tuple[int, int | None]],
+    labels: list[str],
+) -> list[list[Any]]:
+    """Compute each backtest unit ``(fold, variant)`` in its own task; their points, in order."""
+    futures = [
+        backtest_unit_task.with_options(task_run_name=f"backtest-{label.replace(' ', '-')}").submit(
+            database_url, as_of, tickers, variants, config, fold, variant
+        )
+        for (fold, variant), label in zip(units, labels, strict=True)
+    ]
+    return [future.result() for future in futures]
