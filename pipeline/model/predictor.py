@@ -17,14 +17,17 @@ from sqlalchemy.engine import Connection
 
 from pipeline.db.models import model_scalers
 from pipeline.model.network import as_inputs
-from pipeline.model.store import GLOBAL, load_networks
+from pipeline.model.numpy_lstm import NumpyLSTM, read_networks
+from pipeline.model.store import GLOBAL
 from pipeline.sequences.scaling import Params, Scaler, get_scaler, stack_params
 
 _CHUNK = 8192
 
 
 def _predict(network: Any, encoded: np.ndarray) -> np.ndarray:
-    """Predict one chunk, padded to a power-of-two batch so Keras traces few shapes."""
+    """Predict one chunk; for Keras, padded to a power-of-two batch so it traces few shapes."""
+    if isinstance(network, NumpyLSTM):
+        return network.predict(encoded)
     size = len(encoded)
     padded = max(32, 1 << (size - 1).bit_length())
     batch = np.zeros((padded, encoded.shape[1]), dtype=float)
@@ -97,14 +100,19 @@ class Predictor:
 def load_predictor(
     conn: Connection, model_row: Mapping[str, Any], tickers: Sequence[str] | None = None
 ) -> Predictor:
-    """The predictor of a registered model version (for ``tickers``, default all it covers)."""
+    """The predictor of a registered model version (for ``tickers``, default all it covers).
+
+    Its networks are NumPy forward passes read from the model's files
+    (``numpy_lstm``): they agree with Keras' to float32 rounding.
+    """
     scalers = model_scalers(conn, model_row["version"])
     wanted = sorted(tickers) if tickers is not None else sorted(scalers)
     scaling = {scalers[ticker]["scaling"] for ticker in wanted} or {
         model_row["hyperparameters"].get("scaling", "minmax")
     }
     (name,) = scaling
-    networks = load_networks(
+    # Read in NumPy (numpy_lstm): forecasting with a stored model imports no TensorFlow.
+    networks = read_networks(
         Path(model_row["file_path"]),
         None if Path(model_row["file_path"]).is_file() else list(wanted),
     )

@@ -1,0 +1,159 @@
+"""The network's forward pass in NumPy, read from a ``.keras`` file without TensorFlow.
+
+Forecasting, validating and backtesting only ever run the network forward:
+``LSTM(units)`` over a window of scaled closes, then ``Dense(1)``. Importing
+TensorFlow and Keras to do that costs several seconds per process, more than
+the forecasts themselves; a run that reuses its champion (most daily runs)
+need not pay it. Every prediction of the pipeline goes through this one
+implementation, for networks just trained (``from_keras``) and for networks
+read from their files (``read_keras_file``) alike, so a champion scores the
+same whichever way it was loaded.
+
+The arithmetic is Keras' LSTM cell (gates in the order input, forget, cell,
+output; ``sigmoid`` and ``tanh``) in float32, as Keras computes it; results
+agree with ``keras.Model.predict`` to float32 rounding (tested).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ModelStoreError
+
+_WEIGHTS = "model.weights.h5"
+_CONFIG = "config.json"
+
+
+@dataclass(frozen=True)
+class NumpyLSTM:
+    """``LSTM(units)`` then ``Dense(1)``: the weights, and the forward pass."""
+
+    kernel: np.ndarray  # (features, 4 * units)
+    recurrent_kernel: np.ndarray  # (units, 4 * units)
+    bias: np.ndarray  # (4 * units,)
+    dense_kernel: np.ndarray  # (units, 1)
+    dense_bias: np.ndarray  # (1,)
+
+    @property
+    def units(self) -> int:
+        return self.recurrent_kernel.shape[0]
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Outputs ``(n,)`` for windows ``(n, window)`` or ``(n, window, features)``."""
+        x = np.asarray(inputs, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[..., np.newaxis]
+        n, steps, _ = x.shape
+        units = self.units
+        h = np.zeros((n, units), dtype=np.float32)
+        c = np.zeros((n, units), dtype=np.float32)
+        projected = x @ self.kernel + self.bias  # (n, steps, 4 * units), all steps at once
+        for step in range(steps):
+            z = projected[:, step, :] + h @ self.recurrent_kernel
+            i = _sigmoid(z[:, :units])
+            f = _sigmoid(z[:, units : 2 * units])
+            g = np.tanh(z[:, 2 * units : 3 * units])
+            o = _sigmoid(z[:, 3 * units :])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+        return (h @ self.dense_kernel + self.dense_bias).reshape(-1)
+
+    @classmethod
+    def from_keras(cls, model: Any) -> NumpyLSTM:
+        """The forward pass of a built Keras ``Sequential([Input, LSTM, Dense(1)])``."""
+        lstm, dense = _layers_of(type(layer).__name__ for layer in model.layers)
+        kernel, recurrent, bias = model.layers[lstm].get_weights()
+        dense_kernel, dense_bias = model.layers[dense].get_weights()
+        return cls._checked(kernel, recurrent, bias, dense_kernel, dense_bias, origin="the network")
+
+    @classmethod
+    def _checked(cls, *arrays: np.ndarray | Any, origin: str) -> NumpyLSTM:
+        kernel, recurrent, bias, dense_kernel, dense_bias = (
+            np.asarray(array, dtype=np.float32) for array in arrays
+        )
+        units = recurrent.shape[0]
+        if (
+            kernel.ndim != 2
+            or kernel.shape[1] != 4 * units
+            or recurrent.shape != (units, 4 * units)
+            or bias.shape != (4 * units,)
+            or dense_kernel.shape != (units, 1)
+            or dense_bias.shape != (1,)
+        ):
+            raise ModelStoreError(f"{origin} is not an LSTM then Dense(1) network")
+        return cls(kernel, recurrent, bias, dense_kernel, dense_bias)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _layers_of(names: Any) -> tuple[int, int]:
+    """Positions of the LSTM and Dense layers among the model's layers (input excluded)."""
+    classes = list(names)
+    if classes.count("LSTM") != 1 or classes.count("Dense") != 1:
+        raise ModelStoreError(f"expected one LSTM and one Dense layer, found {classes}")
+    return classes.index("LSTM"), classes.index("Dense")
+
+
+def read_keras_file(path: Path) -> NumpyLSTM:
+    """The forward pass of a network saved by Keras as ``path`` (a ``.keras`` zip).
+
+    Raises:
+        ModelStoreError: the file is missing, not a Keras archive, or not an
+            ``LSTM`` then ``Dense(1)`` network.
+    """
+    import h5py  # a dependency of TensorFlow; cheap to import, unlike it
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read(_CONFIG))
+            weights = archive.read(_WEIGHTS)
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise ModelStoreError(f"cannot read model file {path}: {exc}") from exc
+    described = [
+        layer
+        for layer in config.get("config", {}).get("layers", [])
+        if layer.get("class_name") in ("LSTM", "Dense")
+    ]
+    lstm, dense = _layers_of(layer["class_name"] for layer in described)
+    layers = [layer.get("config", {}).get("name") for layer in described]
+    try:
+        with h5py.File(io.BytesIO(weights), "r") as store:
+            cell = store[f"layers/{layers[lstm]}/cell/vars"]
+            head = store[f"layers/{layers[dense]}/vars"]
+            arrays = [cell["0"][()], cell["1"][()], cell["2"][()], head["0"][()], head["1"][()]]
+    except (OSError, KeyError) as exc:
+        raise ModelStoreError(f"model file {path} lacks the LSTM's weights: {exc}") from exc
+    return NumpyLSTM._checked(*arrays, origin=f"model file {path}")
+
+
+def read_networks(path: Path, tickers: list[str] | None = None) -> dict[str, NumpyLSTM]:
+    """A saved model's networks for prediction, keyed like ``store.load_networks``.
+
+    Args:
+        path: the model's file (one global network) or folder (one per ticker).
+        tickers: for a per-ticker model, the tickers to read (default all).
+
+    Raises:
+        ModelStoreError: the files are missing or are not such networks.
+    """
+    from pipeline.model.store import GLOBAL
+
+    if not path.exists():
+        raise ModelStoreError(f"model file {path} is missing; retrain with --mode retrain")
+    if path.is_file():
+        return {GLOBAL: read_keras_file(path)}
+    files = {file.stem: file for file in sorted(path.glob("*.keras"))}
+    wanted = tickers if tickers is not None else list(files)
+    missing = sorted(set(wanted) - set(files))
+    if missing:
+        raise ModelStoreError(f"model folder {path} has no network for {', '.join(missing)}")
+    return {ticker: read_keras_file(files[ticker]) for ticker in wanted}
