@@ -40,16 +40,49 @@ def save_networks(networks: Mapping[str, keras.Model], path: Path) -> Path:
     failed (versions are registered after their files are saved); it is
     replaced, with a warning.
     """
-    if path.exists():
-        logger.warning("replacing %s, left by a training that was not registered", path)
-    if set(networks) == {GLOBAL}:
-        write_atomically(path, lambda temporary: _save(networks[GLOBAL], temporary))
-        return path
+    staging = staging_folder(path)
+    try:
+        for key, network in networks.items():
+            save_network(network, network_file(staging, key))
+        return publish_networks(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def staging_folder(path: Path) -> Path:
+    """An empty folder beside ``path`` where a model's networks are saved one by one
+    (``network_file``) before ``publish_networks`` moves them to ``path``."""
     staging = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for ticker, network in networks.items():
-        _save(network, staging / f"{ticker}.keras")
+    return staging
+
+
+def network_file(path: Path, key: str) -> Path:
+    """The file of network ``key`` in a model's file or folder (or a staging folder)."""
+    if path.is_file():
+        return path
+    return path / f"{'network' if key == GLOBAL else key}.keras"
+
+
+def save_network(network: keras.Model, target: Path) -> None:
+    """Save one network as a ``.keras`` file, written under a temporary name then renamed."""
+    write_atomically(target, lambda temporary: _save(network, temporary))
+
+
+def publish_networks(staging: Path, path: Path) -> Path:
+    """Move the networks saved in ``staging`` to ``path``: the file of a global model
+    (``staging`` holds only ``GLOBAL``'s), or the folder of a per-ticker one.
+
+    Anything already at ``path`` belongs to a version whose registration
+    failed; it is replaced, with a warning.
+    """
+    if path.exists():
+        logger.warning("replacing %s, left by a training that was not registered", path)
+    if path.suffix == ".keras":
+        network_file(staging, GLOBAL).replace(path)
+        shutil.rmtree(staging)
+        return path
     if path.exists():
         shutil.rmtree(path)
     staging.rename(path)
@@ -61,6 +94,17 @@ def _save(model: keras.Model, target: Path) -> None:
     named = target.with_name(target.name + ".keras")
     model.save(named)
     named.replace(target)
+
+
+def load_network(path: Path, for_training: bool = False) -> keras.Model:
+    """Load one network file; ``for_training`` restores its optimizer state too.
+
+    Raises:
+        ModelStoreError: the file is missing or not a Keras model.
+    """
+    if not path.is_file():
+        raise ModelStoreError(f"model file {path} is missing; retrain with --mode retrain")
+    return _load(path, for_training)
 
 
 def _load(path: Path, for_training: bool) -> keras.Model:
