@@ -185,3 +185,40 @@ def test_shards_on_local_threads_write_the_serial_forecasts(tmp_path: Path, db_u
     assert threads["forecast"] == serial["forecast"]
     assert threads["sequences"] == serial["sequences"]
     pd.testing.assert_frame_equal(_forecasts(db_url), expected)
+
+
+@pytest.fixture
+def restored_library_logging() -> Iterator[None]:
+    """The command line sets up the ``pipeline`` logger; undo it after an in-process call."""
+    library = logging.getLogger("pipeline")
+    handlers, level, propagate = list(library.handlers), library.level, library.propagate
+    yield
+    library.handlers[:] = handlers
+    library.setLevel(level)
+    library.propagate = propagate
+
+
+@pytest.mark.usefixtures("restored_library_logging")
+def test_the_backtest_command_on_local_threads_prints_the_serial_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import flows.cli
+
+    monkeypatch.setattr(flows.cli, "_quiet_console_tracebacks", lambda: None)  # cosmetic
+    for name, value in TINY_OVERRIDES.items():
+        monkeypatch.setenv(f"PRICECAST_{name.upper()}", str(value))
+    monkeypatch.delenv("PRICECAST_DASK_ADDRESS", raising=False)
+    url = f"sqlite:///{tmp_path / 'bt.db'}"
+    engine = open_database(url)
+    with engine.begin() as conn:
+        upsert_prices(conn, synthetic_prices(("AAA", "BBB"), days=100))
+    engine.dispose()
+    records = {}
+    for name, extra in (("serial", []), ("threads", ["--workers", "2"])):
+        path = tmp_path / f"{name}.json"
+        command = ["backtest", "--database-url", url, "--folds", "2", "--json", str(path)]
+        assert flows.cli.main([*command, *extra]) == 0
+        records[name] = pd.read_json(path)
+    output = capsys.readouterr().out
+    assert output.count("backtest ") == 2 and "default *" in output
+    pd.testing.assert_frame_equal(records["threads"], records["serial"], rtol=1e-9)
