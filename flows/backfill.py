@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.daily import build_settings, daily_pipeline
+from pipeline.db.lock import pipeline_lock
 from pipeline.errors import ConfigurationError
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions, previous_session
 
@@ -93,39 +94,43 @@ def backfill(
         settings.exchange,
         f" ({days[0]} to {days[-1]})" if days else "",
     )
-    runs = []
-    for number, day in enumerate(days, start=1):
-        summary = daily_pipeline.with_options(flow_run_name=f"daily-pipeline-{day.isoformat()}")(
-            as_of_date=day,
-            tickers=tickers,
-            sources=sources,
-            mode=mode,
-            horizon=horizon,
-            database_url=database_url,
-            home=home,
-            overrides=overrides,
-            dask_address=dask_address,
-        )
-        model, written = summary["model"], summary["forecast"]["forecasts_written"]
-        logger.info(
-            "%d/%d as of %s: model v%s (%s), champion v%s, %d forecasts written",
-            number,
-            len(days),
-            day,
-            model["model_version"],
-            model["action"],
-            model["champion_version"],
-            written,
-        )
-        runs.append(
-            {
-                "as_of": summary["as_of"],
-                "model_version": model["model_version"],
-                "action": model["action"],
-                "champion_version": model["champion_version"],
-                "forecasts_written": written,
-            }
-        )
+    # Held across the days; the daily runs inside take it again without waiting.
+    with pipeline_lock(settings.resolved_database_url, settings.lock_wait_seconds):
+        runs = []
+        for number, day in enumerate(days, start=1):
+            summary = daily_pipeline.with_options(
+                flow_run_name=f"daily-pipeline-{day.isoformat()}"
+            )(
+                as_of_date=day,
+                tickers=tickers,
+                sources=sources,
+                mode=mode,
+                horizon=horizon,
+                database_url=database_url,
+                home=home,
+                overrides=overrides,
+                dask_address=dask_address,
+            )
+            model, written = summary["model"], summary["forecast"]["forecasts_written"]
+            logger.info(
+                "%d/%d as of %s: model v%s (%s), champion v%s, %d forecasts written",
+                number,
+                len(days),
+                day,
+                model["model_version"],
+                model["action"],
+                model["champion_version"],
+                written,
+            )
+            runs.append(
+                {
+                    "as_of": summary["as_of"],
+                    "model_version": model["model_version"],
+                    "action": model["action"],
+                    "champion_version": model["champion_version"],
+                    "forecasts_written": written,
+                }
+            )
     return {
         "start_date": start_date.isoformat(),
         "end_date": end_date.isoformat(),

@@ -723,6 +723,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+#: Commands that write pipeline data; the flows take the lock themselves.
+_WRITERS = (_ingest, _sequences, _train, _forecast, _backtest, _tickers_command)
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -736,6 +740,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         if handler not in (_run, _serve):  # flows log through Prefect's handlers
             _configure_logging(args, settings)
+        if handler in _WRITERS:  # one writer at a time per database (pipeline.db.lock)
+            from pipeline.db.lock import pipeline_lock
+
+            with pipeline_lock(settings.resolved_database_url, settings.lock_wait_seconds):
+                return handler(args, settings)
         return handler(args, settings)
     except ValidationError as exc:
         problems = "; ".join(

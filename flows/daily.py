@@ -22,6 +22,7 @@ from flows.tasks import (
     train_task,
 )
 from pipeline.db.engine import describe_url
+from pipeline.db.lock import pipeline_lock
 from pipeline.errors import MissingDataError, StaleDataError
 from pipeline.freshness import describe_stale
 from pipeline.settings import Settings
@@ -118,6 +119,20 @@ def daily_pipeline(
     home_path = str(settings.home_path)
     wanted = settings.tickers
     logger.info("database %s, home %s", describe_url(url), home_path)
+    with pipeline_lock(url, settings.lock_wait_seconds):
+        return _run_stages(logger, settings, url, home_path, wanted, as_of_date, mode)
+
+
+def _run_stages(
+    logger: Any,
+    settings: Settings,
+    url: str,
+    home_path: str,
+    wanted: list[str] | None,
+    as_of_date: dt.date | None,
+    mode: str,
+) -> dict[str, Any]:
+    """The body of ``daily_pipeline``, run while holding the database's pipeline lock."""
     prepare_database(url)
     fan = fan_out_for(settings)  # before any stage: an unreachable cluster fails at once
     if fan.parallel:

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         description="A ticker without the last trading day's close: forecast the fresh "
         "tickers only (skip) or fail the run (fail).",
     )
+    lock_wait_seconds: float = Field(
+        default=6 * 3600,
+        gt=0,
+        description="How long a run waits for another run on the same database to finish.",
+    )
     interval_level: float = Field(
         default=0.9, gt=0.0, lt=1.0, description="Coverage the prediction intervals aim for."
     )
