@@ -130,8 +130,9 @@ def fan_out_for(settings: Settings, dask_address: str | None = None) -> FanOut:
     address = dask_address or settings.dask_address or None
     if address is None:
         return FanOut(None, settings.workers or 1)
-    dask_task_runner(address)  # fail early, before any stage ran, without the extra
-    return FanOut(address, settings.workers or dask_threads(address))
+    dask_task_runner(address)  # fail early, before any stage ran: without the extra,
+    threads = dask_threads(address)  # or when the scheduler does not answer
+    return FanOut(address, settings.workers or threads)
 
 
 def split_tickers(tickers: Sequence[str], shards: int) -> list[list[str]]:

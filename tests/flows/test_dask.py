@@ -152,7 +152,7 @@ def test_a_missing_dask_extra_or_scheduler_is_a_clear_error(
             fan_out_for(Settings(dask_address="tcp://127.0.0.1:8786"))
     monkeypatch.setattr(flows.runners, "DASK_CONNECT_TIMEOUT", "2s")
     with pytest.raises(ConfigurationError, match="cannot reach the Dask scheduler at tcp://"):
-        fan_out_for(Settings(dask_address="tcp://127.0.0.1:9"))
+        fan_out_for(Settings(dask_address="tcp://127.0.0.1:9", workers=2))
 
 
 @pytest.mark.parametrize(
