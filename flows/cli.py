@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mode(run)
     _add_horizon(run)
     _add_fan_out(run)
+    run.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run every stage even when nothing changed since the last run with these "
+        "settings (by default such a run stops after ingesting and reports that run)",
+    )
 
     ingest = _command(
         commands,
@@ -698,6 +704,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         home=str(settings.home_path),
         overrides={"workers": settings.workers} if settings.workers else None,
         dask_address=settings.dask_address,
+        rerun=args.rerun,
     )
     ingest, model, fc = summary["ingest"], summary["model"], summary["forecast"]
     _print(
@@ -717,6 +724,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 "forecasts",
                 f"{fc['forecasts_written']} written ({fc['horizon']} trading days after "
                 f"{summary['as_of']})",
+            ),
+            *(
+                [
+                    (
+                        "unchanged",
+                        f"nothing changed since the run that finished at "
+                        f"{summary['finished_at']}; its results stand (--rerun runs every stage)",
+                    )
+                ]
+                if summary.get("unchanged")
+                else []
             ),
         ]
     )

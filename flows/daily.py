@@ -18,11 +18,14 @@ from flows.tasks import (
     ingest_task,
     latest_price_date_task,
     prepare_database,
+    record_run_task,
     report_task,
     train_task,
+    unchanged_run_task,
 )
 from pipeline.db.engine import describe_url
 from pipeline.db.lock import pipeline_lock
+from pipeline.db.runs import run_key
 from pipeline.errors import MissingDataError, StaleDataError
 from pipeline.freshness import describe_stale
 from pipeline.settings import Settings
@@ -78,7 +81,22 @@ def build_settings(
 FLOW_TIMEOUT_SECONDS = 8 * 3600
 
 
-@flow(name="daily-pipeline", log_prints=False, timeout_seconds=FLOW_TIMEOUT_SECONDS)
+FLOW_NAME = "daily-pipeline"
+
+
+def _run_settings(settings: Settings, home: str, mode: str) -> dict[str, Any]:
+    """What, besides the as-of date, tickers and data, a run's outputs depend on."""
+    return {
+        "sequences": settings.sequence_config().to_dict(),
+        "model": settings.training_config().to_dict(),
+        "horizon": settings.horizon,
+        "mode": mode,
+        "home": home,
+        "exchange": settings.exchange,
+    }
+
+
+@flow(name=FLOW_NAME, log_prints=False, timeout_seconds=FLOW_TIMEOUT_SECONDS)
 def daily_pipeline(
     as_of_date: dt.date | None = None,
     tickers: list[str] | None = None,
@@ -89,8 +107,15 @@ def daily_pipeline(
     home: str | None = None,
     overrides: dict[str, Any] | None = None,
     dask_address: str | None = None,
+    rerun: bool = False,
 ) -> dict[str, Any]:
     """Ingest prices, rebuild sequences, train or reuse the model, and write forecasts.
+
+    A run that finds nothing changed since the last completed run with the
+    same as-of date, tickers and settings (no price written, the same
+    champion and forecasts: ``pipeline.db.runs``) stops after ingesting and
+    returns that run's summary, marked ``unchanged``; ``rerun`` runs every
+    stage anyway.
 
     Args:
         as_of_date: the last date whose prices may be used. Default: the
@@ -106,6 +131,7 @@ def daily_pipeline(
         dask_address: a Dask scheduler (``tcp://host:8786``) to run the per-shard
             sequences and forecasts on (``flows.runners``); default
             ``PRICECAST_DASK_ADDRESS``, else local threads (``PRICECAST_WORKERS``).
+        rerun: run every stage even when nothing changed.
 
     Returns:
         A summary: database, as-of date, rows ingested, model version and
@@ -120,7 +146,7 @@ def daily_pipeline(
     wanted = settings.tickers
     logger.info("database %s, home %s", describe_url(url), home_path)
     with pipeline_lock(url, settings.lock_wait_seconds):
-        return _run_stages(logger, settings, url, home_path, wanted, as_of_date, mode)
+        return _run_stages(logger, settings, url, home_path, wanted, as_of_date, mode, rerun)
 
 
 def _run_stages(
@@ -131,6 +157,7 @@ def _run_stages(
     wanted: list[str] | None,
     as_of_date: dt.date | None,
     mode: str,
+    rerun: bool = False,
 ) -> dict[str, Any]:
     """The body of ``daily_pipeline``, run while holding the database's pipeline lock."""
     prepare_database(url)
@@ -170,6 +197,23 @@ def _run_stages(
             )
         logger.warning("%s; forecasting the fresh tickers only", message)
 
+    key = run_key(FLOW_NAME, as_of, tickers, _run_settings(settings, home_path, mode))
+    previous = None if rerun else unchanged_run_task(url, key, as_of)
+    if previous is not None:
+        summary = {**previous, "ingest": ingested, "unchanged": True}
+        logger.info(
+            "nothing changed since the run that finished at %s (same prices, champion v%s "
+            "and forecasts): its %d forecasts as of %s stand; rerun=True runs every stage",
+            previous["finished_at"],
+            summary["model"]["champion_version"],
+            summary["forecast"]["forecasts_written"],
+            as_of,
+        )
+        publish_artifacts(
+            summary, forecast_rows_task(url, as_of, summary["model"]["champion_version"])
+        )
+        return summary
+
     sequences = run_sequences(fan, url, home_path, as_of, tickers, settings.sequence_config())
     if sequences["skipped"]:
         logger.warning("tickers without enough history, skipped: %s", sequences["skipped"])
@@ -206,6 +250,8 @@ def _run_stages(
         "backtest": backtest_summary_task(url),
     }
     summary["report"] = report_task(url, home_path, as_of)
+    summary["unchanged"] = False
+    record_run_task(url, key, FLOW_NAME, as_of, summary)
     publish_artifacts(summary, forecast_rows_task(url, as_of, trained["champion_version"]))
     logger.info(
         "done: %d tickers, %d rows ingested, model v%s (%s), champion v%s, %d forecasts written",

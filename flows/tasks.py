@@ -26,6 +26,7 @@ from pipeline.db.engine import sqlite_path
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.migrate import current_revision, open_database
 from pipeline.db.prices import latest_trade_date, list_tickers
+from pipeline.db.runs import completed_run, record_run, run_inputs
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError, PricecastError
 from pipeline.evaluate.backtest import BacktestConfig, BacktestUnit, merge_units, run_unit
@@ -330,3 +331,19 @@ def report_task(database_url: str, home: str, as_of: dt.date) -> str:
     """Write the HTML report as of ``as_of``; returns its path."""
     with database(database_url).connect() as conn:
         return str(write_report(conn, report_path(Path(home), as_of), as_of))
+
+
+@task(name="unchanged-run", timeout_seconds=300, **_IO)
+def unchanged_run_task(database_url: str, key: str, as_of: dt.date) -> dict[str, Any] | None:
+    """The summary of the completed run with this key, if nothing it depends on changed."""
+    with database(database_url).connect() as conn:
+        return completed_run(conn, key, run_inputs(conn, as_of))
+
+
+@task(name="record-run", timeout_seconds=300, **_IO)
+def record_run_task(
+    database_url: str, key: str, flow_name: str, as_of: dt.date, summary: dict[str, Any]
+) -> None:
+    """Record a completed run, so that a rerun with nothing new returns at once."""
+    with database(database_url).begin() as conn:
+        record_run(conn, key, flow_name, as_of, summary)

@@ -23,6 +23,15 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         f"Database `{summary['database']}`.",
         "",
+    ]
+    if summary.get("unchanged"):
+        lines += [
+            "**Nothing changed** since the run that finished at "
+            f"{summary.get('finished_at', '?')}: same prices, champion and forecasts; "
+            "its results below stand and no stage ran again.",
+            "",
+        ]
+    lines += [
         "## Data",
         "",
         f"- Inputs: {ingest['inputs']} ({ingest['inputs_loaded']} loaded, "

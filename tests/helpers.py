@@ -61,11 +61,14 @@ def write_long_csv(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def table_snapshot(engine: Engine) -> dict[str, list[tuple]]:
-    """Every row of every pricecast table, sorted, for before/after comparisons."""
+def table_snapshot(engine: Engine, exclude: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
+    """Every row of every pricecast table (but ``exclude``), sorted, for before/after
+    comparisons."""
     snapshot = {}
     with engine.connect() as conn:
         for table in metadata.sorted_tables:
+            if table.name in exclude:
+                continue
             rows = conn.execute(sa.select(table)).all()
             snapshot[table.name] = sorted(tuple(map(repr, row)) for row in rows)
     return snapshot

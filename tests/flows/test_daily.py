@@ -39,15 +39,50 @@ def test_the_flow_runs_every_stage_and_a_rerun_changes_nothing(tmp_path: Path) -
     before = table_snapshot(engine)
     files = {path: sha256_file(path) for path in (tmp_path / "home").rglob("*") if path.is_file()}
 
+    # Nothing changed: the run stops after ingesting and reports the first run.
     second = _run(tmp_path, source)
-    assert second["model"] == {
+    assert second["unchanged"] is True and first["unchanged"] is False
+    assert second["model"] == first["model"]
+    assert second["forecast"] == first["forecast"]
+    assert second["ingest"]["inputs_unchanged"] == 1 and second["ingest"]["rows_loaded"] == 0
+    assert table_snapshot(engine) == before
+    assert {p: sha256_file(p) for p in (tmp_path / "home").rglob("*") if p.is_file()} == files
+
+    # Every stage again, by request: the model is reused and nothing changes either.
+    third = _run(tmp_path, source, rerun=True)
+    assert third["unchanged"] is False
+    assert third["model"] == {
         **first["model"],
         "action": "reuse",
         "created": False,
-        "reason": second["model"]["reason"],
+        "reason": third["model"]["reason"],
+        # Nothing was fitted this time.
+        **dict.fromkeys(("epochs_run", "train_samples", "fit_seconds", "samples_per_second")),
     }
-    assert table_snapshot(engine) == before
+    assert table_snapshot(engine, exclude=("run_states",)) == {
+        name: rows for name, rows in before.items() if name != "run_states"
+    }
     assert {p: sha256_file(p) for p in (tmp_path / "home").rglob("*") if p.is_file()} == files
+
+
+def test_a_new_price_or_a_new_setting_runs_every_stage_again(tmp_path: Path) -> None:
+    prices = synthetic_prices(("AAA", "BBB"), days=61)
+    source = write_long_csv(
+        prices[prices["trade_date"] < prices["trade_date"].max()], tmp_path / "p.csv"
+    )
+    first = _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22))
+    assert _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22))["unchanged"] is True
+    # A different horizon is a different run.
+    other = _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22), horizon=2)
+    assert other["unchanged"] is False and other["forecast"]["horizon"] == 2
+    # A corrected file for the same dates: the prices changed, every stage runs.
+    corrected = prices[prices["trade_date"] < prices["trade_date"].max()].copy()
+    corrected.loc[corrected.index[-1], "close"] *= 1.01
+    write_long_csv(corrected, source)
+    again = _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22))
+    assert again["unchanged"] is False
+    assert again["ingest"]["rows_loaded"] > 0
+    assert again["forecast"]["forecasts_written"] == first["forecast"]["forecasts_written"]
 
 
 def test_an_explicit_as_of_date_and_tickers(tmp_path: Path) -> None:
