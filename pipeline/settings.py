@@ -61,10 +61,10 @@ class Settings(BaseSettings):
         description="The price the model learns: close, or adj_close where a ticker has it.",
     )
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
-    units: int = Field(default=50, ge=1)
+    units: int = Field(default=32, ge=1)
     epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=256, ge=1)
-    learning_rate: float = Field(default=0.001, gt=0.0)
+    batch_size: int = Field(default=1024, ge=1)
+    learning_rate: float = Field(default=0.003, gt=0.0)
     loss: Literal["mse", "mae", "huber"] = "mae"
     patience: int = Field(default=3, ge=0, description="Early-stopping patience; 0 is off.")
     scope: Literal["global", "per_ticker"] = "global"

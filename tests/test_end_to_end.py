@@ -40,7 +40,8 @@ def test_the_default_pipeline_twice_on_the_bundled_sample(tmp_path: Path) -> Non
         forecasts = pd.read_sql("SELECT * FROM forecasts", conn)
     assert len(before["prices"]) == 5 * 1328
     params = json.loads(model.hyperparameters)
-    assert (params["units"], params["window"], params["epochs"]) == (50, 10, 20)
+    assert (params["units"], params["window"], params["epochs"]) == (32, 10, 20)
+    assert (params["batch_size"], params["learning_rate"]) == (1024, 0.003)
     assert 1 <= model.epochs_run <= 20 and model.promoted
     assert 0 < model.val_mase < 1.05
     assert (forecasts["yhat_lower"] < forecasts["yhat"]).all()
@@ -55,5 +56,7 @@ def test_the_default_pipeline_twice_on_the_bundled_sample(tmp_path: Path) -> Non
         [PRICECAST, "run"], capture_output=True, text=True, env=env, timeout=900
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "v1 (reuse" in second.stdout
+    # Nothing new: the second run stops after ingesting and reports the first.
+    assert "unchanged: nothing changed since the run that finished at" in second.stdout
+    assert "v1 (retrain" in second.stdout
     assert table_snapshot(engine) == before

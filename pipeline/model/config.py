@@ -41,10 +41,10 @@ class ModelConfig:
             by more than this fraction.
     """
 
-    units: int = 50
+    units: int = 32
     epochs: int = 20
-    batch_size: int = 256
-    learning_rate: float = 0.001
+    batch_size: int = 1024
+    learning_rate: float = 0.003
     loss: str = "mae"
     patience: int = 3
     scope: str = "global"
