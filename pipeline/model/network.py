@@ -2,18 +2,31 @@
 
 Keras and TensorFlow are imported lazily so that stages without a model
 (ingest, sequences) start quickly.
+
+**Worker processes.** TensorFlow keeps about 10 MB of every network a
+process builds, fits and predicts with, for as long as the process lives:
+``keras.backend.clear_session()``, garbage collection and ``malloc_trim``
+do not give it back (``benchmarks/train_memory.py`` measures it). Training
+therefore runs its networks in worker processes (``Workers``), each
+replaced after a few networks, so a long-lived process (``pricecast serve``,
+a Prefect worker) or a training of many per-ticker networks stays flat.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import logging.handlers
+import multiprocessing
 import os
+import queue
 import random
 import sys
 import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +34,9 @@ if TYPE_CHECKING:
     import keras
 
 logger = logging.getLogger(__name__)
+
+Job = TypeVar("Job")
+Outcome = TypeVar("Outcome")
 
 # TensorFlow's C++ logging: errors surface as Python exceptions anyway.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -125,3 +141,163 @@ def early_stopping(patience: int) -> Any:
 def as_inputs(x: np.ndarray) -> np.ndarray:
     """Windows ``(n, window)`` as the network's input ``(n, window, 1)`` in float32."""
     return np.asarray(x, dtype=np.float32)[..., np.newaxis]
+
+
+def resident_memory_mb() -> float | None:
+    """This process's resident memory (``VmRSS``) in MiB, or ``None`` off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _start_worker(records: Any, level: int) -> None:
+    """In a new worker: send log records of ``level`` and above to the parent."""
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.setLevel(level)
+
+
+def _forward(records: Any) -> None:
+    """Log the workers' records in this process, as if they had been logged here."""
+    while True:
+        try:
+            record = records.get_nowait()
+        except queue.Empty:
+            return
+        target = logging.getLogger(record.name)
+        if target.isEnabledFor(record.levelno):
+            target.handle(record)
+
+
+class Workers:
+    """Worker processes for TensorFlow work: ``run(function, jobs)`` calls
+    ``function(job)`` for every job in them and returns the outcomes in the jobs' order.
+
+    Workers are started with ``spawn`` (a fresh interpreter: nothing of this
+    process's TensorFlow state is inherited) and replaced after
+    ``jobs_per_worker`` jobs each (on average, with several workers), so the
+    memory TensorFlow keeps of every network goes back to the system. Their
+    log records are logged here, in the thread that called ``run``, as they
+    arrive. ``workers=0`` runs the jobs in this process, one after the other
+    (no isolation), as does a daemonic process (one that cannot have
+    children). Processes start when needed and stop at ``close`` (or the end
+    of a ``with`` block); ``run`` may be called several times in between.
+
+    Because of ``spawn``, a script that trains must guard its entry point with
+    ``if __name__ == "__main__":`` (the workers import the main module).
+
+    Args:
+        workers: processes at a time; 0 runs in this process.
+        jobs_per_worker: jobs a worker runs before it is replaced.
+    """
+
+    def __init__(self, workers: int, jobs_per_worker: int) -> None:
+        if workers < 0 or jobs_per_worker < 1:
+            raise ValueError(
+                f"workers must be 0 or more and jobs_per_worker 1 or more, "
+                f"got {workers} and {jobs_per_worker}"
+            )
+        if workers and multiprocessing.current_process().daemon:
+            logger.info(
+                "this is a daemonic process (a Dask or multiprocessing worker), which cannot "
+                "start processes: running the jobs in it"
+            )
+            workers = 0
+        self.workers = workers
+        self.jobs_per_worker = jobs_per_worker
+        self._pool: futures.ProcessPoolExecutor | None = None
+        self._records: Any = None
+        self._left = 0  # jobs the current processes may still take
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _open(self) -> futures.ProcessPoolExecutor:
+        # Replacing workers by hand: ``max_tasks_per_child`` deadlocks when jobs are
+        # queued (CPython gh-115634, Python 3.11 to 3.14).
+        if self._pool is not None and self._left == 0:
+            self.close()
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._records = context.Queue()
+            level = logging.getLogger("pipeline").getEffectiveLevel()
+            self._pool = futures.ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(self._records, level),
+            )
+            self._left = self.workers * self.jobs_per_worker
+        return self._pool
+
+    def run(
+        self,
+        function: Callable[[Job], Outcome],
+        jobs: Sequence[Job],
+        on_done: Callable[[Job, Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """``function(job)`` for every job; ``on_done(job, outcome)`` here as each completes.
+
+        Args:
+            function: a module-level function (workers import it by name).
+            jobs: its arguments, picklable.
+            on_done: called in this process with each job and its outcome.
+
+        Raises:
+            The exception of the first job seen to fail; the jobs not yet
+            started are cancelled.
+        """
+        outcomes: list[Outcome] = []
+        if self.workers == 0:
+            for job in jobs:
+                outcomes.append(function(job))
+                if on_done is not None:
+                    on_done(job, outcomes[-1])
+            return outcomes
+        while len(outcomes) < len(jobs):
+            pool = self._open()
+            batch = jobs[len(outcomes) : len(outcomes) + self._left]
+            self._left -= len(batch)
+            outcomes.extend(self._run_batch(pool, function, batch, on_done))
+        return outcomes
+
+    def _run_batch(
+        self,
+        pool: futures.ProcessPoolExecutor,
+        function: Callable[[Job], Outcome],
+        jobs: Sequence[Job],
+        on_done: Callable[[Job, Outcome], None] | None,
+    ) -> list[Outcome]:
+        submitted = [pool.submit(function, job) for job in jobs]
+        position = {future: index for index, future in enumerate(submitted)}
+        pending, failed = set(submitted), None
+        while pending and failed is None:
+            done, pending = futures.wait(pending, timeout=0.2, return_when=futures.FIRST_COMPLETED)
+            _forward(self._records)
+            for future in sorted(done, key=position.__getitem__):
+                if future.exception() is not None:
+                    failed = failed or future
+                elif on_done is not None:
+                    on_done(jobs[position[future]], future.result())
+        if failed is not None:
+            self.close()  # cancels the jobs not started
+            failed.result()  # raises the job's exception
+        return [future.result() for future in submitted]
+
+    def close(self) -> None:
+        """Stop the worker processes (after the jobs they are running)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            _forward(self._records)
+            self._records.close()
+            self._records.join_thread()
+            self._pool = None
+            self._left = 0

@@ -33,8 +33,10 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -57,14 +59,25 @@ from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import ConfigurationError, MissingDataError, ModelStoreError
 from pipeline.model.config import ModelConfig
 from pipeline.model.network import (
+    Workers,
     as_inputs,
     build_model,
     early_stopping,
     epoch_logger,
+    resident_memory_mb,
     seed_everything,
 )
-from pipeline.model.predictor import Predictor, load_predictor
-from pipeline.model.store import GLOBAL, load_networks, model_path, save_networks
+from pipeline.model.predictor import Predictor
+from pipeline.model.store import (
+    GLOBAL,
+    load_network,
+    load_networks,
+    model_path,
+    network_file,
+    publish_networks,
+    save_network,
+    staging_folder,
+)
 from pipeline.model.validation import (
     SpanErrors,
     SpanSeries,
@@ -82,6 +95,8 @@ logger = logging.getLogger(__name__)
 Mode = Literal["auto", "retrain", "finetune"]
 MODES: tuple[str, ...] = ("auto", "retrain", "finetune")
 RETRAIN, FINETUNE, REUSE = "retrain", "finetune", "reuse"
+#: Networks a worker process fits before it is replaced (see ``train``'s ``isolate``).
+NETWORKS_PER_WORKER = 10
 ARCHITECTURE = ("window", "scaling", "price_field", "units", "scope")
 #: Values of architecture keys for versions registered before the key existed.
 _ARCHITECTURE_DEFAULTS = {"price_field": "close", "scope": "global"}
@@ -319,7 +334,7 @@ def fit_networks(
         x_val, y_val = np.concatenate(parts["xv"]), np.concatenate(parts["yv"])
         if not len(x_train):
             continue
-        name = label if key == GLOBAL else f"{label} {key} ({position}/{len(groups)})"
+        name = label if len(groups) == 1 else f"{label} {key} ({position}/{len(groups)})"
         callbacks = [epoch_logger(epochs, name)]
         validation_data = None
         if len(x_val):
@@ -351,26 +366,260 @@ def fit_networks(
     return fitted
 
 
+def network_keys(tickers: Sequence[str], config: ModelConfig) -> list[str]:
+    """The networks of a model: ``[GLOBAL]``, or one per ticker, in their seeding order."""
+    return [GLOBAL] if config.scope == "global" else sorted(tickers)
+
+
+def network_seed(config: ModelConfig, index: int) -> int:
+    """The initializers' seed of the ``index``-th network of ``network_keys``."""
+    return config.seed * 1000 + 3 * index
+
+
 def fresh_networks(tickers: Sequence[str], window: int, config: ModelConfig) -> dict[str, Any]:
     """Untrained networks: one ``GLOBAL``, or one per ticker, each seeded from ``config.seed``."""
-    keys = [GLOBAL] if config.scope == "global" else sorted(tickers)
     return {
         key: build_model(
-            window, config.units, config.learning_rate, config.loss, config.seed * 1000 + 3 * index
+            window, config.units, config.learning_rate, config.loss, network_seed(config, index)
         )
-        for index, key in enumerate(keys)
+        for index, key in enumerate(network_keys(tickers, config))
     }
 
 
+@dataclass(frozen=True)
+class NetworkJob:
+    """One network of a training, as a worker process fits it: its windows, how to
+    start it (fresh from ``seed``, or from the network file ``source``), and where
+    to save it. Judged on its tickers' validation span where it was fitted."""
+
+    key: str
+    data: TrainingData
+    series: dict[str, SpanSeries]
+    config: ModelConfig
+    epochs: int
+    newer_than: dt.date | None
+    label: str
+    seed: int
+    source: Path | None
+    target: Path
+
+
+@dataclass
+class NetworkOutcome:
+    """What fitting one network gave; ``pid`` and ``rss_mb`` describe the process
+    that fitted it, after it did (for logs and ``benchmarks/train_memory.py``)."""
+
+    key: str
+    fitted: FitResult
+    damping: dict[str, float]
+    errors: SpanErrors
+    intervals: dict[str, list[float] | None]
+    val_losses: list[tuple[float, int]]
+    pid: int
+    rss_mb: float | None
+
+
+def fit_network(job: NetworkJob) -> NetworkOutcome:
+    """Fit one network, fit its damping, judge it, calibrate its intervals and save it.
+
+    Seeds everything first, so the weights are those the network gets whatever
+    was fitted before it, in this process or another one.
+    """
+    config = job.config
+    seed_everything(config.seed)
+    if job.source is None:
+        network = build_model(
+            job.data.window, config.units, config.learning_rate, config.loss, job.seed
+        )
+    else:
+        network = load_network(job.source, for_training=True)
+    fitted = fit_networks(
+        job.data, {job.key: network}, config, job.epochs, job.newer_than, job.label
+    )
+    fitted.networks = {}
+    predictor = Predictor(
+        window=job.data.window,
+        scaler=get_scaler(job.data.scaling),
+        params=job.data.params,
+        networks={job.key: network},
+    )
+    if config.damping:
+        predictor.damping = fit_damping(predictor, job.series)
+    errors = evaluate_span(predictor, job.series)
+    intervals = calibrate_intervals(predictor, job.series, config.horizon, config.interval_level)
+    save_network(network, job.target)
+    val_losses = (
+        [(fitted.val_loss, fitted.validation_samples)] if fitted.val_loss is not None else []
+    )
+    return NetworkOutcome(
+        key=job.key,
+        fitted=fitted,
+        damping=dict(predictor.damping),
+        errors=errors,
+        intervals=intervals,
+        val_losses=val_losses,
+        pid=os.getpid(),
+        rss_mb=resident_memory_mb(),
+    )
+
+
+def network_jobs(
+    data: TrainingData,
+    series: Mapping[str, SpanSeries],
+    config: ModelConfig,
+    epochs: int,
+    newer_than: dt.date | None,
+    label: str,
+    staging: Path,
+    source: Path | None = None,
+) -> list[NetworkJob]:
+    """One job per network of the model: ``GLOBAL`` on every ticker, or one per ticker.
+
+    Args:
+        data: every ticker's windows and scaler parameters.
+        series: every ticker's validation span.
+        config: the model's parameters (``scope`` says which networks).
+        epochs: the most epochs to fit.
+        newer_than: fit only on training windows whose target is after this date.
+        label: the training's name in the logs (``retrain``, ``finetune``).
+        staging: the folder each fitted network is saved to (``network_file``).
+        source: the model to continue from (a fine-tune), else fresh networks.
+    """
+    keys = network_keys(sorted(data.frames), config)
+    jobs = []
+    for index, key in enumerate(keys):
+        tickers = sorted(data.frames) if key == GLOBAL else [key]
+        jobs.append(
+            NetworkJob(
+                key=key,
+                data=TrainingData(
+                    frames={ticker: data.frames[ticker] for ticker in tickers},
+                    params={ticker: data.params[ticker] for ticker in tickers},
+                    window=data.window,
+                    scaling=data.scaling,
+                ),
+                series={ticker: series[ticker] for ticker in tickers if ticker in series},
+                config=config,
+                epochs=epochs,
+                newer_than=newer_than,
+                label=label if key == GLOBAL else f"{label} {key} ({index + 1}/{len(keys)})",
+                seed=network_seed(config, index),
+                source=None if source is None else network_file(source, key),
+                target=network_file(staging, key),
+            )
+        )
+    return jobs
+
+
+@dataclass
+class FittedModel:
+    """A model's networks fitted and saved (in a staging folder), and what they gave."""
+
+    fitted: FitResult
+    damping: dict[str, float]
+    errors: SpanErrors
+    intervals: dict[str, list[float] | None]
+    outcomes: list[NetworkOutcome]
+
+
+def fit_model(
+    jobs: Sequence[NetworkJob],
+    workers: Workers,
+    on_fitted: Callable[[NetworkJob, NetworkOutcome], None] | None = None,
+) -> FittedModel:
+    """Run ``fit_network`` for every job in ``workers`` and combine the outcomes: the
+    same figures as fitting and judging all the networks together in this process.
+
+    Args:
+        jobs: from ``network_jobs``.
+        workers: the processes to fit in (``Workers(0, 1)``: this process).
+        on_fitted: called with each job and its ``NetworkOutcome`` as it completes.
+    """
+    outcomes = workers.run(fit_network, jobs, on_fitted)
+    fitted = FitResult(networks={})
+    errors = SpanErrors()
+    damping: dict[str, float] = {}
+    intervals: dict[str, list[float] | None] = {}
+    val_losses: list[tuple[float, int]] = []
+    for outcome in outcomes:
+        part = outcome.fitted
+        fitted.train_samples += part.train_samples
+        fitted.validation_samples += part.validation_samples
+        fitted.epochs_run = max(fitted.epochs_run, part.epochs_run)
+        fitted.seconds += part.seconds
+        fitted.trained_tickers.extend(part.trained_tickers)
+        val_losses.extend(outcome.val_losses)
+        damping.update(outcome.damping)
+        errors.per_ticker.update(outcome.errors.per_ticker)
+        intervals.update(outcome.intervals)
+    if val_losses:
+        fitted.val_loss = sum(loss * n for loss, n in val_losses) / sum(n for _, n in val_losses)
+    return FittedModel(fitted, damping, errors, intervals, list(outcomes))
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """A registered model to judge on the validation span: its networks and scalers."""
+
+    path: Path
+    tickers: list[str]
+    window: int
+    scaling: str
+    params: dict[str, Params]
+    damping: dict[str, float]
+    series: dict[str, SpanSeries]
+
+
+def evaluate_model(job: ModelEvaluation) -> SpanErrors:
+    """One-step errors of a saved model on the validation span (run in a worker by ``train``).
+
+    Raises:
+        ModelStoreError: its files are missing or not Keras models.
+    """
+    networks = load_networks(job.path, None if job.path.is_file() else job.tickers)
+    predictor = Predictor(
+        window=job.window,
+        scaler=get_scaler(job.scaling),
+        params=job.params,
+        networks=networks,
+        damping=job.damping,
+    )
+    return evaluate_span(predictor, job.series)
+
+
 def _evaluate_champion(
-    conn: Connection, champion: Mapping[str, Any], series: Mapping[str, SpanSeries]
+    conn: Connection,
+    champion: Mapping[str, Any],
+    series: Mapping[str, SpanSeries],
+    workers: Workers,
 ) -> SpanErrors | None:
+    """The champion's errors on the newest span (as ``load_predictor`` would load it),
+    judged in ``workers``."""
+    scalers = model_scalers(conn, champion["version"])
+    tickers = sorted(set(series) & set(champion["tickers"]) & set(scalers))
+    scaling = {scalers[ticker]["scaling"] for ticker in tickers} or {
+        champion["hyperparameters"].get("scaling", "minmax")
+    }
+    (name,) = scaling
+    job = ModelEvaluation(
+        path=Path(champion["file_path"]),
+        tickers=tickers,
+        window=int(champion["hyperparameters"]["window"]),
+        scaling=name,
+        params={ticker: scalers[ticker]["scaler_params"] for ticker in tickers},
+        damping={
+            ticker: float(scalers[ticker]["damping"])
+            for ticker in tickers
+            if scalers[ticker].get("damping") is not None
+        },
+        series={ticker: series[ticker] for ticker in tickers},
+    )
     try:
-        predictor = load_predictor(conn, champion, sorted(set(series) & set(champion["tickers"])))
+        (errors,) = workers.run(evaluate_model, [job])
     except ModelStoreError as exc:
         logger.warning("champion v%s cannot be evaluated: %s", champion["version"], exc)
         return None
-    return evaluate_span(predictor, series)
+    return errors
 
 
 def _gate(
@@ -403,6 +652,8 @@ def train(
     sequence_config: SequenceConfig | None = None,
     model_config: ModelConfig | None = None,
     trained_at: dt.datetime | None = None,
+    isolate: bool = True,
+    networks_per_worker: int = NETWORKS_PER_WORKER,
 ) -> TrainResult:
     """Train, fine-tune or reuse a model on the sequences built as of ``as_of``.
 
@@ -415,6 +666,12 @@ def train(
         sequence_config: the windowing the sequences must have been built with.
         model_config: network, training and policy parameters.
         trained_at: time stamp recorded in the registry; defaults to now (UTC).
+        isolate: fit the networks (and judge the champion) in a worker process,
+            replaced after ``networks_per_worker`` networks, so that the memory
+            TensorFlow keeps of every network goes back to the system and this
+            process never imports TensorFlow (``network.Workers``); ``False``
+            does everything in this process. The weights are the same either way.
+        networks_per_worker: networks a worker fits before it is replaced.
 
     Raises:
         MissingDataError: sequences are missing or were built differently.
@@ -422,6 +679,23 @@ def train(
     """
     sequence_config = sequence_config or SequenceConfig()
     model_config = model_config or ModelConfig()
+    with Workers(1 if isolate else 0, networks_per_worker) as pool:
+        return _train(
+            conn, home, as_of, tickers, mode, sequence_config, model_config, trained_at, pool
+        )
+
+
+def _train(
+    conn: Connection,
+    home: Path,
+    as_of: dt.date,
+    tickers: Sequence[str] | None,
+    mode: str,
+    sequence_config: SequenceConfig,
+    model_config: ModelConfig,
+    trained_at: dt.datetime | None,
+    workers: Workers,
+) -> TrainResult:
     rows = _load_sequence_rows(conn, as_of, tickers, sequence_config)
     names = [row[c.TICKER] for row in rows]
     frames = {row[c.TICKER]: read_sequence_file(Path(row["file_path"])) for row in rows}
@@ -440,7 +714,7 @@ def train(
         new_windows = int(sum(_split_masks(frame, since)[0].sum() for frame in frames.values()))
         compatible = architecture(champion["hyperparameters"]) == architecture(params)
         if mode == "auto" and compatible and new_windows and champion.get("val_mase"):
-            champion_errors = _evaluate_champion(conn, champion, series)
+            champion_errors = _evaluate_champion(conn, champion, series, workers)
             if champion_errors is not None and champion_errors.n:
                 drift = (champion_errors.mase, champion["val_mase"])
     action, reason = decide(
@@ -467,7 +741,6 @@ def train(
             existing, current, f"identical inputs were already trained as v{existing['version']}"
         )
 
-    seed_everything(model_config.seed)
     if action == RETRAIN:
         scaler_rows = {
             row[c.TICKER]: {
@@ -478,8 +751,7 @@ def train(
             }
             for row in rows
         }
-        networks = fresh_networks(names, sequence_config.window, model_config)
-        epochs, newer_than, parent_version = model_config.epochs, None, None
+        source, epochs, newer_than, parent_version = None, model_config.epochs, None, None
     else:
         assert champion is not None
         parent = model_scalers(conn, champion["version"])
@@ -490,8 +762,9 @@ def train(
             }
             for ticker in names
         }
-        path = Path(champion["file_path"])
-        networks = load_networks(path, None if path.is_file() else names, for_training=True)
+        source = Path(champion["file_path"])
+        if not source.exists():
+            raise ModelStoreError(f"model file {source} is missing; retrain with --mode retrain")
         epochs, newer_than = model_config.finetune_epochs, _train_through(champion)
         parent_version = champion["version"]
     data = TrainingData(
@@ -508,30 +781,25 @@ def train(
         model_config.batch_size,
         model_config.scope,
     )
-    fitted = fit_networks(data, networks, model_config, epochs, newer_than, action)
-    if fitted.train_samples == 0:
-        raise MissingDataError(f"no training windows as of {as_of}")
-    rate = fitted.train_samples * fitted.epochs_run / fitted.seconds if fitted.seconds else None
-
-    predictor = Predictor(
-        window=sequence_config.window,
-        scaler=get_scaler(sequence_config.scaling),
-        params=data.params,
-        networks=networks,
-    )
-    if model_config.damping:
-        predictor.damping = fit_damping(predictor, series)
-        logger.info("damping per ticker, fitted on the validation span: %s", predictor.damping)
-    errors = evaluate_span(predictor, series)
-    intervals = calibrate_intervals(
-        predictor, series, model_config.horizon, model_config.interval_level
-    )
-    if champion is not None and champion_errors is None:
-        champion_errors = _evaluate_champion(conn, champion, series)
-    promoted, decision, champion_mae = _gate(errors, champion, champion_errors)
-
     version = next_version(conn)
-    path = save_networks(networks, model_path(home, version, model_config.scope))
+    path = model_path(home, version, model_config.scope)
+    staging = staging_folder(path)
+    try:
+        jobs = network_jobs(data, series, model_config, epochs, newer_than, action, staging, source)
+        model = fit_model(jobs, workers)
+        fitted, errors, intervals = model.fitted, model.errors, model.intervals
+        if fitted.train_samples == 0:
+            raise MissingDataError(f"no training windows as of {as_of}")
+        rate = fitted.train_samples * fitted.epochs_run / fitted.seconds if fitted.seconds else None
+        damping = model.damping if model_config.damping else {}
+        if model_config.damping:
+            logger.info("damping per ticker, fitted on the validation span: %s", damping)
+        if champion is not None and champion_errors is None:
+            champion_errors = _evaluate_champion(conn, champion, series, workers)
+        promoted, decision, champion_mae = _gate(errors, champion, champion_errors)
+        path = publish_networks(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     data_through = max(row["data_through"] for row in rows)
     train_through = max(
         pd.Timestamp(frame.loc[frame[c.SPLIT] == c.SPLIT_TRAIN, c.TARGET_DATE].max()).date()
@@ -566,7 +834,7 @@ def train(
             {
                 c.TICKER: ticker,
                 **scaler_rows[ticker],
-                "damping": predictor.damping.get(ticker),
+                "damping": damping.get(ticker),
                 "val_mae": errors.per_ticker.get(ticker, {}).get("mae"),
                 "val_naive_mae": errors.per_ticker.get(ticker, {}).get("naive_mae"),
                 "interval_q": intervals.get(ticker),

@@ -1,0 +1,187 @@
+"""Training in worker processes: the same weights as in this process, workers replaced,
+their logs and errors brought back, and no TensorFlow left in the training process.
+
+What it saves is measured by ``benchmarks/train_memory.py``, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import TINY_MODEL, TINY_SEQUENCES, synthetic_prices
+
+from pipeline import columns as c
+from pipeline.db.migrate import open_database
+from pipeline.db.models import get_model, model_scalers
+from pipeline.db.prices import upsert_prices
+from pipeline.model.network import Workers
+from pipeline.model.store import load_networks
+from pipeline.model.train import train
+from pipeline.sequences.build import build_sequences
+
+PRICES = synthetic_prices(("AAA", "BBB", "CCC"), days=80)
+DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]
+PER_TICKER = dataclasses.replace(TINY_MODEL, scope="per_ticker", epochs=2)
+
+
+def pid_and_square(number: int) -> tuple[int, int]:
+    """A job for the workers: which process ran it, and its result."""
+    logging.getLogger("pipeline.test_memory").info("squaring %d", number)
+    if number < 0:
+        raise ValueError(f"negative: {number}")
+    return os.getpid(), number * number
+
+
+def train_twice(home: Path, isolate: bool, networks_per_worker: int) -> list[dict]:
+    """A per-ticker retrain, then a fine-tune; each version's weights and registry figures."""
+    engine = open_database(f"sqlite:///{home}.db")
+    versions = []
+    for as_of, mode in ((DATES[59], "retrain"), (DATES[69], "finetune")):
+        with engine.begin() as conn:
+            upsert_prices(conn, PRICES)
+            build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
+        with engine.begin() as conn:
+            result = train(
+                conn,
+                home,
+                as_of,
+                None,
+                mode,
+                TINY_SEQUENCES,
+                PER_TICKER,
+                isolate=isolate,
+                networks_per_worker=networks_per_worker,
+            )
+            row = get_model(conn, result.version)
+            scalers = model_scalers(conn, result.version)
+        networks = load_networks(Path(row["file_path"]))
+        versions.append(
+            {
+                "weights": {key: network.get_weights() for key, network in networks.items()},
+                "row": {
+                    key: row[key]
+                    for key in (
+                        "mode",
+                        "val_loss",
+                        "train_samples",
+                        "validation_samples",
+                        "epochs_run",
+                        "val_mae",
+                        "val_mase",
+                        "promoted",
+                        "decision",
+                        "champion_val_mae",
+                    )
+                },
+                "tickers": {
+                    ticker: (entry["damping"], entry["val_mae"], entry["interval_q"])
+                    for ticker, entry in scalers.items()
+                },
+            }
+        )
+    engine.dispose()
+    return versions
+
+
+def test_worker_processes_train_the_weights_this_process_trains(tmp_path: Path) -> None:
+    """Networks fitted in two worker processes in turn, or all in this process: bit for
+    bit the same weights, validation figures, damping and intervals; a fine-tune too."""
+    isolated = train_twice(tmp_path / "workers", isolate=True, networks_per_worker=2)
+    local = train_twice(tmp_path / "local", isolate=False, networks_per_worker=1)
+    assert [version["row"]["mode"] for version in local] == ["retrain", "finetune"]
+    for ours, theirs in zip(isolated, local, strict=True):
+        assert ours["row"] == theirs["row"]
+        assert ours["tickers"] == theirs["tickers"]
+        assert sorted(ours["weights"]) == ["AAA", "BBB", "CCC"]
+        for key, weights in ours["weights"].items():
+            for mine, other in zip(weights, theirs["weights"][key], strict=True):
+                np.testing.assert_array_equal(mine, other)
+
+
+def test_workers_are_replaced_after_their_jobs_and_forward_their_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline")
+    done = []
+    with Workers(1, 2) as workers:
+        outcomes = workers.run(pid_and_square, [1, 2, 3, 4, 5], lambda job, _: done.append(job))
+        again = workers.run(pid_and_square, [6])
+    assert [square for _, square in outcomes] == [1, 4, 9, 16, 25]
+    assert done == [1, 2, 3, 4, 5]
+    pids = [pid for pid, _ in outcomes + again]
+    # Two jobs a process: 1-2, 3-4, then 5 and 6 share the third.
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] == pids[5]
+    assert os.getpid() not in pids
+    squared = [record.getMessage() for record in caplog.records if record.name.endswith("memory")]
+    assert squared == [f"squaring {number}" for number in range(1, 7)]
+
+
+def test_a_failing_job_raises_its_error_here() -> None:
+    with Workers(1, 5) as workers, pytest.raises(ValueError, match="negative: -2"):
+        workers.run(pid_and_square, [1, -2, 3])
+
+
+def test_without_workers_the_jobs_run_here() -> None:
+    outcomes = Workers(0, 1).run(pid_and_square, [2, 3])
+    assert outcomes == [(os.getpid(), 4), (os.getpid(), 9)]
+
+
+def test_a_daemonic_process_runs_the_jobs_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemonic process (a Dask worker's, say) may not start processes."""
+    monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
+    assert Workers(1, 2).run(pid_and_square, [3]) == [(os.getpid(), 9)]
+
+
+SCRIPT = """
+import json, sys
+from pathlib import Path
+from helpers import TINY_MODEL, TINY_SEQUENCES, synthetic_prices
+from pipeline.db.migrate import open_database
+from pipeline.db.prices import upsert_prices
+from pipeline.model.train import train
+from pipeline.sequences.build import build_sequences
+
+if __name__ == "__main__":
+    home = Path(sys.argv[1])
+    prices = synthetic_prices(("AAA", "BBB"), days=70)
+    dates = sorted(prices["trade_date"].dt.date.unique())
+    engine = open_database(f"sqlite:///{home}.db")
+    versions = []
+    for as_of in (dates[59], dates[69]):
+        with engine.begin() as conn:
+            upsert_prices(conn, prices)
+            build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
+        with engine.begin() as conn:
+            result = train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL)
+            versions.append(result.version)
+    print(json.dumps({"versions": versions, "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
+def test_training_leaves_no_tensorflow_in_the_training_process(tmp_path: Path) -> None:
+    """What TensorFlow keeps of the networks stays in the workers: the process that
+    trains (a long-lived ``pricecast serve``, say) never even imports it."""
+    script = tmp_path / "train_twice.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # The second training's gate judged the first version (the champion) in a worker too.
+    assert json.loads(done.stdout.splitlines()[-1]) == {"versions": [1, 2], "tensorflow": False}
