@@ -119,6 +119,9 @@ class TrainResult:
     val_mase: float | None = None
     champion_val_mase: float | None = None
     samples_per_second: float | None = None
+    epochs_run: int | None = None
+    train_samples: int | None = None
+    fit_seconds: float | None = None
 
     def summary(self) -> dict[str, object]:
         """Fields for logs and flow results."""
@@ -135,6 +138,10 @@ class TrainResult:
             "val_loss": self.val_loss,
             "val_mase": self.val_mase,
             "champion_val_mase": self.champion_val_mase,
+            "epochs_run": self.epochs_run,
+            "train_samples": self.train_samples,
+            "fit_seconds": self.fit_seconds,
+            "samples_per_second": self.samples_per_second,
         }
 
 
@@ -870,6 +877,9 @@ def _train(
         if promoted
         else (champion_errors.mase if champion_errors else None),
         samples_per_second=rate,
+        epochs_run=fitted.epochs_run,
+        train_samples=fitted.train_samples,
+        fit_seconds=fitted.seconds,
     )
     _warn_if_naive_wins(result)
     return result
