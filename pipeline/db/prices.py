@@ -79,6 +79,7 @@ def read_closes(
     through: dt.date,
     tickers: Sequence[str] | None = None,
     field: str = c.CLOSE,
+    since: dt.date | None = None,
 ) -> pd.DataFrame:
     """Closing prices on or before ``through``, ordered by ticker and date.
 
@@ -89,6 +90,8 @@ def read_closes(
         field: ``close``, or ``adj_close`` for adjusted closes. A ticker whose
             adjusted close is missing on any day up to ``through`` keeps its
             closes (mixing the two would break the series), with a warning.
+        since: the first date to read (default: from the first price). Only for
+            ``close``: which field an ``adj_close`` read takes depends on the whole series.
 
     Returns:
         A frame with columns ``ticker``, ``trade_date`` (``datetime.date``) and
@@ -106,6 +109,10 @@ def read_closes(
     )
     if tickers is not None:
         query = query.where(prices.c[c.TICKER].in_(list(tickers)))
+    if since is not None:
+        if field != c.CLOSE:
+            raise ValueError("since applies to close only")
+        query = query.where(prices.c[c.TRADE_DATE] >= since)
     names = [column.name for column in columns]
     rows = conn.execute(query).all()
     # Column by column: pandas probes each Row object when given the rows, which

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
@@ -65,6 +66,24 @@ def interval_widths(quantiles: Sequence[float] | None, horizon: int) -> np.ndarr
     last = len(known)
     extended = known[-1] * np.sqrt(steps / last)
     return np.where(steps <= last, known[np.minimum(steps, last) - 1], extended)
+
+
+def _recent_closes(
+    conn: Connection, as_of: dt.date, tickers: list[str], field: str, window: int
+) -> pd.DataFrame:
+    """At least the last ``window`` closes on or before ``as_of`` of each ticker (all
+    of them when it has fewer): the newest weeks first, the whole series only where
+    those weeks hold too few closes (a suspended ticker, or ``adj_close``)."""
+    if field != c.CLOSE:
+        return read_closes(conn, as_of, tickers, field=field)
+    since = as_of - dt.timedelta(days=7 * window + 30)
+    recent = read_closes(conn, as_of, tickers, since=since)
+    counts = recent[c.TICKER].value_counts()
+    short = [ticker for ticker in tickers if counts.get(ticker, 0) < window]
+    if not short:
+        return recent
+    whole = read_closes(conn, as_of, short)
+    return pd.concat([recent[~recent[c.TICKER].isin(short)], whole], ignore_index=True)
 
 
 def forecast(
@@ -121,10 +140,12 @@ def forecast(
         )
     params = model_row["hyperparameters"]
     window = int(params["window"])
-    closes = read_closes(conn, as_of, wanted, field=params.get("price_field", c.CLOSE))
+    closes = _recent_closes(conn, as_of, wanted, params.get("price_field", c.CLOSE), window)
+    by_ticker = dict(iter(closes.groupby(c.TICKER, sort=False)))
+    empty = closes.iloc[:0]
     windows, stale = [], {}
     for ticker in wanted:
-        series = closes.loc[closes[c.TICKER] == ticker]
+        series = by_ticker.get(ticker, empty)
         if len(series) < window:
             raise MissingDataError(
                 f"{ticker} has {len(series)} closes on or before {as_of}; "

@@ -67,11 +67,11 @@ from pipeline.model.network import (
     resident_memory_mb,
     seed_everything,
 )
+from pipeline.model.numpy_lstm import read_networks
 from pipeline.model.predictor import Predictor
 from pipeline.model.store import (
     GLOBAL,
     load_network,
-    load_networks,
     model_path,
     network_file,
     publish_networks,
@@ -578,12 +578,15 @@ class ModelEvaluation:
 
 
 def evaluate_model(job: ModelEvaluation) -> SpanErrors:
-    """One-step errors of a saved model on the validation span (run in a worker by ``train``).
+    """One-step errors of a saved model on the validation span.
+
+    The networks are read as NumPy forward passes (``numpy_lstm``), as the
+    forecast stage reads them: judging the champion imports no TensorFlow.
 
     Raises:
         ModelStoreError: its files are missing or not Keras models.
     """
-    networks = load_networks(job.path, None if job.path.is_file() else job.tickers)
+    networks = read_networks(job.path, None if job.path.is_file() else job.tickers)
     predictor = Predictor(
         window=job.window,
         scaler=get_scaler(job.scaling),
@@ -598,10 +601,9 @@ def _evaluate_champion(
     conn: Connection,
     champion: Mapping[str, Any],
     series: Mapping[str, SpanSeries],
-    workers: Workers,
 ) -> SpanErrors | None:
-    """The champion's errors on the newest span (as ``load_predictor`` would load it),
-    judged in ``workers``."""
+    """The champion's errors on the newest span, as ``load_predictor`` would load it
+    (in NumPy, in this process: no worker and no TensorFlow needed)."""
     scalers = model_scalers(conn, champion["version"])
     tickers = sorted(set(series) & set(champion["tickers"]) & set(scalers))
     scaling = {scalers[ticker]["scaling"] for ticker in tickers} or {
@@ -622,7 +624,7 @@ def _evaluate_champion(
         series={ticker: series[ticker] for ticker in tickers},
     )
     try:
-        (errors,) = workers.run(evaluate_model, [job])
+        errors = evaluate_model(job)
     except ModelStoreError as exc:
         logger.warning("champion v%s cannot be evaluated: %s", champion["version"], exc)
         return None
@@ -721,7 +723,7 @@ def _train(
         new_windows = int(sum(_split_masks(frame, since)[0].sum() for frame in frames.values()))
         compatible = architecture(champion["hyperparameters"]) == architecture(params)
         if mode == "auto" and compatible and new_windows and champion.get("val_mase"):
-            champion_errors = _evaluate_champion(conn, champion, series, workers)
+            champion_errors = _evaluate_champion(conn, champion, series)
             if champion_errors is not None and champion_errors.n:
                 drift = (champion_errors.mase, champion["val_mase"])
     action, reason = decide(
@@ -802,7 +804,7 @@ def _train(
         if model_config.damping:
             logger.info("damping per ticker, fitted on the validation span: %s", damping)
         if champion is not None and champion_errors is None:
-            champion_errors = _evaluate_champion(conn, champion, series, workers)
+            champion_errors = _evaluate_champion(conn, champion, series)
         promoted, decision, champion_mae = _gate(errors, champion, champion_errors)
         path = publish_networks(staging, path)
     finally:

@@ -16,9 +16,9 @@ from sqlalchemy.engine import Engine
 from pipeline import columns as c
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.models import get_model, model_scalers
-from pipeline.db.prices import upsert_prices
+from pipeline.db.prices import read_closes, upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError
-from pipeline.model.forecast import forecast, interval_widths
+from pipeline.model.forecast import _recent_closes, forecast, interval_widths
 from pipeline.model.predictor import Predictor
 from pipeline.model.store import load_networks
 from pipeline.model.train import train
@@ -197,3 +197,24 @@ def test_the_same_data_parameters_and_seed_give_the_same_forecasts(tmp_path: Pat
             tables.append(read_forecasts(conn, DATES[59]))
         engine.dispose()
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+
+
+def test_recent_closes_hold_each_tickers_last_window_even_after_a_long_gap(
+    engine: Engine,
+) -> None:
+    """A suspended ticker's last closes lie far back: they are still the ones forecast from."""
+    busy = synthetic_prices(("AAA",), start="2024-01-01", days=120)
+    suspended = synthetic_prices(("BBB",), start="2023-01-02", days=40)  # nothing since March 2023
+    with engine.begin() as conn:
+        upsert_prices(conn, pd.concat([busy, suspended], ignore_index=True))
+        as_of = dt.date(2024, 6, 14)
+        recent = _recent_closes(conn, as_of, ["AAA", "BBB"], "close", window=10)
+        whole = read_closes(conn, as_of, ["AAA", "BBB"])
+        with pytest.raises(ValueError, match="close only"):
+            read_closes(conn, as_of, ["AAA"], field="adj_close", since=as_of)
+    assert len(recent) < len(whole)  # AAA's old closes were not read
+    for ticker in ("AAA", "BBB"):
+        mine = recent[recent["ticker"] == ticker].tail(10)
+        expected = whole[whole["ticker"] == ticker].tail(10)
+        assert mine["trade_date"].tolist() == expected["trade_date"].tolist()
+        assert mine["close"].tolist() == expected["close"].tolist()
