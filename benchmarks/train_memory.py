@@ -285,9 +285,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", type=int, default=100, help="networks per part (100)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per network (2)")
     parser.add_argument("--windows", type=int, default=2500, help="windows per ticker (2500)")
-    parser.add_argument("--units", type=int, default=50, help="LSTM units (50)")
-    parser.add_argument("--batch-size", type=int, default=256, help="batch size (256)")
-    parser.add_argument("--learning-rate", type=float, default=0.001, help="adam's (0.001)")
+    defaults = ModelConfig()  # the pipeline's own sizes
+    parser.add_argument(
+        "--units", type=int, default=defaults.units, help=f"LSTM units ({defaults.units})"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"batch size ({defaults.batch_size})",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=defaults.learning_rate,
+        help=f"adam's ({defaults.learning_rate})",
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (1)")
     parser.add_argument(
         "--per-worker",
