@@ -27,6 +27,8 @@ lint: $(STAMP)
 # Benchmarks print a table and write JSON under benchmarks/results/.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.upsert_prices
+	$(BIN)/python -m benchmarks.end_to_end
+	$(BIN)/python -m benchmarks.train_memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,429 @@
+"""The whole pipeline on synthetic prices, next to the tutorial's loop on the same tickers.
+
+Run ``python -m benchmarks.end_to_end [--tickers 100] [--years 10] [--json PATH]``;
+see ``benchmarks/README.md`` for what is measured and how to read it.
+
+Three parts, each in its own Python process so that neither TensorFlow's
+state nor the peak memory of one leaks into the other:
+
+* **pipeline**: the ``daily-pipeline`` flow from price files to forecast
+  tables as of the cut-off date (the backfill), then one new trading day for
+  every ticker (the incremental day), then the same again with nothing new
+  (the no-op rerun). Stage times come from Prefect's task runs.
+* **tutorial**: the tutorial's loop, re-implemented faithfully: per ticker a
+  ``MinMaxScaler(0, 1)``, windows of 10, ``LSTM(50)`` then ``Dense(1)``, adam
+  and mse, 20 epochs, batch 32.
+* Both are then scored on the same held-out days after the cut-off (one-step
+  forecasts from the actual previous closes), as MASE against the naive
+  forecast on the same points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.trading_calendar import next_sessions
+
+DEFAULT_JSON = Path(__file__).parent / "results" / "end_to_end.json"
+FIRST_DAY = dt.date(2010, 1, 4)
+TUTORIAL = {"window": 10, "units": 50, "epochs": 20, "batch_size": 32}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def synthetic_closes(tickers: int, days: int, seed: int) -> pd.DataFrame:
+    """Geometric Brownian motion closes: one column per ticker, one row per NYSE session.
+
+    Each ticker has its own drift (-5 % to +15 % a year) and volatility (15 %
+    to 45 % a year), and a start price between 10 and 300.
+    """
+    rng = np.random.default_rng(seed)
+    sessions = [FIRST_DAY, *next_sessions(FIRST_DAY, days - 1)]
+    drift = rng.uniform(-0.05, 0.15, tickers) / 252
+    vol = rng.uniform(0.15, 0.45, tickers) / np.sqrt(252)
+    shocks = rng.standard_normal((days, tickers))
+    steps = (drift - vol**2 / 2) + vol * shocks
+    steps[0] = 0.0
+    start = rng.uniform(10, 300, tickers)
+    closes = start * np.exp(np.cumsum(steps, axis=0))
+    names = [f"SYN{index:03d}" for index in range(tickers)]
+    return pd.DataFrame(np.round(closes, 4), index=pd.Index(sessions, name="date"), columns=names)
+
+
+def write_ticker_files(closes: pd.DataFrame, folder: Path) -> None:
+    """One file per ticker in the tutorial's layout (``Date,Open,High,Low,Close,...``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for ticker in closes.columns:
+        close = closes[ticker]
+        frame = pd.DataFrame(
+            {
+                "Date": [day.isoformat() for day in closes.index],
+                "Open": close.shift(1).fillna(close).round(4),
+                "High": np.maximum(close, close.shift(1).fillna(close)).round(4),
+                "Low": np.minimum(close, close.shift(1).fillna(close)).round(4),
+                "Close": close,
+                "Adj Close": close,
+                "Volume": 1_000_000,
+            }
+        )
+        frame.to_csv(folder / f"{ticker}.csv", index=False)
+
+
+def write_day_file(closes: pd.DataFrame, day: dt.date, folder: Path) -> Path:
+    """Every ticker's close of ``day`` in one long-layout file, as a daily feed drops it."""
+    row = closes.loc[day]
+    path = folder / f"closes-{day.isoformat()}.csv"
+    pd.DataFrame({"ticker": row.index, "date": day.isoformat(), "close": row.to_numpy()}).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one_step_windows(
+    closes: pd.DataFrame, ticker: str, test_days: list[dt.date], window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``window`` actual closes before each test day, and the day's close."""
+    series = closes[ticker].to_numpy()
+    positions = closes.index.get_indexer(test_days)
+    windows = np.stack([series[p - window : p] for p in positions])
+    return windows, series[positions]
+
+
+def mase_of(predictions: dict[str, np.ndarray], actual: dict[str, np.ndarray], last: dict) -> dict:
+    """MASE per ticker (MAE over the naive forecast's MAE on the same points), and pooled."""
+    per_ticker = {
+        ticker: float(
+            np.mean(np.abs(actual[ticker] - predictions[ticker]))
+            / np.mean(np.abs(actual[ticker] - last[ticker]))
+        )
+        for ticker in sorted(predictions)
+    }
+    values = np.array(list(per_ticker.values()))
+    return {
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "max": float(values.max()),
+        "worst_ticker": max(per_ticker, key=per_ticker.get),
+        "per_ticker": per_ticker,
+    }
+
+
+# --------------------------------------------------------------------------- pipeline part
+
+
+def _task_seconds(flow_run_id: Any) -> dict[str, float]:
+    """Seconds spent in each task of a flow run (and of its subflows), by task name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
+
+    seconds: dict[str, float] = {}
+    with get_client(sync_client=True) as client:
+        runs = [flow_run_id]
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+            )
+        )
+        runs.extend(child.id for child in children)
+        tasks: list[Any] = []
+        while True:
+            page = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=runs)),
+                limit=200,
+                offset=len(tasks),
+            )
+            tasks.extend(page)
+            if len(page) < 200:
+                break
+    for run in tasks:
+        name = run.name.rsplit("-", 1)[0]
+        seconds[name] = seconds.get(name, 0.0) + run.total_run_time.total_seconds()
+    return seconds
+
+
+def _timed_flow(flow: Any, **parameters: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    state = flow(**parameters, return_state=True)
+    seconds = time.perf_counter() - started
+    summary = state.result()
+    return {
+        "seconds": seconds,
+        "stages": _task_seconds(state.state_details.flow_run_id),
+        "summary": summary,
+    }
+
+
+def run_pipeline_part(work: Path, cut: dt.date, next_day: dt.date, test_days: list) -> dict:
+    """Backfill, incremental day and no-op rerun through the flow; then score the champion."""
+    os.environ["PRICECAST_HOME"] = str(work / "home")
+    os.environ["PRICECAST_DATABASE_URL"] = f"sqlite:///{work / 'pricecast.db'}"
+    from prefect import flow
+
+    from flows.daily import daily_pipeline  # first: ``flows`` sets Prefect's defaults
+
+    @flow(name="warm-up")
+    def warm_up() -> None:
+        """Start Prefect's API before any clock runs; both measured runs then share it."""
+
+    warm_up()
+    closes = pd.read_parquet(work / "closes.parquet")
+    drop = work / "drop"
+    common = {"sources": [str(drop)], "mode": "auto"}
+    backfill = _timed_flow(daily_pipeline, as_of_date=cut, **common)
+    backfill["peak_rss_mib"] = peak_rss_mib()
+    scores = score_pipeline(work, closes, cut, test_days)
+    write_day_file(closes, next_day, drop)
+    incremental = _timed_flow(daily_pipeline, as_of_date=next_day, **common)
+    noop = _timed_flow(daily_pipeline, as_of_date=next_day, **common)
+    return {
+        "backfill": backfill,
+        "incremental": incremental,
+        "noop": noop,
+        "mase": scores,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def score_pipeline(work: Path, closes: pd.DataFrame, cut: dt.date, test_days: list) -> dict:
+    """MASE of the champion as of ``cut`` on the held-out days."""
+    from pipeline.db.migrate import open_database
+    from pipeline.db.models import champion_model
+    from pipeline.model.predictor import load_predictor
+
+    engine = open_database(os.environ["PRICECAST_DATABASE_URL"])
+    with engine.connect() as conn:
+        champion = champion_model(conn, cut)
+        predictor = load_predictor(conn, champion)
+    predictions, actual, last = {}, {}, {}
+    for ticker in predictor.tickers:
+        windows, actual[ticker] = one_step_windows(closes, ticker, test_days, predictor.window)
+        predictions[ticker] = predictor.predict_next([ticker] * len(windows), windows)
+        last[ticker] = windows[:, -1]
+    engine.dispose()
+    return mase_of(predictions, actual, last)
+
+
+# --------------------------------------------------------------------------- tutorial part
+
+
+def run_tutorial_part(work: Path, cut: dt.date, test_days: list) -> dict:
+    """The tutorial's loop on every ticker's closes up to ``cut``, then its one-step MASE.
+
+    Faithful to the tutorial except in one respect that can only help it: the
+    scaler is fitted on the training closes (up to the cut-off), not on all data.
+    """
+    from sklearn.preprocessing import MinMaxScaler
+
+    from pipeline.model.network import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(42)
+    closes = pd.read_parquet(work / "closes.parquet")
+    window = TUTORIAL["window"]
+    predictions, actual, last = {}, {}, {}
+    fit_seconds, samples, started = 0.0, 0, time.perf_counter()
+    for ticker in closes.columns:
+        history = closes.loc[:cut, ticker].to_numpy().reshape(-1, 1)
+        scaler = MinMaxScaler(feature_range=(0, 1))
+        scaled = scaler.fit_transform(history)
+        x = np.stack([scaled[i - window : i, 0] for i in range(window, len(scaled))])
+        y = scaled[window:, 0]
+        model = keras.Sequential(
+            [
+                keras.Input(shape=(window, 1)),
+                keras.layers.LSTM(TUTORIAL["units"]),
+                keras.layers.Dense(1),
+            ]
+        )
+        model.compile(optimizer="adam", loss="mean_squared_error")
+        fit_started = time.perf_counter()
+        model.fit(
+            x[..., None],
+            y,
+            epochs=TUTORIAL["epochs"],
+            batch_size=TUTORIAL["batch_size"],
+            verbose=0,
+        )
+        fit_seconds += time.perf_counter() - fit_started
+        samples += len(x) * TUTORIAL["epochs"]
+        windows, actual[ticker] = one_step_windows(closes, ticker, test_days, window)
+        scaled_windows = scaler.transform(windows.reshape(-1, 1)).reshape(windows.shape)
+        predicted = model.predict(scaled_windows[..., None], verbose=0)
+        predictions[ticker] = scaler.inverse_transform(predicted).reshape(-1)
+        last[ticker] = windows[:, -1]
+        keras.backend.clear_session()
+    return {
+        "seconds": time.perf_counter() - started,
+        "fit_seconds": fit_seconds,
+        "samples_per_second": samples / fit_seconds,
+        "mase": mase_of(predictions, actual, last),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _run_part(part: str, work: Path, args: argparse.Namespace) -> dict:
+    out = work / f"{part}.json"
+    command = [sys.executable, "-m", "benchmarks.end_to_end", "--part", part, "--work", str(work)]
+    command += ["--tickers", str(args.tickers), "--years", str(args.years)]
+    command += ["--test-days", str(args.test_days), "--seed", str(args.seed)]
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(work / "prefect"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    }
+    env.setdefault("PRICECAST_LOG_LEVEL", "WARNING")
+    print(f"running the {part} part ...", flush=True)
+    subprocess.run(command, check=True, env=env, cwd=Path(__file__).parent.parent)
+    return json.loads(out.read_text())
+
+
+def layout(args: argparse.Namespace) -> tuple[int, dt.date, dt.date, list[dt.date]]:
+    """Days generated, the cut-off (backfill as-of), the incremental day and the test days."""
+    days = args.years * 252 + args.test_days
+    sessions = [FIRST_DAY, *next_sessions(FIRST_DAY, days - 1)]
+    cut = sessions[-args.test_days - 1]
+    test_days = sessions[-args.test_days :]
+    return days, cut, test_days[0], test_days
+
+
+def _stage_rows(result: dict) -> list[tuple[str, float]]:
+    stages = result["stages"]
+    return sorted(stages.items(), key=lambda item: -item[1])
+
+
+def report(result: dict) -> str:
+    """The printed table."""
+    pipe, tut = result["pipeline"], result["tutorial"]
+    backfill, incremental, noop = pipe["backfill"], pipe["incremental"], pipe["noop"]
+    lines = [
+        f"{result['tickers']} tickers x {result['years']} years of synthetic closes "
+        f"({result['rows']:,} rows), cut-off {result['cut_off']}, "
+        f"{result['test_days']} held-out days",
+        "",
+        "run                          | seconds | ratio",
+        "-----------------------------+---------+-------",
+        f"tutorial loop                | {tut['seconds']:7.1f} |  1.00",
+        f"pipeline backfill            | {backfill['seconds']:7.1f} | "
+        f"{backfill['seconds'] / tut['seconds']:5.3f}  "
+        f"({tut['seconds'] / backfill['seconds']:.1f}x faster; target >= 10x)",
+        f"incremental day              | {incremental['seconds']:7.1f} | "
+        f"{incremental['seconds'] / backfill['seconds']:5.3f}  of the backfill (target <= 0.10)",
+        f"no-op rerun                  | {noop['seconds']:7.1f} | "
+        f"{noop['seconds'] / backfill['seconds']:5.3f}  of the backfill (target <= 0.03)",
+        "",
+        "stage (task)                 | backfill | incremental | no-op",
+        "-----------------------------+----------+-------------+------",
+    ]
+    for name, seconds in _stage_rows(backfill):
+        lines.append(
+            f"{name:<28} | {seconds:8.2f} | {incremental['stages'].get(name, 0.0):11.2f} | "
+            f"{noop['stages'].get(name, 0.0):5.2f}"
+        )
+    model = backfill["summary"]["model"]
+    lines += [
+        "",
+        "training                     | samples/s | peak RSS MiB | MASE mean | median |   max",
+        "-----------------------------+-----------+--------------+-----------+--------+------",
+        f"pipeline ({model['action']}, {model.get('epochs_run', '?')} epochs)".ljust(29)
+        + f"| {model['samples_per_second'] or 0:9,.0f} | {backfill['peak_rss_mib']:12.0f} | "
+        f"{pipe['mase']['mean']:9.4f} | {pipe['mase']['median']:6.4f} | "
+        f"{pipe['mase']['max']:5.3f}",
+        "tutorial (20 epochs, batch 32)".ljust(29)
+        + f"| {tut['samples_per_second']:9,.0f} | {tut['peak_rss_mib']:12.0f} | "
+        f"{tut['mase']['mean']:9.4f} | {tut['mase']['median']:6.4f} | {tut['mase']['max']:5.3f}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickers", type=int, default=100)
+    parser.add_argument("--years", type=int, default=10)
+    parser.add_argument("--test-days", type=int, default=60, help="held-out days after the cut")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    parser.add_argument("--part", choices=["pipeline", "tutorial"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--skip-tutorial", action="store_true", help="time the pipeline only (no ratio)"
+    )
+    args = parser.parse_args(argv)
+    days, cut, next_day, test_days = layout(args)
+
+    if args.part == "pipeline":
+        result = run_pipeline_part(args.work, cut, next_day, test_days)
+        (args.work / "pipeline.json").write_text(json.dumps(result, default=str))
+        return
+    if args.part == "tutorial":
+        result = run_tutorial_part(args.work, cut, test_days)
+        (args.work / "tutorial.json").write_text(json.dumps(result, default=str))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="pricecast-bench-") as scratch:
+        work = args.work or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        closes = synthetic_closes(args.tickers, days, args.seed)
+        closes.to_parquet(work / "closes.parquet")
+        write_ticker_files(closes.loc[:cut], work / "drop")
+        result: dict[str, Any] = {
+            "tickers": args.tickers,
+            "years": args.years,
+            "rows": int(closes.loc[:cut].size),
+            "cut_off": cut.isoformat(),
+            "test_days": args.test_days,
+            "seed": args.seed,
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "load_average_before": os.getloadavg(),
+            },
+            "pipeline": _run_part("pipeline", work, args),
+        }
+        if args.skip_tutorial:
+            print(json.dumps({k: v for k, v in result["pipeline"].items()}, default=str)[:2000])
+            return
+        result["tutorial"] = _run_part("tutorial", work, args)
+        result["machine"]["load_average_after"] = os.getloadavg()
+    pipe, tut = result["pipeline"], result["tutorial"]
+    result["ratios"] = {
+        "speedup_over_tutorial": tut["seconds"] / pipe["backfill"]["seconds"],
+        "incremental_over_backfill": pipe["incremental"]["seconds"] / pipe["backfill"]["seconds"],
+        "noop_over_backfill": pipe["noop"]["seconds"] / pipe["backfill"]["seconds"],
+        "mase_pipeline_over_tutorial": pipe["mase"]["mean"] / tut["mase"]["mean"],
+    }
+    print(report(result))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\nwritten: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
