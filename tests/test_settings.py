@@ -27,12 +27,13 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.sequence_config().window == 10
     model = settings.training_config()
     assert (model.units, model.epochs, model.batch_size, model.loss, model.patience) == (
-        50,
+        32,
         20,
-        256,
+        1024,
         "mae",
         3,
     )
+    assert model.learning_rate == 0.003
     assert (settings.scaling, settings.damping, settings.scope) == ("log_ratio", True, "global")
 
 
