@@ -182,50 +182,25 @@ def _from_rows(
             )
     width = len(names)
     fields = {name: _pick(by_name, aliases) for name, aliases in _FIELD_ALIASES.items()}
-    if all(len(row) == width for _, row in records):
-        return _from_regular_rows(
-            names, records, (origin, source, version), ticker, ticker_index, date_index, fields
-        )
-    columns: dict[str, list] = {name: [] for name in RAW_COLUMNS}
-    for line, row in records:
-        columns[LINE].append(line)
-        shape = "" if len(row) == width else f"expected {width} fields, found {len(row)}"
-        columns[SHAPE_ERROR].append(shape)
-        padded = row + [""] * (width - len(row))
-        columns[c.TICKER].append(ticker if ticker_index is None else padded[ticker_index].strip())
-        columns[DATE].append(padded[date_index].strip())
-        for name, index in fields.items():
-            columns[name].append("" if index is None else padded[index].strip())
-        columns[RAW].append(dict(zip(names, row, strict=False)))
-    layout = "single" if ticker_index is None else "long"
-    return RawBatch(origin, source, version, layout, pd.DataFrame(columns, columns=RAW_COLUMNS))
-
-
-def _from_regular_rows(
-    names: list[str],
-    records: list[tuple[int, list[str]]],
-    where: tuple[str, str, str],
-    ticker: str | None,
-    ticker_index: int | None,
-    date_index: int,
-    fields: dict[str, int | None],
-) -> RawBatch:
-    """``_from_rows`` for the usual input, every row as wide as the header: column by
-    column rather than row by row, with the same result."""
-    origin, source, version = where
+    # Column by column rather than row by row: a short row is padded with empty
+    # fields (and its shape error recorded), a long one keeps its extra fields.
     count = len(records)
-    cells = list(zip(*(row for _, row in records), strict=True)) if count else [()] * len(names)
+    rows = [row + [""] * (width - len(row)) for _, row in records]
+    cells = list(zip(*rows, strict=False)) if count else [()] * width
 
     def stripped(index: int | None) -> list[str]:
         return [""] * count if index is None else [value.strip() for value in cells[index]]
 
     columns: dict[str, list] = {
         LINE: [line for line, _ in records],
-        SHAPE_ERROR: [""] * count,
+        SHAPE_ERROR: [
+            "" if len(row) == width else f"expected {width} fields, found {len(row)}"
+            for _, row in records
+        ],
         c.TICKER: [ticker] * count if ticker_index is None else stripped(ticker_index),
         DATE: stripped(date_index),
         **{name: stripped(index) for name, index in fields.items()},
-        RAW: [dict(zip(names, row, strict=True)) for _, row in records],
+        RAW: [dict(zip(names, row, strict=False)) for _, row in records],
     }
     layout = "single" if ticker_index is None else "long"
     return RawBatch(origin, source, version, layout, pd.DataFrame(columns, columns=RAW_COLUMNS))
