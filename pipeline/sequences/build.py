@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import pyarrow.parquet as pq
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
-from pipeline.db.prices import read_closes
+from pipeline.db.prices import read_close_arrays
 from pipeline.db.sequences import upsert_sequence_files
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
@@ -40,6 +42,8 @@ from pipeline.sequences.windows import build_windows, split_counts
 logger = logging.getLogger(__name__)
 
 SEQUENCES_DIR = "sequences"
+#: Tickers built at once (the work is NumPy and Parquet, which run outside the GIL).
+BUILD_THREADS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -75,69 +79,89 @@ def minimum_closes(config: SequenceConfig) -> int:
     return config.window + 2
 
 
-def windows_frame(
-    ticker: str, dates: Sequence[dt.date], closes: np.ndarray, config: SequenceConfig
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+def windows_table(
+    ticker: str, dates: Sequence[dt.date] | np.ndarray, closes: np.ndarray, config: SequenceConfig
+) -> tuple[pa.Table, dict[str, Any]]:
     """One ticker's windows, scaled and raw, and the description of how they were made.
 
+    Args:
+        ticker: the ticker.
+        dates: the date of each close, oldest first (``datetime.date`` or ``datetime64``).
+        closes: the closes, oldest first.
+        config: window, scaling and validation share.
+
     Returns:
-        The frame written to Parquet (``ticker``, ``target_date``, ``split``,
+        The table written to Parquet (``ticker``, ``target_date``, ``split``,
         the scaled inputs ``x0`` .. ``x{window-1}`` and target ``y``, the raw
         inputs ``p0`` .. ``p{window-1}`` and target ``target_close``) and a
         dictionary with the fitted scaler, the span it saw, and the window counts.
     """
+    window = config.window
+    days = np.asarray(dates, dtype="datetime64[D]")
     scaler = get_scaler(config.scaling)
-    count = len(closes) - config.window
+    count = len(closes) - window
     n_train, n_validation = split_counts(count, config.validation_fraction)
-    fitted_closes = n_train + config.window  # every close a training window touches
+    fitted_closes = n_train + window  # every close a training window touches
     params = scaler.fit(closes[:fitted_closes])
-    raw_x, raw_y = build_windows(closes, config.window)
-    frame = pd.DataFrame(scaler.encode(raw_x, params), columns=c.window_columns(config.window))
-    frame.insert(0, c.TICKER, ticker)
-    frame.insert(1, c.TARGET_DATE, list(dates[config.window :]))
-    frame.insert(2, c.SPLIT, [c.SPLIT_TRAIN] * n_train + [c.SPLIT_VALIDATION] * n_validation)
-    frame[c.TARGET] = scaler.encode_target(raw_y, raw_x, params)
-    for index, name in enumerate(c.raw_window_columns(config.window)):
-        frame[name] = raw_x[:, index]
-    frame[c.TARGET_CLOSE] = raw_y
+    raw_x, raw_y = build_windows(closes, window)
+    # Column-major copies: Arrow takes each column without another copy.
+    scaled_x = np.asfortranarray(scaler.encode(raw_x, params))
+    raw_x = np.asfortranarray(raw_x)
+    columns: dict[str, pa.Array] = {
+        c.TICKER: pa.array([ticker] * count, pa.string()),
+        c.TARGET_DATE: pa.array(days[window:], pa.date32()),
+        c.SPLIT: pa.array([c.SPLIT_TRAIN] * n_train + [c.SPLIT_VALIDATION] * n_validation),
+    }
+    for index, name in enumerate(c.window_columns(window)):
+        columns[name] = pa.array(scaled_x[:, index])
+    columns[c.TARGET] = pa.array(scaler.encode_target(raw_y, raw_x, params))
+    for index, name in enumerate(c.raw_window_columns(window)):
+        columns[name] = pa.array(raw_x[:, index])
+    columns[c.TARGET_CLOSE] = pa.array(raw_y)
     description = {
         "scaler_params": params,
-        "fit_start": dates[0],
-        "fit_end": dates[fitted_closes - 1],
+        "fit_start": days[0].item(),
+        "fit_end": days[fitted_closes - 1].item(),
         "train_windows": n_train,
         "validation_windows": n_validation,
     }
-    return frame, description
+    return pa.Table.from_pydict(columns, schema=sequence_schema(window)), description
 
 
-def _arrow_table(frame: pd.DataFrame, window: int) -> pa.Table:
-    fields = [
-        pa.field(c.TICKER, pa.string()),
-        pa.field(c.TARGET_DATE, pa.date32()),
-        pa.field(c.SPLIT, pa.string()),
-        *[pa.field(name, pa.float64()) for name in c.window_columns(window)],
-        pa.field(c.TARGET, pa.float64()),
-        *[pa.field(name, pa.float64()) for name in c.raw_window_columns(window)],
-        pa.field(c.TARGET_CLOSE, pa.float64()),
-    ]
-    arrays = [
-        pa.array(frame[field.name].to_numpy(dtype=float), type=field.type)
-        if field.type == pa.float64()
-        else pa.array(frame[field.name].tolist(), type=field.type)
-        for field in fields
-    ]
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+def windows_frame(
+    ticker: str, dates: Sequence[dt.date] | np.ndarray, closes: np.ndarray, config: SequenceConfig
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``windows_table`` as the frame ``read_sequence_file`` would return for its file."""
+    table, description = windows_table(ticker, dates, closes, config)
+    return table.to_pandas(), description
 
 
-def write_sequence_file(path: Path, frame: pd.DataFrame, window: int) -> str:
-    """Write ``frame`` to ``path`` unless the file already holds exactly these bytes.
+def sequence_schema(window: int) -> pa.Schema:
+    """The Arrow schema of a sequence file with windows of ``window`` closes."""
+    return pa.schema(
+        [
+            pa.field(c.TICKER, pa.string()),
+            pa.field(c.TARGET_DATE, pa.date32()),
+            pa.field(c.SPLIT, pa.string()),
+            *[pa.field(name, pa.float64()) for name in c.window_columns(window)],
+            pa.field(c.TARGET, pa.float64()),
+            *[pa.field(name, pa.float64()) for name in c.raw_window_columns(window)],
+            pa.field(c.TARGET_CLOSE, pa.float64()),
+        ]
+    )
+
+
+def write_sequence_file(path: Path, table: pa.Table) -> str:
+    """Write ``table`` to ``path`` unless the file already holds exactly these bytes.
+
+    Only the two text columns are dictionary-encoded: trying a dictionary on
+    every float column made writing three times slower and the files larger.
 
     Returns:
         The SHA-256 of the file.
     """
-    table = _arrow_table(frame, window)
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", use_dictionary=[c.TICKER, c.SPLIT])
     payload = sink.getvalue().to_pybytes()
     digest = sha256_bytes(payload)
     if path.exists() and sha256_file(path) == digest:
@@ -187,41 +211,30 @@ def build_sequences(
         ticker: "inactive; `pricecast tickers add` reactivates it"
         for ticker in sorted(set(tickers or []) & inactive)
     }
-    closes = read_closes(conn, as_of, tickers, field=config.price_field)
-    closes = closes[~closes[c.TICKER].isin(inactive)]
-    found = set(closes[c.TICKER].unique())
+    closes = read_close_arrays(conn, as_of, tickers, field=config.price_field)
+    runs = [(ticker, rows) for ticker, rows in closes.runs() if ticker not in inactive]
+    found = {ticker for ticker, _ in runs}
     if not found:
         wanted = ", ".join(tickers) if tickers else "any active ticker"
         raise MissingDataError(f"no prices for {wanted} on or before {as_of}; ingest prices first")
     for ticker in sorted(set(tickers or []) - found - set(skipped)):
         skipped[ticker] = f"no prices on or before {as_of}"
-    rows: list[dict[str, Any]] = []
     needed = minimum_closes(config)
-    for ticker, group in closes.groupby(c.TICKER, sort=True):
-        if len(group) < needed:
-            skipped[str(ticker)] = f"{len(group)} closes on or before {as_of}; needs {needed}"
-            logger.warning("skipping %s: %s", ticker, skipped[str(ticker)])
-            continue
-        dates = list(group[c.TRADE_DATE])
-        frame, description = windows_frame(
-            str(ticker), dates, group[c.CLOSE].to_numpy(dtype=float), config
-        )
-        path = sequence_path(home, str(ticker))
-        digest = write_sequence_file(path, frame, config.window)
-        rows.append(
-            {
-                c.TICKER: str(ticker),
-                c.AS_OF_DATE: as_of,
-                "data_through": dates[-1],
-                "window": config.window,
-                "scaling": config.scaling,
-                "validation_fraction": config.validation_fraction,
-                "price_field": config.price_field,
-                "file_path": str(path),
-                "sha256": digest,
-                **description,
-            }
-        )
+    series = []
+    for ticker, rows in runs:
+        count = rows.stop - rows.start
+        if count < needed:
+            skipped[ticker] = f"{count} closes on or before {as_of}; needs {needed}"
+            logger.warning("skipping %s: %s", ticker, skipped[ticker])
+        else:
+            series.append((ticker, closes.dates[rows], closes.closes[rows]))
+    series.sort(key=lambda item: item[0])  # the database's collation may order tickers otherwise
+
+    def build_one(item: tuple[str, np.ndarray, np.ndarray]) -> dict[str, Any]:
+        ticker, dates, values = item
+        table, description = windows_table(ticker, dates, values, config)
+        path = sequence_path(home, ticker)
+        digest = write_sequence_file(path, table)
         logger.info(
             "sequences for %s: %d training and %d validation windows through %s",
             ticker,
@@ -229,5 +242,21 @@ def build_sequences(
             description["validation_windows"],
             dates[-1],
         )
+        return {
+            c.TICKER: ticker,
+            c.AS_OF_DATE: as_of,
+            "data_through": dates[-1].item(),
+            "window": config.window,
+            "scaling": config.scaling,
+            "validation_fraction": config.validation_fraction,
+            "price_field": config.price_field,
+            "file_path": str(path),
+            "sha256": digest,
+            **description,
+        }
+
+    # NumPy, Arrow and Parquet release the GIL: two threads keep both cores busy.
+    with ThreadPoolExecutor(max_workers=min(BUILD_THREADS, max(1, len(series)))) as pool:
+        rows = list(pool.map(build_one, series))
     upsert_sequence_files(conn, rows)
     return SequenceResult(as_of=as_of, files=rows, skipped=skipped)
