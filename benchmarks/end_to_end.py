@@ -166,8 +166,11 @@ def _task_seconds(flow_run_id: Any) -> dict[str, float]:
 
 
 def _timed_flow(flow: Any, **parameters: Any) -> dict[str, Any]:
+    from flows.heartbeats import for_command_runs
+
     started = time.perf_counter()
-    state = flow(**parameters, return_state=True)
+    with for_command_runs():  # as `pricecast run` starts it (flows/heartbeats.py)
+        state = flow(**parameters, return_state=True)
     seconds = time.perf_counter() - started
     summary = state.result()
     return {

@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.daily import build_settings, daily_pipeline
+from flows.heartbeats import without_heartbeats
 from pipeline.db.lock import pipeline_lock
 from pipeline.errors import ConfigurationError
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions, previous_session
@@ -98,19 +99,21 @@ def backfill(
     with pipeline_lock(settings.resolved_database_url, settings.lock_wait_seconds):
         runs = []
         for number, day in enumerate(days, start=1):
-            summary = daily_pipeline.with_options(
-                flow_run_name=f"daily-pipeline-{day.isoformat()}"
-            )(
-                as_of_date=day,
-                tickers=tickers,
-                sources=sources,
-                mode=mode,
-                horizon=horizon,
-                database_url=database_url,
-                home=home,
-                overrides=overrides,
-                dask_address=dask_address,
-            )
+            # The backfill's own heartbeat covers its days (flows/heartbeats.py).
+            with without_heartbeats():
+                summary = daily_pipeline.with_options(
+                    flow_run_name=f"daily-pipeline-{day.isoformat()}"
+                )(
+                    as_of_date=day,
+                    tickers=tickers,
+                    sources=sources,
+                    mode=mode,
+                    horizon=horizon,
+                    database_url=database_url,
+                    home=home,
+                    overrides=overrides,
+                    dask_address=dask_address,
+                )
             model, written = summary["model"], summary["forecast"]["forecasts_written"]
             logger.info(
                 "%d/%d as of %s: model v%s (%s), champion v%s, %d forecasts written",

@@ -10,6 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.daily import build_settings
+from flows.heartbeats import without_heartbeats
 from flows.runners import backtest_units, fan_out_for
 from flows.tasks import (
     backtest_plan_task,
@@ -77,15 +78,16 @@ def backtest_flow(
             raise ConfigurationError(str(exc)) from exc
         units = backtest_plan_task(url, as_of, settings.tickers, chosen, config)
         logger.info("%d backtest units: %s", len(units), fan.describe())
-        parts = backtest_units.with_options(task_runner=fan.task_runner())(
-            url,
-            as_of,
-            settings.tickers,
-            chosen,
-            config,
-            [(fold, variant) for fold, variant, _ in units],
-            [label for _, _, label in units],
-        )
+        with without_heartbeats():  # this run's heartbeat covers its subflow
+            parts = backtest_units.with_options(task_runner=fan.task_runner())(
+                url,
+                as_of,
+                settings.tickers,
+                chosen,
+                config,
+                [(fold, variant) for fold, variant, _ in units],
+                [label for _, _, label in units],
+            )
         result = store_backtest_task(url, as_of, settings.tickers, chosen, config, parts)
     else:
         result = backtest_task(url, as_of, settings.tickers, names, config, settings)

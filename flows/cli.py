@@ -663,20 +663,22 @@ def _backtest_flow(
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """The backtest as the ``backtest`` flow, its units on a Dask cluster or local threads."""
     from flows.backtest import backtest_flow
+    from flows.heartbeats import for_command_runs
 
     _quiet_console_tracebacks()
-    result = backtest_flow(
-        as_of_date=as_of,
-        tickers=settings.tickers,
-        folds=args.folds,
-        horizon=args.horizon,
-        test_fraction=args.test_fraction,
-        origins=args.origins,
-        variants=[name.strip() for name in args.variants.split(",") if name.strip()],
-        database_url=settings.resolved_database_url,
-        overrides={"workers": settings.workers} if settings.workers else None,
-        dask_address=settings.dask_address,
-    )
+    with for_command_runs():
+        result = backtest_flow(
+            as_of_date=as_of,
+            tickers=settings.tickers,
+            folds=args.folds,
+            horizon=args.horizon,
+            test_fraction=args.test_fraction,
+            origins=args.origins,
+            variants=[name.strip() for name in args.variants.split(",") if name.strip()],
+            database_url=settings.resolved_database_url,
+            overrides={"workers": settings.workers} if settings.workers else None,
+            dask_address=settings.dask_address,
+        )
     return result["run_id"], result["table"], result["records"]
 
 
@@ -692,20 +694,22 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     _open(settings).dispose()
 
     from flows.daily import daily_pipeline
+    from flows.heartbeats import for_command_runs
 
     _quiet_console_tracebacks()
-    summary = daily_pipeline(
-        as_of_date=args.as_of,
-        tickers=settings.tickers,
-        sources=settings.sources,
-        mode=args.mode,
-        horizon=settings.horizon,
-        database_url=settings.resolved_database_url,
-        home=str(settings.home_path),
-        overrides={"workers": settings.workers} if settings.workers else None,
-        dask_address=settings.dask_address,
-        rerun=args.rerun,
-    )
+    with for_command_runs():
+        summary = daily_pipeline(
+            as_of_date=args.as_of,
+            tickers=settings.tickers,
+            sources=settings.sources,
+            mode=args.mode,
+            horizon=settings.horizon,
+            database_url=settings.resolved_database_url,
+            home=str(settings.home_path),
+            overrides={"workers": settings.workers} if settings.workers else None,
+            dask_address=settings.dask_address,
+            rerun=args.rerun,
+        )
     ingest, model, fc = summary["ingest"], summary["model"], summary["forecast"]
     _print(
         [

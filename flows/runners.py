@@ -30,6 +30,7 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows.heartbeats import without_heartbeats
 from flows.tasks import (
     backtest_unit_task,
     forecast_shard_task,
@@ -154,9 +155,10 @@ def run_sequences(
     """The sequences stage: one task, or one task per shard through ``fan``'s runner."""
     if not fan.parallel or not tickers:
         return sequences_task(database_url, home, as_of, tickers, config)
-    return sequences_shards.with_options(task_runner=fan.task_runner())(
-        database_url, home, as_of, split_tickers(tickers, fan.shards), config
-    )
+    with without_heartbeats():  # the calling run's heartbeat covers its subflows
+        return sequences_shards.with_options(task_runner=fan.task_runner())(
+            database_url, home, as_of, split_tickers(tickers, fan.shards), config
+        )
 
 
 def run_forecast(
@@ -170,9 +172,10 @@ def run_forecast(
     """The forecast stage: one task, or one task per shard through ``fan``'s runner."""
     if not fan.parallel or not tickers:
         return forecast_task(database_url, as_of, tickers, horizon, model_version)
-    return forecast_shards.with_options(task_runner=fan.task_runner())(
-        database_url, as_of, split_tickers(tickers, fan.shards), horizon, model_version
-    )
+    with without_heartbeats():
+        return forecast_shards.with_options(task_runner=fan.task_runner())(
+            database_url, as_of, split_tickers(tickers, fan.shards), horizon, model_version
+        )
 
 
 @flow(name="sequences-shards", log_prints=False)
