@@ -26,6 +26,7 @@ PIPELINE_DEFAULTS = {
     "database_url": None,
     "home": None,
     "overrides": None,
+    "dask_address": None,
 }
 
 
