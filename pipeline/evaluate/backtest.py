@@ -131,7 +131,7 @@ class BacktestResult:
             )
             rows.append({**dict(zip(keys, key, strict=True)), **metrics})
         frame = pd.DataFrame(rows)
-        frame["is_default"] = frame["model"].map(self.defaults).fillna(False).astype(bool)
+        frame["is_default"] = [bool(self.defaults.get(name)) for name in frame["model"]]
         return frame
 
     def records(self) -> list[dict[str, Any]]:
@@ -167,7 +167,7 @@ class BacktestResult:
                 "points": grouped["n"].sum(),
             }
         ).reset_index()
-        table["default"] = table["model"].map(self.defaults).fillna(False).astype(bool)
+        table["default"] = [bool(self.defaults.get(name)) for name in table["model"]]
         return table.sort_values([c.HORIZON, "mase_mean"]).reset_index(drop=True)
 
 
