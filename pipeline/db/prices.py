@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
+from pipeline.days import as_days
 from pipeline.db.schema import prices
 from pipeline.db.upsert import bulk_upsert
 
@@ -76,19 +76,6 @@ def upsert_prices(conn: Connection, frame: pd.DataFrame) -> int:
     if missing:
         raise ValueError(f"price rows lack column(s) {', '.join(missing)}")
     return bulk_upsert(conn, prices, frame, columns=c.PRICE_COLUMNS, replace_if=_source_precedence)
-
-
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-
-
-def _days(values: Sequence[Any]) -> np.ndarray:
-    """Dates as the driver returns them (ISO text from SQLite, ``date`` elsewhere) as datetime64."""
-    if not values:
-        return np.empty(0, dtype="datetime64[D]")
-    if isinstance(values[0], str):
-        return np.array(values, dtype="datetime64[D]")
-    ordinals = np.fromiter((day.toordinal() for day in values), dtype=np.int64, count=len(values))
-    return (ordinals - _EPOCH_ORDINAL).astype("datetime64[D]")
 
 
 @dataclass(frozen=True)
@@ -160,7 +147,7 @@ def read_close_arrays(
     values = [list(map(itemgetter(index), rows)) for index in range(len(columns))]
     arrays = CloseArrays(
         tickers=np.array(values[0], dtype=object),
-        dates=_days(values[1]),
+        dates=as_days(values[1]),
         closes=np.array(values[2], dtype=float),
     )
     if field == c.ADJ_CLOSE:

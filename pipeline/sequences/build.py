@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
+from pipeline.days import as_days
 from pipeline.db.prices import read_close_arrays
 from pipeline.db.sequences import upsert_sequence_files
 from pipeline.db.tickers import inactive_tickers
@@ -97,7 +98,7 @@ def windows_table(
         dictionary with the fitted scaler, the span it saw, and the window counts.
     """
     window = config.window
-    days = np.asarray(dates, dtype="datetime64[D]")
+    days = as_days(dates)
     scaler = get_scaler(config.scaling)
     count = len(closes) - window
     n_train, n_validation = split_counts(count, config.validation_fraction)
@@ -255,7 +256,7 @@ def build_sequences(
             **description,
         }
 
-    # NumPy, Arrow and Parquet release the GIL: two threads keep both cores busy.
+    # NumPy, Arrow and Parquet release the GIL: threads keep the cores busy.
     with ThreadPoolExecutor(max_workers=min(BUILD_THREADS, max(1, len(series)))) as pool:
         rows = list(pool.map(build_one, series))
     upsert_sequence_files(conn, rows)
