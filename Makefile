@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.upsert_prices
 	$(BIN)/python -m benchmarks.end_to_end
 	$(BIN)/python -m benchmarks.train_memory
+	$(BIN)/python -m benchmarks.intervals
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

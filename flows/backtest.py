@@ -34,6 +34,7 @@ def backtest_flow(
     origins: str = "expanding",
     variants: list[str] | None = None,
     json_path: str | None = None,
+    points_path: str | None = None,
     database_url: str | None = None,
     overrides: dict[str, Any] | None = None,
     dask_address: str | None = None,
@@ -49,6 +50,8 @@ def backtest_flow(
         origins: ``expanding`` or ``rolling`` training spans.
         variants: LSTM variants (``pipeline.evaluate.variants``); default ``["default"]``.
         json_path: where to write one record per model, ticker and horizon step.
+        points_path: where to write every forecast point (CSV, or Parquet for a
+            ``.parquet`` path), from the task that merges the points.
         database_url: default ``PRICECAST_DATABASE_URL``.
         overrides: other settings, e.g. ``{"epochs": 5}``.
         dask_address: a Dask scheduler to run the units (a fold of the baselines or of
@@ -88,18 +91,21 @@ def backtest_flow(
                 [(fold, variant) for fold, variant, _ in units],
                 [label for _, _, label in units],
             )
-        result = store_backtest_task(url, as_of, settings.tickers, chosen, config, parts)
+        result = store_backtest_task(
+            url, as_of, settings.tickers, chosen, config, parts, points_path
+        )
     else:
-        result = backtest_task(url, as_of, settings.tickers, names, config, settings)
+        result = backtest_task(url, as_of, settings.tickers, names, config, settings, points_path)
     for row in result["table"]:
         logger.info(
-            "%s h=%d: MASE %.4f mean, %.4f worst (%s), coverage %s",
+            "%s h=%d: MASE %.4f mean, %.4f worst (%s), coverage %s, MSIS %s",
             row["model"],
             row["horizon"],
             row["mase_mean"],
             row["mase_max"],
             row["worst_ticker"],
             "-" if row["coverage"] != row["coverage"] else f"{row['coverage']:.3f}",
+            "-" if row["msis"] != row["msis"] else f"{row['msis']:.3f}",
         )
     if json_path:
         Path(json_path).write_text(json.dumps(result["records"], indent=1))

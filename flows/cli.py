@@ -299,11 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         default="default",
         metavar="A,B",
-        help="LSTM variants: default, tutorial, minmax, log_ratio, per_ticker, global, mse, mae, "
-        "window5, window20, units16, units100, batch32, batch256, no_early_stopping",
+        help="LSTM variants: default, tutorial, static_intervals, minmax, log_ratio, per_ticker, "
+        "global, mse, mae, window5, window20, units16, units100, batch32, batch256, "
+        "no_early_stopping, no_damping, units50_batch256",
     )
     backtest_cmd.add_argument(
         "--json", metavar="PATH", help="write one record per model, ticker and horizon step"
+    )
+    backtest_cmd.add_argument(
+        "--points",
+        metavar="PATH",
+        help="write every forecast point (CSV, or Parquet for a .parquet path) to recompute "
+        "any metric",
     )
     _add_fan_out(backtest_cmd)
     return parser
@@ -634,22 +641,39 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
             run = run_backtest(conn, as_of, chosen, config, settings.tickers)
         run_id, rows = run.run_id, run.result.table().to_dict("records")
         records = run.result.records()
+        if args.points:
+            run.result.write_points(Path(args.points))
     print(
         f"backtest {run_id} as of {as_of}: {config.folds} folds, horizon {config.horizon}, "
-        f"last {config.test_fraction:.0%} of each series"
+        f"last {config.test_fraction:.0%} of each series; intervals at "
+        f"{config.interval_level:.0%}"
     )
     print(
         f"{'model':<20} {'h':>2} {'MASE mean':>9} {'MASE max':>9} {'worst':<8} "
-        f"{'coverage':>8} {'points':>8}"
+        f"{'coverage':>8} {'cov min':>7} {'cov vol':>7} {'width':>7} {'MSIS':>7} {'SPL':>7} "
+        f"{'points':>8}"
     )
+
+    def number(value: object, digits: int) -> str:
+        return "-" if pd_isna(value) else f"{value:.{digits}f}"
+
     for row in rows:
-        coverage = "-" if pd_isna(row["coverage"]) else f"{row['coverage']:.3f}"
         name = row["model"] + (" *" if row["default"] else "")
         print(
             f"{name:<20} {row['horizon']:>2} {row['mase_mean']:>9.4f} {row['mase_max']:>9.4f} "
-            f"{row['worst_ticker']:<8} {coverage:>8} {row['points']:>8}"
+            f"{row['worst_ticker']:<8} {number(row['coverage'], 3):>8} "
+            f"{number(row['coverage_min'], 3):>7} {number(row['coverage_high_vol'], 3):>7} "
+            f"{number(row['width'], 4):>7} {number(row['msis'], 3):>7} "
+            f"{number(row['spl'], 4):>7} {row['points']:>8}"
         )
-    print("* the default LSTM configuration; MASE 1.00 = the naive forecast")
+    print(
+        "* the default LSTM configuration; MASE 1.00 = the naive forecast; coverage: mean over "
+        "tickers (cov min: the lowest ticker's; cov vol: on each ticker's most volatile fifth "
+        "of test days); width: interval width / last close; MSIS and SPL (scaled pinball "
+        "loss, mean of q05..q95): lower is better"
+    )
+    if args.points:
+        print(f"points: {args.points}")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -675,6 +699,7 @@ def _backtest_flow(
             test_fraction=args.test_fraction,
             origins=args.origins,
             variants=[name.strip() for name in args.variants.split(",") if name.strip()],
+            points_path=args.points,
             database_url=settings.resolved_database_url,
             overrides={"workers": settings.workers} if settings.workers else None,
             dask_address=settings.dask_address,

@@ -260,15 +260,21 @@ def store_backtest_task(
     chosen: list[Variant],
     config: BacktestConfig,
     parts: list[list[Any]],
+    points_path: str | None = None,
 ) -> dict[str, Any]:
-    """Merge the units' points into the backtest's metrics and store them."""
+    """Merge the units' points into the backtest's metrics and store them (and write
+    the points to ``points_path``, if given)."""
     with database(database_url).begin() as conn:
         series = backtest_series(conn, as_of, chosen, tickers)
-        run = store_backtest(conn, as_of, series, chosen, config, merge_units(parts, chosen))
-    return _backtest_summary(run)
+        run = store_backtest(
+            conn, as_of, series, chosen, config, merge_units(parts, chosen, config.interval_level)
+        )
+    return _backtest_summary(run, points_path)
 
 
-def _backtest_summary(run: Any) -> dict[str, Any]:
+def _backtest_summary(run: Any, points_path: str | None) -> dict[str, Any]:
+    if points_path:
+        run.result.write_points(Path(points_path))
     return {
         "run_id": run.run_id,
         "as_of": run.as_of.isoformat(),
@@ -285,12 +291,14 @@ def backtest_task(
     variant_names: list[str],
     config: BacktestConfig,
     settings: Settings,
+    points_path: str | None = None,
 ) -> dict[str, Any]:
-    """Walk-forward backtest of the variants and baselines; metrics into the database."""
+    """Walk-forward backtest of the variants and baselines; metrics into the database
+    (and every forecast point to ``points_path``, if given)."""
     chosen = variants(variant_names, settings.sequence_config(), settings.training_config())
     with database(database_url).begin() as conn:
         run = run_backtest(conn, as_of, chosen, config, tickers)
-    return _backtest_summary(run)
+    return _backtest_summary(run, points_path)
 
 
 @task(name="freshness", timeout_seconds=300, **_IO)

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     interval_level: float = Field(
         default=0.9, gt=0.0, lt=1.0, description="Coverage the prediction intervals aim for."
     )
+    intervals: Literal["ewma", "static"] = Field(
+        default="ewma",
+        description="Prediction intervals: ewma (widths follow recent volatility, calibrated "
+        "on the validation span) or static (one width per ticker and step).",
+    )
     drift_tolerance: float = Field(
         default=0.2, ge=0.0, description="In mode auto, retrain when recent MASE grows this much."
     )
@@ -185,6 +190,7 @@ class Settings(BaseSettings):
             finetune_epochs=self.finetune_epochs,
             seed=self.seed,
             interval_level=self.interval_level,
+            intervals=self.intervals,
             horizon=self.horizon,
             retrain_after_days=self.retrain_after_days,
             drift_tolerance=self.drift_tolerance,

@@ -5,7 +5,8 @@
 --
 -- Columns:
 --   ticker, as_of_date, target_date, horizon, model_version, yhat,
---   yhat_lower, yhat_upper  as in forecasts
+--   yhat_lower, yhat_upper, scale, yhat_q05, yhat_q25, yhat_q75, yhat_q95
+--                     as in forecasts
 --   actual            the close on target_date
 --   naive             the last close on or before as_of_date (the naive forecast)
 --   error             yhat - actual
@@ -14,6 +15,8 @@
 --   naive_abs_error   |naive - actual|; sum(abs_error) / sum(naive_abs_error) is the MASE
 --   inside_interval   1 when yhat_lower <= actual <= yhat_upper, 0 when outside,
 --                     NULL when the forecast has no interval
+--   inside_50         1 when yhat_q25 <= actual <= yhat_q75 (the fan's inner band, half of
+--                     outcomes when calibrated), 0 when outside, NULL without quantiles
 with origins as (
     select
         f.ticker,
@@ -24,6 +27,11 @@ with origins as (
         f.yhat,
         f.yhat_lower,
         f.yhat_upper,
+        f.scale,
+        f.yhat_q05,
+        f.yhat_q25,
+        f.yhat_q75,
+        f.yhat_q95,
         (
             select max(p.trade_date)
             from prices p
@@ -42,6 +50,11 @@ final as (
         o.yhat,
         o.yhat_lower,
         o.yhat_upper,
+        o.scale,
+        o.yhat_q05,
+        o.yhat_q25,
+        o.yhat_q75,
+        o.yhat_q95,
         actual.close as actual,
         origin.close as naive,
         o.yhat - actual.close as error,
@@ -52,7 +65,12 @@ final as (
             when o.yhat_lower is null or o.yhat_upper is null then null
             when actual.close between o.yhat_lower and o.yhat_upper then 1
             else 0
-        end as inside_interval
+        end as inside_interval,
+        case
+            when o.yhat_q25 is null or o.yhat_q75 is null then null
+            when actual.close between o.yhat_q25 and o.yhat_q75 then 1
+            else 0
+        end as inside_50
     from origins o
     join prices actual
         on actual.ticker = o.ticker and actual.trade_date = o.target_date

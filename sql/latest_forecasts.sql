@@ -12,6 +12,12 @@
 --   yhat           forecast close
 --   yhat_lower     lower bound of the prediction interval (NULL: none)
 --   yhat_upper     upper bound of the prediction interval (NULL: none)
+--   scale          predicted standard deviation of log(close on target_date / last
+--                  close): the risk estimate, larger in turbulent weeks (NULL: a model
+--                  with static intervals)
+--   yhat_q05, yhat_q25, yhat_q75, yhat_q95
+--                  quantiles of the forecast close (yhat is the median): the bands of
+--                  a fan chart, 90 % and 50 % of outcomes between them (NULL: none)
 --   model_version  the model that made it (see models)
 with ranked as (
     select
@@ -22,6 +28,11 @@ with ranked as (
         f.yhat,
         f.yhat_lower,
         f.yhat_upper,
+        f.scale,
+        f.yhat_q05,
+        f.yhat_q25,
+        f.yhat_q75,
+        f.yhat_q95,
         f.model_version,
         row_number() over (
             partition by f.ticker, f.target_date
@@ -40,6 +51,11 @@ final as (
         yhat,
         yhat_lower,
         yhat_upper,
+        scale,
+        yhat_q05,
+        yhat_q25,
+        yhat_q75,
+        yhat_q95,
         model_version
     from ranked
     where rank_in_target = 1

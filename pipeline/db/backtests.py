@@ -29,14 +29,20 @@ def replace_backtest(conn: Connection, run: Mapping[str, Any], metrics: pd.DataF
     else:
         conn.execute(sa.insert(backtest_runs), [dict(run)])
     columns = [column.name for column in backtest_metrics.columns]
+    # Metrics may be NaN or None (no interval, no naive error): stored as NULL.
+    floats = [
+        column.name for column in backtest_metrics.columns if isinstance(column.type, sa.Double)
+    ]
     rows = []
     for record in metrics.to_dict("records"):
         row = {name: record.get(name) for name in columns}
         row["run_id"] = run_id
-        for name in ("mase", "coverage"):
+        for name in floats:
             value = row[name]
             row[name] = None if value is None or pd.isna(value) else float(value)
         row["n"] = int(row["n"])
+        high_vol = row["n_high_vol"]
+        row["n_high_vol"] = None if high_vol is None or pd.isna(high_vol) else int(high_vol)
         row["fold"] = int(row["fold"])
         row[c.HORIZON] = int(row[c.HORIZON])
         row["is_default"] = bool(row["is_default"])

@@ -92,6 +92,12 @@ models = sa.Table(
     sa.Column("decision", sa.String(1000), comment="Why it was or was not promoted."),
     sa.Column("champion_version", sa.Integer, comment="The champion it was compared with."),
     sa.Column("champion_val_mae", sa.Double, comment="That champion's MAE on the same span."),
+    sa.Column(
+        "val_msis",
+        sa.Double,
+        comment="MSIS of one-step intervals on the validation span (calibrated on it).",
+    ),
+    sa.Column("champion_val_msis", sa.Double, comment="That champion's MSIS on the same span."),
     sa.Column("train_samples", sa.Integer, nullable=False),
     sa.Column("validation_samples", sa.Integer, nullable=False),
     sa.Column("epochs_run", sa.Integer, nullable=False),
@@ -130,6 +136,15 @@ forecasts = sa.Table(
     sa.Column(c.YHAT, sa.Double, nullable=False, comment="Forecast close."),
     sa.Column("yhat_lower", sa.Double, comment="Lower bound of the prediction interval."),
     sa.Column("yhat_upper", sa.Double, comment="Upper bound of the prediction interval."),
+    sa.Column(
+        "scale",
+        sa.Double,
+        comment="Predicted std. dev. of log(close on target_date / last close); NULL: static.",
+    ),
+    sa.Column("yhat_q05", sa.Double, comment="5 % quantile of the forecast close."),
+    sa.Column("yhat_q25", sa.Double, comment="25 % quantile of the forecast close."),
+    sa.Column("yhat_q75", sa.Double, comment="75 % quantile of the forecast close."),
+    sa.Column("yhat_q95", sa.Double, comment="95 % quantile of the forecast close."),
     comment="Forecast closes, one row per ticker, as-of date, target date and model version.",
 )
 sa.Index(None, forecasts.c[c.AS_OF_DATE])
@@ -226,6 +241,29 @@ backtest_metrics = sa.Table(
     sa.Column("mape", sa.Double, nullable=False, comment="Percent."),
     sa.Column("mase", sa.Double, comment="MAE / the naive forecast's MAE on the same points."),
     sa.Column("coverage", sa.Double, comment="Share of points inside the interval."),
+    sa.Column(
+        "coverage_high_vol",
+        sa.Double,
+        comment="Coverage on the ticker's most volatile fifth of test days.",
+    ),
+    sa.Column("n_high_vol", sa.Integer, comment="Test points among those most volatile days."),
+    sa.Column("width", sa.Double, comment="Mean interval width relative to the last close."),
+    sa.Column(
+        "interval_score",
+        sa.Double,
+        comment="Mean interval score (width plus 2/alpha times any miss).",
+    ),
+    sa.Column(
+        "msis",
+        sa.Double,
+        comment="Interval score over the training span's mean absolute daily change.",
+    ),
+    sa.Column("spl", sa.Double, comment="Mean scaled pinball loss over the quantiles q05 .. q95."),
+    sa.Column("spl_q05", sa.Double, comment="Scaled pinball loss of the 5 % quantile."),
+    sa.Column("spl_q25", sa.Double, comment="Scaled pinball loss of the 25 % quantile."),
+    sa.Column("spl_q50", sa.Double, comment="Scaled pinball loss of the median."),
+    sa.Column("spl_q75", sa.Double, comment="Scaled pinball loss of the 75 % quantile."),
+    sa.Column("spl_q95", sa.Double, comment="Scaled pinball loss of the 95 % quantile."),
     comment="Backtest errors per model, ticker, fold and horizon step.",
 )
 

@@ -6,6 +6,13 @@ interval is ``[y_pred * exp(-q), y_pred * exp(q)]``, a symmetric band in log spa
 Calibrate ``q`` on forecasts the model was not trained on (for example a
 validation fold); then, for exchangeable data, a fresh point falls inside its
 interval with probability at least ``level``.
+
+**Normalised scores.** A static ``q`` gives the same width in a calm month and in
+a crash. With a predicted scale ``s`` per point (the standard deviation of the
+log return to the target, e.g. from recent volatility), the score is
+``|log(y_true / y_pred)| / s`` and the interval ``y_pred * exp(-+ m * s)``: the
+calibrated multiplier ``m`` keeps the finite-sample guarantee while the width
+follows ``s`` (Lei et al. 2018, "locally weighted" conformal).
 """
 
 from __future__ import annotations
@@ -92,12 +99,65 @@ def fit_conformal(y_true: ArrayLike, y_pred: ArrayLike, level: float) -> np.ndar
             f"y_true and y_pred must have the same shape, got {observed.shape} and "
             f"{predicted.shape}"
         )
-    n, steps = observed.shape
+    return conformal_quantile(np.abs(np.log(observed / predicted)), level)
+
+
+def conformal_quantile(scores: ArrayLike, level: float) -> np.ndarray:
+    """Per column, the ``ceil((n + 1) * level)``-th smallest score (``inf`` if ``k > n``).
+
+    Args:
+        scores: Non-negative nonconformity scores, shape ``(n, H)``.
+        level: Target coverage, strictly between 0 and 1.
+
+    Returns:
+        Array of shape ``(H,)``.
+    """
+    values = np.asarray(scores, dtype=float)
+    n, steps = values.shape
     rank = conformal_rank(n, level)
     if rank > n:
         return np.full(steps, np.inf)
-    scores = np.sort(np.abs(np.log(observed / predicted)), axis=0)
-    return scores[rank - 1]
+    return np.sort(values, axis=0)[rank - 1]
+
+
+def _checked_level(level: float) -> None:
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+        raise ValueError(f"level must be a number strictly between 0 and 1, got {level!r}")
+
+
+def fit_normalised_conformal(
+    y_true: ArrayLike, y_pred: ArrayLike, scale: ArrayLike, level: float
+) -> np.ndarray:
+    """Per-step multipliers of the predicted scale: conformal quantiles of normalised scores.
+
+    The score of a point is ``|log(y_true / y_pred)| / scale``; the multiplier of
+    step ``h`` is the ``ceil((n + 1) * level)``-th smallest score of that step, as in
+    ``fit_conformal`` (``inf`` when there are too few points for the level).
+
+    Args:
+        y_true: Observed prices, shape ``(n, H)``.
+        y_pred: Forecasts of the same points, shape ``(n, H)``.
+        scale: Predicted standard deviations of ``log(y_true / last close)``,
+            shape ``(n, H)``, positive.
+        level: Target coverage, strictly between 0 and 1.
+
+    Returns:
+        Array of shape ``(H,)``: the multipliers ``m_h``.
+
+    Raises:
+        ValueError: ``level`` is not in (0, 1), the shapes differ or are not 2-D, or
+            a price or scale is not positive and finite.
+    """
+    _checked_level(level)
+    observed = _positive_matrix("y_true", y_true)
+    predicted = _positive_matrix("y_pred", y_pred)
+    scales = _positive_matrix("scale", scale)
+    if not observed.shape == predicted.shape == scales.shape:
+        raise ValueError(
+            f"y_true, y_pred and scale must have the same shape, got {observed.shape}, "
+            f"{predicted.shape} and {scales.shape}"
+        )
+    return conformal_quantile(np.abs(np.log(observed / predicted)) / scales, level)
 
 
 def apply_conformal(y_pred: ArrayLike, q: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from pipeline.db.schema import backtest_metrics, backtest_runs
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.evaluate.backtest import (
+    DEFAULT_BASELINES,
     BacktestConfig,
     BacktestPlan,
     BacktestResult,
@@ -26,7 +27,6 @@ from pipeline.evaluate.backtest import (
     describe_variants,
     plan_backtest,
 )
-from pipeline.evaluate.baselines import BASELINES
 from pipeline.evaluate.variants import Variant
 from pipeline.model.train import fingerprint
 
@@ -127,7 +127,7 @@ def store_backtest(
             "origins": config.origins,
             "interval_level": config.interval_level,
             "tickers": sorted(series),
-            "models": described + [{"name": name, "baseline": True} for name in BASELINES],
+            "models": described + [{"name": name, "baseline": True} for name in DEFAULT_BASELINES],
         },
         result.metrics(by_fold=True),
     )
@@ -162,8 +162,8 @@ def run_backtest(
 
 
 def latest_backtest_summary(conn: Connection) -> dict[str, Any] | None:
-    """The newest backtest's one-step MASE and coverage per model (folds and tickers pooled
-    by mean), or ``None`` when no backtest was stored."""
+    """The newest backtest's one-step MASE, coverage and MSIS per model (folds and tickers
+    pooled by mean), or ``None`` when no backtest was stored."""
     run = (
         conn.execute(sa.select(backtest_runs).order_by(backtest_runs.c.created_at.desc()).limit(1))
         .mappings()
@@ -177,6 +177,7 @@ def latest_backtest_summary(conn: Connection) -> dict[str, Any] | None:
             backtest_metrics.c.is_default,
             sa.func.avg(backtest_metrics.c.mase),
             sa.func.avg(backtest_metrics.c.coverage),
+            sa.func.avg(backtest_metrics.c.msis),
         )
         .where(backtest_metrics.c.run_id == run["run_id"], backtest_metrics.c[c.HORIZON] == 1)
         .group_by(backtest_metrics.c.model, backtest_metrics.c.is_default)
@@ -191,7 +192,8 @@ def latest_backtest_summary(conn: Connection) -> dict[str, Any] | None:
                 "default": bool(default),
                 "mase": None if mase is None else float(mase),
                 "coverage": None if coverage is None else float(coverage),
+                "msis": None if msis is None else float(msis),
             }
-            for model, default, mase, coverage in rows
+            for model, default, mase, coverage, msis in rows
         ],
     }

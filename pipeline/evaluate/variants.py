@@ -72,6 +72,7 @@ VARIANTS: dict[str, Callable[[SequenceConfig, ModelConfig], Variant]] = {
     "batch256": _changed("batch256", model={"batch_size": 256}),
     "no_early_stopping": _changed("no_early_stopping", model={"patience": 0}),
     "no_damping": _changed("no_damping", model={"damping": False}),
+    "static_intervals": _changed("static_intervals", model={"intervals": "static"}),
     "units50_batch256": _changed(
         "units50_batch256", model={"units": 50, "batch_size": 256, "learning_rate": 0.001}
     ),

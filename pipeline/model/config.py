@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 LOSSES = ("mse", "mae", "huber")
+#: How prediction intervals are calibrated (``pipeline.model.validation``).
+INTERVAL_METHODS = ("ewma", "static")
 SCOPES = ("global", "per_ticker")
 
 
@@ -33,6 +35,11 @@ class ModelConfig:
         finetune_epochs: epochs when fine-tuning on new windows only.
         seed: seeds Python, NumPy and TensorFlow before every training.
         interval_level: coverage the prediction intervals aim for.
+        intervals: ``ewma`` (the default): the width follows each ticker's recent
+            volatility (RiskMetrics EWMA of daily log returns), scaled by multipliers
+            calibrated on the validation span (normalised conformal scores);
+            ``static``: one conformal width per ticker and step, the same in calm and
+            turbulent weeks (the method before; kept as a variant).
         horizon: steps the intervals are calibrated for on validation data.
         retrain_after_days: in mode ``auto``, retrain rather than fine-tune once
             the lineage's last full retrain is this many days behind the as-of date.
@@ -52,6 +59,7 @@ class ModelConfig:
     finetune_epochs: int = 3
     seed: int = 42
     interval_level: float = 0.9
+    intervals: str = "ewma"
     horizon: int = 5
     retrain_after_days: int = 30
     drift_tolerance: float = 0.2
@@ -68,6 +76,8 @@ class ModelConfig:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         if self.patience < 0:
             raise ValueError(f"patience must be 0 or more, got {self.patience}")
+        if self.intervals not in INTERVAL_METHODS:
+            raise ValueError(f"intervals must be one of {INTERVAL_METHODS}, got {self.intervals!r}")
         if not 0.0 < self.interval_level < 1.0:
             raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
 

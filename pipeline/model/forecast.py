@@ -4,10 +4,13 @@ Each ticker's last ``window`` closes up to the as-of date go through the
 champion's scaler and network; each step's prediction becomes the newest
 input of the next (recursive forecasting); predictions are decoded to prices
 and written to ``forecasts`` keyed on ``(ticker, as_of_date, target_date,
-model_version)``, with prediction intervals where the model was calibrated:
-``yhat * exp(-q_h)`` to ``yhat * exp(q_h)``, ``q_h`` the conformal half-width of
-step ``h`` from the model's validation span (steps beyond the calibrated ones
-widen with the square root of the step, as a random walk's spread does).
+model_version)``, with the quantiles of a fan chart (``FAN_LEVELS``) and
+prediction intervals where the model was calibrated:
+``yhat * exp(-w_h)`` to ``yhat * exp(w_h)``, where the log half-width ``w_h``
+of step ``h`` is a multiplier calibrated on the model's validation span times
+the ticker's predicted scale, its EWMA volatility at the as-of date times
+``sqrt(h)`` (``pipeline.model.scale``; models calibrated with ``static``
+intervals have one width per step, whatever the recent volatility).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from pipeline.db.prices import read_closes
 from pipeline.db.tickers import inactive_tickers, ticker_exchanges
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.model.predictor import load_predictor
+from pipeline.model.scale import LOOKBACK, step_scales
+from pipeline.model.validation import IntervalCalibration
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions
 
 logger = logging.getLogger(__name__)
@@ -57,17 +62,6 @@ class ForecastResult:
         }
 
 
-def interval_widths(quantiles: Sequence[float] | None, horizon: int) -> np.ndarray | None:
-    """Half-widths for steps 1..``horizon`` from the calibrated ones, or ``None``."""
-    if not quantiles:
-        return None
-    known = np.asarray(quantiles, dtype=float)
-    steps = np.arange(1, horizon + 1)
-    last = len(known)
-    extended = known[-1] * np.sqrt(steps / last)
-    return np.where(steps <= last, known[np.minimum(steps, last) - 1], extended)
-
-
 def _recent_closes(
     conn: Connection, as_of: dt.date, tickers: list[str], field: str, window: int
 ) -> pd.DataFrame:
@@ -76,7 +70,9 @@ def _recent_closes(
     those weeks hold too few closes (a suspended ticker, or ``adj_close``)."""
     if field != c.CLOSE:
         return read_closes(conn, as_of, tickers, field=field)
-    since = as_of - dt.timedelta(days=7 * window + 30)
+    # Weeks enough for the window and for the volatility's lookback (5 closes a week).
+    weeks = max(window, math.ceil((LOOKBACK + 1) / 5))
+    since = as_of - dt.timedelta(days=7 * weeks + 30)
     recent = read_closes(conn, as_of, tickers, since=since)
     counts = recent[c.TICKER].value_counts()
     short = [ticker for ticker in tickers if counts.get(ticker, 0) < window]
@@ -84,6 +80,40 @@ def _recent_closes(
         return recent
     whole = read_closes(conn, as_of, short)
     return pd.concat([recent[~recent[c.TICKER].isin(short)], whole], ignore_index=True)
+
+
+#: The forecast quantiles stored beside ``yhat`` (the median) for a fan chart.
+FAN_LEVELS = (0.05, 0.25, 0.75, 0.95)
+
+
+def _spread(
+    calibration: IntervalCalibration | None, path: np.ndarray, closes: np.ndarray, level: float
+) -> dict[str, list[float | None]]:
+    """Per column of ``forecasts`` (interval bounds, scale, quantiles), one value per step
+    of ``path`` forecast from the last of ``closes``; ``None`` where the model has no
+    such calibration."""
+    steps = len(path)
+    empty: list[float | None] = [None] * steps
+    columns = [
+        "yhat_lower",
+        "yhat_upper",
+        "scale",
+        *(f"yhat_q{round(t * 100):02d}" for t in FAN_LEVELS),
+    ]
+    spread = dict.fromkeys(columns, empty)
+    if calibration is None:
+        return spread
+    volatility = calibration.volatility(closes, np.array([len(closes) - 1]))
+    widths = calibration.half_widths(level, volatility, steps)[0]
+    spread["yhat_lower"] = [float(v) for v in path * np.exp(-widths)]
+    spread["yhat_upper"] = [float(v) for v in path * np.exp(widths)]
+    if volatility is not None:
+        spread["scale"] = [float(v) for v in step_scales(volatility, steps)[0]]
+    if calibration.covers(FAN_LEVELS):
+        quantiles = calibration.quantiles(path[None, :], volatility, FAN_LEVELS)[0]
+        for index, tau in enumerate(FAN_LEVELS):
+            spread[f"yhat_q{round(tau * 100):02d}"] = [float(v) for v in quantiles[:, index]]
+    return spread
 
 
 def forecast(
@@ -143,7 +173,7 @@ def forecast(
     closes = _recent_closes(conn, as_of, wanted, params.get("price_field", c.CLOSE), window)
     by_ticker = dict(iter(closes.groupby(c.TICKER, sort=False)))
     empty = closes.iloc[:0]
-    windows, stale = [], {}
+    windows, recent, stale = [], [], {}
     for ticker in wanted:
         series = by_ticker.get(ticker, empty)
         if len(series) < window:
@@ -151,7 +181,9 @@ def forecast(
                 f"{ticker} has {len(series)} closes on or before {as_of}; "
                 f"model v{version} needs {window}"
             )
-        windows.append(series[c.CLOSE].to_numpy(dtype=float)[-window:])
+        values = series[c.CLOSE].to_numpy(dtype=float)
+        windows.append(values[-window:])
+        recent.append(values)
         last_date = series[c.TRADE_DATE].iloc[-1]
         if last_date < as_of:
             stale[ticker] = last_date
@@ -163,15 +195,13 @@ def forecast(
     paths = predictor.predict_path(wanted, np.stack(windows), horizon)
     scalers = model_scalers(conn, version)
     exchanges = ticker_exchanges(conn)
+    level = float(params.get("interval_level", 0.9))
     rows = []
-    for ticker, path in zip(wanted, paths, strict=True):
+    for ticker, path, values in zip(wanted, paths, recent, strict=True):
         targets = next_sessions(as_of, horizon, exchanges.get(ticker, DEFAULT_EXCHANGE))
-        widths = interval_widths(scalers[ticker].get("interval_q"), horizon)
+        calibration = IntervalCalibration.from_json(scalers[ticker].get("interval_q"), level)
+        spread = _spread(calibration, path, values, level)
         for step, (target, value) in enumerate(zip(targets, path, strict=True), start=1):
-            lower = upper = None
-            if widths is not None:
-                lower = float(value * math.exp(-widths[step - 1]))
-                upper = float(value * math.exp(widths[step - 1]))
             rows.append(
                 {
                     c.TICKER: ticker,
@@ -180,8 +210,7 @@ def forecast(
                     c.MODEL_VERSION: version,
                     c.HORIZON: step,
                     c.YHAT: float(value),
-                    "yhat_lower": lower,
-                    "yhat_upper": upper,
+                    **{name: values[step - 1] for name, values in spread.items()},
                 }
             )
     written = replace_forecasts(conn, as_of, version, wanted, rows)

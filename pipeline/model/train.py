@@ -79,6 +79,7 @@ from pipeline.model.store import (
     staging_folder,
 )
 from pipeline.model.validation import (
+    IntervalCalibration,
     SpanErrors,
     SpanSeries,
     calibrate_intervals,
@@ -420,7 +421,7 @@ class NetworkOutcome:
     fitted: FitResult
     damping: dict[str, float]
     errors: SpanErrors
-    intervals: dict[str, list[float] | None]
+    intervals: dict[str, IntervalCalibration | None]
     val_losses: list[tuple[float, int]]
     pid: int
     rss_mb: float | None
@@ -452,8 +453,10 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
     )
     if config.damping:
         predictor.damping = fit_damping(predictor, job.series)
-    errors = evaluate_span(predictor, job.series)
-    intervals = calibrate_intervals(predictor, job.series, config.horizon, config.interval_level)
+    errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
+    intervals = calibrate_intervals(
+        predictor, job.series, config.horizon, config.interval_level, config.intervals
+    )
     save_network(network, job.target)
     val_losses = (
         [(fitted.val_loss, fitted.validation_samples)] if fitted.val_loss is not None else []
@@ -525,7 +528,7 @@ class FittedModel:
     fitted: FitResult
     damping: dict[str, float]
     errors: SpanErrors
-    intervals: dict[str, list[float] | None]
+    intervals: dict[str, IntervalCalibration | None]
     outcomes: list[NetworkOutcome]
 
 
@@ -546,7 +549,7 @@ def fit_model(
     fitted = FitResult(networks={})
     errors = SpanErrors()
     damping: dict[str, float] = {}
-    intervals: dict[str, list[float] | None] = {}
+    intervals: dict[str, IntervalCalibration | None] = {}
     val_losses: list[tuple[float, int]] = []
     for outcome in outcomes:
         part = outcome.fitted
@@ -575,6 +578,8 @@ class ModelEvaluation:
     params: dict[str, Params]
     damping: dict[str, float]
     series: dict[str, SpanSeries]
+    level: float = 0.9
+    intervals: str = "static"
 
 
 def evaluate_model(job: ModelEvaluation) -> SpanErrors:
@@ -594,7 +599,7 @@ def evaluate_model(job: ModelEvaluation) -> SpanErrors:
         networks=networks,
         damping=job.damping,
     )
-    return evaluate_span(predictor, job.series)
+    return evaluate_span(predictor, job.series, job.level, job.intervals)
 
 
 def _evaluate_champion(
@@ -622,6 +627,9 @@ def _evaluate_champion(
             if scalers[ticker].get("damping") is not None
         },
         series={ticker: series[ticker] for ticker in tickers},
+        level=float(champion["hyperparameters"].get("interval_level", 0.9)),
+        # Models registered before the ewma intervals had static ones.
+        intervals=str(champion["hyperparameters"].get("intervals", "static")),
     )
     try:
         errors = evaluate_model(job)
@@ -633,23 +641,42 @@ def _evaluate_champion(
 
 def _gate(
     challenger: SpanErrors, champion: Mapping[str, Any] | None, champion_errors: SpanErrors | None
-) -> tuple[bool, str, float | None]:
-    """Whether the challenger is promoted, why, and the champion's MAE on the same points."""
+) -> tuple[bool, str, float | None, float | None]:
+    """Whether the challenger is promoted, why, and the champion's MAE and MSIS on the
+    same points.
+
+    Promoted when, on the newest span and the tickers both cover, its one-step MAE is
+    no worse than the champion's and the MSIS of its intervals is no worse either
+    (each model's intervals calibrated on the span itself, ``evaluate_span``); the
+    MSIS is not compared when either model has none.
+    """
     if champion is None:
-        return True, "promoted: first model, no champion to compare with", None
+        return True, "promoted: first model, no champion to compare with", None, None
     if champion_errors is None or not champion_errors.n:
-        return True, f"promoted: champion v{champion['version']} could not be evaluated", None
+        return (
+            True,
+            f"promoted: champion v{champion['version']} could not be evaluated",
+            None,
+            None,
+        )
     common = set(challenger.per_ticker) & set(champion_errors.per_ticker)
     mine, theirs = challenger.restricted(common), champion_errors.restricted(common)
-    promoted = mine.mae <= theirs.mae
+    point_ok = mine.mae <= theirs.mae
+    compared = np.isfinite(mine.msis) and np.isfinite(theirs.msis)
+    interval_ok = not compared or mine.msis <= theirs.msis
+    promoted = point_ok and interval_ok
     verdict = "promoted" if promoted else "not promoted"
-    comparison = "no worse than" if promoted else "worse than"
     decision = (
-        f"{verdict}: MAE {mine.mae:.6g} on the newest span is {comparison} champion "
-        f"v{champion['version']}'s {theirs.mae:.6g} "
-        f"(MASE {mine.mase:.4f} vs {theirs.mase:.4f})"
+        f"{verdict}: MAE {mine.mae:.6g} on the newest span is "
+        f"{'no worse than' if point_ok else 'worse than'} champion v{champion['version']}'s "
+        f"{theirs.mae:.6g} (MASE {mine.mase:.4f} vs {theirs.mase:.4f})"
     )
-    return promoted, decision, theirs.mae
+    if compared:
+        decision += (
+            f"; interval MSIS {mine.msis:.4g} is {'no worse than' if interval_ok else 'worse than'}"
+            f" its {theirs.msis:.4g}"
+        )
+    return promoted, decision, theirs.mae, _finite(theirs.msis) if compared else None
 
 
 def train(
@@ -805,7 +832,7 @@ def _train(
             logger.info("damping per ticker, fitted on the validation span: %s", damping)
         if champion is not None and champion_errors is None:
             champion_errors = _evaluate_champion(conn, champion, series)
-        promoted, decision, champion_mae = _gate(errors, champion, champion_errors)
+        promoted, decision, champion_mae, champion_msis = _gate(errors, champion, champion_errors)
         path = publish_networks(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -838,6 +865,8 @@ def _train(
             "decision": decision,
             "champion_version": champion["version"] if champion else None,
             "champion_val_mae": champion_mae,
+            "val_msis": _finite(errors.msis),
+            "champion_val_msis": champion_msis,
         },
         [
             {
@@ -846,7 +875,9 @@ def _train(
                 "damping": damping.get(ticker),
                 "val_mae": errors.per_ticker.get(ticker, {}).get("mae"),
                 "val_naive_mae": errors.per_ticker.get(ticker, {}).get("naive_mae"),
-                "interval_q": intervals.get(ticker),
+                "interval_q": None
+                if intervals.get(ticker) is None
+                else intervals[ticker].to_json(),
             }
             for ticker in names
         ],

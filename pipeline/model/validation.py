@@ -18,8 +18,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline import columns as c
-from pipeline.evaluate.intervals import fit_conformal
+from pipeline.evaluate.intervals import (
+    conformal_quantile,
+    fit_conformal,
+    fit_normalised_conformal,
+)
+from pipeline.evaluate.metrics import msis, naive_scale
 from pipeline.model.predictor import Predictor
+from pipeline.model.scale import long_run_volatility, predicted_volatility, step_scales
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,25 @@ class SpanErrors:
         naive = self.naive_mae
         return self.mae / naive if naive > 0 else float("nan")
 
+    @property
+    def msis(self) -> float:
+        """The mean MSIS over the points of the tickers that have one (NaN: none)."""
+        rows = [row for row in self.per_ticker.values() if row.get("msis") is not None]
+        count = sum(row["n"] for row in rows)
+        return sum(row["msis"] * row["n"] for row in rows) / count if count else float("nan")
+
     def restricted(self, tickers: set[str]) -> SpanErrors:
         """The errors of some tickers only."""
         return SpanErrors({t: row for t, row in self.per_ticker.items() if t in tickers})
 
     def summary(self) -> dict[str, Any]:
-        return {"n": self.n, "mae": self.mae, "naive_mae": self.naive_mae, "mase": self.mase}
+        return {
+            "n": self.n,
+            "mae": self.mae,
+            "naive_mae": self.naive_mae,
+            "mase": self.mase,
+            "msis": self.msis,
+        }
 
 
 def _windows(closes: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
@@ -132,10 +151,18 @@ def fit_damping(predictor: Predictor, series: Mapping[str, SpanSeries]) -> dict[
     return result
 
 
-def evaluate_span(predictor: Predictor, series: Mapping[str, SpanSeries]) -> SpanErrors:
+def evaluate_span(
+    predictor: Predictor,
+    series: Mapping[str, SpanSeries],
+    level: float | None = None,
+    method: str = "ewma",
+) -> SpanErrors:
     """One-step errors of ``predictor`` on each ticker's validation targets.
 
     Targets with fewer than ``predictor.window`` closes before them are left out.
+    With a ``level``, each ticker's row also has ``msis``: the MSIS of one-step
+    intervals drawn by ``method`` and calibrated on these same points
+    (``span_msis``), so that two models are compared on equal terms.
     """
     errors = SpanErrors()
     for ticker, (actual, predicted, naive) in _one_step(predictor, series).items():
@@ -147,20 +174,187 @@ def evaluate_span(predictor: Predictor, series: Mapping[str, SpanSeries]) -> Spa
             "naive_mae": naive_mae,
             "mase": mae / naive_mae if naive_mae > 0 else float("nan"),
         }
+        if level is not None:
+            data = series[ticker]
+            ends = data.targets[data.targets >= predictor.window]
+            errors.per_ticker[ticker]["msis"] = span_msis(
+                data, ends, actual, predicted, level, method
+            )
     return errors
 
 
+def span_msis(
+    data: SpanSeries,
+    ends: np.ndarray,
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    level: float,
+    method: str,
+) -> float | None:
+    """MSIS of one-step intervals calibrated on the validation points they are scored on.
+
+    The interval is ``predicted * exp(-+ m * s)``, with ``s`` the predicted
+    volatility at each origin (``ewma``) or 1 (``static``) and ``m`` the
+    conformal quantile of ``|log(actual / predicted)| / s`` at ``level`` over the
+    same points: in-sample for every model alike, so MSIS compares how well each
+    model's point forecasts and scales fit the span. Scaled by the mean absolute
+    daily change of the closes before the span. ``None`` when it cannot be drawn
+    (too few points for the level, or a forecast that is not positive).
+    """
+    train = data.closes[: max(2, int(data.targets.min()))]
+    if (predicted <= 0).any() or (actual <= 0).any():
+        return None
+    if method == "static":
+        scale = np.ones(len(ends))
+    else:
+        scale = predicted_volatility(data.closes, ends - 1, long_run_volatility(train))
+    multiplier = conformal_quantile((np.abs(np.log(actual / predicted)) / scale)[:, None], level)
+    denominator = naive_scale(train)
+    if not np.isfinite(multiplier[0]) or denominator <= 0:
+        return None
+    width = multiplier[0] * scale
+    return msis(actual, predicted * np.exp(-width), predicted * np.exp(width), level, denominator)
+
+
+#: Central intervals every model calibrates besides its configured level: with the
+#: median they give the fan chart's quantiles 5, 25, 50, 75 and 95 %.
+FAN_CENTRAL_LEVELS = (0.5, 0.9)
+
+
+def _level_key(level: float) -> str:
+    return f"{round(float(level), 9):g}"
+
+
+@dataclass(frozen=True)
+class IntervalCalibration:
+    """How one ticker's prediction intervals are drawn around its forecasts.
+
+    The half-width of step ``h``, in log space, is ``m_c[h] * s[h]`` for a central
+    interval of coverage ``c``: with ``method`` ``ewma``, ``s`` is the predicted
+    scale (``pipeline.model.scale``: EWMA volatility at the origin times
+    ``sqrt(h)``) and ``m_c`` the normalised conformal multipliers; with
+    ``static``, ``s`` is 1 and ``m_c`` the conformal half-widths themselves.
+    Steps past the calibrated ones reuse the last multiplier (``ewma``: the scale
+    already grows with ``sqrt(h)``) or widen it by ``sqrt(h / calibrated)``
+    (``static``, as a random walk's spread does).
+
+    Attributes:
+        method: ``ewma`` or ``static``.
+        multipliers: per central coverage, one multiplier per calibrated step.
+        long_run: ``ewma``: the ticker's long-run volatility over the training span
+            (``pipeline.model.scale.long_run_volatility``), part of its scale.
+    """
+
+    method: str
+    multipliers: dict[float, list[float]]
+    long_run: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The form stored in ``model_tickers.interval_q``."""
+        return {
+            "method": self.method,
+            "multipliers": {_level_key(c): list(m) for c, m in sorted(self.multipliers.items())},
+            "long_run": self.long_run,
+        }
+
+    def volatility(self, closes: np.ndarray, origins: np.ndarray) -> np.ndarray | None:
+        """The predicted volatility at each origin (``ewma``), or None (``static``)."""
+        if self.method == "static":
+            return None
+        return predicted_volatility(closes, origins, self.long_run)
+
+    @classmethod
+    def from_json(cls, value: Any, level: float) -> IntervalCalibration | None:
+        """Read ``model_tickers.interval_q``; a plain list (models before the ``ewma``
+        method) is the static half-widths of ``level``."""
+        if not value:
+            return None
+        if isinstance(value, list):
+            return cls("static", {float(level): [float(q) for q in value]})
+        long_run = value.get("long_run")
+        return cls(
+            str(value["method"]),
+            {float(c): [float(q) for q in m] for c, m in value["multipliers"].items()},
+            None if long_run is None else float(long_run),
+        )
+
+    def covers(self, quantile_levels: tuple[float, ...]) -> bool:
+        """Whether every quantile level's central interval was calibrated."""
+        have = {_level_key(c) for c in self.multipliers}
+        return all(
+            abs(tau - 0.5) < 1e-12 or _level_key(abs(2.0 * tau - 1.0)) in have
+            for tau in quantile_levels
+        )
+
+    def _factors(self, level: float, horizon: int) -> np.ndarray:
+        known = next(
+            (
+                np.asarray(m, dtype=float)
+                for c, m in self.multipliers.items()
+                if _level_key(c) == _level_key(level)
+            ),
+            None,
+        )
+        if known is None:
+            calibrated = sorted(self.multipliers)
+            raise ValueError(
+                f"no interval calibrated at coverage {level}; calibrated: {calibrated}"
+            )
+        steps = np.arange(1, horizon + 1)
+        last = len(known)
+        extra = known[-1] * (np.sqrt(steps / last) if self.method == "static" else 1.0)
+        return np.where(steps <= last, known[np.minimum(steps, last) - 1], extra)
+
+    def half_widths(self, level: float, volatility: np.ndarray | None, horizon: int) -> np.ndarray:
+        """Log half-widths ``(n, horizon)`` of the central interval of coverage ``level``.
+
+        Args:
+            level: the coverage, one of the calibrated ones.
+            volatility: per forecast, the EWMA volatility at its origin (``ewma``; shape
+                ``(n,)``); ignored by ``static``, which gives one row.
+            horizon: steps.
+        """
+        factors = self._factors(level, horizon)[None, :]
+        if self.method == "static":
+            return factors if volatility is None else np.repeat(factors, len(volatility), 0)
+        if volatility is None:
+            raise ValueError("ewma intervals need the volatility at each origin")
+        return factors * step_scales(volatility, horizon)
+
+    def quantiles(
+        self, paths: np.ndarray, volatility: np.ndarray | None, levels: tuple[float, ...]
+    ) -> np.ndarray:
+        """Price quantiles ``(n, horizon, len(levels))`` around forecast paths ``(n, horizon)``."""
+        paths = np.asarray(paths, dtype=float)
+        out = np.empty((*paths.shape, len(levels)))
+        for index, tau in enumerate(levels):
+            if abs(tau - 0.5) < 1e-12:
+                out[..., index] = paths
+                continue
+            width = self.half_widths(abs(2.0 * tau - 1.0), volatility, paths.shape[1])
+            out[..., index] = paths * np.exp(np.sign(tau - 0.5) * width)
+        return out
+
+
 def calibrate_intervals(
-    predictor: Predictor, series: Mapping[str, SpanSeries], horizon: int, level: float
-) -> dict[str, list[float] | None]:
-    """Per ticker, the multiplicative conformal half-widths of steps 1..``horizon``.
+    predictor: Predictor,
+    series: Mapping[str, SpanSeries],
+    horizon: int,
+    level: float,
+    method: str = "ewma",
+) -> dict[str, IntervalCalibration | None]:
+    """Per ticker, how its intervals of steps 1..``horizon`` are drawn (``IntervalCalibration``).
 
     From every validation origin with ``horizon`` closes after it, the
-    predictor forecasts recursively and the log-ratio errors of each step are
-    calibrated (``pipeline.evaluate.intervals.fit_conformal``). A ticker with
-    too few origins for ``level`` gets ``None`` (no intervals).
+    predictor forecasts recursively; for each central coverage (``level`` and
+    ``FAN_CENTRAL_LEVELS``) and step, the errors ``|log(actual / forecast)|``
+    are calibrated as conformal scores: as they are (``static``,
+    ``pipeline.evaluate.intervals.fit_conformal``) or divided by the predicted
+    scale (``ewma``, ``fit_normalised_conformal``). A ticker with too few origins
+    for a level gets ``None`` (no intervals).
     """
-    result: dict[str, list[float] | None] = {}
+    levels = sorted({float(level), *FAN_CENTRAL_LEVELS})
+    result: dict[str, IntervalCalibration | None] = {}
     for ticker, data in sorted(series.items()):
         if ticker not in predictor.params:
             continue
@@ -174,6 +368,19 @@ def calibrate_intervals(
             [ticker] * len(ends), _windows(data.closes, ends, predictor.window), horizon
         )
         actual = np.stack([data.closes[end : end + horizon] for end in ends])
-        quantiles = fit_conformal(actual, paths, level)
-        result[ticker] = [float(q) for q in quantiles] if np.all(np.isfinite(quantiles)) else None
+        long_run = None
+        if method != "static":
+            # The span the scaler saw: every close before the first validation target.
+            long_run = long_run_volatility(data.closes[: max(2, int(data.targets.min()))])
+            volatility = predicted_volatility(data.closes, ends - 1, long_run)
+            scale = step_scales(volatility, horizon)
+        multipliers = {}
+        for central in levels:
+            if method == "static":
+                factors = fit_conformal(actual, paths, central)
+            else:
+                factors = fit_normalised_conformal(actual, paths, scale, central)
+            multipliers[central] = [float(q) for q in factors]
+        finite = all(np.all(np.isfinite(m)) for m in multipliers.values())
+        result[ticker] = IntervalCalibration(method, multipliers, long_run) if finite else None
     return result

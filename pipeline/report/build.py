@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
 
@@ -105,26 +105,45 @@ def _slug(index: int, ticker: str) -> str:
 def _interval(point: ForecastPoint) -> str:
     if point.lower is None or point.upper is None:
         return "no interval"
-    return f"interval {_price(point.lower)} to {_price(point.upper)}"
+    text = f"interval {_price(point.lower)} to {_price(point.upper)}"
+    if point.q25 is not None and point.q75 is not None:
+        text += f", middle half {_price(point.q25)} to {_price(point.q75)}"
+    return text
 
 
 def _bands(part: TickerReport) -> list[Band]:
-    """Contiguous runs of forecasts with an interval; the first starts at the last close."""
-    runs: list[list[tuple[dt.date, float, float]]] = []
-    current: list[tuple[dt.date, float, float]] = []
-    for index, point in enumerate(part.forecasts):
-        if point.lower is None or point.upper is None:
-            if current:
-                runs.append(current)
-            current = []
-            continue
-        if not current and index == 0 and part.history:
-            day, close = part.history[-1]
-            current.append((day, close, close))
-        current.append((point.target_date, point.lower, point.upper))
-    if current:
-        runs.append(current)
-    return [Band(run, "Prediction interval", BAND_COLOR) for run in runs]
+    """The fan: contiguous runs of forecasts with an interval, and inside them runs with
+    the 25 % to 75 % quantiles; each run starts at the last close."""
+
+    def runs(
+        bounds: Callable[[ForecastPoint], tuple[float | None, float | None]],
+    ) -> list[list[tuple[dt.date, float, float]]]:
+        found: list[list[tuple[dt.date, float, float]]] = []
+        current: list[tuple[dt.date, float, float]] = []
+        for index, point in enumerate(part.forecasts):
+            low, high = bounds(point)
+            if low is None or high is None:
+                if current:
+                    found.append(current)
+                current = []
+                continue
+            if not current and index == 0 and part.history:
+                day, close = part.history[-1]
+                current.append((day, close, close))
+            current.append((point.target_date, low, high))
+        if current:
+            found.append(current)
+        return found
+
+    outer = [
+        Band(run, "Prediction interval", BAND_COLOR)
+        for run in runs(lambda point: (point.lower, point.upper))
+    ]
+    inner = [
+        Band(run, "Middle half of outcomes (25-75 %)", BAND_COLOR, opacity=0.45)
+        for run in runs(lambda point: (point.q25, point.q75))
+    ]
+    return outer + inner
 
 
 def _price_chart(part: TickerReport, chart_id: str, as_of: dt.date) -> str:

@@ -37,13 +37,16 @@ forecast_accuracy = sa.table(
 
 @dataclass(frozen=True)
 class ForecastPoint:
-    """One forecast close and its prediction interval (``None``: no interval)."""
+    """One forecast close, its prediction interval and the fan's inner band, the 25 % to
+    75 % quantiles (``None``: none)."""
 
     target_date: dt.date
     horizon: int
     yhat: float
     lower: float | None
     upper: float | None
+    q25: float | None = None
+    q75: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ def _forecasts_as_of(
             forecasts.c[c.YHAT],
             forecasts.c.yhat_lower,
             forecasts.c.yhat_upper,
+            forecasts.c.yhat_q25,
+            forecasts.c.yhat_q75,
             models.c.promoted,
         )
         .join(models, models.c.version == forecasts.c[c.MODEL_VERSION])
@@ -177,6 +182,8 @@ def _forecasts_as_of(
                 yhat=float(row[c.YHAT]),
                 lower=_float(row["yhat_lower"]),
                 upper=_float(row["yhat_upper"]),
+                q25=_float(row["yhat_q25"]),
+                q75=_float(row["yhat_q75"]),
             )
         )
     chosen = {}

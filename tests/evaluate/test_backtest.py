@@ -109,7 +109,84 @@ def test_lstm_records_carry_every_key_and_interval_coverage() -> None:
     assert all(0.0 <= r["coverage"] <= 1.0 for r in lstm)
     assert not any(r["default"] for r in records if r["model"] != "default")
     table = result.table()
-    assert set(table["model"]) == {"default", "naive", "drift", "ar1_log_returns"}
+    assert set(table["model"]) == {
+        "default",
+        "naive",
+        "drift",
+        "ar1_log_returns",
+        "naive_quantile",
+        "naive_ewma",
+        "naive_garch",
+    }
+    assert {"msis", "width", "coverage_high_vol", "spl", "spl_q05", "spl_q95"} <= set(records[0])
+
+
+def test_interval_metrics_are_recomputed_from_the_points() -> None:
+    config = BacktestConfig(folds=2, horizon=2, test_fraction=0.2)
+    result = backtest(SERIES, [], config)
+    points = result.points
+    closes = SERIES["AAA"][1]
+    # MSIS's scale: the mean absolute daily change of the fold's training span.
+    fold1 = points[(points[c.TICKER] == "AAA") & (points["fold"] == 1)]
+    start = fold_bounds(120, config, 1)[1].test_start
+    assert fold1["score_scale"].unique() == pytest.approx(np.abs(np.diff(closes[:start])).mean())
+    # The volatile days: a fifth of the test days, by the 10-day realised volatility.
+    returns = np.diff(np.log(closes))
+    realised = np.array([np.sqrt(np.mean(returns[max(0, t - 10) : t] ** 2)) for t in range(1, 121)])
+    test = realised[95:]  # target positions 96..119
+    flagged = set(np.flatnonzero(test >= np.quantile(test, 0.8)) + 96)
+    naive = points[(points["model"] == "naive") & (points[c.TICKER] == "AAA")]
+    naive = naive[naive[c.HORIZON] == 1]
+    positions = {SERIES["AAA"][0].index(day) for day in naive.loc[naive["high_vol"], "target_date"]}
+    assert positions == flagged
+    # Every interval metric of one group, by hand from its points.
+    group = points[
+        (points["model"] == "naive_ewma")
+        & (points[c.TICKER] == "AAA")
+        & (points["fold"] == 0)
+        & (points[c.HORIZON] == 1)
+    ]
+    y, low, high = group["y"].to_numpy(), group["lower"].to_numpy(), group["upper"].to_numpy()
+    penalty = 20.0 * (np.clip(low - y, 0, None) + np.clip(y - high, 0, None))  # 2 / 0.1
+    scores = (high - low) + penalty
+    row = result.metrics().set_index(["model", c.TICKER, "fold", c.HORIZON])
+    row = row.loc[("naive_ewma", "AAA", 0, 1)]
+    assert row["coverage"] == pytest.approx(np.mean((low <= y) & (y <= high)))
+    assert row["interval_score"] == pytest.approx(scores.mean())
+    assert row["msis"] == pytest.approx((scores / group["score_scale"]).mean())
+    assert row["width"] == pytest.approx(((high - low) / group["naive"]).mean())
+    q05 = group["q05"].to_numpy()
+    assert row["spl_q05"] == pytest.approx(
+        (np.maximum(0.05 * (y - q05), -0.95 * (y - q05)) / group["score_scale"]).mean()
+    )
+    volatile = group["high_vol"].to_numpy()
+    if volatile.any():
+        inside = (low <= y) & (y <= high)
+        assert row["coverage_high_vol"] == pytest.approx(inside[volatile].mean())
+    # The 90 % interval's bounds are the 5 % and 95 % quantiles.
+    np.testing.assert_allclose(group["lower"], group["q05"])
+    np.testing.assert_allclose(group["upper"], group["q95"])
+
+
+def test_the_lstm_intervals_follow_the_volatility_at_each_origin() -> None:
+    config = BacktestConfig(folds=2, horizon=2, test_fraction=0.2)
+    static = dataclasses.replace(
+        TINY,
+        name="static",
+        is_default=False,
+        model=dataclasses.replace(TINY_MODEL, intervals="static"),
+    )
+    points = backtest(SERIES, [TINY, static], config, baselines=()).points
+    for (model, _, _, _), group in points.groupby(["model", c.TICKER, "fold", c.HORIZON]):
+        half_widths = np.log(group["upper"] / group["yhat"]).to_numpy()
+        if model == "static":  # one width for every origin
+            assert np.ptp(half_widths) < 1e-12
+            assert group["scale"].isna().all()
+        else:  # a calibrated multiple of the predicted scale, which moves
+            np.testing.assert_allclose(
+                half_widths / group["scale"], half_widths[0] / group["scale"].iloc[0]
+            )
+            assert np.ptp(group["scale"]) > 0
 
 
 def test_the_stage_stores_metrics_and_a_rerun_replaces_them(engine: Engine) -> None:
@@ -127,8 +204,11 @@ def test_the_stage_stores_metrics_and_a_rerun_replaces_them(engine: Engine) -> N
         stored = read_backtest_metrics(conn, first.run_id)
     assert second.run_id == first.run_id
     assert table_snapshot(engine) == before
-    # 4 models x 2 tickers x 2 folds x 1 step.
-    assert len(stored) == 16
+    # 7 models (the LSTM, 6 baselines) x 2 tickers x 2 folds x 1 step.
+    assert len(stored) == 28
+    ewma = stored[stored["model"] == "naive_ewma"]
+    assert ewma["msis"].notna().all() and ewma["spl_q50"].notna().all()
+    assert stored.loc[stored["model"] == "drift", "msis"].isna().all()
     assert stored.loc[stored["model"] == "naive", "mase"].eq(1.0).all()
     assert stored["is_default"].sum() == 4
 
@@ -182,7 +262,7 @@ def test_units_computed_apart_and_in_any_order_merge_into_the_same_backtest() ->
         unit: run_unit(plan_backtest(SERIES, [TINY], config), unit, [TINY])
         for unit in reversed(units)
     }
-    merged = merge_units([parts[unit] for unit in units], [TINY])
+    merged = merge_units([parts[unit] for unit in units], [TINY], 0.9)
     pd.testing.assert_frame_equal(merged.points, whole.points)
     pd.testing.assert_frame_equal(merged.metrics(), whole.metrics())
     assert merged.defaults == whole.defaults

@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluate.intervals import apply_conformal, conformal_rank, fit_conformal
+from pipeline.evaluate.intervals import (
+    apply_conformal,
+    conformal_rank,
+    fit_conformal,
+    fit_normalised_conformal,
+)
 from pipeline.evaluate.metrics import coverage
 
 # Nine calibration points whose scores |log(y / yhat)| are 0.1, 0.2, ..., 0.9 shuffled.
@@ -123,3 +128,39 @@ def test_apply_conformal_refuses_bad_quantiles() -> None:
         apply_conformal(y_pred, np.array([0.1, -0.1]))
     with pytest.raises(ValueError, match="non-negative"):
         apply_conformal(y_pred, np.array([0.1, np.nan]))
+
+
+def test_normalised_scores_divide_each_error_by_its_predicted_scale() -> None:
+    # Errors |log(y / yhat)| of 0.1 .. 0.9 over scales 1 or 2: scores 0.05 .. 0.9.
+    y_true, y_pred = _calibration_pairs()
+    scale = np.where(np.arange(9) % 2 == 0, 1.0, 2.0)[:, None]
+    scores = np.sort(SCORES / scale[:, 0])
+    # ceil(10 * 0.5) = 5 -> the 5th smallest normalised score.
+    assert fit_normalised_conformal(y_true, y_pred, scale, 0.5)[0] == pytest.approx(scores[4])
+    assert fit_normalised_conformal(y_true, y_pred, scale, 0.95)[0] == np.inf  # k = 10 > 9
+    with pytest.raises(ValueError, match="scale must be positive"):
+        fit_normalised_conformal(y_true, y_pred, np.zeros_like(scale), 0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        fit_normalised_conformal(y_true, y_pred, scale[:5], 0.5)
+
+
+def test_normalised_intervals_keep_their_coverage_when_the_volatility_moves() -> None:
+    rng = np.random.default_rng(3)
+    sigma = np.exp(rng.normal(-4.0, 0.7, size=4000))  # calm and turbulent days
+    y_pred = np.full(4000, 100.0)
+    y_true = y_pred * np.exp(sigma * rng.standard_normal(4000))
+    calibration, fresh = slice(0, 2000), slice(2000, 4000)
+    m = fit_normalised_conformal(
+        y_true[calibration, None], y_pred[calibration, None], sigma[calibration, None], 0.9
+    )[0]
+    lower, upper = (
+        y_pred[fresh] * np.exp(-m * sigma[fresh]),
+        y_pred[fresh] * np.exp(m * sigma[fresh]),
+    )
+    turbulent = sigma[fresh] > np.quantile(sigma[fresh], 0.8)
+    assert 0.88 <= coverage(y_true[fresh], lower, upper) <= 0.92
+    inside = (lower <= y_true[fresh]) & (y_true[fresh] <= upper)
+    assert 0.85 <= inside[turbulent].mean() <= 0.95  # a static width would miss these
+    q = fit_conformal(y_true[calibration, None], y_pred[calibration, None], 0.9)[0]
+    static_inside = np.abs(np.log(y_true[fresh] / y_pred[fresh])) <= q
+    assert static_inside[turbulent].mean() < 0.8

@@ -18,10 +18,11 @@ from pipeline.db.forecasts import read_forecasts
 from pipeline.db.models import get_model, model_scalers
 from pipeline.db.prices import read_closes, upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError
-from pipeline.model.forecast import _recent_closes, forecast, interval_widths
+from pipeline.model.forecast import _recent_closes, forecast
 from pipeline.model.predictor import Predictor
 from pipeline.model.store import load_networks
 from pipeline.model.train import train
+from pipeline.model.validation import IntervalCalibration
 from pipeline.sequences.build import build_sequences
 from pipeline.sequences.scaling import get_scaler
 
@@ -99,11 +100,36 @@ def test_forecasts_cover_the_next_trading_days_with_values_and_intervals(
     aaa = rows.loc[rows[c.TICKER] == "AAA"]
     np.testing.assert_allclose(aaa[c.YHAT].to_numpy(), expected, rtol=1e-5)
 
-    # Intervals: yhat * exp(+-q_h), q_3 beyond the two calibrated steps grows as sqrt(h).
-    q = scalers["AAA"]["interval_q"]
-    widths = [q[0], q[1], q[1] * math.sqrt(3 / 2)]
+    # Intervals: yhat * exp(+-m_h * sigma * sqrt(h)), sigma the predicted volatility of
+    # daily log returns at the as-of date (an EWMA, recomputed here by its recursion,
+    # mixed with the long-run level), m_3 beyond the two calibrated steps the same as m_2.
+    stored = scalers["AAA"]["interval_q"]
+    assert stored["method"] == "ewma"
+    m = stored["multipliers"]["0.9"]
+    closes = PRICES.loc[PRICES[c.TICKER] == "AAA", c.CLOSE].to_numpy()[:60]
+    returns = [math.log(b / a) for a, b in zip(closes[:-1], closes[1:], strict=True)][-100:]
+    variance = sum(r * r for r in returns) / len(returns)
+    for r in returns:
+        variance = 0.88 * variance + 0.12 * r * r
+    # Mixed with the long-run variance of the span the scaler saw (its first 49 closes).
+    long_run = stored["long_run"]
+    span = [math.log(b / a) for a, b in zip(closes[:48], closes[1:49], strict=True)]
+    assert long_run == pytest.approx(math.sqrt(sum(r * r for r in span) / len(span)))
+    sigma = math.sqrt(0.9 * variance + 0.1 * long_run**2)
+    widths = [m[0] * sigma, m[1] * sigma * math.sqrt(2), m[1] * sigma * math.sqrt(3)]
     np.testing.assert_allclose(aaa["yhat_lower"], aaa[c.YHAT] * np.exp(-np.array(widths)))
     np.testing.assert_allclose(aaa["yhat_upper"], aaa[c.YHAT] * np.exp(np.array(widths)))
+    # The predicted scale, and the fan's quantiles: the 90 % interval's bounds outside,
+    # the 50 % interval (its own multipliers) inside.
+    scales = sigma * np.sqrt([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(aaa["scale"], scales)
+    np.testing.assert_allclose(aaa["yhat_q05"], aaa["yhat_lower"])
+    np.testing.assert_allclose(aaa["yhat_q95"], aaa["yhat_upper"])
+    inner = stored["multipliers"]["0.5"]
+    inner_widths = np.array([inner[0], inner[1], inner[1]]) * scales
+    np.testing.assert_allclose(aaa["yhat_q25"], aaa[c.YHAT] * np.exp(-inner_widths))
+    np.testing.assert_allclose(aaa["yhat_q75"], aaa[c.YHAT] * np.exp(inner_widths))
+    assert (aaa["yhat_q25"] < aaa[c.YHAT]).all() and (aaa["yhat_q75"] < aaa["yhat_q95"]).all()
 
 
 def test_damping_shrinks_each_step_toward_the_last_close() -> None:
@@ -120,10 +146,22 @@ def test_damping_shrinks_each_step_toward_the_last_close() -> None:
 
 
 def test_interval_widths_extend_beyond_the_calibrated_steps() -> None:
+    # A model calibrated before the ewma method stored its static half-widths as a list.
+    static = IntervalCalibration.from_json([0.1, 0.2], level=0.9)
+    assert static is not None and static.method == "static"
     np.testing.assert_allclose(
-        interval_widths([0.1, 0.2], 4), [0.1, 0.2, 0.2 * 1.5**0.5, 0.2 * 2**0.5]
+        static.half_widths(0.9, None, 4), [[0.1, 0.2, 0.2 * 1.5**0.5, 0.2 * 2**0.5]]
     )
-    assert interval_widths(None, 3) is None
+    assert IntervalCalibration.from_json(None, level=0.9) is None
+    # ewma: the multiplier of the last calibrated step carries on; the scale grows as sqrt(h).
+    ewma = IntervalCalibration("ewma", {0.9: [2.0, 1.5]})
+    assert IntervalCalibration.from_json(ewma.to_json(), level=0.8) == ewma
+    np.testing.assert_allclose(
+        ewma.half_widths(0.9, np.array([0.01, 0.02]), 3),
+        [[0.02, 0.015 * 2**0.5, 0.015 * 3**0.5], [0.04, 0.03 * 2**0.5, 0.03 * 3**0.5]],
+    )
+    with pytest.raises(ValueError, match="no interval calibrated at coverage 0.5"):
+        ewma.half_widths(0.5, np.array([0.01]), 2)
 
 
 def test_a_rerun_writes_the_same_rows_and_a_shorter_horizon_replaces_them(
@@ -203,7 +241,7 @@ def test_recent_closes_hold_each_tickers_last_window_even_after_a_long_gap(
     engine: Engine,
 ) -> None:
     """A suspended ticker's last closes lie far back: they are still the ones forecast from."""
-    busy = synthetic_prices(("AAA",), start="2024-01-01", days=120)
+    busy = synthetic_prices(("AAA",), start="2023-01-02", days=400)
     suspended = synthetic_prices(("BBB",), start="2023-01-02", days=40)  # nothing since March 2023
     with engine.begin() as conn:
         upsert_prices(conn, pd.concat([busy, suspended], ignore_index=True))

@@ -19,7 +19,7 @@ from pipeline.db.prices import upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.model.config import ModelConfig
 from pipeline.model.store import load_networks
-from pipeline.model.train import decide, train
+from pipeline.model.train import _gate, decide, train
 from pipeline.model.validation import SpanErrors
 from pipeline.sequences.build import build_sequences, read_sequence_file, sequence_path
 
@@ -78,7 +78,10 @@ def test_retrain_registers_a_promoted_version_with_its_scalers_and_errors(
     assert scalers["AAA"]["val_naive_mae"] == pytest.approx(naive["AAA"])
     assert row["val_naive_mae"] == pytest.approx((naive["AAA"] + naive["BBB"]) / 2)
     assert row["val_mase"] == pytest.approx(row["val_mae"] / row["val_naive_mae"])
-    assert len(scalers["AAA"]["interval_q"]) == TINY_MODEL.horizon
+    intervals = scalers["AAA"]["interval_q"]
+    assert intervals["method"] == "ewma"
+    assert sorted(intervals["multipliers"]) == ["0.5", "0.9"]
+    assert all(len(m) == TINY_MODEL.horizon for m in intervals["multipliers"].values())
 
 
 def test_rerunning_any_mode_with_the_same_inputs_registers_nothing(
@@ -139,6 +142,34 @@ def test_the_gate_keeps_a_better_champion(engine: Engine, home: Path) -> None:
     assert f"worse than champion v{good.version}'s" in row["decision"]
     assert row["champion_version"] == good.version
     assert row["champion_val_mae"] < row["val_mae"]
+    assert row["val_msis"] > 0 and row["champion_val_msis"] > 0  # recorded for both
+
+
+def _span(**tickers: tuple[float, float | None]) -> SpanErrors:
+    return SpanErrors(
+        {
+            ticker: {"n": 10, "mae": mae, "naive_mae": 1.0, "mase": mae, "msis": msis}
+            for ticker, (mae, msis) in tickers.items()
+        }
+    )
+
+
+def test_the_gate_weighs_the_intervals_as_well_as_the_point_errors() -> None:
+    champion = {"version": 3}
+    better_points_worse_intervals = _span(AAA=(0.9, 11.0), BBB=(1.0, 10.0))
+    theirs = _span(AAA=(1.0, 10.0), BBB=(1.0, 10.0))
+    promoted, decision, mae, msis = _gate(better_points_worse_intervals, champion, theirs)
+    assert not promoted and (mae, msis) == (1.0, 10.0)
+    assert "MAE 0.95 on the newest span is no worse than champion v3's 1" in decision
+    assert "interval MSIS 10.5 is worse than its 10" in decision
+    promoted, decision, _, _ = _gate(_span(AAA=(1.0, 9.0), BBB=(1.0, 10.0)), champion, theirs)
+    assert promoted and decision.startswith("promoted: ")
+    # Without intervals on either side, the point errors decide alone.
+    promoted, _, _, msis = _gate(_span(AAA=(0.9, None)), champion, theirs)
+    assert promoted and msis is None
+    # Only the tickers both cover are compared.
+    promoted, _, _, _ = _gate(_span(AAA=(1.0, 9.0), ZZZ=(5.0, 50.0)), champion, theirs)
+    assert promoted
 
 
 def test_auto_retrains_when_the_architecture_changes_or_the_retrain_is_old(

@@ -529,3 +529,34 @@ def test_scales_and_numbers() -> None:
     assert format_number(0.001234) == "0.00123"
     assert format_number(102.5, step=2.5) == "102.5"
     assert format_number(100.0, step=20.0) == "100"
+
+
+def test_the_fan_draws_the_middle_half_inside_the_interval(engine: Engine) -> None:
+    with engine.begin() as conn:
+        latest = insert_report_rows(conn, scored=False)
+        for row in latest["AAA"]:
+            conn.execute(
+                sa.update(forecasts)
+                .where(forecasts.c.ticker == "AAA", forecasts.c.target_date == row["target_date"])
+                .values(
+                    yhat_q25=(row["yhat"] + row["yhat_lower"]) / 2,
+                    yhat_q75=(row["yhat"] + row["yhat_upper"]) / 2,
+                )
+            )
+    html = sections(report(engine))["AAA"]
+    (svg,) = charts(html, "price")
+    outer, inner = [e for e in svg.iter() if e.get("class") == "band"]
+    forecast_line = points(only(svg, "series-forecast"))
+
+    def bounds(band: ET.Element) -> tuple[list[float], list[float]]:
+        outline = points(band)
+        half = len(outline) // 2
+        return [y for _, y in outline[:half]], [y for _, y in outline[half:][::-1]]
+
+    (outer_up, outer_low), (inner_up, inner_low) = bounds(outer), bounds(inner)
+    # Drawn downwards in SVG: the outer upper bound highest, then the inner, the forecast...
+    for step in range(1, len(forecast_line)):
+        y = forecast_line[step][1]
+        assert outer_up[step] < inner_up[step] < y < inner_low[step] < outer_low[step]
+    assert "Middle half of outcomes" in ET.tostring(svg, encoding="unicode")
+    assert "middle half" in html  # the tooltips give the band's bounds
