@@ -31,6 +31,7 @@ from pipeline.db.models import champion_model, get_model, model_scalers
 from pipeline.db.prices import read_closes
 from pipeline.db.tickers import inactive_tickers, ticker_exchanges
 from pipeline.errors import ConfigurationError, MissingDataError
+from pipeline.evaluate.metrics import quantile_name
 from pipeline.model.predictor import load_predictor
 from pipeline.model.scale import LOOKBACK, step_scales
 from pipeline.model.validation import IntervalCalibration
@@ -98,7 +99,7 @@ def _spread(
         "yhat_lower",
         "yhat_upper",
         "scale",
-        *(f"yhat_q{round(t * 100):02d}" for t in FAN_LEVELS),
+        *(f"yhat_{quantile_name(t)}" for t in FAN_LEVELS),
     ]
     spread = dict.fromkeys(columns, empty)
     if calibration is None:
@@ -112,7 +113,7 @@ def _spread(
     if calibration.covers(FAN_LEVELS):
         quantiles = calibration.quantiles(path[None, :], volatility, FAN_LEVELS)[0]
         for index, tau in enumerate(FAN_LEVELS):
-            spread[f"yhat_q{round(tau * 100):02d}"] = [float(v) for v in quantiles[:, index]]
+            spread[f"yhat_{quantile_name(tau)}"] = [float(v) for v in quantiles[:, index]]
     return spread
 
 

@@ -35,6 +35,12 @@ class SpanSeries:
     closes: np.ndarray
     targets: np.ndarray  # positions in ``closes`` of the validation targets
 
+    @property
+    def training_closes(self) -> np.ndarray:
+        """The closes before the first validation target: the span the scaler saw
+        (at least two, for a daily change)."""
+        return self.closes[: max(2, int(self.targets.min()))]
+
 
 def span_series(frame: pd.DataFrame, window: int) -> SpanSeries:
     """A ticker's closes and validation target positions, from its sequence file."""
@@ -201,7 +207,7 @@ def span_msis(
     daily change of the closes before the span. ``None`` when it cannot be drawn
     (too few points for the level, or a forecast that is not positive).
     """
-    train = data.closes[: max(2, int(data.targets.min()))]
+    train = data.training_closes
     if (predicted <= 0).any() or (actual <= 0).any():
         return None
     if method == "static":
@@ -370,8 +376,7 @@ def calibrate_intervals(
         actual = np.stack([data.closes[end : end + horizon] for end in ends])
         long_run = None
         if method != "static":
-            # The span the scaler saw: every close before the first validation target.
-            long_run = long_run_volatility(data.closes[: max(2, int(data.targets.min()))])
+            long_run = long_run_volatility(data.training_closes)
             volatility = predicted_volatility(data.closes, ends - 1, long_run)
             scale = step_scales(volatility, horizon)
         multipliers = {}
