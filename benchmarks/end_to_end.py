@@ -216,6 +216,7 @@ def score_pipeline(work: Path, closes: pd.DataFrame, cut: dt.date, test_days: li
     from pipeline.db.migrate import open_database
     from pipeline.db.models import champion_model
     from pipeline.model.predictor import load_predictor
+    from pipeline.model.scale import ewma_volatility
 
     engine = open_database(os.environ["PRICECAST_DATABASE_URL"])
     with engine.connect() as conn:
@@ -224,7 +225,12 @@ def score_pipeline(work: Path, closes: pd.DataFrame, cut: dt.date, test_days: li
     predictions, actual, last = {}, {}, {}
     for ticker in predictor.tickers:
         windows, actual[ticker] = one_step_windows(closes, ticker, test_days, predictor.window)
-        predictions[ticker] = predictor.predict_next([ticker] * len(windows), windows)
+        volatility = None
+        if predictor.distributional:
+            series = closes[ticker].to_numpy()
+            origins = closes.index.get_indexer(test_days) - 1
+            volatility = ewma_volatility(series, origins)
+        predictions[ticker] = predictor.predict_next([ticker] * len(windows), windows, volatility)
         last[ticker] = windows[:, -1]
     engine.dispose()
     return mase_of(predictions, actual, last)

@@ -1,8 +1,9 @@
 """Interval quality of the LSTM variants against the volatility baselines, on real series.
 
-Run ``python -m benchmarks.intervals [--variants default,static_intervals] [--horizons 1,5]
-[--json PATH]``. Two data sets, each backtested on its own (5 expanding folds over the
-last 20 % of every series, every model refitted per fold on its training span):
+Run ``python -m benchmarks.intervals [--variants default,ewma_intervals,static_intervals]
+[--horizons 1,5] [--json PATH]``. Two data sets, each backtested on its own (5 expanding
+folds over the last 20 % of every series, every model refitted per fold on its training
+span):
 
 * ``stock_prices``: the 20 stocks of ``../shared/data/stock_prices.csv`` (1989-2018);
 * ``arch``: three series the project never trained on, shipped with the ``arch``
@@ -138,7 +139,7 @@ def print_table(name: str, horizon: str, part: dict[str, Any]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="default,static_intervals")
+    parser.add_argument("--variants", default="default,ewma_intervals,static_intervals")
     parser.add_argument("--horizons", default="1,5")
     parser.add_argument("--datasets", default="stock_prices,arch")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)

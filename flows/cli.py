@@ -299,9 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         default="default",
         metavar="A,B",
-        help="LSTM variants: default, tutorial, static_intervals, minmax, log_ratio, per_ticker, "
-        "global, mse, mae, window5, window20, units16, units100, batch32, batch256, "
-        "no_early_stopping, no_damping, units50_batch256",
+        help="LSTM variants: default, tutorial, ewma_intervals, static_intervals, minmax, "
+        "log_ratio, per_ticker, global, mse, mae, window5, window20, units16, units100, "
+        "batch32, batch256, no_early_stopping, no_damping, units50_batch256",
     )
     backtest_cmd.add_argument(
         "--json", metavar="PATH", help="write one record per model, ticker and horizon step"

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeline.model.config import ModelConfig
@@ -65,7 +65,11 @@ class Settings(BaseSettings):
     epochs: int = Field(default=20, ge=1)
     batch_size: int = Field(default=1024, ge=1)
     learning_rate: float = Field(default=0.003, gt=0.0)
-    loss: Literal["mse", "mae", "huber"] = "mae"
+    loss: Literal["laplace", "mse", "mae", "huber"] = Field(
+        default="laplace",
+        description="laplace: the network predicts a distribution (location and scale); "
+        "mse, mae or huber: a point only.",
+    )
     patience: int = Field(default=3, ge=0, description="Early-stopping patience; 0 is off.")
     scope: Literal["global", "per_ticker"] = "global"
     damping: bool = Field(
@@ -108,10 +112,11 @@ class Settings(BaseSettings):
     interval_level: float = Field(
         default=0.9, gt=0.0, lt=1.0, description="Coverage the prediction intervals aim for."
     )
-    intervals: Literal["ewma", "static"] = Field(
-        default="ewma",
-        description="Prediction intervals: ewma (widths follow recent volatility, calibrated "
-        "on the validation span) or static (one width per ticker and step).",
+    intervals: Literal["network", "ewma", "static"] = Field(
+        default="network",
+        description="Prediction intervals: network (widths follow the spread the network "
+        "predicts; needs loss laplace), ewma (widths follow the EWMA volatility) or static "
+        "(one width per ticker and step); all calibrated on the validation span.",
     )
     drift_tolerance: float = Field(
         default=0.2, ge=0.0, description="In mode auto, retrain when recent MASE grows this much."
@@ -138,6 +143,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_tickers(cls, value: list[str] | None) -> list[str] | None:
         return [ticker.upper() for ticker in value] if value else None
+
+    @model_validator(mode="after")
+    def _intervals_need_a_scale(self) -> Settings:
+        if self.intervals == "network" and self.loss != "laplace":
+            raise ValueError(
+                f"PRICECAST_INTERVALS=network needs the network's own scale, which "
+                f"PRICECAST_LOSS={self.loss} does not give: set PRICECAST_LOSS=laplace, or "
+                "PRICECAST_INTERVALS=ewma or static"
+            )
+        return self
 
     @property
     def home_path(self) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from pipeline.model.config import ModelConfig
 from pipeline.settings import Settings, bundled_sample_path
 
 
@@ -30,9 +31,10 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         32,
         20,
         1024,
-        "mae",
+        "laplace",
         3,
     )
+    assert (model.intervals, settings.intervals) == ("network", "network")
     assert model.learning_rate == 0.003
     assert (settings.scaling, settings.damping, settings.scope) == ("log_ratio", True, "global")
 
@@ -56,3 +58,13 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRICECAST_HORIZON", "0")
     with pytest.raises(ValidationError, match="horizon"):
         Settings()
+
+
+def test_network_intervals_need_the_distributional_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRICECAST_LOSS", "mae")
+    with pytest.raises(ValidationError, match="PRICECAST_INTERVALS=network needs"):
+        Settings()
+    monkeypatch.setenv("PRICECAST_INTERVALS", "ewma")
+    assert Settings().training_config().intervals == "ewma"
+    with pytest.raises(ValueError, match="intervals 'network' need"):
+        ModelConfig(loss="mse")

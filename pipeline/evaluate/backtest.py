@@ -54,11 +54,16 @@ from pipeline.evaluate.baselines import BASELINES, get_baseline
 from pipeline.evaluate.metrics import naive_scale, quantile_name, summarise
 from pipeline.evaluate.variants import Variant
 from pipeline.evaluate.volatility import INTERVAL_BASELINES, QUANTILE_LEVELS
-from pipeline.model.network import seed_everything
+from pipeline.model.network import is_distributional, seed_everything
 from pipeline.model.predictor import Predictor
-from pipeline.model.scale import step_scales
 from pipeline.model.train import TrainingData, fit_networks, fresh_networks
-from pipeline.model.validation import calibrate_intervals, fit_damping, span_series
+from pipeline.model.validation import (
+    calibrate_intervals,
+    fit_damping,
+    origin_volatility,
+    span_series,
+    with_long_run_volatility,
+)
 from pipeline.sequences.build import minimum_closes, windows_frame
 from pipeline.sequences.scaling import get_scaler
 
@@ -548,9 +553,13 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
         )
         frames[ticker] = frame
         params[ticker] = description["scaler_params"]
+    spans = {ticker: span_series(frame, window) for ticker, frame in frames.items()}
+    distributional = is_distributional(variant.model.loss)
+    if distributional:
+        params = with_long_run_volatility(params, spans)
     seed_everything(variant.model.seed)
     networks = fresh_networks(sorted(frames), window, variant.model)
-    data = TrainingData(frames, params, window, variant.sequence.scaling)
+    data = TrainingData(frames, params, window, variant.sequence.scaling, distributional)
     fitted = fit_networks(
         data,
         networks,
@@ -560,7 +569,6 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
         f"{variant.name} fold {index + 1}",
     )
     predictor = Predictor(window, get_scaler(variant.sequence.scaling), params, fitted.networks)
-    spans = {ticker: span_series(frame, window) for ticker, frame in frames.items()}
     if variant.model.damping:
         predictor.damping = fit_damping(predictor, spans)
     intervals = calibrate_intervals(
@@ -574,19 +582,22 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
         origins = origins[origins >= window - 1]
         if not len(origins):
             continue
-        paths = predictor.predict_path(
-            [ticker] * len(origins), _windows(closes, origins, window), config.horizon
+        paths, network_spread = predictor.predict_paths(
+            [ticker] * len(origins),
+            _windows(closes, origins, window),
+            config.horizon,
+            origin_volatility(predictor, closes, origins),
         )
         calibration = intervals.get(ticker)
         spread = None
         if calibration is not None:
-            volatility = calibration.volatility(closes, origins)
-            widths = calibration.half_widths(config.interval_level, volatility, config.horizon)
+            scales = calibration.scales(closes, origins, network_spread, config.horizon)
+            widths = calibration.half_widths(config.interval_level, scales, config.horizon)
             spread = Spread(
                 lower=paths * np.exp(-widths),
                 upper=paths * np.exp(widths),
-                scale=None if volatility is None else step_scales(volatility, config.horizon),
-                quantiles=calibration.quantiles(paths, volatility, QUANTILE_LEVELS),
+                scale=scales,
+                quantiles=calibration.quantiles(paths, scales, QUANTILE_LEVELS),
             )
         parts.append(
             _points(

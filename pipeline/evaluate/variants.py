@@ -3,7 +3,10 @@
 ``default`` is whatever the settings say; the others change one thing, except
 ``tutorial``, the configuration of the tutorial this project grew from (one
 min-max scaled model per ticker, ``LSTM(50)``, 20 epochs of batch 32, mse, no
-early stopping, no damping), kept so its results stay reproducible.
+early stopping, no damping; the tutorial had no intervals, so it gets static
+conformal ones), kept so its results stay reproducible. ``ewma_intervals`` and
+``static_intervals`` are the point network (``mae``) with the interval methods
+that came before the distributional network.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def _tutorial(sequence: SequenceConfig, model: ModelConfig) -> Variant:
             patience=0,
             scope="per_ticker",
             damping=False,
+            intervals="static",
         ),
     )
 
@@ -62,8 +66,8 @@ VARIANTS: dict[str, Callable[[SequenceConfig, ModelConfig], Variant]] = {
     "log_ratio": _changed("log_ratio", {"scaling": "log_ratio"}),
     "per_ticker": _changed("per_ticker", model={"scope": "per_ticker"}),
     "global": _changed("global", model={"scope": "global"}),
-    "mse": _changed("mse", model={"loss": "mse"}),
-    "mae": _changed("mae", model={"loss": "mae"}),
+    "mse": _changed("mse", model={"loss": "mse", "intervals": "ewma"}),
+    "mae": _changed("mae", model={"loss": "mae", "intervals": "ewma"}),
     "window5": _changed("window5", {"window": 5}),
     "window20": _changed("window20", {"window": 20}),
     "units16": _changed("units16", model={"units": 16}),
@@ -72,7 +76,8 @@ VARIANTS: dict[str, Callable[[SequenceConfig, ModelConfig], Variant]] = {
     "batch256": _changed("batch256", model={"batch_size": 256}),
     "no_early_stopping": _changed("no_early_stopping", model={"patience": 0}),
     "no_damping": _changed("no_damping", model={"damping": False}),
-    "static_intervals": _changed("static_intervals", model={"intervals": "static"}),
+    "ewma_intervals": _changed("ewma_intervals", model={"loss": "mae", "intervals": "ewma"}),
+    "static_intervals": _changed("static_intervals", model={"loss": "mae", "intervals": "static"}),
     "units50_batch256": _changed(
         "units50_batch256", model={"units": 50, "batch_size": 256, "learning_rate": 0.001}
     ),

@@ -33,7 +33,7 @@ from pipeline.db.tickers import inactive_tickers, ticker_exchanges
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.evaluate.metrics import quantile_name
 from pipeline.model.predictor import load_predictor
-from pipeline.model.scale import LOOKBACK, step_scales
+from pipeline.model.scale import LOOKBACK, ewma_volatility
 from pipeline.model.validation import IntervalCalibration
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions
 
@@ -88,11 +88,16 @@ FAN_LEVELS = (0.05, 0.25, 0.75, 0.95)
 
 
 def _spread(
-    calibration: IntervalCalibration | None, path: np.ndarray, closes: np.ndarray, level: float
+    calibration: IntervalCalibration | None,
+    path: np.ndarray,
+    network_spread: np.ndarray,
+    closes: np.ndarray,
+    level: float,
 ) -> dict[str, list[float | None]]:
     """Per column of ``forecasts`` (interval bounds, scale, quantiles), one value per step
-    of ``path`` forecast from the last of ``closes``; ``None`` where the model has no
-    such calibration."""
+    of ``path`` forecast from the last of ``closes`` (``network_spread``: what the
+    network predicted for the path, NaN for a point network); ``None`` where the model
+    has no such calibration."""
     steps = len(path)
     empty: list[float | None] = [None] * steps
     columns = [
@@ -104,14 +109,14 @@ def _spread(
     spread = dict.fromkeys(columns, empty)
     if calibration is None:
         return spread
-    volatility = calibration.volatility(closes, np.array([len(closes) - 1]))
-    widths = calibration.half_widths(level, volatility, steps)[0]
+    scales = calibration.scales(closes, np.array([len(closes) - 1]), network_spread[None, :], steps)
+    widths = calibration.half_widths(level, scales, steps)[0]
     spread["yhat_lower"] = [float(v) for v in path * np.exp(-widths)]
     spread["yhat_upper"] = [float(v) for v in path * np.exp(widths)]
-    if volatility is not None:
-        spread["scale"] = [float(v) for v in step_scales(volatility, steps)[0]]
+    if scales is not None:
+        spread["scale"] = [float(v) for v in scales[0]]
     if calibration.covers(FAN_LEVELS):
-        quantiles = calibration.quantiles(path[None, :], volatility, FAN_LEVELS)[0]
+        quantiles = calibration.quantiles(path[None, :], scales, FAN_LEVELS)[0]
         for index, tau in enumerate(FAN_LEVELS):
             spread[f"yhat_{quantile_name(tau)}"] = [float(v) for v in quantiles[:, index]]
     return spread
@@ -193,15 +198,20 @@ def forecast(
             )
 
     predictor = load_predictor(conn, model_row, wanted)
-    paths = predictor.predict_path(wanted, np.stack(windows), horizon)
+    volatility = (
+        np.array([ewma_volatility(values, [len(values) - 1])[0] for values in recent])
+        if predictor.distributional
+        else None
+    )
+    paths, spreads = predictor.predict_paths(wanted, np.stack(windows), horizon, volatility)
     scalers = model_scalers(conn, version)
     exchanges = ticker_exchanges(conn)
     level = float(params.get("interval_level", 0.9))
     rows = []
-    for ticker, path, values in zip(wanted, paths, recent, strict=True):
+    for ticker, path, network_spread, values in zip(wanted, paths, spreads, recent, strict=True):
         targets = next_sessions(as_of, horizon, exchanges.get(ticker, DEFAULT_EXCHANGE))
         calibration = IntervalCalibration.from_json(scalers[ticker].get("interval_q"), level)
-        spread = _spread(calibration, path, values, level)
+        spread = _spread(calibration, path, network_spread, values, level)
         for step, (target, value) in enumerate(zip(targets, path, strict=True), start=1):
             rows.append(
                 {

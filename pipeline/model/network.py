@@ -1,4 +1,6 @@
-"""The network: the seed's ``LSTM(units)`` then ``Dense(1)``, compiled with adam and mse.
+"""The network: the seed's ``LSTM(units)`` then ``Dense(1)``, compiled with adam and mse,
+or, with a distributional loss (``laplace``), ``Dense(2)`` giving the location and the
+scale of the next scaled log return, fed the recent volatility as a second input.
 
 Keras and TensorFlow are imported lazily so that stages without a model
 (ingest, sequences) start quickly.
@@ -80,11 +82,56 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+#: Losses under which the network predicts a distribution: its two outputs are the
+#: location and the (raw) scale of a Laplace law of the target, fitted by maximum
+#: likelihood. The location is the target's median, as under ``mae``.
+DISTRIBUTION_LOSSES = ("laplace",)
+#: The smallest scale the network can predict, in units of the scaled target.
+MINIMUM_NETWORK_SCALE = 1e-3
+
+
+def is_distributional(loss: str) -> bool:
+    """Whether networks trained with ``loss`` predict a location and a scale."""
+    return loss in DISTRIBUTION_LOSSES
+
+
+def network_scale(raw: np.ndarray) -> np.ndarray:
+    """The Laplace scale ``b`` from the network's raw second output: ``softplus + 1e-3``."""
+    raw = np.asarray(raw, dtype=float)
+    return np.logaddexp(0.0, raw) + MINIMUM_NETWORK_SCALE
+
+
+@functools.cache
+def laplace_loss() -> Any:
+    """The Laplace negative log-likelihood ``log b + |y - mu| / b`` (constant dropped)
+    of targets ``(n, 1)`` under outputs ``(n, 2)`` (location, raw scale), as a
+    serialisable Keras loss."""
+    keras = import_keras()
+    ops = keras.ops
+
+    @keras.saving.register_keras_serializable(package="pricecast", name="laplace_nll")
+    def laplace_nll(y_true: Any, y_pred: Any) -> Any:
+        target = ops.reshape(y_true, (-1,))
+        location = y_pred[:, 0]
+        scale = ops.softplus(y_pred[:, 1]) + MINIMUM_NETWORK_SCALE
+        return ops.log(scale) + ops.abs(target - location) / scale
+
+    return laplace_nll
+
+
+def custom_objects() -> dict[str, Any]:
+    """What ``keras.models.load_model`` needs to compile a saved network again."""
+    loss = laplace_loss()
+    return {"laplace_nll": loss, "pricecast>laplace_nll": loss}
+
+
 def build_model(
     window: int, units: int, learning_rate: float, loss: str = "mse", seed: int = 0
 ) -> keras.Model:
     """A fresh, compiled network for windows of ``window`` scaled closes.
 
+    With a distributional ``loss`` the input has a second feature (the recent
+    volatility, ``pipeline.model.predictor``) and the head two outputs.
     Every initializer gets its own seed derived from ``seed``, so the initial
     weights never depend on Python's global random state, which other threads
     of the process (Prefect's, for one) may draw from. Call ``seed_everything``
@@ -92,18 +139,24 @@ def build_model(
     """
     keras = import_keras()
     init = keras.initializers
+    distributional = is_distributional(loss)
     model = keras.Sequential(
         [
-            keras.Input(shape=(window, 1)),
+            keras.Input(shape=(window, 2 if distributional else 1)),
             keras.layers.LSTM(
                 units,
                 kernel_initializer=init.GlorotUniform(seed=seed),
                 recurrent_initializer=init.Orthogonal(seed=seed + 1),
             ),
-            keras.layers.Dense(1, kernel_initializer=init.GlorotUniform(seed=seed + 2)),
+            keras.layers.Dense(
+                2 if distributional else 1, kernel_initializer=init.GlorotUniform(seed=seed + 2)
+            ),
         ]
     )
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=laplace_loss() if distributional else loss,
+    )
     return model
 
 
@@ -139,8 +192,10 @@ def early_stopping(patience: int) -> Any:
 
 
 def as_inputs(x: np.ndarray) -> np.ndarray:
-    """Windows ``(n, window)`` as the network's input ``(n, window, 1)`` in float32."""
-    return np.asarray(x, dtype=np.float32)[..., np.newaxis]
+    """Windows ``(n, window)`` as the network's input ``(n, window, 1)`` in float32;
+    inputs that already have a feature axis ``(n, window, features)`` as they are."""
+    array = np.asarray(x, dtype=np.float32)
+    return array[..., np.newaxis] if array.ndim == 2 else array
 
 
 def resident_memory_mb() -> float | None:

@@ -1,7 +1,8 @@
 """The network's forward pass in NumPy, read from a ``.keras`` file without TensorFlow.
 
 Forecasting, validating and backtesting only ever run the network forward:
-``LSTM(units)`` over a window of scaled closes, then ``Dense(1)``. Importing
+``LSTM(units)`` over a window of scaled closes (and, for a distributional network,
+a second feature), then ``Dense(1)`` (or ``Dense(2)``: a location and a scale). Importing
 TensorFlow and Keras to do that costs several seconds per process, more than
 the forecasts themselves; a run that reuses its champion (most daily runs)
 need not pay it. Every prediction of the pipeline goes through this one
@@ -33,24 +34,37 @@ _CONFIG = "config.json"
 
 @dataclass(frozen=True)
 class NumpyLSTM:
-    """``LSTM(units)`` then ``Dense(1)``: the weights, and the forward pass."""
+    """``LSTM(units)`` then ``Dense(1)`` or ``Dense(2)``: the weights, and the forward pass."""
 
     kernel: np.ndarray  # (features, 4 * units)
     recurrent_kernel: np.ndarray  # (units, 4 * units)
     bias: np.ndarray  # (4 * units,)
-    dense_kernel: np.ndarray  # (units, 1)
-    dense_bias: np.ndarray  # (1,)
+    dense_kernel: np.ndarray  # (units, outputs)
+    dense_bias: np.ndarray  # (outputs,)
 
     @property
     def units(self) -> int:
         return self.recurrent_kernel.shape[0]
 
+    @property
+    def features(self) -> int:
+        """Inputs per time step: 1 (scaled closes) or 2 (and the volatility feature)."""
+        return self.kernel.shape[0]
+
+    @property
+    def outputs(self) -> int:
+        """1 (a point) or 2 (a location and a raw scale)."""
+        return self.dense_kernel.shape[1]
+
     def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Outputs ``(n,)`` for windows ``(n, window)`` or ``(n, window, features)``."""
+        """Outputs ``(n,)`` (one output) or ``(n, 2)`` for windows ``(n, window)`` or
+        ``(n, window, features)``."""
         x = np.asarray(inputs, dtype=np.float32)
         if x.ndim == 2:
             x = x[..., np.newaxis]
-        n, steps, _ = x.shape
+        n, steps, features = x.shape
+        if features != self.features:
+            raise ValueError(f"the network takes {self.features} features, got {features}")
         units = self.units
         h = np.zeros((n, units), dtype=np.float32)
         c = np.zeros((n, units), dtype=np.float32)
@@ -63,11 +77,12 @@ class NumpyLSTM:
             o = _sigmoid(z[:, 3 * units :])
             c = f * c + i * g
             h = o * np.tanh(c)
-        return (h @ self.dense_kernel + self.dense_bias).reshape(-1)
+        out = h @ self.dense_kernel + self.dense_bias
+        return out.reshape(-1) if self.outputs == 1 else out
 
     @classmethod
     def from_keras(cls, model: Any) -> NumpyLSTM:
-        """The forward pass of a built Keras ``Sequential([Input, LSTM, Dense(1)])``."""
+        """The forward pass of a built Keras ``Sequential([Input, LSTM, Dense(k)])``."""
         lstm, dense = _layers_of(type(layer).__name__ for layer in model.layers)
         kernel, recurrent, bias = model.layers[lstm].get_weights()
         dense_kernel, dense_bias = model.layers[dense].get_weights()
@@ -84,10 +99,13 @@ class NumpyLSTM:
             or kernel.shape[1] != 4 * units
             or recurrent.shape != (units, 4 * units)
             or bias.shape != (4 * units,)
-            or dense_kernel.shape != (units, 1)
-            or dense_bias.shape != (1,)
+            or kernel.shape[0] not in (1, 2)
+            or dense_kernel.ndim != 2
+            or dense_kernel.shape[0] != units
+            or dense_kernel.shape[1] not in (1, 2)
+            or dense_bias.shape != (dense_kernel.shape[1],)
         ):
-            raise ModelStoreError(f"{origin} is not an LSTM then Dense(1) network")
+            raise ModelStoreError(f"{origin} is not an LSTM then Dense(1) or Dense(2) network")
         return cls(kernel, recurrent, bias, dense_kernel, dense_bias)
 
 
@@ -108,7 +126,7 @@ def read_keras_file(path: Path) -> NumpyLSTM:
 
     Raises:
         ModelStoreError: the file is missing, not a Keras archive, or not an
-            ``LSTM`` then ``Dense(1)`` network.
+            ``LSTM`` then ``Dense(1)`` or ``Dense(2)`` network.
     """
     import h5py  # a dependency of TensorFlow; cheap to import, unlike it
 
@@ -127,12 +145,19 @@ def read_keras_file(path: Path) -> NumpyLSTM:
     layers = [layer.get("config", {}).get("name") for layer in described]
     try:
         with h5py.File(io.BytesIO(weights), "r") as store:
-            cell = store[f"layers/{layers[lstm]}/cell/vars"]
-            head = store[f"layers/{layers[dense]}/vars"]
+            cell = store[f"layers/{_stored_name(store, layers[lstm], 'lstm')}/cell/vars"]
+            head = store[f"layers/{_stored_name(store, layers[dense], 'dense')}/vars"]
             arrays = [cell["0"][()], cell["1"][()], cell["2"][()], head["0"][()], head["1"][()]]
     except (OSError, KeyError) as exc:
         raise ModelStoreError(f"model file {path} lacks the LSTM's weights: {exc}") from exc
     return NumpyLSTM._checked(*arrays, origin=f"model file {path}")
+
+
+def _stored_name(store: Any, name: str, kind: str) -> str:
+    """The group of a layer in the weights file: Keras 3 stores a model's layers under
+    names derived from their class (``lstm``, ``dense``), not under the layer's own
+    name, which differs (``lstm_1``) when the process built another network first."""
+    return name if f"layers/{name}" in store else kind
 
 
 def read_networks(path: Path, tickers: list[str] | None = None) -> dict[str, NumpyLSTM]:

@@ -3,6 +3,20 @@
 Training (validation, the champion gate, interval calibration), the forecast
 stage and backtests all predict through this one class, in price space:
 raw windows go in, closes come out.
+
+A distributional network (trained with the ``laplace`` loss) also says how
+uncertain each prediction is. It reads, besides the scaled window, the recent
+volatility of its ticker: ``log(ewma / long_run)``, the EWMA volatility of
+daily log returns at the window's last close (``pipeline.model.scale``) over
+the ticker's long-run volatility on the training span (stored with the
+scaler's parameters as ``volatility``, fixed like them through fine-tunes), the
+same value at every step of the window. It outputs the location and the Laplace scale of the next
+scaled log return; ``predict_distribution`` turns them into closes and the
+standard deviation of the next log return, and ``predict_paths`` carries both
+over several steps (the EWMA updated with each step's expected squared return).
+Why this input and this loss: ``benchmarks/distribution_heads.py`` (the network's
+own scale beats the EWMA scale; with the volatility input by 2.5 % of MSIS on
+series it never saw; Gaussian and Laplace likelihoods tie).
 """
 
 from __future__ import annotations
@@ -16,23 +30,49 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from pipeline.db.models import model_scalers
-from pipeline.model.network import as_inputs
+from pipeline.model.network import as_inputs, network_scale
 from pipeline.model.numpy_lstm import NumpyLSTM, read_networks
+from pipeline.model.scale import EWMA_LAMBDA, MINIMUM_SCALE
 from pipeline.model.store import GLOBAL
 from pipeline.sequences.scaling import Params, Scaler, get_scaler, stack_params
 
 _CHUNK = 8192
+#: The key of a ticker's long-run volatility among a distributional model's scaler parameters.
+VOLATILITY_PARAM = "volatility"
 
 
 def _predict(network: Any, encoded: np.ndarray) -> np.ndarray:
-    """Predict one chunk; for Keras, padded to a power-of-two batch so it traces few shapes."""
+    """Predict one chunk: ``(n,)`` or, for two outputs, ``(n, 2)``. For Keras, padded to
+    a power-of-two batch so it traces few shapes."""
     if isinstance(network, NumpyLSTM):
         return network.predict(encoded)
     size = len(encoded)
     padded = max(32, 1 << (size - 1).bit_length())
-    batch = np.zeros((padded, encoded.shape[1]), dtype=float)
+    batch = np.zeros((padded, *encoded.shape[1:]), dtype=float)
     batch[:size] = encoded
-    return np.asarray(network.predict_on_batch(as_inputs(batch))).reshape(-1)[:size]
+    out = np.asarray(network.predict_on_batch(as_inputs(batch)))[:size]
+    return out.reshape(-1) if out.shape[-1] == 1 else out
+
+
+def outputs_of(network: Any) -> int:
+    """1 for a point network, 2 for a distributional one (NumPy or Keras; anything
+    else that predicts is taken for a point network)."""
+    if isinstance(network, NumpyLSTM):
+        return network.outputs
+    shape = getattr(network, "output_shape", None)
+    return 1 if shape is None else int(shape[-1])
+
+
+def volatility_feature(
+    windows: np.ndarray, volatility: np.ndarray, long_run: np.ndarray
+) -> np.ndarray:
+    """The distributional network's second input ``(n, window)``: ``log(volatility /
+    long_run)`` of each row, repeated over the window."""
+    ratio = np.log(
+        np.maximum(np.asarray(volatility, float), MINIMUM_SCALE)
+        / np.maximum(np.asarray(long_run, float), MINIMUM_SCALE)
+    )
+    return np.repeat(ratio.reshape(-1, 1), np.shape(windows)[1], axis=1)
 
 
 @dataclass
@@ -54,47 +94,140 @@ class Predictor:
     def tickers(self) -> list[str]:
         return sorted(self.params)
 
+    @property
+    def distributional(self) -> bool:
+        """Whether the networks predict a scale too (and need the volatility)."""
+        return any(outputs_of(network) == 2 for network in self.networks.values())
+
     def _groups(self, tickers: Sequence[str]) -> dict[str, np.ndarray]:
         keys = np.array(
             [GLOBAL if GLOBAL in self.networks else ticker for ticker in tickers], dtype=object
         )
         return {key: np.flatnonzero(keys == key) for key in dict.fromkeys(keys.tolist())}
 
-    def predict_next(self, tickers: Sequence[str], windows: np.ndarray) -> np.ndarray:
-        """The next close after each raw window ``(n, window)`` of the given tickers."""
+    def predict_next(
+        self, tickers: Sequence[str], windows: np.ndarray, volatility: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The next close after each raw window ``(n, window)`` of the given tickers.
+
+        Args:
+            volatility: for a distributional network, the EWMA volatility at each
+                window's last close (``pipeline.model.scale.ewma_volatility``).
+        """
+        return self.predict_distribution(tickers, windows, volatility)[0]
+
+    def predict_distribution(
+        self, tickers: Sequence[str], windows: np.ndarray, volatility: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The next close after each raw window, and the standard deviation of the
+        next daily log return the network predicts (NaN for a point network).
+
+        Raises:
+            ValueError: the windows have the wrong shape, or a distributional network
+                gets no ``volatility`` or lacks a ticker's long-run volatility.
+        """
         windows = np.asarray(windows, dtype=float)
         if windows.ndim != 2 or windows.shape[1] != self.window:
             raise ValueError(f"expected windows of shape (n, {self.window}), got {windows.shape}")
         result = np.empty(len(windows))
+        spread = np.full(len(windows), np.nan)
         for key, rows in self._groups(tickers).items():
             params = stack_params([self.params[tickers[row]] for row in rows])
             encoded = self.scaler.encode(windows[rows], params)
             network = self.networks[key]
+            two = outputs_of(network) == 2
+            if two:
+                encoded = np.stack(
+                    [encoded, self._feature(tickers, rows, windows, volatility)], axis=-1
+                )
             predicted = np.concatenate(
                 [
                     _predict(network, encoded[start : start + _CHUNK])
                     for start in range(0, len(rows), _CHUNK)
                 ]
             )
-            result[rows] = self.scaler.decode(predicted, windows[rows], params)
+            if two:
+                location, b = predicted[:, 0], network_scale(predicted[:, 1])
+                result[rows] = self.scaler.decode(location, windows[rows], params)
+                upper = self.scaler.decode(location + b, windows[rows], params)
+                centre = np.maximum(result[rows], MINIMUM_SCALE)
+                # Laplace: the standard deviation is sqrt(2) times the scale.
+                spread[rows] = np.sqrt(2.0) * np.maximum(
+                    np.log(np.maximum(upper, MINIMUM_SCALE) / centre), MINIMUM_SCALE
+                )
+            else:
+                result[rows] = self.scaler.decode(predicted, windows[rows], params)
         factors = np.array([self.damping.get(ticker, 1.0) for ticker in tickers], dtype=float)
         if np.any(factors != 1.0):
             last = windows[:, -1]
             result = last + factors * (result - last)
-        return result
+        return result, spread
 
-    def predict_path(self, tickers: Sequence[str], windows: np.ndarray, horizon: int) -> np.ndarray:
+    def _feature(
+        self,
+        tickers: Sequence[str],
+        rows: np.ndarray,
+        windows: np.ndarray,
+        volatility: np.ndarray | None,
+    ) -> np.ndarray:
+        if volatility is None:
+            raise ValueError("a distributional network needs the volatility at each origin")
+        missing = sorted(
+            {tickers[row] for row in rows if VOLATILITY_PARAM not in self.params[tickers[row]]}
+        )
+        if missing:
+            raise ValueError(f"no long-run volatility for {', '.join(missing)}")
+        long_run = np.array(
+            [self.params[tickers[row]][VOLATILITY_PARAM] for row in rows], dtype=float
+        )
+        return volatility_feature(
+            windows[rows], np.asarray(volatility, float).reshape(-1)[rows], long_run
+        )
+
+    def predict_path(
+        self,
+        tickers: Sequence[str],
+        windows: np.ndarray,
+        horizon: int,
+        volatility: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Closes for ``horizon`` steps, each prediction fed back as the newest input.
 
         Returns:
             An array ``(n, horizon)``.
         """
+        return self.predict_paths(tickers, windows, horizon, volatility)[0]
+
+    def predict_paths(
+        self,
+        tickers: Sequence[str],
+        windows: np.ndarray,
+        horizon: int,
+        volatility: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Closes ``(n, horizon)``, each prediction fed back as the newest input, and the
+        standard deviation ``(n, horizon)`` of the log return from the last close to each
+        step (NaN for a point network).
+
+        A distributional network's volatility input is carried forward by the EWMA
+        recursion with each step's expected squared log return (its location squared
+        plus its variance); the spread of step ``h`` adds the steps' variances.
+        """
         current = np.asarray(windows, dtype=float).copy()
         path = np.empty((len(current), horizon))
+        spread = np.full((len(current), horizon), np.nan)
+        variance = None if volatility is None else np.asarray(volatility, float).reshape(-1) ** 2
+        total = np.zeros(len(current))
         for step in range(horizon):
-            path[:, step] = self.predict_next(tickers, current)
+            sigma = None if variance is None else np.sqrt(variance)
+            path[:, step], deviation = self.predict_distribution(tickers, current, sigma)
+            total = total + deviation**2
+            spread[:, step] = np.sqrt(total)
+            if variance is not None and np.all(np.isfinite(deviation)):
+                move = np.log(np.maximum(path[:, step], MINIMUM_SCALE) / current[:, -1])
+                variance = EWMA_LAMBDA * variance + (1.0 - EWMA_LAMBDA) * (move**2 + deviation**2)
             current = np.concatenate([current[:, 1:], path[:, step : step + 1]], axis=1)
-        return path
+        return path, spread
 
 
 def load_predictor(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import ModelStoreError
 from pipeline.files import write_atomically
-from pipeline.model.network import import_keras
+from pipeline.model.network import custom_objects, import_keras
 
 if TYPE_CHECKING:
     import keras
@@ -110,7 +110,7 @@ def load_network(path: Path, for_training: bool = False) -> keras.Model:
 def _load(path: Path, for_training: bool) -> keras.Model:
     keras = import_keras()
     try:
-        return keras.models.load_model(path, compile=for_training)
+        return keras.models.load_model(path, compile=for_training, custom_objects=custom_objects())
     except (OSError, ValueError) as exc:
         raise ModelStoreError(f"cannot load model file {path}: {exc}") from exc
 

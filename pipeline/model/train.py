@@ -9,7 +9,7 @@ otherwise it is registered as a challenger that lost, and the champion keeps
 forecasting. The ``models`` table records the decision and both errors.
 
 **Mode ``auto``** retrains when there is no champion; when the champion's
-architecture (window, scaling, price field, units, scope) differs from the
+architecture (window, scaling, price field, units, scope, loss) differs from the
 settings; when it does not cover every ticker; when the newest full retrain
 in its lineage is more than ``retrain_after_days`` behind the as-of date; or
 when its error has drifted: its MASE on the newest validation span exceeds
@@ -64,11 +64,13 @@ from pipeline.model.network import (
     build_model,
     early_stopping,
     epoch_logger,
+    is_distributional,
     resident_memory_mb,
     seed_everything,
 )
 from pipeline.model.numpy_lstm import read_networks
-from pipeline.model.predictor import Predictor
+from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, volatility_feature
+from pipeline.model.scale import ewma_volatility
 from pipeline.model.store import (
     GLOBAL,
     load_network,
@@ -86,6 +88,7 @@ from pipeline.model.validation import (
     evaluate_span,
     fit_damping,
     span_series,
+    with_long_run_volatility,
 )
 from pipeline.sequences.build import read_sequence_file
 from pipeline.sequences.config import SequenceConfig
@@ -98,7 +101,7 @@ MODES: tuple[str, ...] = ("auto", "retrain", "finetune")
 RETRAIN, FINETUNE, REUSE = "retrain", "finetune", "reuse"
 #: Networks a worker process fits before it is replaced (see ``train``'s ``isolate``).
 NETWORKS_PER_WORKER = 10
-ARCHITECTURE = ("window", "scaling", "price_field", "units", "scope")
+ARCHITECTURE = ("window", "scaling", "price_field", "units", "scope", "loss")
 #: Values of architecture keys for versions registered before the key existed.
 _ARCHITECTURE_DEFAULTS = {"price_field": "close", "scope": "global"}
 
@@ -280,15 +283,27 @@ class TrainingData:
     params: dict[str, Params]
     window: int
     scaling: str
+    distributional: bool = False
 
     def arrays(self, ticker: str, mask: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """Encoded inputs and targets of one ticker's selected rows."""
-        frame = self.frames[ticker].loc[mask]
+        """Encoded inputs and targets of one ticker's selected rows: inputs ``(n, window)``,
+        or ``(n, window, 2)`` with the volatility feature for a distributional network
+        (the EWMA volatility at each window's last close, from the closes before it)."""
+        whole = self.frames[ticker]
+        frame = whole.loc[mask]
         raw = frame[c.raw_window_columns(self.window)].to_numpy(dtype=float)
         scaler = get_scaler(self.scaling)
         params = self.params[ticker]
+        inputs = scaler.encode(raw, params)
+        if self.distributional:
+            closes = span_series(whole, self.window).closes
+            origins = np.flatnonzero(np.asarray(mask, dtype=bool)) + self.window - 1
+            volatility = ewma_volatility(closes, origins)
+            inputs = np.stack(
+                [inputs, volatility_feature(raw, volatility, params[VOLATILITY_PARAM])], axis=-1
+            )
         return (
-            scaler.encode(raw, params),
+            inputs,
             scaler.encode_target(frame[c.TARGET_CLOSE].to_numpy(dtype=float), raw, params),
         )
 
@@ -507,6 +522,7 @@ def network_jobs(
                     params={ticker: data.params[ticker] for ticker in tickers},
                     window=data.window,
                     scaling=data.scaling,
+                    distributional=data.distributional,
                 ),
                 series={ticker: series[ticker] for ticker in tickers if ticker in series},
                 config=config,
@@ -803,11 +819,29 @@ def _train(
             raise ModelStoreError(f"model file {source} is missing; retrain with --mode retrain")
         epochs, newer_than = model_config.finetune_epochs, _train_through(champion)
         parent_version = champion["version"]
+    distributional = is_distributional(model_config.loss)
+    if distributional and action == RETRAIN:
+        volatility = with_long_run_volatility(
+            {ticker: row["scaler_params"] for ticker, row in scaler_rows.items()}, series
+        )
+        for ticker, row in scaler_rows.items():
+            row["scaler_params"] = volatility[ticker]
+    missing = [
+        ticker
+        for ticker, row in scaler_rows.items()
+        if VOLATILITY_PARAM not in row["scaler_params"]
+    ]
+    if distributional and missing:
+        raise ModelStoreError(
+            f"champion v{parent_version} has no long-run volatility for {', '.join(missing)}; "
+            "retrain with --mode retrain"
+        )
     data = TrainingData(
         frames=frames,
         params={ticker: row["scaler_params"] for ticker, row in scaler_rows.items()},
         window=sequence_config.window,
         scaling=sequence_config.scaling,
+        distributional=distributional,
     )
     logger.info(
         "%s on %d tickers, %d epochs at most, batch %d (%s scope)",

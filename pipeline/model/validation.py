@@ -24,8 +24,14 @@ from pipeline.evaluate.intervals import (
     fit_normalised_conformal,
 )
 from pipeline.evaluate.metrics import msis, naive_scale
-from pipeline.model.predictor import Predictor
-from pipeline.model.scale import long_run_volatility, predicted_volatility, step_scales
+from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
+from pipeline.model.scale import (
+    ewma_volatility,
+    long_run_volatility,
+    predicted_volatility,
+    step_scales,
+)
+from pipeline.sequences.scaling import Params
 
 
 @dataclass(frozen=True)
@@ -110,12 +116,43 @@ def _windows(closes: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
 DAMPING_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 
 
-def _one_step(
-    predictor: Predictor, series: Mapping[str, SpanSeries]
-) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per ticker: actual closes, one-step predictions and naive forecasts, validation span."""
+@dataclass(frozen=True)
+class OneStep:
+    """One ticker's validation points: actual closes, one-step predictions, naive
+    forecasts, and the standard deviation of the log return the network predicted
+    (NaN for a point network)."""
+
+    actual: np.ndarray
+    predicted: np.ndarray
+    naive: np.ndarray
+    spread: np.ndarray
+
+
+def with_long_run_volatility(
+    params: Mapping[str, Params], series: Mapping[str, SpanSeries]
+) -> dict[str, Params]:
+    """Each ticker's scaler parameters with its long-run volatility over the training
+    span added (``VOLATILITY_PARAM``): what a distributional network's volatility
+    input is measured against, fitted once like the scaler and kept through fine-tunes."""
+    return {
+        ticker: {**values, VOLATILITY_PARAM: long_run_volatility(series[ticker].training_closes)}
+        for ticker, values in params.items()
+    }
+
+
+def origin_volatility(
+    predictor: Predictor, closes: np.ndarray, origins: np.ndarray
+) -> np.ndarray | None:
+    """The EWMA volatility at each origin, when ``predictor`` needs it (else None)."""
+    if not predictor.distributional:
+        return None
+    return ewma_volatility(closes, np.maximum(origins, 1))
+
+
+def _one_step(predictor: Predictor, series: Mapping[str, SpanSeries]) -> dict[str, OneStep]:
+    """Per ticker, the one-step points of the validation span."""
     names: list[str] = []
-    windows, actual, naive = [], [], []
+    windows, actual, naive, volatility = [], [], [], []
     for ticker, data in sorted(series.items()):
         if ticker not in predictor.params:
             continue
@@ -126,19 +163,21 @@ def _one_step(
         windows.append(_windows(data.closes, ends, predictor.window))
         actual.append(data.closes[ends])
         naive.append(data.closes[ends - 1])
+        volatility.append(origin_volatility(predictor, data.closes, ends - 1))
     if not names:
         return {}
-    predicted = predictor.predict_next(names, np.concatenate(windows))
+    predicted, spread = predictor.predict_distribution(
+        names,
+        np.concatenate(windows),
+        np.concatenate(volatility) if predictor.distributional else None,
+    )
     actual_all, naive_all = np.concatenate(actual), np.concatenate(naive)
     tickers = np.array(names, dtype=object)
-    return {
-        ticker: (
-            actual_all[tickers == ticker],
-            predicted[tickers == ticker],
-            naive_all[tickers == ticker],
-        )
-        for ticker in dict.fromkeys(names)
-    }
+    result = {}
+    for ticker in dict.fromkeys(names):
+        rows = tickers == ticker
+        result[ticker] = OneStep(actual_all[rows], predicted[rows], naive_all[rows], spread[rows])
+    return result
 
 
 def fit_damping(predictor: Predictor, series: Mapping[str, SpanSeries]) -> dict[str, float]:
@@ -149,7 +188,8 @@ def fit_damping(predictor: Predictor, series: Mapping[str, SpanSeries]) -> dict[
     """
     undamped = Predictor(predictor.window, predictor.scaler, predictor.params, predictor.networks)
     result = {}
-    for ticker, (actual, predicted, naive) in _one_step(undamped, series).items():
+    for ticker, point in _one_step(undamped, series).items():
+        actual, predicted, naive = point.actual, point.predicted, point.naive
         candidates = naive[None, :] + DAMPING_GRID[:, None] * (predicted - naive)[None, :]
         errors = np.abs(candidates - actual[None, :]).mean(axis=1)
         best = np.flatnonzero(errors <= errors.min() + 1e-12)[-1]
@@ -171,7 +211,8 @@ def evaluate_span(
     (``span_msis``), so that two models are compared on equal terms.
     """
     errors = SpanErrors()
-    for ticker, (actual, predicted, naive) in _one_step(predictor, series).items():
+    for ticker, point in _one_step(predictor, series).items():
+        actual, predicted, naive = point.actual, point.predicted, point.naive
         mae = float(np.mean(np.abs(actual - predicted)))
         naive_mae = float(np.mean(np.abs(actual - naive)))
         errors.per_ticker[ticker] = {
@@ -183,24 +224,18 @@ def evaluate_span(
         if level is not None:
             data = series[ticker]
             ends = data.targets[data.targets >= predictor.window]
-            errors.per_ticker[ticker]["msis"] = span_msis(
-                data, ends, actual, predicted, level, method
-            )
+            errors.per_ticker[ticker]["msis"] = span_msis(data, ends, point, level, method)
     return errors
 
 
 def span_msis(
-    data: SpanSeries,
-    ends: np.ndarray,
-    actual: np.ndarray,
-    predicted: np.ndarray,
-    level: float,
-    method: str,
+    data: SpanSeries, ends: np.ndarray, point: OneStep, level: float, method: str
 ) -> float | None:
     """MSIS of one-step intervals calibrated on the validation points they are scored on.
 
     The interval is ``predicted * exp(-+ m * s)``, with ``s`` the predicted
-    volatility at each origin (``ewma``) or 1 (``static``) and ``m`` the
+    volatility at each origin (``ewma``), the network's predicted spread
+    (``network``) or 1 (``static``) and ``m`` the
     conformal quantile of ``|log(actual / predicted)| / s`` at ``level`` over the
     same points: in-sample for every model alike, so MSIS compares how well each
     model's point forecasts and scales fit the span. Scaled by the mean absolute
@@ -208,10 +243,15 @@ def span_msis(
     (too few points for the level, or a forecast that is not positive).
     """
     train = data.training_closes
+    actual, predicted = point.actual, point.predicted
     if (predicted <= 0).any() or (actual <= 0).any():
         return None
     if method == "static":
         scale = np.ones(len(ends))
+    elif method == "network":
+        scale = point.spread
+        if not np.all(np.isfinite(scale)):
+            return None
     else:
         scale = predicted_volatility(data.closes, ends - 1, long_run_volatility(train))
     multiplier = conformal_quantile((np.abs(np.log(actual / predicted)) / scale)[:, None], level)
@@ -236,16 +276,17 @@ class IntervalCalibration:
     """How one ticker's prediction intervals are drawn around its forecasts.
 
     The half-width of step ``h``, in log space, is ``m_c[h] * s[h]`` for a central
-    interval of coverage ``c``: with ``method`` ``ewma``, ``s`` is the predicted
-    scale (``pipeline.model.scale``: EWMA volatility at the origin times
-    ``sqrt(h)``) and ``m_c`` the normalised conformal multipliers; with
-    ``static``, ``s`` is 1 and ``m_c`` the conformal half-widths themselves.
-    Steps past the calibrated ones reuse the last multiplier (``ewma``: the scale
-    already grows with ``sqrt(h)``) or widen it by ``sqrt(h / calibrated)``
+    interval of coverage ``c``: with ``method`` ``network``, ``s`` is the spread the
+    distributional network predicts for the path (``Predictor.predict_paths``); with
+    ``ewma``, the predicted scale (``pipeline.model.scale``: EWMA volatility at the
+    origin times ``sqrt(h)``); ``m_c`` are then the normalised conformal multipliers.
+    With ``static``, ``s`` is 1 and ``m_c`` the conformal half-widths themselves.
+    Steps past the calibrated ones reuse the last multiplier (``network``, ``ewma``:
+    the scale already grows with the step) or widen it by ``sqrt(h / calibrated)``
     (``static``, as a random walk's spread does).
 
     Attributes:
-        method: ``ewma`` or ``static``.
+        method: ``network``, ``ewma`` or ``static``.
         multipliers: per central coverage, one multiplier per calibrated step.
         long_run: ``ewma``: the ticker's long-run volatility over the training span
             (``pipeline.model.scale.long_run_volatility``), part of its scale.
@@ -263,11 +304,28 @@ class IntervalCalibration:
             "long_run": self.long_run,
         }
 
-    def volatility(self, closes: np.ndarray, origins: np.ndarray) -> np.ndarray | None:
-        """The predicted volatility at each origin (``ewma``), or None (``static``)."""
+    def scales(
+        self,
+        closes: np.ndarray,
+        origins: np.ndarray,
+        spread: np.ndarray | None,
+        horizon: int,
+    ) -> np.ndarray | None:
+        """The scale ``(n, horizon)`` of each forecast's steps, or None (``static``).
+
+        Args:
+            closes: the ticker's closes, oldest first.
+            origins: positions in ``closes`` of each forecast's last close.
+            spread: the network's predicted spreads ``(n, horizon)`` (``network``).
+            horizon: steps.
+        """
         if self.method == "static":
             return None
-        return predicted_volatility(closes, origins, self.long_run)
+        if self.method == "network":
+            if spread is None or not np.all(np.isfinite(spread)):
+                raise ValueError("network intervals need the spread the network predicted")
+            return np.asarray(spread, dtype=float)[:, :horizon]
+        return step_scales(predicted_volatility(closes, origins, self.long_run), horizon)
 
     @classmethod
     def from_json(cls, value: Any, level: float) -> IntervalCalibration | None:
@@ -311,24 +369,24 @@ class IntervalCalibration:
         extra = known[-1] * (np.sqrt(steps / last) if self.method == "static" else 1.0)
         return np.where(steps <= last, known[np.minimum(steps, last) - 1], extra)
 
-    def half_widths(self, level: float, volatility: np.ndarray | None, horizon: int) -> np.ndarray:
+    def half_widths(self, level: float, scales: np.ndarray | None, horizon: int) -> np.ndarray:
         """Log half-widths ``(n, horizon)`` of the central interval of coverage ``level``.
 
         Args:
             level: the coverage, one of the calibrated ones.
-            volatility: per forecast, the EWMA volatility at its origin (``ewma``; shape
-                ``(n,)``); ignored by ``static``, which gives one row.
+            scales: per forecast and step, from ``scales`` (``(n, horizon)``); ignored
+                by ``static``, which gives one row when it is None.
             horizon: steps.
         """
         factors = self._factors(level, horizon)[None, :]
         if self.method == "static":
-            return factors if volatility is None else np.repeat(factors, len(volatility), 0)
-        if volatility is None:
-            raise ValueError("ewma intervals need the volatility at each origin")
-        return factors * step_scales(volatility, horizon)
+            return factors if scales is None else np.repeat(factors, len(scales), 0)
+        if scales is None:
+            raise ValueError(f"{self.method} intervals need the scale of each forecast")
+        return factors * np.asarray(scales, dtype=float)[:, :horizon]
 
     def quantiles(
-        self, paths: np.ndarray, volatility: np.ndarray | None, levels: tuple[float, ...]
+        self, paths: np.ndarray, scales: np.ndarray | None, levels: tuple[float, ...]
     ) -> np.ndarray:
         """Price quantiles ``(n, horizon, len(levels))`` around forecast paths ``(n, horizon)``."""
         paths = np.asarray(paths, dtype=float)
@@ -337,7 +395,7 @@ class IntervalCalibration:
             if abs(tau - 0.5) < 1e-12:
                 out[..., index] = paths
                 continue
-            width = self.half_widths(abs(2.0 * tau - 1.0), volatility, paths.shape[1])
+            width = self.half_widths(abs(2.0 * tau - 1.0), scales, paths.shape[1])
             out[..., index] = paths * np.exp(np.sign(tau - 0.5) * width)
         return out
 
@@ -356,8 +414,9 @@ def calibrate_intervals(
     ``FAN_CENTRAL_LEVELS``) and step, the errors ``|log(actual / forecast)|``
     are calibrated as conformal scores: as they are (``static``,
     ``pipeline.evaluate.intervals.fit_conformal``) or divided by the predicted
-    scale (``ewma``, ``fit_normalised_conformal``). A ticker with too few origins
-    for a level gets ``None`` (no intervals).
+    scale (``network``: the network's spread of the path; ``ewma``: the EWMA
+    scale; ``fit_normalised_conformal``). A ticker with too few origins for a
+    level gets ``None`` (no intervals).
     """
     levels = sorted({float(level), *FAN_CENTRAL_LEVELS})
     result: dict[str, IntervalCalibration | None] = {}
@@ -370,12 +429,19 @@ def calibrate_intervals(
         if not len(ends):
             result[ticker] = None
             continue
-        paths = predictor.predict_path(
-            [ticker] * len(ends), _windows(data.closes, ends, predictor.window), horizon
+        paths, spread = predictor.predict_paths(
+            [ticker] * len(ends),
+            _windows(data.closes, ends, predictor.window),
+            horizon,
+            origin_volatility(predictor, data.closes, ends - 1),
         )
         actual = np.stack([data.closes[end : end + horizon] for end in ends])
         long_run = None
-        if method != "static":
+        if method == "network":
+            if not np.all(np.isfinite(spread)):
+                raise ValueError("network intervals need a distributional network")
+            scale = spread
+        elif method != "static":
             long_run = long_run_volatility(data.training_closes)
             volatility = predicted_volatility(data.closes, ends - 1, long_run)
             scale = step_scales(volatility, horizon)

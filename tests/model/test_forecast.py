@@ -18,6 +18,7 @@ from pipeline.db.forecasts import read_forecasts
 from pipeline.db.models import get_model, model_scalers
 from pipeline.db.prices import read_closes, upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError
+from pipeline.model.config import ModelConfig
 from pipeline.model.forecast import _recent_closes, forecast
 from pipeline.model.predictor import Predictor
 from pipeline.model.store import load_networks
@@ -32,13 +33,15 @@ DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]
 
 # Undamped, so that the hand computation below follows the network itself.
 UNDAMPED = dataclasses.replace(TINY_MODEL, damping=False)
+# A point network with EWMA intervals (the method before the distributional network).
+POINT_EWMA = dataclasses.replace(UNDAMPED, loss="mae", intervals="ewma")
 
 
-def trained(engine: Engine, home: Path, as_of: dt.date) -> int:
+def trained(engine: Engine, home: Path, as_of: dt.date, config: ModelConfig = UNDAMPED) -> int:
     with engine.begin() as conn:
         upsert_prices(conn, PRICES)
         build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
-        return train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, UNDAMPED).version
+        return train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, config).version
 
 
 class _Tomorrow:
@@ -71,7 +74,7 @@ def test_forecasts_cover_the_next_trading_days_with_values_and_intervals(
 ) -> None:
     as_of = DATES[59]  # a Friday: 2024-03-22
     assert as_of == dt.date(2024, 3, 22)
-    version = trained(engine, home, as_of)
+    version = trained(engine, home, as_of, POINT_EWMA)
     with engine.begin() as conn:
         result = forecast(conn, as_of, horizon=3)
     assert (result.model_version, result.rows, result.tickers) == (version, 6, ["AAA", "BBB"])
@@ -145,6 +148,57 @@ def test_damping_shrinks_each_step_toward_the_last_close() -> None:
     np.testing.assert_allclose(path, [[3.25, 3.5]])
 
 
+def test_the_distributional_network_forecasts_a_location_and_a_spread(
+    engine: Engine, home: Path
+) -> None:
+    """yhat, the scale and the intervals of the default network, recomputed with Keras."""
+    as_of = DATES[59]
+    version = trained(engine, home, as_of)
+    with engine.begin() as conn:
+        forecast(conn, as_of, horizon=3)
+    with engine.connect() as conn:
+        rows = read_forecasts(conn, as_of)
+        model_row = get_model(conn, version)
+        scalers = model_scalers(conn, version)
+    (network,) = load_networks(Path(model_row["file_path"])).values()
+    assert network.input_shape == (None, 5, 2) and network.output_shape == (None, 2)
+    params = scalers["AAA"]["scaler_params"]
+    low, span, long_run = params["min"], params["max"] - params["min"], params["volatility"]
+    closes = list(PRICES.loc[PRICES[c.TICKER] == "AAA", c.CLOSE].to_numpy()[:60])
+    # The EWMA variance (lambda 0.88) of the last 100 daily log returns, by its recursion.
+    returns = [math.log(b / a) for a, b in zip(closes[:-1], closes[1:], strict=True)][-100:]
+    variance = sum(r * r for r in returns) / len(returns)
+    for r in returns:
+        variance = 0.88 * variance + 0.12 * r * r
+    expected, spreads, total = [], [], 0.0
+    for _ in range(3):
+        scaled = (np.array(closes[-5:]) - low) / span
+        feature = np.full(5, math.log(math.sqrt(variance) / long_run))
+        inputs = np.stack([scaled, feature], axis=-1)[None].astype(np.float32)
+        location, raw = network.predict_on_batch(inputs)[0]
+        b = math.log1p(math.exp(raw)) + 1e-3  # softplus + the floor, in scaled units
+        value = location * span + low
+        # The Laplace scale in log-return units, times sqrt(2): a standard deviation.
+        deviation = math.sqrt(2) * math.log(((location + b) * span + low) / value)
+        total += deviation**2
+        move = math.log(value / closes[-1])
+        variance = 0.88 * variance + 0.12 * (move**2 + deviation**2)
+        closes.append(value)
+        expected.append(value)
+        spreads.append(math.sqrt(total))
+    aaa = rows.loc[rows[c.TICKER] == "AAA"]
+    np.testing.assert_allclose(aaa[c.YHAT].to_numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(aaa["scale"].to_numpy(), spreads, rtol=1e-4)
+    stored = scalers["AAA"]["interval_q"]
+    assert stored["method"] == "network" and stored["long_run"] is None
+    m = stored["multipliers"]["0.9"]
+    widths = np.array([m[0], m[1], m[1]]) * np.array(spreads)
+    np.testing.assert_allclose(aaa["yhat_lower"], aaa[c.YHAT] * np.exp(-widths), rtol=1e-4)
+    np.testing.assert_allclose(aaa["yhat_upper"], aaa[c.YHAT] * np.exp(widths), rtol=1e-4)
+    # Each step's spread grows: the variances of the steps add up.
+    assert np.all(np.diff(spreads) > 0)
+
+
 def test_interval_widths_extend_beyond_the_calibrated_steps() -> None:
     # A model calibrated before the ewma method stored its static half-widths as a list.
     static = IntervalCalibration.from_json([0.1, 0.2], level=0.9)
@@ -156,12 +210,23 @@ def test_interval_widths_extend_beyond_the_calibrated_steps() -> None:
     # ewma: the multiplier of the last calibrated step carries on; the scale grows as sqrt(h).
     ewma = IntervalCalibration("ewma", {0.9: [2.0, 1.5]})
     assert IntervalCalibration.from_json(ewma.to_json(), level=0.8) == ewma
+    closes = np.exp(np.cumsum(np.r_[0.0, [0.01, -0.01] * 10]))  # every return +-0.01
+    scales = ewma.scales(closes, np.array([20, 20]), None, 3)
+    np.testing.assert_allclose(scales, [[0.01, 0.01 * 2**0.5, 0.01 * 3**0.5]] * 2)
     np.testing.assert_allclose(
-        ewma.half_widths(0.9, np.array([0.01, 0.02]), 3),
+        ewma.half_widths(0.9, scales * [[1.0], [2.0]], 3),
         [[0.02, 0.015 * 2**0.5, 0.015 * 3**0.5], [0.04, 0.03 * 2**0.5, 0.03 * 3**0.5]],
     )
     with pytest.raises(ValueError, match="no interval calibrated at coverage 0.5"):
-        ewma.half_widths(0.5, np.array([0.01]), 2)
+        ewma.half_widths(0.5, scales, 2)
+    # network: the scales are the spreads the network predicted for each step, as given.
+    network = IntervalCalibration("network", {0.9: [2.0, 1.5]})
+    assert IntervalCalibration.from_json(network.to_json(), level=0.9) == network
+    spread = np.array([[0.01, 0.02, 0.025]])
+    np.testing.assert_allclose(network.scales(closes, np.array([20]), spread, 3), spread)
+    np.testing.assert_allclose(network.half_widths(0.9, spread, 3), [[0.02, 0.03, 0.0375]])
+    with pytest.raises(ValueError, match="spread the network predicted"):
+        network.scales(closes, np.array([20]), np.full((1, 3), np.nan), 3)
 
 
 def test_a_rerun_writes_the_same_rows_and_a_shorter_horizon_replaces_them(

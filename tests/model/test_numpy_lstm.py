@@ -85,3 +85,40 @@ def test_reading_a_model_imports_no_tensorflow(trained: tuple[object, Path]) -> 
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_a_distributional_network_matches_keras_and_reloads_for_training(tmp_path: Path) -> None:
+    """Two inputs per step (scaled close, volatility feature), two outputs (location, scale);
+    the saved file reads in NumPy and loads in Keras with its Laplace loss for a fine-tune."""
+    from pipeline.model.store import load_network
+
+    rng = np.random.default_rng(8)
+    model = build_model(window=6, units=8, learning_rate=0.01, loss="laplace", seed=2)
+    x = rng.normal(0, 1, (256, 6, 2)).astype(np.float32)
+    y = (x[:, -1, 0] * np.exp(x[:, 0, 1])).astype(np.float32)
+    first = model.fit(x, y, epochs=2, batch_size=32, verbose=0).history["loss"]
+    assert first[-1] < first[0]  # the likelihood loss trains
+    windows = rng.normal(0, 2, (50, 6, 2)).astype(np.float32)
+    expected = np.asarray(model.predict_on_batch(windows))
+    got = NumpyLSTM.from_keras(model).predict(windows)
+    assert got.shape == (50, 2) and NumpyLSTM.from_keras(model).features == 2
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    path = save_networks({GLOBAL: model}, model_path(tmp_path, 3))
+    np.testing.assert_allclose(read_keras_file(path).predict(windows), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="takes 2 features, got 1"):
+        read_keras_file(path).predict(windows[..., 0])
+    reloaded = load_network(path, for_training=True)
+    assert reloaded.loss is not None
+    reloaded.fit(x, y, epochs=1, batch_size=32, verbose=0)  # compiles with the Laplace loss
+
+
+def test_the_laplace_loss_is_the_negative_log_likelihood() -> None:
+    from pipeline.model.network import laplace_loss, network_scale
+
+    y = np.array([[0.5], [-1.0], [2.0]], dtype=np.float32)
+    out = np.array([[0.0, 0.3], [0.5, -1.0], [2.0, 2.0]], dtype=np.float32)
+    b = np.log1p(np.exp(out[:, 1])) + 1e-3
+    np.testing.assert_allclose(network_scale(out[:, 1]), b, rtol=1e-6)
+    by_hand = np.log(b) + np.abs(y[:, 0] - out[:, 0]) / b
+    got = np.asarray(laplace_loss()(y, out))
+    np.testing.assert_allclose(got, by_hand, rtol=1e-5)

@@ -69,9 +69,13 @@ def test_retrain_registers_a_promoted_version_with_its_scalers_and_errors(
     assert row["train_through"] == DATES[5 + 44 - 1]
     assert Path(row["file_path"]).is_file() and Path(row["file_path"]).parent == home / "models"
     closes = {t: PRICES.loc[PRICES[c.TICKER] == t, c.CLOSE].to_numpy()[:60] for t in ("AAA", "BBB")}
+    # The scaler's span, and the long-run volatility the network's volatility input is
+    # measured against: the RMS daily log return of the same 49 closes.
+    returns = np.diff(np.log(closes["AAA"][:49]))
     assert scalers["AAA"]["scaler_params"] == {
         "min": closes["AAA"][:49].min(),
         "max": closes["AAA"][:49].max(),
+        "volatility": pytest.approx(float(np.sqrt(np.mean(returns**2)))),
     }
     # The naive forecast's error on the 11 validation targets, recomputed by hand.
     naive = {t: np.abs(np.diff(v[-12:])).mean() for t, v in closes.items()}
@@ -79,7 +83,7 @@ def test_retrain_registers_a_promoted_version_with_its_scalers_and_errors(
     assert row["val_naive_mae"] == pytest.approx((naive["AAA"] + naive["BBB"]) / 2)
     assert row["val_mase"] == pytest.approx(row["val_mae"] / row["val_naive_mae"])
     intervals = scalers["AAA"]["interval_q"]
-    assert intervals["method"] == "ewma"
+    assert intervals["method"] == "network"
     assert sorted(intervals["multipliers"]) == ["0.5", "0.9"]
     assert all(len(m) == TINY_MODEL.horizon for m in intervals["multipliers"].values())
 
@@ -180,7 +184,9 @@ def test_auto_retrains_when_the_architecture_changes_or_the_retrain_is_old(
     wider = run_train(engine, home, DATES[59], units=4)
     assert wider.action == "retrain" and "architecture" in wider.reason
     prepare(engine, home, DATES[69])
-    stale = run_train(engine, home, DATES[69], units=4, retrain_after_days=3)
+    # The same architecture as the champion, whichever of the two the gate kept.
+    units = 4 if wider.promoted else TINY_MODEL.units
+    stale = run_train(engine, home, DATES[69], units=units, retrain_after_days=3)
     assert stale.action == "retrain" and "days old, more than 3" in stale.reason
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.model.scale import long_run_volatility, predicted_volatility
-from pipeline.model.validation import SpanSeries, span_msis
+from pipeline.model.validation import OneStep, SpanSeries, span_msis
 
 CLOSES = np.array([100.0, 101.0, 99.0, 102.0, 103.0, 101.0, 104.0, 102.0, 105.0, 106.0, 104.0])
 # Validation targets at positions 6..10; the span before them (0..5) is the training span.
@@ -14,6 +14,9 @@ DATA = SpanSeries(closes=CLOSES, targets=np.arange(6, 11))
 ENDS = DATA.targets
 ACTUAL = CLOSES[ENDS]
 PREDICTED = CLOSES[ENDS - 1] * 1.001
+# The spreads a distributional network predicted at each origin.
+SPREAD = np.array([0.01, 0.02, 0.015, 0.03, 0.01])
+POINT = OneStep(ACTUAL, PREDICTED, CLOSES[ENDS - 1], SPREAD)
 
 
 def _msis_by_hand(scale: np.ndarray, level: float) -> float:
@@ -28,11 +31,14 @@ def _msis_by_hand(scale: np.ndarray, level: float) -> float:
 
 def test_span_msis_calibrates_on_the_span_and_scales_by_the_training_moves() -> None:
     # 5 points at level 0.5: the ceil(6 * 0.5) = 3rd smallest score is the multiplier.
-    static = span_msis(DATA, ENDS, ACTUAL, PREDICTED, 0.5, "static")
+    static = span_msis(DATA, ENDS, POINT, 0.5, "static")
     assert static == pytest.approx(_msis_by_hand(np.ones(5), 0.5))
     scale = predicted_volatility(CLOSES, ENDS - 1, long_run_volatility(CLOSES[:6]))
-    assert span_msis(DATA, ENDS, ACTUAL, PREDICTED, 0.5, "ewma") == pytest.approx(
-        _msis_by_hand(scale, 0.5)
-    )
+    assert span_msis(DATA, ENDS, POINT, 0.5, "ewma") == pytest.approx(_msis_by_hand(scale, 0.5))
+    # network: the scores are normalised by the network's own spreads.
+    assert span_msis(DATA, ENDS, POINT, 0.5, "network") == pytest.approx(_msis_by_hand(SPREAD, 0.5))
+    # A point network has no spread: no network interval, no score.
+    pointless = OneStep(ACTUAL, PREDICTED, CLOSES[ENDS - 1], np.full(5, np.nan))
+    assert span_msis(DATA, ENDS, pointless, 0.5, "network") is None
     # Too few points for the level: no interval, no score.
-    assert span_msis(DATA, ENDS, ACTUAL, PREDICTED, 0.9, "ewma") is None
+    assert span_msis(DATA, ENDS, POINT, 0.9, "ewma") is None
