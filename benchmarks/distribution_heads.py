@@ -30,6 +30,8 @@ location is the median the ``mae`` point network already predicted.
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+DEFAULT_JSON = Path(__file__).parent / "results" / "distribution_heads.json"
 STOCK_PRICES = Path(__file__).resolve().parents[2] / "shared" / "data" / "stock_prices.csv"
 LEVEL = 0.9
 
@@ -155,6 +158,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("stock_prices", "arch"), default="stock_prices")
     parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args()
     parts, meta = split(load(args.data), args.window)
     rows = [("ewma_default", score(parts, meta, lambda entry: entry["ewma"]), 0.0)]
@@ -169,6 +173,23 @@ def main() -> int:
             f"{name:22s} {result[:, 0].mean():7.3f} ({result[:, 1].mean():.3f}; "
             f"{result[:, 1].min():.3f})  {seconds:5.0f} s"
         )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "data": args.data,
+        "window": args.window,
+        "machine": platform.platform(),
+        "scales": {
+            name: {
+                "msis": float(result[:, 0].mean()),
+                "coverage": float(result[:, 1].mean()),
+                "coverage_min": float(result[:, 1].min()),
+                "seconds": seconds,
+            }
+            for name, result, seconds in rows
+        },
+    }
+    args.json.write_text(json.dumps(record, indent=2))
+    print(f"results: {args.json}")
     return 0
 
 
