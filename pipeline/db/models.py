@@ -32,15 +32,18 @@ def find_model_by_fingerprint(conn: Connection, fingerprint: str) -> dict[str, A
 
 
 def champion_model(conn: Connection, as_of: dt.date) -> dict[str, Any] | None:
-    """The champion as of ``as_of``: the newest promoted model trained on data
-    no later than ``as_of``, or ``None``.
+    """The champion as of ``as_of``: of the promoted models trained on data no later
+    than ``as_of``, the one with the newest ``data_through`` (ties: the newest
+    version), or ``None``.
 
-    A run as of a past date never uses a model that saw later prices.
+    A run as of a past date never uses a model that saw later prices, and the
+    model such a run registers (trained on less data) never becomes the champion
+    of a later date whose own champion saw more.
     """
     query = (
         sa.select(models)
         .where(models.c.data_through <= as_of, models.c.promoted.is_(True))
-        .order_by(models.c.version.desc())
+        .order_by(models.c.data_through.desc(), models.c.version.desc())
         .limit(1)
     )
     row = conn.execute(query).mappings().first()

@@ -1,8 +1,10 @@
 """The train stage: retrain, fine-tune or reuse, then promote only what is no worse.
 
-**The champion.** Forecasts come from the champion: the newest *promoted*
-version whose ``data_through`` is on or before the as-of date (a run as of a
-past date never uses a model that saw later prices). A new version, whether
+**The champion.** Forecasts come from the champion: of the *promoted*
+versions whose ``data_through`` is on or before the as-of date, the one with
+the newest ``data_through`` (ties: the newest version), so a run as of a past
+date never uses a model that saw later prices and never displaces a later
+date's champion. A new version, whether
 retrained or fine-tuned, is promoted only when its one-step error on the
 newest validation span is no worse than the champion's on the same points;
 otherwise it is registered as a challenger that lost, and the champion keeps

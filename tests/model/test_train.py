@@ -132,6 +132,35 @@ def test_auto_fine_tunes_on_new_training_windows_only_then_reuses(
         assert count_models(conn) == 2
 
 
+def test_a_run_as_of_an_earlier_date_never_takes_over_a_later_date(
+    engine: Engine, home: Path
+) -> None:
+    """Run as of a date, then as of an earlier one: the earlier run's model (trained on
+    less data) is the champion of its own date only; the later date keeps its model,
+    for training and for forecasting."""
+    from pipeline.db.forecasts import read_forecasts
+    from pipeline.model.forecast import forecast
+
+    later, earlier = DATES[69], DATES[59]
+    prepare(engine, home, later)
+    first = run_train(engine, home, later)
+    prepare(engine, home, earlier)
+    second = run_train(engine, home, earlier)
+    assert second.created and second.promoted  # the champion of its own date
+    with engine.begin() as conn:
+        assert champion_model(conn, earlier)["version"] == second.version
+        assert champion_model(conn, DATES[64])["version"] == second.version
+        assert champion_model(conn, later)["version"] == first.version
+        assert forecast(conn, later, horizon=2).model_version == first.version
+        assert set(read_forecasts(conn, later)[c.MODEL_VERSION]) == {first.version}
+    # A tie on data_through goes to the newest promoted version.
+    prepare(engine, home, later)
+    third = run_train(engine, home, later, "retrain", seed=8)
+    with engine.connect() as conn:
+        expected = third.version if third.promoted else first.version
+        assert champion_model(conn, later)["version"] == expected
+
+
 def test_the_gate_keeps_a_better_champion(engine: Engine, home: Path) -> None:
     prepare(engine, home, DATES[59], LEVEL_FREE)
     good = run_train(engine, home, DATES[59], sequences=LEVEL_FREE, epochs=3)
