@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/pricecast run
+	$(BIN)/pricecast run --source demo
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

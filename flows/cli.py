@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         action="append",
         metavar="PATH",
-        help="file or folder to ingest; repeat for several "
-        "(default: $PRICECAST_SOURCE, else the bundled sample)",
+        help="file, folder, URL template, yahoo, or demo (the bundled sample) to ingest; "
+        "repeat for several (default: $PRICECAST_SOURCE, else nothing is ingested)",
     )
     _add_mode(run)
     _add_horizon(run)
@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paths",
         nargs="+",
         metavar="SOURCE",
-        help="file, folder, URL template with {ticker} (and {start}, {end}), or yahoo",
+        help="file, folder, URL template with {ticker} (and {start}, {end}), yahoo, or demo "
+        "(the bundled sample)",
     )
 
     serve_cmd = commands.add_parser(
@@ -715,7 +716,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ingest.sources import build_sources
 
     # Check what fails most often before Prefect starts, for a one-line error.
-    build_sources(settings.sources, http_options=settings.http_options())
+    if settings.sources:
+        build_sources(settings.sources, http_options=settings.http_options())
     _open(settings).dispose()
 
     from flows.daily import daily_pipeline

@@ -28,6 +28,7 @@ from pipeline.db.lock import pipeline_lock
 from pipeline.db.runs import run_key
 from pipeline.errors import MissingDataError, StaleDataError
 from pipeline.freshness import describe_stale
+from pipeline.ingest.sources import NO_SOURCE
 from pipeline.settings import Settings
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, previous_session
 
@@ -121,8 +122,9 @@ def daily_pipeline(
         as_of_date: the last date whose prices may be used. Default: the
             scheduled run's date in New York, else the newest price ingested.
         tickers: tickers to process; default ``PRICECAST_TICKERS``, else all.
-        sources: files, folders, HTTP URL templates or ``yahoo``; default
-            ``PRICECAST_SOURCE``, else the bundled sample.
+        sources: files, folders, HTTP URL templates, ``yahoo`` or ``demo`` (the
+            bundled sample); default ``PRICECAST_SOURCE``, else none: nothing is
+            ingested and the log says how to configure a source.
         mode: ``auto``, ``retrain`` or ``finetune``.
         horizon: trading days to forecast; default ``PRICECAST_HORIZON`` (5).
         database_url: default ``PRICECAST_DATABASE_URL``, else SQLite in the home folder.
@@ -166,6 +168,8 @@ def _run_stages(
         logger.info("per-shard work: %s", fan.describe())
 
     as_of = as_of_date or scheduled_as_of(settings.exchange)
+    if not settings.sources:
+        logger.warning(NO_SOURCE)
     ingested = ingest_task(url, settings.sources, as_of, wanted, settings)
     if ingested["rows_quarantined"] or ingested["inputs_rejected"]:
         logger.warning(
@@ -178,7 +182,10 @@ def _run_stages(
         as_of = latest_price_date_task(url, wanted)
         if as_of is None:
             which = f" of {', '.join(wanted)}" if wanted else ""
-            raise MissingDataError(f"the database holds no prices{which}; nothing to forecast")
+            hint = "" if settings.sources else f" ({NO_SOURCE})"
+            raise MissingDataError(
+                f"the database holds no prices{which}; nothing to forecast{hint}"
+            )
         logger.info("as-of date: %s (the newest price)", as_of)
     else:
         logger.info("as-of date: %s", as_of)

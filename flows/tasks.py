@@ -113,8 +113,9 @@ def ingest_task(
     tickers: list[str] | None,
     settings: Settings,
 ) -> dict[str, Any]:
-    """Ingest every source: valid rows into ``prices``, the rest into the quarantine."""
-    built = build_sources(sources, http_options=settings.http_options())
+    """Ingest every source: valid rows into ``prices``, the rest into the quarantine.
+    With no source, nothing (an empty report)."""
+    built = build_sources(sources, http_options=settings.http_options()) if sources else []
     with database(database_url).begin() as conn:
         report = ingest(
             conn,

@@ -2,7 +2,8 @@
 
 Every setting has a documented default, so the pipeline runs on a bare
 machine: an SQLite database and model files under ``PRICECAST_HOME``
-(``~/.pricecast``) and the bundled sample prices as the source.
+(``~/.pricecast``). No source is implied: ``PRICECAST_SOURCE=demo`` (or
+``--source demo``) names the bundled sample prices.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     source: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
         description="Comma-separated sources: files, folders, HTTP URL templates with "
-        "{ticker}, or yahoo; default the bundled sample.",
+        "{ticker}, yahoo, or demo (the bundled sample); default none (nothing is ingested).",
     )
     tickers: Annotated[list[str] | None, NoDecode] = Field(
         default=None, description="Comma-separated tickers to process; default all."
@@ -168,10 +169,9 @@ class Settings(BaseSettings):
 
     @property
     def sources(self) -> list[str]:
-        """The sources to ingest (see ``pipeline.ingest.sources``)."""
-        if self.source:
-            return list(self.source)
-        return [str(bundled_sample_path())]
+        """The sources to ingest (see ``pipeline.ingest.sources``); none unless configured
+        (``demo`` names the bundled sample)."""
+        return list(self.source) if self.source else []
 
     def http_options(self) -> dict[str, object]:
         """Options of HTTP feeds."""

@@ -23,7 +23,9 @@ PRICECAST = str(Path(sys.executable).parent / "pricecast")
 def test_the_default_pipeline_twice_on_the_bundled_sample(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRICECAST_")}
     env.update(PRICECAST_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
-    first = subprocess.run([PRICECAST, "run"], capture_output=True, text=True, env=env, timeout=900)
+    first = subprocess.run(
+        [PRICECAST, "run", "--source", "demo"], capture_output=True, text=True, env=env, timeout=900
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Traceback" not in first.stderr
     db_path = tmp_path / "home" / "pricecast.db"
@@ -53,7 +55,7 @@ def test_the_default_pipeline_twice_on_the_bundled_sample(tmp_path: Path) -> Non
         assert group["yhat"].between(0.8 * sample[ticker], 1.2 * sample[ticker]).all()
 
     second = subprocess.run(
-        [PRICECAST, "run"], capture_output=True, text=True, env=env, timeout=900
+        [PRICECAST, "run", "--source", "demo"], capture_output=True, text=True, env=env, timeout=900
     )
     assert second.returncode == 0, second.stderr[-3000:]
     # Nothing new: the second run stops after ingesting and reports the first.

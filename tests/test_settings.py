@@ -17,7 +17,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.home_path == Path("~/.pricecast").expanduser()
     assert settings.resolved_database_url == f"sqlite:///{settings.home_path / 'pricecast.db'}"
-    assert settings.sources == [str(bundled_sample_path())]
+    assert settings.sources == []  # none implied: `demo` names the bundled sample
     assert (settings.exchange, settings.price_field, settings.jump_threshold) == (
         "XNYS",
         "close",
@@ -68,3 +68,18 @@ def test_network_intervals_need_the_distributional_loss(monkeypatch: pytest.Monk
     assert Settings().training_config().intervals == "ewma"
     with pytest.raises(ValueError, match="intervals 'network' need"):
         ModelConfig(loss="mse")
+
+
+def test_demo_names_the_bundled_sample_and_no_source_is_implied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.errors import InputFileError
+    from pipeline.ingest.sources import FileSource, build_source, build_sources
+
+    (source,) = build_sources(["DEMO"])
+    assert isinstance(source, FileSource) and source.paths == [bundled_sample_path()]
+    assert build_source(" demo ").check() == [bundled_sample_path()]
+    monkeypatch.setenv("PRICECAST_SOURCE", "demo")
+    assert Settings().sources == ["demo"]
+    with pytest.raises(InputFileError, match="no source configured, nothing ingested"):
+        build_sources([])

@@ -11,7 +11,12 @@ Sources are chosen by strings (``PRICECAST_SOURCE``, ``--source``):
   files are taken in name order (a drop folder);
 * an ``http://`` or ``https://`` URL template with ``{ticker}`` and optionally
   ``{start}`` and ``{end}`` (``YYYY-MM-DD``): the HTTP CSV feed;
-* ``yahoo``: the Yahoo Finance adapter (the optional ``yahoo`` extra).
+* ``yahoo``: the Yahoo Finance adapter (the optional ``yahoo`` extra);
+* ``demo``: the real 2018 sample shipped in the package (what ``make run`` ingests).
+
+No source is ever implied: with none configured, a run ingests nothing and says
+how to configure one (``NO_SOURCE``), so a production database never receives
+the demo tickers by accident.
 """
 
 from __future__ import annotations
@@ -28,6 +33,23 @@ from pipeline.ingest.batch import RawBatch
 from pipeline.ingest.readers import expand_sources, parse_file_bytes
 
 FILE, FEED = "file", "feed"
+#: The source string of the bundled sample.
+DEMO = "demo"
+#: What a run without a source says.
+NO_SOURCE = (
+    "no source configured, nothing ingested: set PRICECAST_SOURCE or pass --source "
+    "(files, folders, an http(s) URL template with {ticker}, yahoo; demo is the bundled "
+    "2018 sample)"
+)
+
+
+def resolve_demo(spec: str | Path) -> str | Path:
+    """``demo`` as the path of the bundled sample; any other source string as it is."""
+    if str(spec).strip().lower() == DEMO:
+        from pipeline.settings import bundled_sample_path
+
+        return bundled_sample_path()
+    return spec
 
 
 @dataclass(frozen=True)
@@ -121,7 +143,7 @@ def build_source(spec: str, *, http_options: Mapping[str, object] | None = None)
         ConfigurationError: the string names nothing usable.
         InputFileError: a path does not exist.
     """
-    text = spec.strip()
+    text = str(resolve_demo(spec)).strip()
     if text.lower() in ("yahoo", "yahoo:", "yfinance"):
         from pipeline.ingest.yahoo import YahooSource
 
@@ -150,7 +172,8 @@ def build_sources(
     """The sources of several setting strings, files grouped into one file source."""
     sources: list[PriceSource] = []
     files: list[str | Path] = []
-    for spec in specs:
+    for given in specs:
+        spec = resolve_demo(given)
         text = str(spec)
         if text.lower().startswith(("http://", "https://")) or text.lower() in (
             "yahoo",
@@ -165,5 +188,5 @@ def build_sources(
         file_source.check()
         sources.insert(0, file_source)
     if not sources:
-        raise InputFileError("no source to ingest from")
+        raise InputFileError(NO_SOURCE)
     return sources

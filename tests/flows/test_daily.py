@@ -175,3 +175,29 @@ def test_the_run_writes_the_html_report_and_links_it(tmp_path: Path) -> None:
     report = Path(summary["report"])
     assert report == tmp_path / "home" / "reports" / f"report-{summary['as_of']}.html"
     assert report.read_text().lstrip().lower().startswith("<!doctype html>")
+
+
+def test_without_a_source_nothing_is_ingested_and_the_run_says_how_to_set_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.errors import MissingDataError
+
+    monkeypatch.delenv("PRICECAST_SOURCE", raising=False)
+    url = f"sqlite:///{tmp_path / 'flow.db'}"
+    # An empty database and no source: nothing to forecast, and how to configure one.
+    with pytest.raises(MissingDataError, match="no prices; nothing to forecast .no source"):
+        daily_pipeline(sources=None, database_url=url, home=str(tmp_path / "home"), overrides=TINY)
+    assert "set PRICECAST_SOURCE or pass --source" in caplog.text
+    # With prices in the database, a run without a source forecasts from them; the
+    # bundled sample's tickers never appear.
+    source = write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), tmp_path / "p.csv")
+    _run(tmp_path, source)
+    again = daily_pipeline(
+        sources=None, database_url=url, home=str(tmp_path / "home"), overrides=TINY, rerun=True
+    )
+    assert again["ingest"]["inputs"] == 0 and again["ingest"]["rows_read"] == 0
+    assert again["forecast"]["forecasts_written"] == 10
+    engine = open_database(url)
+    with engine.connect() as conn:
+        tickers = set(read_forecasts(conn, dt.date(2024, 3, 22))["ticker"])
+    assert tickers == {"AAA", "BBB"}
