@@ -25,6 +25,26 @@ from pipeline.settings import Settings
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+#: ``ingest`` and ``run``: the valid rows were loaded, but an input was rejected whole
+#: (or, with ``--strict``, some row was quarantined).
+EXIT_REJECTED = 3
+
+
+def _input_status(summary: dict, strict: bool) -> int:
+    """``EXIT_REJECTED`` when an ingest rejected an input whole, or quarantined a row
+    under ``--strict``; else 0."""
+    if summary.get("inputs_rejected") or (strict and summary.get("rows_quarantined")):
+        return EXIT_REJECTED
+    return 0
+
+
+def _add_strict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit {EXIT_REJECTED} when any row was quarantined too (always: when an input "
+        "was rejected whole)",
+    )
 
 
 def _date(text: str) -> dt.date:
@@ -154,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "repeat for several (default: $PRICECAST_SOURCE, else nothing is ingested)",
     )
     _add_mode(run)
+    _add_strict(run)
     _add_horizon(run)
     _add_fan_out(run)
     run.add_argument(
@@ -180,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="file, folder, URL template with {ticker} (and {start}, {end}), yahoo, or demo "
         "(the bundled sample)",
     )
+    _add_strict(ingest)
 
     serve_cmd = commands.add_parser(
         "serve",
@@ -418,7 +440,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     _print([_database_line(settings), *_ingest_lines(summary)])
     for error in summary["errors"]:
         print(f"rejected: {_one_line(error)}", file=sys.stderr)
-    return 0
+    return _input_status(summary, args.strict)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -769,7 +791,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             ),
         ]
     )
-    return 0
+    for error in ingest.get("errors", []):
+        print(f"rejected: {_one_line(error)}", file=sys.stderr)
+    return _input_status(ingest, args.strict)
 
 
 #: Commands that write pipeline data; the flows take the lock themselves.

@@ -196,11 +196,15 @@ def _run_stages(
     if stale:
         message = f"stale as of {as_of}: {describe_stale(stale)}"
         if settings.stale_policy == "fail" or not tickers:
+            advice = (
+                ", or set PRICECAST_STALE_POLICY=skip to forecast the fresh tickers only"
+                if tickers
+                else ""
+            )
             raise StaleDataError(
                 f"{message}; no forecast was written"
                 + ("" if tickers else " (no ticker is fresh)")
-                + ". Ingest the missing closes, or set PRICECAST_STALE_POLICY=skip to "
-                "forecast the fresh tickers only"
+                + f". Ingest the missing closes{advice}"
             )
         logger.warning("%s; forecasting the fresh tickers only", message)
 

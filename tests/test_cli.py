@@ -159,6 +159,45 @@ def test_ingest_reports_quarantined_rows(tmp_path: Path) -> None:
     assert "inputs:      1 (0 loaded, 1 unchanged, 0 rejected)" in again.stdout
 
 
+def test_exit_codes_say_when_input_was_rejected(tmp_path: Path) -> None:
+    env = {"PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    # A row quarantined: success, unless --strict.
+    quarantined = tmp_path / "q.csv"
+    quarantined.write_text("ticker,date,close\nAAA,2024-01-02,10\nAAA,2024-01-03,-1\n")
+    strict = pricecast("ingest", str(quarantined), "--strict", env=env)
+    assert strict.returncode == 3 and "quarantined: 1" in strict.stdout
+    # A file rejected whole (no price columns): exit 3 even without --strict, named on
+    # standard error; the good file beside it is loaded.
+    junk = tmp_path / "junk.csv"
+    junk.write_text("hello\nworld\n")
+    good = write_long_csv(synthetic_prices(("BBB",), days=3), tmp_path / "good.csv")
+    result = pricecast("ingest", str(junk), str(good), env=env)
+    assert result.returncode == 3, result.stderr
+    assert f"rejected: {junk}" in result.stderr
+    assert "inputs:      2 (1 loaded, 0 unchanged, 1 rejected)" in result.stdout
+    assert "rows loaded: 3" in result.stdout
+    engine = connect(env["PRICECAST_DATABASE_URL"])
+    with engine.connect() as conn:
+        count = sa.select(sa.func.count()).select_from(prices).where(prices.c.ticker == "BBB")
+        assert conn.execute(count).scalar_one() == 3
+
+
+def test_a_run_with_a_rejected_input_goes_on_and_exits_3(tmp_path: Path) -> None:
+    junk = tmp_path / "drop" / "junk.csv"
+    junk.parent.mkdir()
+    junk.write_text("hello\nworld\n")
+    write_long_csv(synthetic_prices(("AAA",), days=40), tmp_path / "drop" / "p.csv")
+    env = {
+        **TINY_ENV,
+        "PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    result = pricecast("run", "--source", str(junk.parent), env=env, home=tmp_path / "home")
+    assert result.returncode == 3, result.stderr
+    assert "forecasts: 5 written" in result.stdout
+    assert f"rejected: {junk}" in result.stderr
+
+
 def test_reader_role_is_for_postgresql(tmp_path: Path) -> None:
     result = pricecast("reader-role", "dash", "--database-url", f"sqlite:///{tmp_path / 'r.db'}")
     assert_one_line_error(result, "read-only roles are created on PostgreSQL")

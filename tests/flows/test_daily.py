@@ -134,13 +134,20 @@ def test_stale_tickers_are_reported_and_skipped_or_fail_the_run(tmp_path: Path) 
     summary = _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22))
     assert summary["stale"] == {"BBB": "2024-03-19"}
     assert summary["forecast"]["tickers"] == ["AAA"]
-    with pytest.raises(StaleDataError, match=r"stale as of 2024-03-22: BBB \(newest 2024-03-19\)"):
+    with pytest.raises(
+        StaleDataError, match=r"stale as of 2024-03-22: BBB \(newest 2024-03-19\)"
+    ) as failed:
         _run(
             tmp_path,
             source,
             as_of_date=dt.date(2024, 3, 22),
             overrides_extra={"stale_policy": "fail"},
         )
+    assert "set PRICECAST_STALE_POLICY=skip" in str(failed.value)  # it would help here
+    # Under skip with no fresh ticker, skip cannot help: the message does not advise it.
+    with pytest.raises(StaleDataError, match="no ticker is fresh") as nothing_fresh:
+        _run(tmp_path, source, as_of_date=dt.date(2024, 3, 26), tickers=["BBB"])
+    assert "STALE_POLICY" not in str(nothing_fresh.value)
 
 
 def test_each_run_publishes_a_forecast_table_and_a_summary(tmp_path: Path) -> None:
