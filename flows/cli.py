@@ -382,6 +382,13 @@ def _open(settings: Settings):  # noqa: ANN202
     return open_database(settings.resolved_database_url)
 
 
+def _open_for_reading(settings: Settings):  # noqa: ANN202
+    """The database of a read-only command: it must exist with pricecast's schema."""
+    from pipeline.db.migrate import open_existing_database
+
+    return open_existing_database(settings.resolved_database_url)
+
+
 def _as_of(conn: Any, args: argparse.Namespace, settings: Settings) -> dt.date:
     if args.as_of is not None:
         return args.as_of
@@ -483,7 +490,7 @@ def _tickers_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.db.tickers import add_tickers, read_tickers, set_active
     from pipeline.trading_calendar import check_exchange
 
-    engine = _open(settings)
+    engine = _open(settings) if args.action != "list" else _open_for_reading(settings)
     with engine.begin() as conn:
         if args.action == "add":
             exchange = check_exchange(args.exchange or settings.exchange)
@@ -619,7 +626,7 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipeline.report import latest_forecast_date, report_path, write_report
 
-    engine = _open(settings)
+    engine = _open_for_reading(settings)
     with engine.connect() as conn:
         as_of = args.as_of or latest_forecast_date(conn)
         if as_of is None:
@@ -813,7 +820,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         if handler not in (_run, _serve):  # flows log through Prefect's handlers
             _configure_logging(args, settings)
-        if handler in _WRITERS:  # one writer at a time per database (pipeline.db.lock)
+        # One writer at a time per database (pipeline.db.lock); `tickers list` only reads.
+        listing = handler is _tickers_command and args.action == "list"
+        if handler in _WRITERS and not listing:
             from pipeline.db.lock import pipeline_lock
 
             with pipeline_lock(settings.resolved_database_url, settings.lock_wait_seconds):

@@ -207,8 +207,13 @@ def test_report_writes_the_html_page(tmp_path: Path) -> None:
     source = write_long_csv(synthetic_prices(("AAA",), days=40), tmp_path / "p.csv")
     env = {**TINY_ENV, "PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"}
     home = tmp_path / "home"
+    # A reader never creates the database it is pointed at.
+    assert_one_line_error(pricecast("report", env=env, home=home), "r.db does not exist")
+    assert_one_line_error(pricecast("tickers", "list", env=env), "r.db does not exist")
+    assert not (tmp_path / "r.db").exists()
+    assert pricecast("ingest", str(source), env=env, home=home).returncode == 0
     assert_one_line_error(pricecast("report", env=env, home=home), "the forecasts table is empty")
-    for command in (["ingest", str(source)], ["sequences"], ["train"], ["forecast"]):
+    for command in (["sequences"], ["train"], ["forecast"]):
         assert pricecast(*command, env=env, home=home).returncode == 0
     result = pricecast("report", "--output", str(tmp_path / "out.html"), env=env, home=home)
     assert result.returncode == 0, result.stderr

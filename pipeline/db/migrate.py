@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from pipeline.db.engine import connect
+from pipeline.db.engine import connect, describe_url, parse_url, sqlite_path
 from pipeline.db.schema import metadata
 from pipeline.db.views import sync_views
 from pipeline.errors import ConfigurationError
@@ -138,4 +138,41 @@ def open_database(url: str) -> Engine:
     """
     engine = connect(url)
     ensure_schema(engine)
+    return engine
+
+
+def open_existing_database(url: str) -> Engine:
+    """Connect to ``url`` for reading only: the database must already hold pricecast's
+    schema at this version's revision. Nothing is created or upgraded (no SQLite
+    file either), so a read-only command pointed at the wrong database changes nothing.
+
+    Raises:
+        ConfigurationError: the URL is invalid, the SQLite file does not exist, or the
+            database has no pricecast schema or one at another revision.
+        DatabaseUnavailableError: the database cannot be reached.
+    """
+    parsed = parse_url(url)
+    path = sqlite_path(parsed)
+    shown = describe_url(parsed)
+    if path is not None and not path.is_file():
+        raise ConfigurationError(
+            f"SQLite database {path} does not exist; a writing command (pricecast run, "
+            "pricecast ingest) creates it"
+        )
+    engine = connect(url)
+    with engine.connect() as conn:
+        current = current_revision(conn)
+    head = head_revision()
+    if current is None:
+        engine.dispose()
+        raise ConfigurationError(
+            f"database {shown} holds no pricecast schema; point --database-url or "
+            "PRICECAST_DATABASE_URL at the pipeline's database (a writing command creates it)"
+        )
+    if current != head:
+        engine.dispose()
+        raise ConfigurationError(
+            f"database {shown} is at schema revision {current}, not this pricecast's {head}; "
+            "a writing command (pricecast run, pricecast ingest) upgrades it"
+        )
     return engine

@@ -149,3 +149,32 @@ def test_an_interrupted_sqlite_upgrade_is_cleaned_up(tmp_path) -> None:  # noqa:
     with engine.connect() as conn:
         assert "_alembic_tmp_models" not in sa.inspect(conn).get_table_names()
     assert _differences(engine) == []
+
+
+def test_read_only_commands_open_only_an_existing_current_database(
+    portable_db_url: str,
+) -> None:
+    """Nothing is created or upgraded for a reader: an empty database (or a missing SQLite
+    file) is refused by name, and stays as it was; a pricecast database opens."""
+    from pipeline.db.engine import sqlite_path
+    from pipeline.db.migrate import open_database, open_existing_database
+
+    path = sqlite_path(portable_db_url)
+    expected = "does not exist" if path is not None else "holds no pricecast schema"
+    with pytest.raises(ConfigurationError, match=expected):
+        open_existing_database(portable_db_url)
+    if path is not None:
+        assert not path.exists()
+    else:
+        probe = connect(portable_db_url)
+        assert sa.inspect(probe).get_table_names() == []
+        probe.dispose()
+    open_database(portable_db_url).dispose()
+    reader = open_existing_database(portable_db_url)
+    with reader.connect() as conn:
+        assert current_revision(conn) == head_revision()
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0005_run_states'"))
+        conn.commit()
+    reader.dispose()
+    with pytest.raises(ConfigurationError, match="at schema revision 0005_run_states, not"):
+        open_existing_database(portable_db_url)
