@@ -396,6 +396,11 @@ def _as_of(conn: Any, args: argparse.Namespace, settings: Settings) -> dt.date:
 
     latest = latest_trade_date(conn, settings.tickers)
     if latest is None:
+        if settings.tickers and latest_trade_date(conn, None) is not None:
+            raise PricecastError(
+                f"no prices of {', '.join(settings.tickers)} in the database; "
+                "`pricecast tickers list` shows the tickers it holds"
+            )
         raise PricecastError("the prices table is empty; run `pricecast ingest PATH` first")
     return latest
 

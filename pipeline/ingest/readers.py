@@ -84,7 +84,7 @@ def expand_sources(paths: Iterable[Path | str]) -> list[Path]:
     """Files to ingest: each file as given, each folder's price files sorted by name.
 
     Raises:
-        InputFileError: a path does not exist.
+        InputFileError: a path does not exist, or is not a file or a folder.
     """
     files: list[Path] = []
     for raw in paths:
@@ -97,6 +97,11 @@ def expand_sources(paths: Iterable[Path | str]) -> list[Path]:
             )
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise InputFileError(
+                f"input {path} is neither a file nor a folder (a device, socket or pipe); "
+                "give a price file or a drop folder"
+            )
         else:
             raise InputFileError(f"input file {path} does not exist")
     return files

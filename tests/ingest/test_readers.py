@@ -157,6 +157,8 @@ def test_csv_text_from_a_feed_takes_the_given_ticker() -> None:
 def test_missing_paths_are_errors_and_folders_expand_in_name_order(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match=r"input file .*nope\.csv does not exist"):
         expand_sources([tmp_path / "nope.csv"])
+    with pytest.raises(InputFileError, match="/dev/null is neither a file nor a folder"):
+        expand_sources(["/dev/null"])
     for name in ("b.csv", "a.parquet", "c.csv.gz", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     assert [path.name for path in expand_sources([tmp_path])] == ["a.parquet", "b.csv", "c.csv.gz"]
