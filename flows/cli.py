@@ -435,9 +435,16 @@ def _ingest_lines(summary: dict[str, Any]) -> list[tuple[str, object]]:
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ingest.load import ingest
-    from pipeline.ingest.sources import build_sources
+    from pipeline.ingest.sources import FileSource, build_sources
 
     sources = build_sources(args.paths, http_options=settings.http_options())
+    if settings.tickers and any(isinstance(source, FileSource) for source in sources):
+        # A file is ingested whole and remembered by its hash: loading part of it would
+        # mark the rest as done. Feeds fetch the selected tickers only.
+        raise ConfigurationError(
+            "--tickers (PRICECAST_TICKERS) selects the tickers feeds fetch; files and "
+            "folders are ingested whole, so filter the file instead, or leave --tickers out"
+        )
     engine = _open(settings)
     with engine.begin() as conn:
         report = ingest(

@@ -97,6 +97,9 @@ def test_stage_commands_in_order(tmp_path: Path) -> None:
 
     forecast_early = pricecast("forecast", env=env, home=home)
     assert_one_line_error(forecast_early, "no model trained on data up to 2024-03-22")
+    # Files are ingested whole: a ticker selection is refused, not silently ignored.
+    partial = pricecast("ingest", "--tickers", "AAA", str(source), env=env, home=home)
+    assert_one_line_error(partial, "files and folders are ingested whole")
     # A ticker the database does not hold is named as such (the table is not empty).
     unknown = pricecast("forecast", "--tickers", "ZZZZ", env=env, home=home)
     assert_one_line_error(unknown, "no prices of ZZZZ in the database")
