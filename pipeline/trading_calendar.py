@@ -67,6 +67,11 @@ def next_sessions(after: dt.date, count: int, exchange: str = DEFAULT_EXCHANGE) 
     return [stamp.date() for stamp in sessions]
 
 
+def exchange_timezone(exchange: str = DEFAULT_EXCHANGE) -> str:
+    """The exchange's time zone (e.g. ``America/New_York``)."""
+    return str(_calendar(exchange).tz)
+
+
 def previous_session(on_or_before: dt.date, exchange: str = DEFAULT_EXCHANGE) -> dt.date:
     """The last trading day on or before ``on_or_before``."""
     calendar = _calendar(exchange)

@@ -210,7 +210,9 @@ def ingest(
         run_id: recorded with quarantined rows, flags and manifest entries.
         jump_threshold: one-day moves beyond this fraction are flagged.
         exchange: the exchange of tickers seen for the first time.
-        now: the time recorded in the manifest and quarantine; default now (UTC).
+        now: the time of the run, recorded in the manifest and quarantine; rows dated
+            after their exchange's latest session at that time are quarantined
+            (``future``). Default: now (UTC).
 
     Raises:
         ConfigurationError: a source is misconfigured.
@@ -293,6 +295,7 @@ def _ingest_one(
         jump_threshold=jump_threshold,
         exchanges=exchanges,
         default_exchange=exchange,
+        now=stamp,
     )
     firsts = {}
     if not batch.frame.empty:

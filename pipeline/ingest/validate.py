@@ -14,6 +14,9 @@ Rules (``reason_code``: what it means):
   digits with ``. - _ ^ =``, at most 16, e.g. ``BRK.B``, ``^GSPC``, ``EURUSD=X``);
   symbols are upper-cased first;
 * ``date``: missing or not a date (ISO 8601, ``YYYY-MM-DD``);
+* ``future``: dated after the latest session of the ticker's exchange at the
+  time of the run (its local date then): no close can exist yet, and such a
+  row would make every later as-of date stale;
 * ``close_missing``: no close;
 * ``number``: a price or volume that is not a number;
 * ``not_finite``: a price or volume that is infinite;
@@ -47,7 +50,12 @@ import pandas as pd
 from pipeline import columns as c
 from pipeline.ingest.batch import DATE, LINE, RAW, SHAPE_ERROR, RawBatch
 from pipeline.ingest.readers import TICKER_PATTERN
-from pipeline.trading_calendar import DEFAULT_EXCHANGE, closed_days
+from pipeline.trading_calendar import (
+    DEFAULT_EXCHANGE,
+    closed_days,
+    exchange_timezone,
+    previous_session,
+)
 
 #: Texts read as "no value".
 MISSING_TOKENS = frozenset({"", "null", "none", "na", "n/a", "nan", "-"})
@@ -68,12 +76,15 @@ class ValidationRules:
         exchanges: each ticker's exchange, for the trading-day check; tickers
             not in it use ``default_exchange``.
         default_exchange: the exchange of unknown tickers.
+        now: the time of the run (time-zone aware); rows dated after their exchange's
+            latest session at that time are rejected (``future``). ``None`` checks nothing.
     """
 
     as_of: dt.date | None = None
     jump_threshold: float = 0.25
     exchanges: Mapping[str, str] = field(default_factory=dict)
     default_exchange: str = DEFAULT_EXCHANGE
+    now: dt.datetime | None = None
 
 
 @dataclass
@@ -190,6 +201,21 @@ def validate_batch(
         ),
     )
 
+    if rules.now is not None:
+        limits = _latest_sessions(tickers, rules)
+        future = ~bad_date & (dates.dt.normalize() > limits).to_numpy()
+        reasons.add(
+            future,
+            "future",
+            lambda: (
+                "date "
+                + _quote(date_text)
+                + " is after the latest session ("
+                + limits.dt.strftime("%Y-%m-%d")
+                + ") of its exchange at the time of the run"
+            ),
+        )
+
     values: dict[str, pd.Series] = {}
     absent: dict[str, np.ndarray] = {}
     for name in NUMBER_FIELDS:
@@ -294,6 +320,18 @@ def validate_batch(
     valid = valid.reset_index(drop=True)
     flags = _flags(valid, rules, previous_closes or {})
     return ValidatedBatch(batch, valid, rejected, int(deferred.sum()), flags)
+
+
+def _latest_sessions(tickers: pd.Series, rules: ValidationRules) -> pd.Series:
+    """Per row, the latest session of its ticker's exchange at ``rules.now`` (the
+    exchange's local date then, or the session before it)."""
+    assert rules.now is not None
+    exchanges = tickers.map(lambda ticker: rules.exchanges.get(ticker, rules.default_exchange))
+    limit = {}
+    for exchange in exchanges.unique():
+        local = pd.Timestamp(rules.now).tz_convert(exchange_timezone(exchange)).date()
+        limit[exchange] = pd.Timestamp(previous_session(local, exchange))
+    return exchanges.map(limit).astype("datetime64[ns]")
 
 
 def _add_ticker_reasons(

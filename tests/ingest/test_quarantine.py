@@ -199,3 +199,32 @@ def test_jumps_and_closed_days_are_flagged_not_dropped(engine: Engine, tmp_path:
         dt.date(2024, 1, 9),
         "close moved -75.2% from 20.2",
     ]
+
+
+def test_a_close_dated_after_the_latest_session_is_quarantined(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """At 2024-01-05 20:00 UTC (a Friday, 15:00 in New York), XNYS's latest session is
+    that Friday; the Saturday after and 2099 are in the future."""
+    path = tmp_path / "p.csv"
+    path.write_text("ticker,date,close\nAAA,2024-01-05,10\nAAA,2024-01-06,11\nAAA,2099-01-02,12\n")
+    now = dt.datetime(2024, 1, 5, 20, 0, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        report = ingest_paths(conn, [path], now=now)
+    assert (report.rows_read, report.rows_loaded, report.rows_quarantined) == (3, 1, 2)
+    assert _prices(engine) == [("AAA", dt.date(2024, 1, 5), 10.0)]
+    with engine.connect() as conn:
+        rejected = read_rejected(conn).sort_values("line")
+    assert rejected["reason_code"].tolist() == ["future", "future"]
+    assert rejected["reason"].tolist() == [
+        "date '2024-01-06' is after the latest session (2024-01-05) of its exchange at the "
+        "time of the run",
+        "date '2099-01-02' is after the latest session (2024-01-05) of its exchange at the "
+        "time of the run",
+    ]
+    # At 04:00 UTC on the 5th it is 23:00 on the 4th in New York: the 5th is the future.
+    early = tmp_path / "early.csv"
+    early.write_text("ticker,date,close\nBBB,2024-01-05,20\n")
+    with engine.begin() as conn:
+        before = ingest_paths(conn, [early], now=dt.datetime(2024, 1, 5, 4, 0, tzinfo=dt.UTC))
+    assert (before.rows_loaded, before.rows_quarantined) == (0, 1)
