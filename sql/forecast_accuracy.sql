@@ -13,10 +13,12 @@
 --   abs_error         |yhat - actual|
 --   abs_pct_error     |yhat - actual| / actual
 --   naive_abs_error   |naive - actual|; sum(abs_error) / sum(naive_abs_error) is the MASE
---   inside_interval   1 when yhat_lower <= actual <= yhat_upper, 0 when outside,
---                     NULL when the forecast has no interval
---   inside_50         1 when yhat_q25 <= actual <= yhat_q75 (the fan's inner band, half of
---                     outcomes when calibrated), 0 when outside, NULL without quantiles
+--   inside_interval   true when yhat_lower <= actual <= yhat_upper, false when outside,
+--                     NULL when the forecast has no interval (a boolean: PostgreSQL's
+--                     boolean, 1/0 on SQLite and MariaDB, whose booleans are integers)
+--   inside_50         true when yhat_q25 <= actual <= yhat_q75 (the fan's inner band, half
+--                     of outcomes when calibrated), false when outside, NULL without
+--                     quantiles
 with origins as (
     select
         f.ticker,
@@ -63,13 +65,13 @@ final as (
         abs(origin.close - actual.close) as naive_abs_error,
         case
             when o.yhat_lower is null or o.yhat_upper is null then null
-            when actual.close between o.yhat_lower and o.yhat_upper then 1
-            else 0
+            when actual.close between o.yhat_lower and o.yhat_upper then true
+            else false
         end as inside_interval,
         case
             when o.yhat_q25 is null or o.yhat_q75 is null then null
-            when actual.close between o.yhat_q25 and o.yhat_q75 then 1
-            else 0
+            when actual.close between o.yhat_q25 and o.yhat_q75 then true
+            else false
         end as inside_50
     from origins o
     join prices actual

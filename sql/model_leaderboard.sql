@@ -21,7 +21,8 @@ with live as (
         count(*) as forecasts,
         avg(abs_error) as mae,
         avg(naive_abs_error) as naive_mae,
-        avg(inside_interval * 1.0) as coverage
+        avg(case when inside_interval then 1.0 when not inside_interval then 0.0 end)
+            as coverage
     from forecast_accuracy
     group by model_version, horizon
 ),

@@ -31,7 +31,7 @@ forecast_accuracy = sa.table(
     sa.column(c.MODEL_VERSION, sa.Integer),
     sa.column("abs_error", sa.Double),
     sa.column("naive_abs_error", sa.Double),
-    sa.column("inside_interval", sa.Integer),
+    sa.column("inside_interval", sa.Boolean),
 )
 
 
@@ -284,7 +284,12 @@ def _live(conn: Connection, versions: Sequence[int], as_of: dt.date) -> list[Liv
             sa.func.count().label("forecasts"),
             mae.label("mae"),
             naive_mae.label("naive_mae"),
-            sa.func.avg(view.c.inside_interval * 1.0).label("coverage"),
+            sa.func.avg(
+                sa.case(
+                    (view.c.inside_interval.is_(True), 1.0),
+                    (view.c.inside_interval.is_(False), 0.0),
+                )
+            ).label("coverage"),
         )
         .where(view.c[c.MODEL_VERSION].in_(list(versions)), view.c[c.TARGET_DATE] <= as_of)
         .group_by(view.c[c.MODEL_VERSION], view.c[c.HORIZON])
