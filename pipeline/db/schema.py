@@ -132,7 +132,12 @@ forecasts = sa.Table(
     sa.Column(c.AS_OF_DATE, sa.Date, primary_key=True),
     sa.Column(c.TARGET_DATE, sa.Date, primary_key=True),
     sa.Column(c.MODEL_VERSION, sa.Integer, sa.ForeignKey("models.version"), primary_key=True),
-    sa.Column(c.HORIZON, sa.Integer, nullable=False, comment="Business days after as_of_date."),
+    sa.Column(
+        c.HORIZON,
+        sa.Integer,
+        nullable=False,
+        comment="Trading days (sessions of the ticker's exchange) from as_of_date to target_date.",
+    ),
     sa.Column(c.YHAT, sa.Double, nullable=False, comment="Forecast close."),
     sa.Column("yhat_lower", sa.Double, comment="Lower bound of the prediction interval."),
     sa.Column("yhat_upper", sa.Double, comment="Upper bound of the prediction interval."),

@@ -6,6 +6,11 @@ the schema is ensured, each view whose file changed (by SHA-256, recorded in
 on it, in one transaction. A new database gets them all on creation; a
 database of an older release gets the new definitions on its first run.
 The SQL is portable: SQLite, PostgreSQL and MariaDB.
+
+Each file's header documents the view and its columns (``view_docs``). On
+PostgreSQL those texts become the view's and its columns' comments, so a
+consumer browsing the database (psql, a BI tool's catalogue) reads them;
+SQLite has no comments, and MariaDB none on views.
 """
 
 from __future__ import annotations
@@ -29,27 +34,89 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 VIEWS = ("latest_forecasts", "forecast_accuracy", "model_leaderboard")
 
 
-def view_sql(name: str) -> str:
-    """The ``select`` that defines view ``name``, comments removed.
+def _read(name: str) -> str:
+    """The text of view ``name``'s file.
 
     Raises:
         ConfigurationError: the file is missing (pricecast must run from its source tree).
     """
     path = SQL_DIR / f"{name}.sql"
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError as exc:
         raise ConfigurationError(
             f"view definition {path} is missing; install pricecast from its source tree "
             "(pip install -e .)"
         ) from exc
+
+
+def view_sql(name: str) -> str:
+    """The ``select`` that defines view ``name``, comments removed."""
+    text = _read(name)
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     return re.sub(r";\s*$", "", body.strip())
 
 
+def view_docs(name: str) -> tuple[str, dict[str, str]]:
+    """The view's description and each column's, read from its file's header.
+
+    The header is ``-- name: what it is``, more lines of description, then
+    ``-- Columns:`` and one entry per column (or per comma-separated group of
+    columns, which may run over lines ending in a comma), each
+    ``--   column   description`` with indented continuation lines.
+    """
+    lines = []
+    for line in _read(name).splitlines():
+        if not line.startswith("--"):
+            break
+        lines.append(line[3:] if line.startswith("-- ") else line[2:])
+    split = next((i for i, line in enumerate(lines) if line.strip() == "Columns:"), len(lines))
+    about = " ".join(" ".join(lines[:split]).split()).removeprefix(f"{name}:").strip()
+    columns: dict[str, str] = {}
+    names: list[str] = []
+    continuing = False
+    for line in lines[split + 1 :]:
+        if re.match(r"^ {2}\S", line):
+            head, _, text = _entry(line)
+            new = [part.strip() for part in head.split(",") if part.strip()]
+            names = names + new if continuing else new
+            continuing = head.endswith(",")
+            for column in names:
+                columns[column] = text
+        elif line.strip() and names:
+            for column in names:
+                columns[column] = f"{columns[column]} {line.strip()}".strip()
+    return about, columns
+
+
+def _entry(line: str) -> tuple[str, str, str]:
+    """A column entry's names and its description (split at the first run of 2+ spaces)."""
+    match = re.match(r"^(.*?\S)(?:\s{2,}(.*))?$", line.strip())
+    assert match is not None
+    return match.group(1), "", (match.group(2) or "").strip()
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def comment_views(conn: Connection, names: list[str] | tuple[str, ...]) -> None:
+    """On PostgreSQL, set each view's comment and its columns' from ``view_docs``."""
+    if conn.dialect.name != "postgresql":
+        return
+    for name in names:
+        about, columns = view_docs(name)
+        conn.execute(sa.text(f"COMMENT ON VIEW {name} IS {_quoted(about)}"))
+        present = {column["name"] for column in sa.inspect(conn).get_columns(name)}
+        for column, text in columns.items():
+            if column in present:
+                conn.execute(sa.text(f"COMMENT ON COLUMN {name}.{column} IS {_quoted(text)}"))
+
+
 def sync_views(conn: Connection) -> list[str]:
-    """Create or replace the views whose SQL changed; returns the names recreated."""
-    wanted = {name: sha256_bytes(view_sql(name).encode()) for name in VIEWS}
+    """Create or replace the views whose SQL or documentation changed; returns the names
+    recreated."""
+    wanted = {name: sha256_bytes(_read(name).encode()) for name in VIEWS}
     stored = dict(conn.execute(sa.select(consumer_views.c.name, consumer_views.c.sha256)).all())
     existing = set(sa.inspect(conn).get_view_names())
     first_changed = next(
@@ -67,6 +134,7 @@ def sync_views(conn: Connection) -> list[str]:
         conn.execute(sa.text(f"DROP VIEW IF EXISTS {name}"))
     for name in changed:
         conn.execute(sa.text(f"CREATE VIEW {name} AS\n{view_sql(name)}"))
+    comment_views(conn, changed)
     conn.execute(sa.delete(consumer_views).where(consumer_views.c.name.in_(changed)))
     conn.execute(
         sa.insert(consumer_views), [{"name": name, "sha256": wanted[name]} for name in changed]

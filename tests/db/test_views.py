@@ -167,3 +167,35 @@ def test_each_view_file_describes_its_grain_and_columns() -> None:
         assert text.startswith(f"-- {name}: ")
         assert "-- Grain:" in text and "-- Columns:" in text
         assert view_sql(name).lstrip().lower().startswith("with ")
+
+
+def test_every_view_column_is_documented_and_postgresql_carries_the_comments(
+    engine: Engine,
+) -> None:
+    from pipeline.db.views import view_docs
+
+    with engine.connect() as conn:
+        for name in VIEWS:
+            about, documented = view_docs(name)
+            columns = [column["name"] for column in sa.inspect(conn).get_columns(name)]
+            assert set(documented) == set(columns), name
+            assert about and all(documented.values()), name
+            if conn.dialect.name != "postgresql":
+                continue
+            stored = conn.execute(
+                sa.text("select obj_description(cast(:v as regclass), 'pg_class')"), {"v": name}
+            ).scalar_one()
+            assert stored == about
+            comments = dict(
+                conn.execute(
+                    sa.text(
+                        "select attname, col_description(attrelid, attnum) from pg_attribute "
+                        "where attrelid = cast(:v as regclass) and attnum > 0"
+                    ),
+                    {"v": name},
+                ).all()
+            )
+            assert comments == documented
+    assert view_docs("latest_forecasts")[1]["horizon"] == (
+        "trading days between as_of_date and target_date"
+    )
