@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from pipeline.summary import render_markdown
+from pipeline.summary import render_forecast_report, render_markdown
 
 FORECAST_COLUMNS = (
     "ticker",
@@ -24,9 +20,20 @@ FORECAST_COLUMNS = (
 )
 
 
-def publish_artifacts(summary: dict[str, Any], forecasts: list[dict[str, Any]]) -> None:
-    """Publish the forecasts as a table, the run's summary as Markdown, and a link
-    to the HTML report (``pricecast report``) when the run wrote one.
+def report_link(report: str | None, base_url: str | None) -> str | None:
+    """The report's URL under ``base_url`` (where the reports folder is served), if any."""
+    if not report or not base_url:
+        return None
+    return f"{base_url.rstrip('/')}/{Path(report).name}"
+
+
+def publish_artifacts(
+    summary: dict[str, Any], forecasts: list[dict[str, Any]], report_base_url: str | None = None
+) -> None:
+    """Publish the forecasts as a table, the run's summary as Markdown, and the report:
+    its per-ticker table as Markdown, linking the HTML report when ``report_base_url``
+    says where the reports folder is served (a ``file://`` link to the worker's disk
+    would be useless in the UI of another machine).
 
     Artifact keys (``forecasts``, ``daily-summary``, ``report``) let the Prefect UI
     show each one's history across runs.
@@ -49,11 +56,11 @@ def publish_artifacts(summary: dict[str, Any], forecasts: list[dict[str, Any]]) 
         markdown=render_markdown(summary),
         description=f"pricecast daily run as of {summary['as_of']}",
     )
-    if summary.get("report"):
-        report = Path(summary["report"])
-        create_link_artifact(
-            key="report",
-            link=report.as_uri(),
-            link_text=f"HTML report as of {summary['as_of']}",
-            description="Closes, forecasts with intervals and forecast errors per ticker",
-        )
+    report = summary.get("report")
+    create_markdown_artifact(
+        key="report",
+        markdown=render_forecast_report(
+            summary["as_of"], version, rows, report, report_link(report, report_base_url)
+        ),
+        description="Forecasts per ticker with their intervals, and where the HTML report is",
+    )

@@ -221,7 +221,9 @@ def _run_stages(
             as_of,
         )
         publish_artifacts(
-            summary, forecast_rows_task(url, as_of, summary["model"]["champion_version"])
+            summary,
+            forecast_rows_task(url, as_of, summary["model"]["champion_version"]),
+            settings.report_base_url,
         )
         return summary
 
@@ -263,7 +265,11 @@ def _run_stages(
     summary["report"] = report_task(url, home_path, as_of)
     summary["unchanged"] = False
     record_run_task(url, key, FLOW_NAME, as_of, summary)
-    publish_artifacts(summary, forecast_rows_task(url, as_of, trained["champion_version"]))
+    publish_artifacts(
+        summary,
+        forecast_rows_task(url, as_of, trained["champion_version"]),
+        settings.report_base_url,
+    )
     logger.info(
         "done: %d tickers, %d rows ingested, model v%s (%s), champion v%s, %d forecasts written",
         len(forecasted["tickers"]),

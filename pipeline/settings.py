@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     drift_tolerance: float = Field(
         default=0.2, ge=0.0, description="In mode auto, retrain when recent MASE grows this much."
     )
+    report_base_url: str | None = Field(
+        default=None,
+        description="URL at which <home>/reports is served (a web server, a bucket); the "
+        "Prefect report artifact links the HTML report there.",
+    )
     log_level: str = "INFO"
     dask_address: str | None = Field(
         default=None,

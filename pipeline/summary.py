@@ -89,3 +89,55 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if summary.get("report"):
         lines += ["", f"Report: `{summary['report']}`"]
     return "\n".join(lines) + "\n"
+
+
+def _band(row: dict[str, Any]) -> tuple[str, str]:
+    lower, upper, yhat = row.get("yhat_lower"), row.get("yhat_upper"), row.get("yhat")
+    if lower is None or upper is None or not yhat:
+        return "-", "-"
+    return f"{lower:.2f} to {upper:.2f}", f"{(upper - lower) / yhat:.1%}"
+
+
+def render_forecast_report(
+    as_of: str, version: int, rows: list[dict[str, Any]], report: str | None, link: str | None
+) -> str:
+    """The report's content as Markdown, for the Prefect UI: per ticker, the next
+    session's forecast with its interval and the last step's, then where the HTML
+    report with the charts is (a link when ``link`` is given, else its path).
+
+    Args:
+        as_of: the run's as-of date.
+        version: the model that forecast.
+        rows: the forecasts written (``forecasts`` rows: ticker, target_date, horizon,
+            yhat, yhat_lower, yhat_upper).
+        report: the HTML report's path on the machine that ran the flow.
+        link: the report's URL, when the reports folder is served somewhere.
+    """
+    by_ticker: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_ticker.setdefault(row["ticker"], []).append(row)
+    lines = [
+        f"# Forecasts as of {as_of} (model v{version})",
+        "",
+        "| ticker | next session | forecast | interval | width | last step | forecast | interval |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for ticker, steps in sorted(by_ticker.items()):
+        steps = sorted(steps, key=lambda row: row["horizon"])
+        first, last = steps[0], steps[-1]
+        band, width = _band(first)
+        last_band, _ = _band(last)
+        lines.append(
+            f"| {ticker} | {first['target_date']} | {first['yhat']:.2f} | {band} | {width} | "
+            f"{last['target_date']} | {last['yhat']:.2f} | {last_band} |"
+        )
+    lines.append("")
+    if link:
+        lines.append(f"Charts and errors per ticker: [the HTML report]({link}).")
+    elif report:
+        lines.append(
+            f"Charts and errors per ticker: the HTML report `{report}` on the machine that ran "
+            "the flow (set PRICECAST_REPORT_BASE_URL to the address its folder is served at "
+            "to link it here)."
+        )
+    return "\n".join(lines) + "\n"

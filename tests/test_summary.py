@@ -52,3 +52,51 @@ def test_the_summary_says_what_was_stale_rejected_decided_and_how_good_it_is() -
     assert "| default | 1.0030 | 0.900 |" in text
     assert "| naive | 1.0000 | n/a |" in text
     assert "5 forecasts for 1 tickers, 5 trading days after 2024-03-22." in text
+
+
+def test_the_report_artifact_tables_each_ticker_and_links_the_html_when_served() -> None:
+    from flows.artifacts import report_link
+    from pipeline.summary import render_forecast_report
+
+    rows = [
+        {
+            "ticker": "BBB",
+            "target_date": "2024-03-25",
+            "horizon": 1,
+            "yhat": 20.0,
+            "yhat_lower": 19.0,
+            "yhat_upper": 21.0,
+        },
+        {
+            "ticker": "BBB",
+            "target_date": "2024-03-26",
+            "horizon": 2,
+            "yhat": 20.5,
+            "yhat_lower": 18.5,
+            "yhat_upper": 22.5,
+        },
+        {
+            "ticker": "AAA",
+            "target_date": "2024-03-25",
+            "horizon": 1,
+            "yhat": 10.0,
+            "yhat_lower": None,
+            "yhat_upper": None,
+        },
+    ]
+    path = "/srv/home/reports/report-2024-03-22.html"
+    link = report_link(path, "https://reports.example.com/pricecast/")
+    assert link == "https://reports.example.com/pricecast/report-2024-03-22.html"
+    text = render_forecast_report("2024-03-22", 3, rows, path, link)
+    lines = text.splitlines()
+    assert lines[0] == "# Forecasts as of 2024-03-22 (model v3)"
+    # Sorted by ticker; the width is (upper - lower) / forecast; no interval shows "-".
+    assert lines[4] == "| AAA | 2024-03-25 | 10.00 | - | - | 2024-03-25 | 10.00 | - |"
+    assert lines[5] == (
+        "| BBB | 2024-03-25 | 20.00 | 19.00 to 21.00 | 10.0% | 2024-03-26 | 20.50 | "
+        "18.50 to 22.50 |"
+    )
+    assert f"[the HTML report]({link})" in text
+    unserved = render_forecast_report("2024-03-22", 3, rows, path, report_link(path, None))
+    assert f"`{path}` on the machine that ran the flow" in unserved
+    assert "PRICECAST_REPORT_BASE_URL" in unserved

@@ -174,6 +174,12 @@ def test_each_run_publishes_a_forecast_table_and_a_summary(tmp_path: Path) -> No
     assert len(rows) == 5 and {row["ticker"] for row in rows} == {"AAA"}
     assert f"# pricecast as of {summary['as_of']}" in markdown.data
     assert "## Model" in markdown.data and "validation MASE" in markdown.data
+    # The report's content reaches the UI: the per-ticker table, and where the HTML is.
+    report = asyncio.run(latest("report"))
+    assert report.type == "markdown"
+    assert f"# Forecasts as of {summary['as_of']} (model v" in report.data
+    assert "| AAA | 2024-03-25 |" in report.data
+    assert f"`{summary['report']}` on the machine that ran the flow" in report.data
 
 
 def test_the_run_writes_the_html_report_and_links_it(tmp_path: Path) -> None:
