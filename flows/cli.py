@@ -622,7 +622,9 @@ class _HideKnownTracebacks(logging.Filter):
         return True
 
 
-def _quiet_console_tracebacks() -> None:
+def _quiet_console_tracebacks(quiet: bool = False) -> None:
+    """Hide known tracebacks on the console; with ``quiet``, show warnings and errors
+    only there (the flow run's logs in Prefect's API keep every level)."""
     names = [""] + [name for name in logging.root.manager.loggerDict if name.startswith("prefect")]
     for name in names:
         for handler in logging.getLogger(name).handlers:
@@ -631,6 +633,8 @@ def _quiet_console_tracebacks() -> None:
                 and not isinstance(handler, logging.FileHandler)
             ):
                 handler.addFilter(_HideKnownTracebacks())
+                if quiet:
+                    handler.setLevel(max(handler.level, logging.WARNING))
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
@@ -731,7 +735,7 @@ def _backtest_flow(
     from flows.backtest import backtest_flow
     from flows.heartbeats import for_command_runs
 
-    _quiet_console_tracebacks()
+    _quiet_console_tracebacks(_flag(args, "quiet"))
     with for_command_runs():
         result = backtest_flow(
             as_of_date=as_of,
@@ -764,7 +768,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from flows.daily import daily_pipeline
     from flows.heartbeats import for_command_runs
 
-    _quiet_console_tracebacks()
+    _quiet_console_tracebacks(_flag(args, "quiet"))
     with for_command_runs():
         summary = daily_pipeline(
             as_of_date=args.as_of,

@@ -14,6 +14,7 @@ files byte for byte and time stamp as they were.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -256,8 +257,11 @@ def build_sequences(
             **description,
         }
 
-    # NumPy, Arrow and Parquet release the GIL: threads keep the cores busy.
+    # NumPy, Arrow and Parquet release the GIL: threads keep the cores busy. Each call
+    # runs in a copy of this thread's context, so whatever the caller keeps there (a
+    # Prefect flow run, which its log handler needs) holds for the logs of the threads.
     with ThreadPoolExecutor(max_workers=min(BUILD_THREADS, max(1, len(series)))) as pool:
-        rows = list(pool.map(build_one, series))
+        futures = [pool.submit(contextvars.copy_context().run, build_one, item) for item in series]
+        rows = [future.result() for future in futures]
     upsert_sequence_files(conn, rows)
     return SequenceResult(as_of=as_of, files=rows, skipped=skipped)
