@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Sequence
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigurationError
+
+if TYPE_CHECKING:  # pandas is imported where used: settings read DEFAULT_EXCHANGE at start-up
+    import numpy as np
+    import pandas as pd
 
 DEFAULT_EXCHANGE = "XNYS"
 #: First date the calendars cover; older prices are not checked against them.
@@ -52,6 +54,8 @@ def next_sessions(after: dt.date, count: int, exchange: str = DEFAULT_EXCHANGE) 
     if count < 1:
         return []
     calendar = _calendar(exchange)
+    import pandas as pd
+
     start = pd.Timestamp(after) + pd.Timedelta(days=1)
     if start > calendar.last_session:
         raise ConfigurationError(
@@ -75,6 +79,8 @@ def exchange_timezone(exchange: str = DEFAULT_EXCHANGE) -> str:
 def previous_session(on_or_before: dt.date, exchange: str = DEFAULT_EXCHANGE) -> dt.date:
     """The last trading day on or before ``on_or_before``."""
     calendar = _calendar(exchange)
+    import pandas as pd
+
     stamp = pd.Timestamp(on_or_before)
     if stamp > calendar.last_session:
         stamp = calendar.last_session
@@ -89,6 +95,8 @@ def closed_days(
     Dates outside the calendar's range are never marked closed.
     """
     calendar = _calendar(exchange)
+    import pandas as pd
+
     stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(dates)).to_numpy()).normalize()
     inside = (stamps >= calendar.first_session) & (stamps <= calendar.last_session)
     sessions = calendar.sessions_in_range(calendar.first_session, calendar.last_session)
