@@ -295,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--history-days", type=int, default=120, metavar="N", help="closes shown per ticker"
     )
 
+    gc_cmd = _command(
+        commands,
+        common,
+        "gc",
+        _gc,
+        "delete the model files and reports the retention policy no longer keeps",
+        "Keeps the newest champion's lineage, the newest PRICECAST_KEEP_UNPROMOTED "
+        "unpromoted versions, and promoted versions and reports of the last "
+        "PRICECAST_KEEP_DAYS days; every daily run does this at its end.",
+        "default: the newest price",
+    )
+    gc_cmd.add_argument(
+        "--dry-run", action="store_true", help="list what would be deleted, delete nothing"
+    )
+
     backtest_cmd = _command(
         commands,
         common,
@@ -637,6 +652,36 @@ def _quiet_console_tracebacks(quiet: bool = False) -> None:
                     handler.setLevel(max(handler.level, logging.WARNING))
 
 
+def _gc(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.retention import collect
+
+    engine = _open(settings)
+    with engine.begin() as conn:
+        as_of = _as_of(conn, args, settings)
+        result = collect(
+            conn,
+            settings.home_path,
+            as_of,
+            keep_unpromoted=settings.keep_unpromoted,
+            keep_days=settings.keep_days,
+            now=dt.datetime.now(dt.UTC),
+            dry_run=args.dry_run,
+        )
+    verb = "would delete" if args.dry_run else "deleted"
+    _print(
+        [
+            _database_line(settings),
+            ("as of", as_of),
+            (
+                f"{verb}",
+                f"files of model versions {', '.join(map(str, result.versions)) or 'none'}; "
+                f"{len(result.reports)} reports; {result.bytes_freed / 1e6:.1f} MB",
+            ),
+        ]
+    )
+    return 0
+
+
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
@@ -820,7 +865,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 #: Commands that write pipeline data; the flows take the lock themselves.
-_WRITERS = (_ingest, _sequences, _train, _forecast, _backtest, _tickers_command)
+_WRITERS = (_ingest, _sequences, _train, _forecast, _backtest, _tickers_command, _gc)
 
 
 def _one_line(text: str) -> str:

@@ -20,6 +20,7 @@ from flows.tasks import (
     prepare_database,
     record_run_task,
     report_task,
+    retention_task,
     train_task,
     unchanged_run_task,
 )
@@ -262,6 +263,9 @@ def _run_stages(
         "forecast": forecasted,
         "backtest": backtest_summary_task(url),
     }
+    summary["retention"] = retention_task(
+        url, home_path, as_of, settings.keep_unpromoted, settings.keep_days
+    )
     summary["report"] = report_task(url, home_path, as_of)
     summary["unchanged"] = False
     record_run_task(url, key, FLOW_NAME, as_of, summary)

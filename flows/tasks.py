@@ -45,6 +45,7 @@ from pipeline.model.config import ModelConfig
 from pipeline.model.forecast import forecast
 from pipeline.model.train import train
 from pipeline.report import report_path, write_report
+from pipeline.retention import collect
 from pipeline.sequences.build import build_sequences
 from pipeline.sequences.config import SequenceConfig
 from pipeline.settings import Settings
@@ -333,6 +334,22 @@ def backtest_summary_task(database_url: str) -> dict[str, Any] | None:
     """The newest stored backtest's one-step MASE per model, if any."""
     with database(database_url).connect() as conn:
         return latest_backtest_summary(conn)
+
+
+@task(name="retention", timeout_seconds=900, **_IO)
+def retention_task(
+    database_url: str, home: str, as_of: dt.date, keep_unpromoted: int, keep_days: int
+) -> dict[str, Any]:
+    """Delete the model files and reports the retention policy no longer keeps."""
+    with database(database_url).begin() as conn:
+        return collect(
+            conn,
+            Path(home),
+            as_of,
+            keep_unpromoted=keep_unpromoted,
+            keep_days=keep_days,
+            now=dt.datetime.now(dt.UTC),
+        ).summary()
 
 
 @task(name="report", timeout_seconds=900, **_IO)

@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     drift_tolerance: float = Field(
         default=0.2, ge=0.0, description="In mode auto, retrain when recent MASE grows this much."
     )
+    keep_unpromoted: int = Field(
+        default=2,
+        ge=0,
+        description="Unpromoted model versions whose files retention keeps, newest first.",
+    )
+    keep_days: int = Field(
+        default=30,
+        ge=0,
+        description="Retention keeps reports, and promoted versions outside the champion's "
+        "lineage, this many days back from the as-of date.",
+    )
     report_base_url: str | None = Field(
         default=None,
         description="URL at which <home>/reports is served (a web server, a bucket); the "

@@ -127,6 +127,10 @@ def test_stage_commands_in_order(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(forecasts)).scalar_one() == 6
         assert conn.execute(sa.select(sa.func.count()).select_from(models)).scalar_one() == 1
+    # Retention by hand: the only version is the champion, nothing goes.
+    gc = pricecast("gc", "--dry-run", env=env, home=home)
+    assert gc.returncode == 0, gc.stderr
+    assert "would delete: files of model versions none; 0 reports; 0.0 MB" in gc.stdout
 
 
 def test_run_respects_the_database_url_from_the_environment(tmp_path: Path) -> None:

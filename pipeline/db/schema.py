@@ -102,6 +102,11 @@ models = sa.Table(
     sa.Column("validation_samples", sa.Integer, nullable=False),
     sa.Column("epochs_run", sa.Integer, nullable=False),
     sa.Column("file_path", sa.String(1024), nullable=False),
+    sa.Column(
+        "files_deleted_at",
+        sa.DateTime(timezone=True),
+        comment="When retention deleted this version's files (NULL: kept).",
+    ),
     comment="Registry of trained model versions.",
 )
 

@@ -13,6 +13,7 @@ from helpers import synthetic_prices, write_long_csv
 from flows.backfill import backfill, trading_days
 from flows.daily import daily_pipeline
 from pipeline import columns as c
+from pipeline.db.engine import connect
 from pipeline.db.migrate import open_database
 from pipeline.db.schema import forecasts, models
 from pipeline.errors import ConfigurationError
@@ -109,3 +110,19 @@ def test_a_backfill_writes_exactly_what_the_daily_runs_would_have(tmp_path: Path
     assert len(expected) == len(DAYS) * 2 * 5  # days x tickers x horizon
     assert _rows(backfill_url, forecasts, FORECAST_COLUMNS) == expected
     assert _rows(backfill_url, models, MODEL_COLUMNS) == _rows(daily_url, models, MODEL_COLUMNS)
+
+    # Retention ran at the end of every day: the files left are the champion's lineage
+    # and at most the two newest unpromoted versions (PRICECAST_KEEP_UNPROMOTED), and
+    # the registry says which versions lost their files.
+    engine = connect(backfill_url)
+    with engine.connect() as conn:
+        registry = conn.execute(
+            sa.select(models.c.version, models.c.promoted, models.c.files_deleted_at)
+        ).all()
+    engine.dispose()
+    on_disk = sorted((tmp_path / "backfill" / "home" / "models").glob("model-v*"))
+    kept = [row for row in registry if row.files_deleted_at is None]
+    assert len(on_disk) == len(kept)
+    assert sum(1 for row in kept if not row.promoted) <= 2
+    if sum(1 for row in registry if not row.promoted) > 2:
+        assert len(kept) < len(registry)
