@@ -203,6 +203,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_strict(ingest)
 
+    server_cmd = commands.add_parser(
+        "server",
+        parents=[common],
+        help="start, stop or check a Prefect server in the background that commands reuse",
+        description="Without PREFECT_API_URL, every flow command starts a temporary Prefect "
+        "server (most of a short run's time). `pricecast server start` keeps one running "
+        "for this home, which later commands use while it answers.",
+    )
+    server_cmd.add_argument("action", choices=("start", "stop", "status"))
+    server_cmd.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    server_cmd.set_defaults(handler=_server)
+
     serve_cmd = commands.add_parser(
         "serve",
         parents=[common],
@@ -477,9 +489,31 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return _input_status(summary, args.strict)
 
 
+def _server(args: argparse.Namespace, settings: Settings) -> int:
+    from flows import server
+
+    home = settings.home_path
+    if args.action == "start":
+        url = server.start(home, args.port)
+        print(
+            f"prefect server: {url} (commands with home {home} use it; stop with "
+            "`pricecast server stop`)"
+        )
+    elif args.action == "stop":
+        stopped = server.stop(home)
+        print("prefect server: stopped" if stopped else "prefect server: none was running")
+    else:
+        url = server.running(home)
+        print(f"prefect server: {url}" if url else "prefect server: not running")
+    return 0
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
+    from flows.server import use_running
+
+    use_running(settings.home_path)
     from deployments.serve import main as serve_deployments
 
     # Flow runs are subprocesses that read PRICECAST_*: pass the options on.
@@ -777,6 +811,9 @@ def _backtest_flow(
     args: argparse.Namespace, settings: Settings, as_of: dt.date
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """The backtest as the ``backtest`` flow, its units on a Dask cluster or local threads."""
+    from flows.server import use_running
+
+    use_running(settings.home_path)  # before Prefect is imported
     from flows.backtest import backtest_flow
     from flows.heartbeats import for_command_runs
 
@@ -810,6 +847,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         build_sources(settings.sources, http_options=settings.http_options())
     _open(settings).dispose()
 
+    from flows.server import use_running
+
+    use_running(settings.home_path)  # before Prefect is imported
     from flows.daily import daily_pipeline
     from flows.heartbeats import for_command_runs
 
@@ -879,7 +919,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
         settings = _settings(args)
-        if handler not in (_run, _serve):  # flows log through Prefect's handlers
+        if handler not in (_run, _serve, _server):  # flows log through Prefect's handlers
             _configure_logging(args, settings)
         # One writer at a time per database (pipeline.db.lock); `tickers list` only reads.
         listing = handler is _tickers_command and args.action == "list"
