@@ -208,7 +208,7 @@ def test_the_backtest_command_on_local_threads_prints_the_serial_records(
 ) -> None:
     import flows.cli
 
-    monkeypatch.setattr(flows.cli, "_quiet_console_tracebacks", lambda: None)  # cosmetic
+    monkeypatch.setattr(flows.cli, "_quiet_console_tracebacks", lambda *args: None)  # cosmetic
     for name, value in TINY_OVERRIDES.items():
         monkeypatch.setenv(f"PRICECAST_{name.upper()}", str(value))
     monkeypatch.delenv("PRICECAST_DASK_ADDRESS", raising=False)
