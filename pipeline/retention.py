@@ -109,7 +109,8 @@ def collect(
     if keep_unpromoted < 0 or keep_days < 0:
         raise ValueError("keep_unpromoted and keep_days must be 0 or more")
     result = Collection(as_of=as_of, dry_run=dry_run)
-    horizon = as_of - dt.timedelta(days=keep_days)
+    # A huge keep_days (retention off in effect) reaches back to the first date there is.
+    horizon = as_of - dt.timedelta(days=min(keep_days, (as_of - dt.date.min).days))
     rows = [
         dict(row)
         for row in conn.execute(

@@ -94,3 +94,8 @@ def test_the_policy_keeps_the_lineage_recent_champions_and_the_newest_challenger
     with engine.begin() as conn:
         again = collect(conn, home, as_of, keep_unpromoted=2, keep_days=30, now=NOW)
     assert (again.versions, again.reports, again.bytes_freed) == ([], [], 0)
+
+    # Keeping everything is a policy too: nothing goes, however large the numbers.
+    with engine.begin() as conn:
+        none = collect(conn, home, as_of, keep_unpromoted=10**6, keep_days=10**9, now=NOW)
+    assert (none.versions, none.reports) == ([], [])
