@@ -77,7 +77,7 @@ def view_docs(name: str) -> tuple[str, dict[str, str]]:
     continuing = False
     for line in lines[split + 1 :]:
         if re.match(r"^ {2}\S", line):
-            head, _, text = _entry(line)
+            head, text = _entry(line)
             new = [part.strip() for part in head.split(",") if part.strip()]
             names = names + new if continuing else new
             continuing = head.endswith(",")
@@ -89,11 +89,11 @@ def view_docs(name: str) -> tuple[str, dict[str, str]]:
     return about, columns
 
 
-def _entry(line: str) -> tuple[str, str, str]:
+def _entry(line: str) -> tuple[str, str]:
     """A column entry's names and its description (split at the first run of 2+ spaces)."""
     match = re.match(r"^(.*?\S)(?:\s{2,}(.*))?$", line.strip())
     assert match is not None
-    return match.group(1), "", (match.group(2) or "").strip()
+    return match.group(1), (match.group(2) or "").strip()
 
 
 def _quoted(text: str) -> str:

@@ -86,6 +86,10 @@ class ValidationRules:
     default_exchange: str = DEFAULT_EXCHANGE
     now: dt.datetime | None = None
 
+    def exchange_of(self, tickers: pd.Series) -> pd.Series:
+        """Each row's exchange: its ticker's, else ``default_exchange``."""
+        return tickers.map(dict(self.exchanges)).fillna(self.default_exchange)
+
 
 @dataclass
 class ValidatedBatch:
@@ -326,7 +330,7 @@ def _latest_sessions(tickers: pd.Series, rules: ValidationRules) -> pd.Series:
     """Per row, the latest session of its ticker's exchange at ``rules.now`` (the
     exchange's local date then, or the session before it)."""
     assert rules.now is not None
-    exchanges = tickers.map(lambda ticker: rules.exchanges.get(ticker, rules.default_exchange))
+    exchanges = rules.exchange_of(tickers)
     limit = {}
     for exchange in exchanges.unique():
         local = pd.Timestamp(rules.now).tz_convert(exchange_timezone(exchange)).date()
@@ -391,9 +395,7 @@ def _flags(
             + previous.round(6).astype(str)
         )
         parts.append(_flagged(valid, jump, "jump", detail))
-    for exchange, group in valid.groupby(
-        valid[c.TICKER].map(lambda t: rules.exchanges.get(t, rules.default_exchange))
-    ):
+    for exchange, group in valid.groupby(rules.exchange_of(valid[c.TICKER])):
         closed = closed_days(group[c.TRADE_DATE], exchange)
         if closed.any():
             parts.append(

@@ -436,18 +436,14 @@ def calibrate_intervals(
             origin_volatility(predictor, data.closes, ends - 1),
         )
         actual = np.stack([data.closes[end : end + horizon] for end in ends])
-        long_run = None
-        if method == "network":
-            if not np.all(np.isfinite(spread)):
-                raise ValueError("network intervals need a distributional network")
-            scale = spread
-        elif method != "static":
-            long_run = long_run_volatility(data.training_closes)
-            volatility = predicted_volatility(data.closes, ends - 1, long_run)
-            scale = step_scales(volatility, horizon)
+        long_run = long_run_volatility(data.training_closes) if method == "ewma" else None
+        # The scales the calibrated intervals will be drawn with (None: static).
+        scale = IntervalCalibration(method, {}, long_run).scales(
+            data.closes, ends - 1, spread, horizon
+        )
         multipliers = {}
         for central in levels:
-            if method == "static":
+            if scale is None:
                 factors = fit_conformal(actual, paths, central)
             else:
                 factors = fit_normalised_conformal(actual, paths, scale, central)
