@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline import columns as c
@@ -303,6 +304,12 @@ def _parquet_batch(payload: bytes, path: Path, version: str) -> RawBatch:
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds for a bad file
         raise BatchRejected(origin, f"not a readable Parquet file: {exc}") from exc
     header = [str(name) for name in table.columns]
+    for name in table.columns:
+        if table[name].dtype == np.float32:
+            # numpy writes a float32 as its shortest text: 172.44, not 172.44000244140625
+            # (``pipeline.precision``).
+            column = table[name]
+            table[name] = column.astype(str).where(column.notna(), None)
     records = []
     for position, values in enumerate(table.itertuples(index=False, name=None), start=1):
         records.append((position, [_text(value) for value in values]))

@@ -88,7 +88,8 @@ class ValidationRules:
 
     def exchange_of(self, tickers: pd.Series) -> pd.Series:
         """Each row's exchange: its ticker's, else ``default_exchange``."""
-        return tickers.map(dict(self.exchanges)).fillna(self.default_exchange)
+        mapped = tickers.map(dict(self.exchanges)).astype(object)
+        return mapped.where(mapped.notna(), self.default_exchange)
 
 
 @dataclass

@@ -47,6 +47,7 @@ from pipeline.errors import ConfigurationError
 from pipeline.files import sha256_bytes
 from pipeline.ingest.readers import parse_csv_text
 from pipeline.ingest.sources import FEED, FetchContext, FetchedInput
+from pipeline.precision import float32_text
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ def history_to_csv(frame: pd.DataFrame, start: dt.date, end: dt.date | None) -> 
 
     The dates are the index's calendar dates in the exchange's time zone
     (yfinance stamps daily rows at local midnight). Prices are written in
-    full (Python's shortest round-trip text), volumes as whole numbers, and
+    as the shortest text of the single-precision number Yahoo quotes (or in
+    full when a value is not one, e.g. adjusted), volumes as whole numbers, and
     missing values as empty fields. A ``download``-style frame with a
     (price, ticker) column index is read by its first level.
 
@@ -214,7 +216,8 @@ def _field(value: Any, whole: bool) -> str:
             return ""
         if whole and value.is_integer():
             return str(int(value))
-        return repr(value)
+        # Yahoo quotes in single precision: 172.44, not 172.44000244140625.
+        return float32_text(value) or repr(value)
     return str(value)
 
 

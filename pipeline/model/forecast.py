@@ -10,7 +10,8 @@ prediction intervals where the model was calibrated:
 of step ``h`` is a multiplier calibrated on the model's validation span times
 the ticker's predicted scale, its EWMA volatility at the as-of date times
 ``sqrt(h)`` (``pipeline.model.scale``; models calibrated with ``static``
-intervals have one width per step, whatever the recent volatility).
+intervals have one width per step, whatever the recent volatility). Prices
+are rounded to the decimals of the ticker's closes (``pipeline.precision``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pipeline.evaluate.metrics import quantile_name
 from pipeline.model.predictor import load_predictor
 from pipeline.model.scale import LOOKBACK, ewma_volatility
 from pipeline.model.validation import IntervalCalibration
+from pipeline.precision import decimals
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions
 
 logger = logging.getLogger(__name__)
@@ -93,11 +95,12 @@ def _spread(
     network_spread: np.ndarray,
     closes: np.ndarray,
     level: float,
+    places: int,
 ) -> dict[str, list[float | None]]:
     """Per column of ``forecasts`` (interval bounds, scale, quantiles), one value per step
     of ``path`` forecast from the last of ``closes`` (``network_spread``: what the
     network predicted for the path, NaN for a point network); ``None`` where the model
-    has no such calibration."""
+    has no such calibration. Prices are rounded to ``places`` decimals."""
     steps = len(path)
     empty: list[float | None] = [None] * steps
     columns = [
@@ -111,14 +114,16 @@ def _spread(
         return spread
     scales = calibration.scales(closes, np.array([len(closes) - 1]), network_spread[None, :], steps)
     widths = calibration.half_widths(level, scales, steps)[0]
-    spread["yhat_lower"] = [float(v) for v in path * np.exp(-widths)]
-    spread["yhat_upper"] = [float(v) for v in path * np.exp(widths)]
+    spread["yhat_lower"] = [float(v) for v in np.round(path * np.exp(-widths), places)]
+    spread["yhat_upper"] = [float(v) for v in np.round(path * np.exp(widths), places)]
     if scales is not None:
         spread["scale"] = [float(v) for v in scales[0]]
     if calibration.covers(FAN_LEVELS):
         quantiles = calibration.quantiles(path[None, :], scales, FAN_LEVELS)[0]
         for index, tau in enumerate(FAN_LEVELS):
-            spread[f"yhat_{quantile_name(tau)}"] = [float(v) for v in quantiles[:, index]]
+            spread[f"yhat_{quantile_name(tau)}"] = [
+                float(v) for v in np.round(quantiles[:, index], places)
+            ]
     return spread
 
 
@@ -211,7 +216,8 @@ def forecast(
     for ticker, path, network_spread, values in zip(wanted, paths, spreads, recent, strict=True):
         targets = next_sessions(as_of, horizon, exchanges.get(ticker, DEFAULT_EXCHANGE))
         calibration = IntervalCalibration.from_json(scalers[ticker].get("interval_q"), level)
-        spread = _spread(calibration, path, network_spread, values, level)
+        places = decimals(values)
+        spread = _spread(calibration, path, network_spread, values, level, places)
         for step, (target, value) in enumerate(zip(targets, path, strict=True), start=1):
             rows.append(
                 {
@@ -220,7 +226,7 @@ def forecast(
                     c.TARGET_DATE: target,
                     c.MODEL_VERSION: version,
                     c.HORIZON: step,
-                    c.YHAT: float(value),
+                    c.YHAT: round(float(value), places),
                     **{name: values[step - 1] for name, values in spread.items()},
                 }
             )

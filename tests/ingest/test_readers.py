@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -163,3 +164,18 @@ def test_missing_paths_are_errors_and_folders_expand_in_name_order(tmp_path: Pat
         (tmp_path / name).write_bytes(b"")
     assert [path.name for path in expand_sources([tmp_path])] == ["a.parquet", "b.csv", "c.csv.gz"]
     assert expand_sources([tmp_path / "notes.txt"]) == [tmp_path / "notes.txt"]
+
+
+def test_a_float32_parquet_column_reads_as_the_shortest_text(tmp_path: Path) -> None:
+    parquet = tmp_path / "aapl.parquet"
+    pd.DataFrame(
+        {
+            "ticker": ["AAPL", "AAPL"],
+            "date": pd.to_datetime(["2018-04-10", "2018-04-11"]),
+            "close": np.array([172.44, np.nan], dtype=np.float32),
+        }
+    ).to_parquet(parquet)
+    assert _rows(read_file_batch(parquet)) == [
+        (1, "AAPL", "2018-04-10", "172.44"),
+        (2, "AAPL", "2018-04-11", ""),
+    ]

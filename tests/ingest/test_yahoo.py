@@ -293,3 +293,14 @@ def test_yahoo_prices_go_through_the_ingest_stage(
     with engine.connect() as conn:
         stored = read_closes(conn, AS_OF, ["IBM"])
     assert stored[c.CLOSE].round(2).tolist() == [188.64, 187.25, 184.91, 184.18]
+
+
+def test_single_precision_quotes_are_written_as_quoted() -> None:
+    """Yahoo's chart data is single precision: 172.44 arrives as 172.44000244140625."""
+    frame = yahoo_history(["2024-01-02"])
+    prices = ["Open", "High", "Low", "Close", "Adj Close"]
+    frame[prices] = frame[prices].astype(np.float32).astype(float)
+    frame["Adj Close"] = 184.08 * 1.0000001  # adjusted in double precision: kept in full
+    assert history_to_csv(frame, dt.date(2024, 1, 1), None).splitlines()[1] == (
+        f"2024-01-02,184.22,186.74,183.43,185.64,{184.08 * 1.0000001!r},82488700"
+    )

@@ -246,6 +246,23 @@ def test_a_rerun_writes_the_same_rows_and_a_shorter_horizon_replaces_them(
         assert len(read_forecasts(conn, as_of)) == 4
 
 
+def test_forecast_prices_have_the_decimals_of_the_input(engine: Engine, home: Path) -> None:
+    cents = PRICES.assign(**{c.CLOSE: PRICES[c.CLOSE].round(2)})
+    as_of = DATES[59]
+    with engine.begin() as conn:
+        upsert_prices(conn, cents)
+        build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
+        train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL)
+        forecast(conn, as_of, horizon=3)
+    with engine.connect() as conn:
+        rows = read_forecasts(conn, as_of)
+    prices = [c.YHAT, "yhat_lower", "yhat_upper", "yhat_q05", "yhat_q25", "yhat_q75", "yhat_q95"]
+    values = rows[prices].to_numpy()
+    assert np.isfinite(values).all()
+    np.testing.assert_array_equal(values, np.round(values, 2))
+    assert not np.array_equal(rows["scale"], rows["scale"].round(2))  # a volatility, not a price
+
+
 def test_the_model_is_the_champion_trained_no_later_than_the_as_of_date(
     engine: Engine, home: Path
 ) -> None:
