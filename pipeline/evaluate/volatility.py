@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import signal, special, stats
 
 from pipeline.evaluate.baselines import _checked_inputs, _log_returns
 
@@ -183,6 +183,13 @@ def _price_quantiles(last: np.ndarray, scale: np.ndarray, shape_ppf: np.ndarray)
     return last[:, None, None] * np.exp(scale[:, :, None] * shape_ppf[None, None, :])
 
 
+def _normal_quantiles(levels: Sequence[float]) -> np.ndarray:
+    """The standard normal's quantiles at ``levels`` (the standard library's, which
+    spares every command the import of ``scipy.special``)."""
+    normal = NormalDist()
+    return np.array([normal.inv_cdf(level) for level in levels])
+
+
 def ewma_variance(
     returns: ArrayLike, lam: float = RISKMETRICS_LAMBDA, initial: float | None = None
 ) -> np.ndarray:
@@ -225,6 +232,8 @@ def ewma_variance(
     if initial is None and values.size == 0:
         raise ValueError("ewma_variance needs at least one return or an initial variance")
     seed = values[0] ** 2 if initial is None else float(initial)
+    from scipy import signal  # 1 to 2 s to import: only where used (benchmarks/startup.py)
+
     filtered, _ = signal.lfilter([1.0 - lam], [1.0, -lam], values**2, zi=np.array([lam * seed]))
     first = np.nan if initial is None else seed
     return np.concatenate(([first], filtered))
@@ -372,7 +381,7 @@ def naive_ewma(
     return DistributionForecast(
         yhat=np.repeat(last[:, None], horizon, axis=1),
         scale=scale,
-        quantiles=_price_quantiles(last, scale, special.ndtri(np.array(checked))),
+        quantiles=_price_quantiles(last, scale, _normal_quantiles(checked)),
         levels=checked,
     )
 
@@ -519,6 +528,8 @@ def naive_garch(
         return naive_ewma(series, starts, horizon, fit_start, fit_end, checked)
     # Returns after the span: r[fit_end] seeds the first step, the last needed is r[max o].
     later = _log_returns(series, fit_end - 1, int(starts.max()))
+    from scipy import signal, stats  # 1 to 2 s to import: only where used
+
     filtered, _ = signal.lfilter(
         [1.0],
         [1.0, -fit.beta],
