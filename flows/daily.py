@@ -1,16 +1,24 @@
-"""The ``daily-pipeline`` flow: ingest, sequences, train, forecast."""
+"""The ``daily-pipeline`` flow: the daily run (``pipeline.run``) with its stages as tasks.
+
+The run's rules (as-of date, freshness, unchanged runs) live in
+``pipeline.run``; this flow takes the run lock, prepares the database, picks
+where per-shard work runs and maps each stage to its Prefect task.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
+from prefect.runtime import flow_run
 
 from flows.artifacts import publish_artifacts
-from flows.runners import fan_out_for, run_forecast, run_sequences
+from flows.runners import FanOut, fan_out_for, run_forecast, run_sequences
 from flows.tasks import (
     backtest_summary_task,
     forecast_rows_task,
@@ -26,10 +34,7 @@ from flows.tasks import (
 )
 from pipeline.db.engine import describe_url
 from pipeline.db.lock import pipeline_lock
-from pipeline.db.runs import run_key
-from pipeline.errors import MissingDataError, StaleDataError
-from pipeline.freshness import describe_stale
-from pipeline.ingest.sources import NO_SOURCE
+from pipeline.run import DAILY_RUN, Stages, daily_run
 from pipeline.settings import Settings
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, previous_session
 
@@ -83,19 +88,26 @@ def build_settings(
 FLOW_TIMEOUT_SECONDS = 8 * 3600
 
 
-FLOW_NAME = "daily-pipeline"
+FLOW_NAME = DAILY_RUN
 
 
-def _run_settings(settings: Settings, home: str, mode: str) -> dict[str, Any]:
-    """What, besides the as-of date, tickers and data, a run's outputs depend on."""
-    return {
-        "sequences": settings.sequence_config().to_dict(),
-        "model": settings.training_config().to_dict(),
-        "horizon": settings.horizon,
-        "mode": mode,
-        "home": home,
-        "exchange": settings.exchange,
-    }
+def flow_stages(fan: FanOut, report_base_url: str | None) -> Stages:
+    """The daily run's stages as this flow's tasks; sequences and forecasts fanned out."""
+    return Stages(
+        ingest=ingest_task,
+        latest_price_date=latest_price_date_task,
+        freshness=freshness_task,
+        unchanged_run=unchanged_run_task,
+        sequences=functools.partial(run_sequences, fan),
+        train=train_task,
+        forecast=functools.partial(run_forecast, fan),
+        backtest_summary=backtest_summary_task,
+        retention=retention_task,
+        report=report_task,
+        record_run=record_run_task,
+        forecast_rows=forecast_rows_task,
+        publish=lambda summary, rows: publish_artifacts(summary, rows, report_base_url),
+    )
 
 
 @flow(name=FLOW_NAME, log_prints=False, timeout_seconds=FLOW_TIMEOUT_SECONDS)
@@ -145,142 +157,18 @@ def daily_pipeline(
         database_url, home, sources, tickers, horizon, overrides, dask_address
     )
     url = settings.resolved_database_url
-    home_path = str(settings.home_path)
-    wanted = settings.tickers
-    logger.info("database %s, home %s", describe_url(url), home_path)
+    logger.info("database %s, home %s", describe_url(url), settings.home_path)
     with pipeline_lock(url, settings.lock_wait_seconds):
-        return _run_stages(logger, settings, url, home_path, wanted, as_of_date, mode, rerun)
-
-
-def _run_stages(
-    logger: Any,
-    settings: Settings,
-    url: str,
-    home_path: str,
-    wanted: list[str] | None,
-    as_of_date: dt.date | None,
-    mode: str,
-    rerun: bool = False,
-) -> dict[str, Any]:
-    """The body of ``daily_pipeline``, run while holding the database's pipeline lock."""
-    prepare_database(url)
-    fan = fan_out_for(settings)  # before any stage: an unreachable cluster fails at once
-    if fan.parallel:
-        logger.info("per-shard work: %s", fan.describe())
-
-    as_of = as_of_date or scheduled_as_of(settings.exchange)
-    if not settings.sources:
-        logger.warning(NO_SOURCE)
-    ingested = ingest_task(url, settings.sources, as_of, wanted, settings)
-    if ingested["rows_quarantined"] or ingested["inputs_rejected"]:
-        logger.warning(
-            "%d rows quarantined, %d inputs rejected whole: %s",
-            ingested["rows_quarantined"],
-            ingested["inputs_rejected"],
-            "; ".join(ingested["errors"]) or "see rejected_prices",
+        prepare_database(url)
+        fan = fan_out_for(settings)  # before any stage: an unreachable cluster fails at once
+        if fan.parallel:
+            logger.info("per-shard work: %s", fan.describe())
+        return daily_run(
+            flow_stages(fan, settings.report_base_url),
+            settings,
+            as_of_date or scheduled_as_of(settings.exchange),
+            mode,
+            run_id=str(flow_run.id or uuid.uuid4().hex),
+            now=dt.datetime.now(dt.UTC),
+            rerun=rerun,
         )
-    if as_of is None:
-        as_of = latest_price_date_task(url, wanted)
-        if as_of is None:
-            which = f" of {', '.join(wanted)}" if wanted else ""
-            hint = "" if settings.sources else f" ({NO_SOURCE})"
-            raise MissingDataError(
-                f"the database holds no prices{which}; nothing to forecast{hint}"
-            )
-        logger.info("as-of date: %s (the newest price)", as_of)
-    else:
-        logger.info("as-of date: %s", as_of)
-
-    fresh = freshness_task(url, as_of, wanted)
-    stale = fresh["stale"]
-    tickers = [ticker for ticker in fresh["tickers"] if ticker not in stale]
-    if stale:
-        message = f"stale as of {as_of}: {describe_stale(stale)}"
-        if settings.stale_policy == "fail" or not tickers:
-            advice = (
-                ", or set PRICECAST_STALE_POLICY=skip to forecast the fresh tickers only"
-                if tickers
-                else ""
-            )
-            raise StaleDataError(
-                f"{message}; no forecast was written"
-                + ("" if tickers else " (no ticker is fresh)")
-                + f". Ingest the missing closes{advice}"
-            )
-        logger.warning("%s; forecasting the fresh tickers only", message)
-
-    key = run_key(FLOW_NAME, as_of, tickers, _run_settings(settings, home_path, mode))
-    previous = None if rerun else unchanged_run_task(url, key, as_of)
-    if previous is not None:
-        summary = {**previous, "ingest": ingested, "unchanged": True}
-        logger.info(
-            "nothing changed since the run that finished at %s (same prices, champion v%s "
-            "and forecasts): its %d forecasts as of %s stand; rerun=True runs every stage",
-            previous["finished_at"],
-            summary["model"]["champion_version"],
-            summary["forecast"]["forecasts_written"],
-            as_of,
-        )
-        publish_artifacts(
-            summary,
-            forecast_rows_task(url, as_of, summary["model"]["champion_version"]),
-            settings.report_base_url,
-        )
-        return summary
-
-    sequences = run_sequences(fan, url, home_path, as_of, tickers, settings.sequence_config())
-    if sequences["skipped"]:
-        logger.warning("tickers without enough history, skipped: %s", sequences["skipped"])
-    trained = train_task(
-        url,
-        home_path,
-        as_of,
-        sequences["tickers"],
-        mode,
-        settings.sequence_config(),
-        settings.training_config(),
-    )
-    logger.info(
-        "model v%s: %s (%s); forecasting with champion v%s",
-        trained["model_version"],
-        trained["action"],
-        trained["reason"],
-        trained["champion_version"],
-    )
-    if trained["created"]:
-        logger.info("v%s %s", trained["model_version"], trained["decision"])
-    forecasted = run_forecast(
-        fan, url, as_of, sequences["tickers"], settings.horizon, trained["champion_version"]
-    )
-    summary = {
-        "database": describe_url(url),
-        "home": home_path,
-        "as_of": as_of.isoformat(),
-        "stale": {ticker: day and day.isoformat() for ticker, day in stale.items()},
-        "ingest": ingested,
-        "sequences": sequences,
-        "model": trained,
-        "forecast": forecasted,
-        "backtest": backtest_summary_task(url),
-    }
-    summary["retention"] = retention_task(
-        url, home_path, as_of, settings.keep_unpromoted, settings.keep_days
-    )
-    summary["report"] = report_task(url, home_path, as_of)
-    summary["unchanged"] = False
-    record_run_task(url, key, FLOW_NAME, as_of, summary)
-    publish_artifacts(
-        summary,
-        forecast_rows_task(url, as_of, trained["champion_version"]),
-        settings.report_base_url,
-    )
-    logger.info(
-        "done: %d tickers, %d rows ingested, model v%s (%s), champion v%s, %d forecasts written",
-        len(forecasted["tickers"]),
-        ingested["rows_loaded"],
-        trained["model_version"],
-        trained["action"],
-        trained["champion_version"],
-        forecasted["forecasts_written"],
-    )
-    return summary

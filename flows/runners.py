@@ -38,9 +38,10 @@ from flows.tasks import (
     sequences_shard_task,
     sequences_task,
 )
-from pipeline.errors import ConfigurationError, MissingDataError
+from pipeline.errors import ConfigurationError
 from pipeline.evaluate.backtest import BacktestConfig
 from pipeline.evaluate.variants import Variant
+from pipeline.run import merge_forecast_summaries, merge_sequence_summaries
 from pipeline.sequences.config import SequenceConfig
 from pipeline.settings import Settings
 
@@ -200,29 +201,6 @@ def sequences_shards(
     return merge_sequence_summaries(as_of, [future.result() for future in futures], shards)
 
 
-def merge_sequence_summaries(
-    as_of: dt.date, summaries: Sequence[dict[str, Any]], shards: Sequence[Sequence[str]]
-) -> dict[str, Any]:
-    """The summary ``build_sequences`` gives for all the shards' tickers at once.
-
-    Raises:
-        MissingDataError: no shard built anything because none of its tickers had a price.
-    """
-    if not any(summary["tickers"] for summary in summaries):
-        wanted = ", ".join(ticker for shard in shards for ticker in shard)
-        raise MissingDataError(f"no prices for {wanted} on or before {as_of}; ingest prices first")
-    skipped: dict[str, str] = {}
-    for summary in summaries:
-        skipped.update(summary["skipped"])
-    return {
-        "as_of": as_of.isoformat(),
-        "tickers": [ticker for summary in summaries for ticker in summary["tickers"]],
-        "train_windows": sum(summary["train_windows"] for summary in summaries),
-        "validation_windows": sum(summary["validation_windows"] for summary in summaries),
-        "skipped": dict(sorted(skipped.items())),
-    }
-
-
 @flow(name="forecast-shards", log_prints=False)
 def forecast_shards(
     database_url: str,
@@ -238,19 +216,7 @@ def forecast_shards(
         ).submit(database_url, as_of, tickers, horizon, model_version)
         for number, tickers in enumerate(shards, start=1)
     ]
-    summaries = [future.result() for future in futures]
-    stale: dict[str, str] = {}
-    for summary in summaries:
-        stale.update(summary["stale"])
-    first = summaries[0]
-    return {
-        "as_of": first["as_of"],
-        "model_version": first["model_version"],
-        "horizon": first["horizon"],
-        "tickers": [ticker for summary in summaries for ticker in summary["tickers"]],
-        "forecasts_written": sum(summary["forecasts_written"] for summary in summaries),
-        "stale": dict(sorted(stale.items())),
-    }
+    return merge_forecast_summaries([future.result() for future in futures])
 
 
 @flow(name="backtest-units", log_prints=False)
