@@ -1,22 +1,28 @@
-"""The ``pricecast`` command line.
+"""The ``pricecast`` command line, on Click.
 
 ``pricecast run`` runs the ``daily-pipeline`` Prefect flow; ``ingest``,
 ``sequences``, ``train`` and ``forecast`` run one stage each, directly,
 without starting Prefect. Every command reads its defaults from the
-``PRICECAST_*`` environment, and its options override them. A failure
-prints one line saying why and exits non-zero (1 for an error of the
-pipeline, 2 for a usage error).
+``PRICECAST_*`` environment, and its options override them; the common
+options (``--database-url``, ``--home``, ``-q``, ``--debug``) go before or
+after the command. A failure prints one line saying why and exits non-zero
+(1 for an error of the pipeline, 2 for a usage error, 3 when an input was
+rejected).
+
+Importing this module imports neither pandas nor Prefect: ``pricecast --help``
+answers in a fraction of a second, and each command imports what it needs.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
+import click
 from pydantic import ValidationError
 
 from pipeline import __version__
@@ -29,6 +35,9 @@ EXIT_USAGE = 2
 #: (or, with ``--strict``, some row was quarantined).
 EXIT_REJECTED = 3
 
+#: A command's parsed options and arguments, read by attribute (``args.as_of``).
+Args = SimpleNamespace
+
 
 def _input_status(summary: dict, strict: bool) -> int:
     """``EXIT_REJECTED`` when an ingest rejected an input whole, or quarantined a row
@@ -38,335 +47,430 @@ def _input_status(summary: dict, strict: bool) -> int:
     return 0
 
 
-def _add_strict(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help=f"exit {EXIT_REJECTED} when any row was quarantined too (always: when an input "
-        "was rejected whole)",
-    )
+class _Date(click.ParamType):
+    name = "DATE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a date (YYYY-MM-DD)", param, ctx)
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+class _Tickers(click.ParamType):
+    name = "A,B"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> list[str]:
+        if isinstance(value, list):
+            return value
+        tickers = [item.strip().upper() for item in value.split(",") if item.strip()]
+        if not tickers:
+            self.fail("expected tickers separated by commas, e.g. AAPL,MSFT", param, ctx)
+        return tickers
 
 
-def _tickers(text: str) -> list[str]:
-    tickers = [item.strip().upper() for item in text.split(",") if item.strip()]
-    if not tickers:
-        raise argparse.ArgumentTypeError("expected tickers separated by commas, e.g. AAPL,MSFT")
-    return tickers
+DATE = _Date()
+TICKERS = _Tickers()
+
+#: The options every command takes, before or after the command's name.
+COMMON = ("database_url", "home", "quiet", "debug")
 
 
-def _common_options() -> argparse.ArgumentParser:
-    # Defaults are suppressed so that an option given before the command is not
-    # reset by the command's own copy of the option (argparse sub-parser rule).
-    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    group = common.add_argument_group("common options")
-    group.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="SQLAlchemy database URL (default: $PRICECAST_DATABASE_URL, "
-        "else sqlite:///<home>/pricecast.db)",
-    )
-    group.add_argument(
-        "--home",
-        metavar="PATH",
-        help="folder for sequence and model files (default: $PRICECAST_HOME, else ~/.pricecast)",
-    )
-    group.add_argument("-q", "--quiet", action="store_true", help="show warnings and errors only")
-    group.add_argument("--debug", action="store_true", help="show a traceback when a command fails")
-    return common
+def _common_options() -> list[click.Parameter]:
+    return [
+        click.Option(
+            ["--database-url"],
+            metavar="URL",
+            help="SQLAlchemy database URL (default: $PRICECAST_DATABASE_URL, "
+            "else sqlite:///<home>/pricecast.db)",
+        ),
+        click.Option(
+            ["--home"],
+            metavar="PATH",
+            help="folder for sequence and model files (default: $PRICECAST_HOME, "
+            "else ~/.pricecast)",
+        ),
+        click.Option(["-q", "--quiet"], is_flag=True, help="show warnings and errors only"),
+        click.Option(["--debug"], is_flag=True, help="show a traceback when a command fails"),
+    ]
 
 
-def _add_as_of(parser: argparse.ArgumentParser, default_help: str) -> None:
-    parser.add_argument("--as-of", type=_date, metavar="DATE", help=f"as-of date; {default_help}")
+def _as_of_option(default_help: str) -> click.Option:
+    return click.Option(["--as-of"], type=DATE, help=f"as-of date; {default_help}")
 
 
-def _add_tickers(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tickers",
-        type=_tickers,
-        metavar="A,B",
+def _tickers_option() -> click.Option:
+    return click.Option(
+        ["--tickers"],
+        type=TICKERS,
         help="tickers to process (default: $PRICECAST_TICKERS, else all)",
     )
 
 
-def _add_mode(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--mode",
-        choices=("auto", "retrain", "finetune"),
+def _mode() -> click.Option:
+    return click.Option(
+        ["--mode"],
+        type=click.Choice(["auto", "retrain", "finetune"]),
         default="auto",
+        show_default=True,
         help="retrain from fresh weights, fine-tune the current model on new windows, "
-        "or let the policy choose (default: auto)",
+        "or let the policy choose",
     )
 
 
-def _add_horizon(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--horizon",
+def _horizon() -> click.Option:
+    return click.Option(
+        ["--horizon"],
         type=int,
         metavar="N",
         help="trading days to forecast (default: $PRICECAST_HORIZON, else 5)",
     )
 
 
-def _add_fan_out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dask-address",
-        metavar="ADDR",
-        help="Dask scheduler to run per-shard work on, e.g. tcp://10.0.0.5:8786 "
-        "(default: $PRICECAST_DASK_ADDRESS, else this machine; needs pricecast[dask])",
+def _strict() -> click.Option:
+    return click.Option(
+        ["--strict"],
+        is_flag=True,
+        help=f"exit {EXIT_REJECTED} when any row was quarantined too (always: when an input "
+        "was rejected whole)",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="shards run at once (default: $PRICECAST_WORKERS, else 1, "
-        "or the Dask cluster's worker threads)",
-    )
+
+
+def _fan_out() -> list[click.Option]:
+    return [
+        click.Option(
+            ["--dask-address"],
+            metavar="ADDR",
+            help="Dask scheduler to run per-shard work on, e.g. tcp://10.0.0.5:8786 "
+            "(default: $PRICECAST_DASK_ADDRESS, else this machine; needs pricecast[dask])",
+        ),
+        click.Option(
+            ["--workers"],
+            type=int,
+            metavar="N",
+            help="shards run at once (default: $PRICECAST_WORKERS, else 1, "
+            "or the Dask cluster's worker threads)",
+        ),
+    ]
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"pricecast {__version__}")
+        ctx.exit()
 
 
 def _command(
-    commands: argparse._SubParsersAction,
-    common: argparse.ArgumentParser,
+    group: click.Group,
     name: str,
-    handler: Callable[[argparse.Namespace, Settings], int],
+    handler: Callable[[Args, Settings], int],
     summary: str,
     description: str,
-    as_of_help: str = "default: the newest price",
-) -> argparse.ArgumentParser:
-    parser = commands.add_parser(name, parents=[common], help=summary, description=description)
-    parser.set_defaults(handler=handler)
-    _add_as_of(parser, as_of_help)
-    _add_tickers(parser)
-    return parser
+    params: Sequence[click.Parameter] = (),
+    as_of_help: str | None = "default: the newest price",
+    fixed: dict[str, Any] | None = None,
+) -> click.Command:
+    """Add the command ``name`` to ``group``: its options, the common ones, and (unless
+    ``as_of_help`` is ``None``) ``--as-of`` and ``--tickers``; it runs ``handler`` with
+    the values parsed and those of ``fixed``."""
+    selection = [_as_of_option(as_of_help), _tickers_option()] if as_of_help is not None else []
 
+    def callback(**values: Any) -> int:
+        return _dispatch(handler, _args({**values, **(fixed or {})}))
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
-    common = _common_options()
-    parser = argparse.ArgumentParser(
-        prog="pricecast",
-        description="Daily closing prices in, LSTM forecasts out, in a SQL database.",
-        parents=[common],
+    command = click.Command(
+        name,
+        params=[*params, *selection, *_common_options()],
+        callback=callback,
+        help=description,
+        short_help=summary,
     )
-    parser.add_argument("--version", action="version", version=f"pricecast {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    group.add_command(command)
+    return command
 
-    run = _command(
-        commands,
-        common,
+
+def build_app() -> click.Group:
+    """Every command, as one Click group."""
+    app = click.Group(
+        "pricecast",
+        help="Daily closing prices in, LSTM forecasts out, in a SQL database.",
+        params=[
+            *_common_options(),
+            click.Option(
+                ["--version"],
+                is_flag=True,
+                expose_value=False,
+                is_eager=True,
+                callback=_show_version,
+                help="show the version and exit",
+            ),
+        ],
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+    _command(
+        app,
         "run",
         _run,
         "run the whole daily pipeline (a Prefect flow)",
         "Ingest, rebuild sequences, train or reuse the model, and forecast.",
+        [
+            click.Option(
+                ["--source"],
+                multiple=True,
+                metavar="PATH",
+                help="file, folder, URL template, yahoo, or demo (the bundled sample) to "
+                "ingest; repeat for several (default: $PRICECAST_SOURCE, else nothing is "
+                "ingested)",
+            ),
+            _mode(),
+            _strict(),
+            _horizon(),
+            *_fan_out(),
+            click.Option(
+                ["--rerun"],
+                is_flag=True,
+                help="run every stage even when nothing changed since the last run with these "
+                "settings (by default such a run stops after ingesting and reports that run)",
+            ),
+        ],
         "default: the newest price after ingesting",
     )
-    run.add_argument(
-        "--source",
-        action="append",
-        metavar="PATH",
-        help="file, folder, URL template, yahoo, or demo (the bundled sample) to ingest; "
-        "repeat for several (default: $PRICECAST_SOURCE, else nothing is ingested)",
-    )
-    _add_mode(run)
-    _add_strict(run)
-    _add_horizon(run)
-    _add_fan_out(run)
-    run.add_argument(
-        "--rerun",
-        action="store_true",
-        help="run every stage even when nothing changed since the last run with these "
-        "settings (by default such a run stops after ingesting and reports that run)",
-    )
-
-    ingest = _command(
-        commands,
-        common,
+    _command(
+        app,
         "ingest",
         _ingest,
         "load prices into the prices table; bad rows go to the quarantine",
         "Validate and upsert prices from files (CSV, CSV.gz, Parquet; long, single-ticker or "
-        "wide), folders (each new or changed file once), HTTP CSV feeds or Yahoo.",
+        "wide), folders (each new or changed file once), HTTP CSV feeds or Yahoo.\n\n"
+        "SOURCE: file, folder, URL template with {ticker} (and {start}, {end}), yahoo, or "
+        "demo (the bundled sample).",
+        [click.Argument(["paths"], nargs=-1, required=True, metavar="SOURCE..."), _strict()],
         "rows after it are deferred (default: load every date)",
     )
-    ingest.add_argument(
-        "paths",
-        nargs="+",
-        metavar="SOURCE",
-        help="file, folder, URL template with {ticker} (and {start}, {end}), yahoo, or demo "
-        "(the bundled sample)",
-    )
-    _add_strict(ingest)
-
-    server_cmd = commands.add_parser(
-        "server",
-        parents=[common],
-        help="start, stop or check a Prefect server in the background that commands reuse",
-        description="Without PREFECT_API_URL, every flow command starts a temporary Prefect "
-        "server (most of a short run's time). `pricecast server start` keeps one running "
-        "for this home, which later commands use while it answers.",
-    )
-    server_cmd.add_argument("action", choices=("start", "stop", "status"))
-    server_cmd.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
-    server_cmd.set_defaults(handler=_server)
-
-    serve_cmd = commands.add_parser(
-        "serve",
-        parents=[common],
-        help="serve the Prefect deployments (daily, weekly-retrain, backfill) from this process",
-        description="Register the deployments of deployments/prefect.yaml and run their flow "
-        "runs here, on their schedules, without a work pool, until interrupted.",
-    )
-    serve_cmd.set_defaults(handler=_serve)
-
-    reader = commands.add_parser(
-        "reader-role",
-        parents=[common],
-        help="create a read-only PostgreSQL role for SQL consumers",
-        description="Create or update a login role that can select from every pricecast "
-        "table and view, including views recreated later, and write nothing.",
-    )
-    reader.add_argument("role", metavar="NAME", help="role name (lower case, digits, _)")
-    reader.add_argument(
-        "--password-env",
-        metavar="VAR",
-        help="set the role's password from this environment variable (never from the "
-        "command line, where it would show in process lists)",
-    )
-    reader.set_defaults(handler=_reader_role)
-
-    tickers_cmd = commands.add_parser(
-        "tickers",
-        parents=[common],
-        help="list, add or deactivate tracked tickers",
-        description="The universe: inactive tickers keep their history but are not "
-        "trained or forecast.",
-    )
-    tickers_cmd.set_defaults(handler=_tickers_command)
-    actions = tickers_cmd.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", parents=[common], help="show the tracked tickers")
-    add = actions.add_parser("add", parents=[common], help="track or reactivate tickers")
-    add.add_argument("symbols", type=_tickers, metavar="A,B")
-    add.add_argument("--exchange", help="exchange_calendars code (default: $PRICECAST_EXCHANGE)")
-    remove = actions.add_parser(
-        "remove", parents=[common], help="deactivate tickers (history is kept)"
-    )
-    remove.add_argument("symbols", type=_tickers, metavar="A,B")
-
     _command(
-        commands,
-        common,
+        app,
+        "server",
+        _server,
+        "start, stop or check a Prefect server in the background that commands reuse",
+        "Without PREFECT_API_URL, every flow command starts a temporary Prefect server (most "
+        "of a short run's time). `pricecast server start` keeps one running for this home, "
+        "which later commands use while it answers.",
+        [
+            click.Argument(["action"], type=click.Choice(["start", "stop", "status"])),
+            click.Option(["--port"], type=int, help="port on 127.0.0.1 (default: a free one)"),
+        ],
+        None,
+    )
+    _command(
+        app,
+        "serve",
+        _serve,
+        "serve the Prefect deployments (daily, weekly-retrain, backfill) from this process",
+        "Register the deployments of deployments/prefect.yaml and run their flow runs here, "
+        "on their schedules, without a work pool, until interrupted.",
+        (),
+        None,
+    )
+    _command(
+        app,
+        "reader-role",
+        _reader_role,
+        "create a read-only PostgreSQL role for SQL consumers",
+        "Create or update a login role that can select from every pricecast table and view, "
+        "including views recreated later, and write nothing.\n\nNAME: role name (lower case, "
+        "digits, _).",
+        [
+            click.Argument(["role"], metavar="NAME"),
+            click.Option(
+                ["--password-env"],
+                metavar="VAR",
+                help="set the role's password from this environment variable (never from "
+                "the command line, where it would show in process lists)",
+            ),
+        ],
+        None,
+    )
+    tickers = click.Group(
+        "tickers",
+        short_help="list, add or deactivate tracked tickers",
+        help="The universe: inactive tickers keep their history but are not trained or forecast.",
+        params=_common_options(),
+    )
+    app.add_command(tickers)
+    for action, summary, params in (
+        ("list", "show the tracked tickers", []),
+        (
+            "add",
+            "track or reactivate tickers",
+            [
+                click.Argument(["symbols"], type=TICKERS),
+                click.Option(
+                    ["--exchange"], help="exchange_calendars code (default: $PRICECAST_EXCHANGE)"
+                ),
+            ],
+        ),
+        (
+            "remove",
+            "deactivate tickers (history is kept)",
+            [click.Argument(["symbols"], type=TICKERS)],
+        ),
+    ):
+        _command(
+            tickers,
+            action,
+            _tickers_command,
+            summary,
+            summary[0].upper() + summary[1:] + ".",
+            params,
+            None,
+            fixed={"action": action},
+        )
+    _command(
+        app,
         "sequences",
         _sequences,
         "build the scaled windows of each ticker",
         "Write each ticker's scaled sliding windows as Parquet.",
     )
-    train_cmd = _command(
-        commands,
-        common,
+    _command(
+        app,
         "train",
         _train,
         "retrain or fine-tune the model",
         "Train on the sequences built as of the as-of date.",
+        [_mode()],
     )
-    _add_mode(train_cmd)
-    forecast_cmd = _command(
-        commands,
-        common,
+    _command(
+        app,
         "forecast",
         _forecast,
         "write forecasts for the next trading days",
         "Forecast with the newest model trained on data up to the as-of date.",
+        [
+            _horizon(),
+            click.Option(
+                ["--model-version"],
+                type=int,
+                metavar="N",
+                help="model version to use (default: champion)",
+            ),
+        ],
     )
-    _add_horizon(forecast_cmd)
-    forecast_cmd.add_argument(
-        "--model-version", type=int, metavar="N", help="model version to use (default: champion)"
-    )
-
-    report_cmd = _command(
-        commands,
-        common,
+    _command(
+        app,
         "report",
         _report,
         "write an HTML report of the forecasts (charts, accuracy)",
         "A self-contained HTML page: per ticker, closes and forecasts with intervals, "
         "forecast error against the naive forecast, and a table.",
+        [
+            click.Option(
+                ["--output"],
+                metavar="PATH",
+                help="HTML file to write (default: <home>/reports/report-<as-of>.html)",
+            ),
+            click.Option(
+                ["--history-days"],
+                type=int,
+                default=120,
+                show_default=True,
+                metavar="N",
+                help="closes shown per ticker",
+            ),
+        ],
         "default: the newest date with forecasts",
     )
-    report_cmd.add_argument(
-        "--output",
-        metavar="PATH",
-        help="HTML file to write (default: <home>/reports/report-<as-of>.html)",
-    )
-    report_cmd.add_argument(
-        "--history-days", type=int, default=120, metavar="N", help="closes shown per ticker"
-    )
-
-    gc_cmd = _command(
-        commands,
-        common,
+    _command(
+        app,
         "gc",
         _gc,
         "delete the model files and reports the retention policy no longer keeps",
-        "Keeps the newest champion's lineage, the newest PRICECAST_KEEP_UNPROMOTED "
-        "unpromoted versions, and promoted versions and reports of the last "
-        "PRICECAST_KEEP_DAYS days; every daily run does this at its end.",
-        "default: the newest price",
+        "Keeps the newest champion's lineage, the newest PRICECAST_KEEP_UNPROMOTED unpromoted "
+        "versions, and promoted versions and reports of the last PRICECAST_KEEP_DAYS days; "
+        "every daily run does this at its end.",
+        [
+            click.Option(
+                ["--dry-run"], is_flag=True, help="list what would be deleted, delete nothing"
+            )
+        ],
     )
-    gc_cmd.add_argument(
-        "--dry-run", action="store_true", help="list what would be deleted, delete nothing"
-    )
-
-    backtest_cmd = _command(
-        commands,
-        common,
+    _command(
+        app,
         "backtest",
         _backtest,
         "walk-forward backtest of LSTM variants against baselines",
         "Refit every model per fold on its training span; score 1..H-step forecasts against "
         "the naive forecast (MASE) and the prediction intervals (coverage).",
+        [
+            click.Option(
+                ["--folds"], type=int, default=5, show_default=True, metavar="N", help="test folds"
+            ),
+            click.Option(
+                ["--horizon"],
+                type=int,
+                default=1,
+                show_default=True,
+                metavar="H",
+                help="steps forecast from each origin",
+            ),
+            click.Option(
+                ["--test-fraction"],
+                type=float,
+                default=0.2,
+                show_default=True,
+                metavar="F",
+                help="share of each series in the test folds",
+            ),
+            click.Option(
+                ["--origins"],
+                type=click.Choice(["expanding", "rolling"]),
+                default="expanding",
+                show_default=True,
+                help="training span",
+            ),
+            click.Option(
+                ["--variants"],
+                default="default",
+                show_default=True,
+                metavar="A,B",
+                help="LSTM variants: default, tutorial, ewma_intervals, static_intervals, "
+                "minmax, log_ratio, per_ticker, global, mse, mae, window5, window20, units16, "
+                "units100, batch32, batch256, no_early_stopping, no_damping, units50_batch256",
+            ),
+            click.Option(
+                ["--json"],
+                metavar="PATH",
+                help="write one record per model, ticker and horizon step",
+            ),
+            click.Option(
+                ["--points"],
+                metavar="PATH",
+                help="write every forecast point (CSV, or Parquet for a .parquet path) to "
+                "recompute any metric",
+            ),
+            *_fan_out(),
+        ],
     )
-    backtest_cmd.add_argument("--folds", type=int, default=5, metavar="N", help="test folds")
-    backtest_cmd.add_argument(
-        "--horizon", type=int, default=1, metavar="H", help="steps forecast from each origin"
-    )
-    backtest_cmd.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.2,
-        metavar="F",
-        help="share of each series in the test folds (default 0.2)",
-    )
-    backtest_cmd.add_argument(
-        "--origins", choices=("expanding", "rolling"), default="expanding", help="training span"
-    )
-    backtest_cmd.add_argument(
-        "--variants",
-        default="default",
-        metavar="A,B",
-        help="LSTM variants: default, tutorial, ewma_intervals, static_intervals, minmax, "
-        "log_ratio, per_ticker, global, mse, mae, window5, window20, units16, units100, "
-        "batch32, batch256, no_early_stopping, no_damping, units50_batch256",
-    )
-    backtest_cmd.add_argument(
-        "--json", metavar="PATH", help="write one record per model, ticker and horizon step"
-    )
-    backtest_cmd.add_argument(
-        "--points",
-        metavar="PATH",
-        help="write every forecast point (CSV, or Parquet for a .parquet path) to recompute "
-        "any metric",
-    )
-    _add_fan_out(backtest_cmd)
-    return parser
+    return app
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _args(values: dict[str, Any]) -> Args:
+    """A command's values, the common options given before the command filling those
+    not given after it; repeated options given none are ``None``, as if absent."""
+    context = click.get_current_context()
+    for parent in (context.parent, context.parent and context.parent.parent):
+        if parent is None:
+            continue
+        for name in COMMON:
+            if not values.get(name) and parent.params.get(name):
+                values[name] = parent.params[name]
+    values = {key: (None if value == () else value) for key, value in values.items()}
+    return Args(**values)
+
+
+def _settings(args: Args) -> Settings:
     given: dict[str, Any] = {}
     for option, name in (
         ("database_url", "database_url"),
@@ -379,15 +483,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     ):
         value = getattr(args, option, None)
         if value is not None:
-            given[name] = value
+            given[name] = list(value) if isinstance(value, tuple) else value
     return Settings(**given)
 
 
-def _flag(args: argparse.Namespace, name: str) -> bool:
+def _flag(args: Args, name: str) -> bool:
     return bool(getattr(args, name, False))
 
 
-def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
+def _configure_logging(args: Args, settings: Settings) -> None:
     level = (
         logging.WARNING
         if _flag(args, "quiet")
@@ -416,7 +520,7 @@ def _open_for_reading(settings: Settings):  # noqa: ANN202
     return open_existing_database(settings.resolved_database_url)
 
 
-def _as_of(conn: Any, args: argparse.Namespace, settings: Settings) -> dt.date:
+def _as_of(conn: Any, args: Args, settings: Settings) -> dt.date:
     if args.as_of is not None:
         return args.as_of
     from pipeline.db.prices import latest_trade_date
@@ -460,7 +564,7 @@ def _ingest_lines(summary: dict[str, Any]) -> list[tuple[str, object]]:
     ]
 
 
-def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+def _ingest(args: Args, settings: Settings) -> int:
     from pipeline.ingest.load import ingest
     from pipeline.ingest.sources import FileSource, build_sources
 
@@ -489,7 +593,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return _input_status(summary, args.strict)
 
 
-def _server(args: argparse.Namespace, settings: Settings) -> int:
+def _server(args: Args, settings: Settings) -> int:
     from flows import server
 
     home = settings.home_path
@@ -508,7 +612,7 @@ def _server(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace, settings: Settings) -> int:
+def _serve(args: Args, settings: Settings) -> int:
     import os
 
     from flows.server import use_running
@@ -530,7 +634,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _reader_role(args: argparse.Namespace, settings: Settings) -> int:
+def _reader_role(args: Args, settings: Settings) -> int:
     import os
 
     from pipeline.db.roles import create_reader_role
@@ -547,7 +651,7 @@ def _reader_role(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _tickers_command(args: argparse.Namespace, settings: Settings) -> int:
+def _tickers_command(args: Args, settings: Settings) -> int:
     from pipeline.db.tickers import add_tickers, read_tickers, set_active
     from pipeline.trading_calendar import check_exchange
 
@@ -573,7 +677,7 @@ def _tickers_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _sequences(args: argparse.Namespace, settings: Settings) -> int:
+def _sequences(args: Args, settings: Settings) -> int:
     from pipeline.sequences.build import build_sequences
 
     engine = _open(settings)
@@ -598,7 +702,7 @@ def _sequences(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, settings: Settings) -> int:
+def _train(args: Args, settings: Settings) -> int:
     from pipeline.model.train import train
 
     engine = _open(settings)
@@ -637,7 +741,7 @@ def _model_line(model: dict[str, Any]) -> str:
     return line
 
 
-def _forecast(args: argparse.Namespace, settings: Settings) -> int:
+def _forecast(args: Args, settings: Settings) -> int:
     from pipeline.model.forecast import forecast
 
     engine = _open(settings)
@@ -686,7 +790,7 @@ def _quiet_console_tracebacks(quiet: bool = False) -> None:
                     handler.setLevel(max(handler.level, logging.WARNING))
 
 
-def _gc(args: argparse.Namespace, settings: Settings) -> int:
+def _gc(args: Args, settings: Settings) -> int:
     from pipeline.retention import collect
 
     engine = _open(settings)
@@ -716,7 +820,7 @@ def _gc(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace, settings: Settings) -> int:
+def _report(args: Args, settings: Settings) -> int:
     from pathlib import Path
 
     from pipeline.report import latest_forecast_date, report_path, write_report
@@ -732,7 +836,7 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _backtest(args: argparse.Namespace, settings: Settings) -> int:
+def _backtest(args: Args, settings: Settings) -> int:
     import json
     from pathlib import Path
 
@@ -808,7 +912,7 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _backtest_flow(
-    args: argparse.Namespace, settings: Settings, as_of: dt.date
+    args: Args, settings: Settings, as_of: dt.date
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """The backtest as the ``backtest`` flow, its units on a Dask cluster or local threads."""
     from flows.server import use_running
@@ -839,7 +943,7 @@ def pd_isna(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
+def _run(args: Args, settings: Settings) -> int:
     from pipeline.ingest.sources import build_sources
 
     # Check what fails most often before Prefect starts, for a one-line error.
@@ -912,11 +1016,8 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+def _dispatch(handler: Callable[[Args, Settings], int], args: Args) -> int:
+    """Run one command's handler; returns the exit status, a failure as one line."""
     try:
         settings = _settings(args)
         if handler not in (_run, _serve, _server):  # flows log through Prefect's handlers
@@ -944,7 +1045,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, exc, unexpected=True)
 
 
-def _fail(args: argparse.Namespace, exc: BaseException, unexpected: bool = False) -> int:
+def _fail(args: Args, exc: BaseException, unexpected: bool = False) -> int:
     if _flag(args, "debug"):
         raise exc
     if unexpected:
@@ -953,6 +1054,25 @@ def _fail(args: argparse.Namespace, exc: BaseException, unexpected: bool = False
         message = str(exc)
     print(f"pricecast: error: {_one_line(message)}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (2 for a usage error, after Click's
+    message naming the option and the command's usage)."""
+    app = build_app()
+    try:
+        status = app.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="pricecast",
+            standalone_mode=False,
+        )
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        print("pricecast: interrupted", file=sys.stderr)
+        return 130
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def test_help_and_settings_import_no_data_libraries() -> None:
     import sys
 
     code = (
-        "import sys, flows.cli; flows.cli.build_parser(); import pipeline.settings; "
+        "import sys, flows.cli; flows.cli.build_app(); import pipeline.settings; "
         "print(sorted(m for m in ('pandas', 'numpy', 'prefect', 'tensorflow') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
