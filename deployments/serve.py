@@ -32,6 +32,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Schedule
 from prefect.types.entrypoint import EntrypointType
 
+from flows import use_prefect_defaults
 from pipeline.errors import ConfigurationError
 
 #: The deployments' one definition, package data of ``deployments``.
@@ -135,7 +136,14 @@ def job_environment(path: Traversable = PREFECT_FILE) -> dict[str, str]:
 
 
 def main() -> None:
-    """Serve the deployments of ``deployments/prefect.yaml`` until interrupted."""
+    """Serve the deployments of ``deployments/prefect.yaml`` until interrupted.
+
+    The flow runs are subprocesses: they inherit the work pool's ``env`` and
+    pricecast's Prefect defaults set here. This process read its own Prefect
+    settings when it imported Prefect; ``pricecast serve`` sets the defaults
+    before that.
+    """
+    use_prefect_defaults()
     for name, value in job_environment().items():
         os.environ.setdefault(name, value)
     serve(*build_deployments())

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from flows import use_prefect_defaults
 from pipeline import __version__
 from pipeline.errors import ConfigurationError, PricecastError
 from pipeline.settings import Settings
@@ -914,6 +915,7 @@ def _one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
+    use_prefect_defaults()  # before any command imports Prefect
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler

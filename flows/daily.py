@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
+from flows import show_library_logs
 from flows.artifacts import publish_artifacts
 from flows.runners import fan_out_for, run_forecast, run_sequences
 from flows.tasks import (
@@ -140,6 +141,7 @@ def daily_pipeline(
         A summary: database, as-of date, rows ingested, model version and
         decision, forecasts written.
     """
+    show_library_logs()
     logger = get_run_logger()
     settings = build_settings(
         database_url, home, sources, tickers, horizon, overrides, dask_address

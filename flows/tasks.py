@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from sqlalchemy.engine import Connection, Engine
 
+from flows import show_library_logs
 from pipeline.db.engine import sqlite_path
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.migrate import current_revision, open_database
@@ -190,6 +191,7 @@ def sequences_shard_task(
 ) -> dict[str, Any]:
     """``sequences_task`` for one shard of tickers; a shard none of whose tickers has a
     price reports them skipped (the merged summary fails when no shard built any)."""
+    show_library_logs()  # on a Dask worker, no flow ran in this process
     try:
         with shard_transaction(database_url) as conn:
             return build_sequences(conn, Path(home), as_of, tickers, config).summary()
@@ -219,6 +221,7 @@ def forecast_shard_task(
     model_version: int,
 ) -> dict[str, Any]:
     """``forecast_task`` for one shard of tickers."""
+    show_library_logs()  # on a Dask worker, no flow ran in this process
     with shard_transaction(database_url) as conn:
         return forecast(conn, as_of, tickers, horizon, model_version).summary()
 
@@ -249,6 +252,7 @@ def backtest_unit_task(
 ) -> list[Any]:
     """The forecast points (data frames) of one backtest unit: one fold of the baselines
     or of one variant, trained from scratch on the stored prices."""
+    show_library_logs()  # on a Dask worker, no flow ran in this process
     with database(database_url).connect() as conn:
         plan = backtest_plan(conn, as_of, chosen, config, tickers)
     return run_unit(plan, BacktestUnit(fold, variant), chosen)
