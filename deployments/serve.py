@@ -9,11 +9,11 @@ steps are left out (the flows are imported from the installed ``flows``
 package). The ``env`` of the work pool's job variables is applied to this
 process's environment where not set, so flow runs see the same variables.
 
-Run ``python -m deployments.serve`` from the project root, or call
-:func:`main`. Stop it with Ctrl-C; its schedules are then paused until it
-serves again. Do not serve while a worker deployment of the same names is in
-use: serving re-registers ``daily-pipeline/daily`` and the others without a
-work pool.
+Run ``pricecast serve`` or ``python -m deployments.serve`` (from any folder:
+``prefect.yaml`` is read from the installed package), or call :func:`main`.
+Stop it with Ctrl-C; its schedules are then paused until it serves again.
+Do not serve while a worker deployment of the same names is in use: serving
+re-registers ``daily-pipeline/daily`` and the others without a work pool.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
@@ -31,20 +32,21 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Schedule
 from prefect.types.entrypoint import EntrypointType
 
+from flows import use_prefect_defaults
 from pipeline.errors import ConfigurationError
 
-#: The deployments' one definition.
-PREFECT_FILE = Path(__file__).with_name("prefect.yaml")
+#: The deployments' one definition, package data of ``deployments``.
+PREFECT_FILE = resources.files("deployments") / "prefect.yaml"
 
 
-def read_deployment_configs(path: Path = PREFECT_FILE) -> list[dict[str, Any]]:
+def read_deployment_configs(path: Traversable = PREFECT_FILE) -> list[dict[str, Any]]:
     """The ``deployments:`` entries of a ``prefect.yaml``, with its anchors resolved.
 
     Raises:
         ConfigurationError: the file cannot be read or has no deployments.
     """
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigurationError(f"cannot read {path}: {exc}") from exc
     deployments = (document or {}).get("deployments") if isinstance(document, dict) else None
@@ -105,7 +107,7 @@ def concurrency_from_config(
     return ConcurrencyLimitConfig(**options)
 
 
-def build_deployments(path: Path = PREFECT_FILE) -> list[RunnerDeployment]:
+def build_deployments(path: Traversable = PREFECT_FILE) -> list[RunnerDeployment]:
     """One served deployment per entry of ``prefect.yaml``, without its work pool."""
     deployments = []
     for config in read_deployment_configs(path):
@@ -124,7 +126,7 @@ def build_deployments(path: Path = PREFECT_FILE) -> list[RunnerDeployment]:
     return deployments
 
 
-def job_environment(path: Path = PREFECT_FILE) -> dict[str, str]:
+def job_environment(path: Traversable = PREFECT_FILE) -> dict[str, str]:
     """The ``env`` job variables of the deployments of ``prefect.yaml``, merged."""
     env: dict[str, str] = {}
     for config in read_deployment_configs(path):
@@ -134,7 +136,14 @@ def job_environment(path: Path = PREFECT_FILE) -> dict[str, str]:
 
 
 def main() -> None:
-    """Serve the deployments of ``deployments/prefect.yaml`` until interrupted."""
+    """Serve the deployments of ``deployments/prefect.yaml`` until interrupted.
+
+    The flow runs are subprocesses: they inherit the work pool's ``env`` and
+    pricecast's Prefect defaults set here. This process read its own Prefect
+    settings when it imported Prefect; ``pricecast serve`` sets the defaults
+    before that.
+    """
+    use_prefect_defaults()
     for name, value in job_environment().items():
         os.environ.setdefault(name, value)
     serve(*build_deployments())

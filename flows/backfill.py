@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows import show_library_logs
 from flows.daily import build_settings, daily_pipeline
 from flows.heartbeats import without_heartbeats
 from pipeline.db.lock import pipeline_lock
@@ -84,6 +85,7 @@ def backfill(
         The range, the trading days run, and per day its as-of date, model
         version and action, champion and forecasts written.
     """
+    show_library_logs()
     logger = get_run_logger()
     settings = build_settings(database_url, home, sources, tickers, horizon, overrides)
     days = trading_days(start_date, end_date, settings.exchange)

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows import show_library_logs
 from flows.daily import build_settings
 from flows.heartbeats import without_heartbeats
 from flows.runners import backtest_units, fan_out_for
@@ -58,6 +59,7 @@ def backtest_flow(
             one variant) on; default ``PRICECAST_DASK_ADDRESS``, else local threads
             (``PRICECAST_WORKERS``; with one, the whole backtest is one task).
     """
+    show_library_logs()
     logger = get_run_logger()
     settings = build_settings(database_url, None, None, tickers, None, overrides, dask_address)
     url = settings.resolved_database_url

@@ -25,6 +25,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from flows import use_prefect_defaults
 from pipeline import __version__
 from pipeline.errors import ConfigurationError, PricecastError
 from pipeline.settings import Settings
@@ -1059,6 +1060,7 @@ def _fail(args: Args, exc: BaseException, unexpected: bool = False) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (2 for a usage error, after Click's
     message naming the option and the command's usage)."""
+    use_prefect_defaults()  # before any command imports Prefect
     app = build_app()
     try:
         status = app.main(

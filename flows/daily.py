@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
+from flows import show_library_logs
 from flows.artifacts import publish_artifacts
 from flows.runners import FanOut, fan_out_for, run_forecast, run_sequences
 from flows.tasks import (
@@ -152,6 +153,7 @@ def daily_pipeline(
         A summary: database, as-of date, rows ingested, model version and
         decision, forecasts written.
     """
+    show_library_logs()
     logger = get_run_logger()
     settings = build_settings(
         database_url, home, sources, tickers, horizon, overrides, dask_address

@@ -9,11 +9,14 @@ retrying would fail the same way.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from flows import show_library_logs
 from pipeline import stages
 from pipeline.errors import PricecastError
 
@@ -39,6 +42,20 @@ _IO = {
     "retry_condition_fn": retry_on_io_errors,
     "cache_policy": NO_CACHE,
 }
+
+
+def _anywhere(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, first letting the library's logs through: a shard may run on a Dask
+    worker, a process in which no flow ran (``flows.show_library_logs``)."""
+
+    @functools.wraps(function)
+    def shown(*args: Any, **kwargs: Any) -> Any:
+        show_library_logs()
+        return function(*args, **kwargs)
+
+    return shown
+
+
 #: Training and backtests are long and deterministic: no retries.
 _ONCE = {"cache_policy": NO_CACHE}
 MINUTES = 60
@@ -57,12 +74,12 @@ unchanged_run_task = task(name="unchanged-run", timeout_seconds=5 * MINUTES, **_
 )
 sequences_task = task(name="sequences", timeout_seconds=HOURS, **_IO)(stages.sequences)
 sequences_shard_task = task(name="sequences-shard", timeout_seconds=HOURS, **_IO)(
-    stages.sequences_shard
+    _anywhere(stages.sequences_shard)
 )
 train_task = task(name="train", timeout_seconds=6 * HOURS, **_ONCE)(stages.train_model)
 forecast_task = task(name="forecast", timeout_seconds=HOURS, **_IO)(stages.forecast_prices)
 forecast_shard_task = task(name="forecast-shard", timeout_seconds=HOURS, **_IO)(
-    stages.forecast_shard
+    _anywhere(stages.forecast_shard)
 )
 forecast_rows_task = task(name="published-forecasts", timeout_seconds=5 * MINUTES, **_IO)(
     stages.forecast_rows
@@ -79,7 +96,7 @@ backtest_plan_task = task(name="backtest-plan", timeout_seconds=15 * MINUTES, **
     stages.backtest_units_plan
 )
 backtest_unit_task = task(name="backtest-unit", timeout_seconds=12 * HOURS, **_ONCE)(
-    stages.backtest_unit
+    _anywhere(stages.backtest_unit)
 )
 store_backtest_task = task(name="store-backtest", timeout_seconds=HOURS, **_IO)(
     stages.store_backtest_units

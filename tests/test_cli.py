@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -65,6 +66,26 @@ def test_help_and_settings_import_no_data_libraries() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_importing_flows_sets_no_environment_the_entry_points_set_prefects_defaults() -> None:
+    """`import flows` changes nothing; ``use_prefect_defaults`` (called by the command line
+    and serve before Prefect is imported) fills in what the environment leaves unset."""
+    code = (
+        "import json, os; before = dict(os.environ); import flows, flows.cli; "
+        "assert dict(os.environ) == before, 'import changed os.environ'; "
+        "flows.use_prefect_defaults(); "
+        "print(json.dumps({k: os.environ[k] for k in flows.PREFECT_DEFAULTS}))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "true"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "true",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
 
 
 def test_usage_errors_exit_2() -> None:

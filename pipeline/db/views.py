@@ -1,5 +1,10 @@
 """The views SQL consumers query, one per file in the repository's ``sql/`` folder.
 
+The package carries that folder as ``pipeline/sql`` (in the source tree a
+symbolic link to ``../sql``, in a wheel the files themselves) and reads it
+with ``importlib.resources``, so an installed pricecast creates its views
+wherever it runs, without a checkout beside it.
+
 Views are kept in step with their SQL like repeatable migrations: every time
 the schema is ensured, each view whose file changed (by SHA-256, recorded in
 ``consumer_views``) is dropped and created again, with the views that depend
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
+from importlib import resources
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -28,8 +33,8 @@ from pipeline.files import sha256_bytes
 
 logger = logging.getLogger(__name__)
 
-#: The folder of the view files: ``sql/`` beside the ``pipeline`` package.
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+#: The folder of the view files, inside the ``pipeline`` package.
+SQL_DIR = resources.files("pipeline") / "sql"
 #: Views in dependency order: each may read the ones before it.
 VIEWS = ("latest_forecasts", "forecast_accuracy", "model_leaderboard")
 
@@ -38,15 +43,17 @@ def _read(name: str) -> str:
     """The text of view ``name``'s file.
 
     Raises:
-        ConfigurationError: the file is missing (pricecast must run from its source tree).
+        ConfigurationError: the file is missing: a package built without its views, or
+            a checkout made without symbolic links (``pipeline/sql`` is then a text file).
     """
     path = SQL_DIR / f"{name}.sql"
     try:
-        return path.read_text()
-    except FileNotFoundError as exc:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError) as exc:
         raise ConfigurationError(
-            f"view definition {path} is missing; install pricecast from its source tree "
-            "(pip install -e .)"
+            f"view definition {path} is missing; reinstall pricecast, or in a checkout "
+            "make pipeline/sql the symbolic link to ../sql that git records "
+            "(git config core.symlinks true, then git checkout pipeline/sql)"
         ) from exc
 
 
