@@ -18,35 +18,7 @@ from flows import show_library_logs
 from flows.daily import build_settings, daily_pipeline
 from flows.heartbeats import without_heartbeats
 from pipeline.db.lock import pipeline_lock
-from pipeline.errors import ConfigurationError
-from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions, previous_session
-
-
-def trading_days(
-    start_date: dt.date, end_date: dt.date, exchange: str = DEFAULT_EXCHANGE
-) -> list[dt.date]:
-    """The exchange's trading days from ``start_date`` to ``end_date``, both included, in order.
-
-    Args:
-        start_date: the first day of the range.
-        end_date: the last day of the range (clamped to the calendar's last session).
-        exchange: an ``exchange_calendars`` code, e.g. ``XNYS``.
-
-    Returns:
-        The sessions in the range; empty when the range holds none (a weekend).
-
-    Raises:
-        ConfigurationError: ``start_date`` is after ``end_date``, or the exchange is unknown.
-    """
-    if start_date > end_date:
-        raise ConfigurationError(f"start_date {start_date} is after end_date {end_date}")
-    last = previous_session(end_date, exchange)
-    days: list[dt.date] = []
-    day = start_date - dt.timedelta(days=1)
-    while day < last:
-        day = next_sessions(day, 1, exchange)[0]
-        days.append(day)
-    return days
+from pipeline.trading_calendar import trading_days
 
 
 @flow(name="backfill", log_prints=False)

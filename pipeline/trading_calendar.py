@@ -71,6 +71,34 @@ def next_sessions(after: dt.date, count: int, exchange: str = DEFAULT_EXCHANGE) 
     return [stamp.date() for stamp in sessions]
 
 
+def trading_days(
+    start_date: dt.date, end_date: dt.date, exchange: str = DEFAULT_EXCHANGE
+) -> list[dt.date]:
+    """The exchange's trading days from ``start_date`` to ``end_date``, both included, in order.
+
+    Args:
+        start_date: the first day of the range.
+        end_date: the last day of the range (clamped to the calendar's last session).
+        exchange: an ``exchange_calendars`` code, e.g. ``XNYS``.
+
+    Returns:
+        The sessions in the range; empty when the range holds none (a weekend).
+
+    Raises:
+        ConfigurationError: ``start_date`` is after ``end_date``, or the exchange is unknown.
+    """
+    if start_date > end_date:
+        raise ConfigurationError(f"start_date {start_date} is after end_date {end_date}")
+    calendar = _calendar(exchange)
+    import pandas as pd
+
+    first = max(pd.Timestamp(start_date), calendar.first_session)
+    last = min(pd.Timestamp(end_date), calendar.last_session)
+    if first > last:
+        return []
+    return [stamp.date() for stamp in calendar.sessions_in_range(first, last)]
+
+
 def exchange_timezone(exchange: str = DEFAULT_EXCHANGE) -> str:
     """The exchange's time zone (e.g. ``America/New_York``)."""
     return str(_calendar(exchange).tz)

@@ -10,13 +10,14 @@ import sqlalchemy as sa
 from helpers import TINY_OVERRIDES as TINY
 from helpers import synthetic_prices, write_long_csv
 
-from flows.backfill import backfill, trading_days
+from flows.backfill import backfill
 from flows.daily import daily_pipeline
 from pipeline import columns as c
 from pipeline.db.engine import connect
 from pipeline.db.migrate import open_database
 from pipeline.db.schema import forecasts, models
 from pipeline.errors import ConfigurationError
+from pipeline.trading_calendar import trading_days
 
 #: Ten New York trading days around Presidents' Day (Monday 2024-02-19, closed).
 START, END = dt.date(2024, 2, 12), dt.date(2024, 2, 26)
