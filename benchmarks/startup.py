@@ -16,7 +16,7 @@ whole commands in new processes (``/usr/bin/time``-style wall time):
 JSON in ``benchmarks/results/startup.json``. Targets (issue 12, two idle cores): warm
 no-op run at most 5 s, ``--help`` at most 0.5 s.
 
-Measured (2-core machine, 2026-12-01, idle but for this): see the README, "Fast
+Measured (2-core machine, 2026-12-01, idle but for this): see docs/operations.md, "Fast
 commands", which quotes the latest run of this script.
 """
 

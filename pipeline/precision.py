@@ -3,7 +3,7 @@
 SQL consumers read prices and forecasts as numbers, and a forecast of
 ``173.12345678901234`` for a stock quoted to the cent, or a stored close of
 ``172.44000244140625`` for a close quoted ``172.44``, is noise that looks like
-information. Two rules, documented in the README ("Reading the tables"):
+information. Two rules, documented in docs/database.md ("Numbers as quoted"):
 
 * **Stored prices** are the input's numbers. Text (CSV files and feeds) is
   parsed to the nearest double, which reads back as the same text. Binary

@@ -13,7 +13,7 @@ The digest errs on the side of running: any ingest that loads rows changes
 it, even rows equal to the stored ones, and so does a model trained by hand.
 It never misses a change made through the pipeline; a change made behind its
 back (an ``UPDATE prices`` by hand) is not seen, and ``pricecast run
---rerun`` runs every stage regardless (the README says so).
+--rerun`` runs every stage regardless (docs/pipeline.md says so).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 New databases are created from this ``MetaData``; existing ones are brought
 up to date by the numbered Alembic revisions in ``pipeline/db/migrations``
-(see the README, "Schema and migrations").
+(see docs/database.md, "Schema and migrations").
 """
 
 from __future__ import annotations

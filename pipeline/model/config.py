@@ -20,7 +20,7 @@ class ModelConfig:
     The tutorial's configuration is ``units=50, epochs=20, batch_size=32,
     loss="mse", patience=0, scope="per_ticker", damping=False`` with min-max
     scaling (the ``tutorial`` variant in ``pipeline.evaluate.variants``); the
-    defaults here are the ones backtests chose (README, "Choosing the defaults").
+    defaults here are the ones backtests chose (docs/forecasts.md, "Choosing the defaults").
 
     Attributes:
         units: LSTM units.

@@ -40,7 +40,7 @@ GARCH(1,1)-t baseline (``naive_garch``)         12.033   0.818
 
 The long-run term buys MSIS (it narrows the bands once a shock has passed) at
 the price of coverage on the most volatile days; a faster EWMA buys that back.
-0.88 with 0.1 is the best of those with both; the README shows it on series
+0.88 with 0.1 is the best of those with both; docs/forecasts.md shows it on series
 no choice here looked at (the ``arch`` package's S&P 500, NASDAQ and WTI)."""
 
 from __future__ import annotations
