@@ -35,6 +35,7 @@ from flows.tasks import (
 )
 from pipeline.db.engine import describe_url
 from pipeline.db.lock import pipeline_lock
+from pipeline.errors import ConfigurationError
 from pipeline.run import DAILY_RUN, Stages, daily_run
 from pipeline.settings import Settings
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, previous_session
@@ -70,8 +71,19 @@ def build_settings(
     overrides: dict[str, Any] | None = None,
     dask_address: str | None = None,
 ) -> Settings:
-    """Settings from the environment, overridden by the flow's parameters."""
+    """Settings from the environment, overridden by the flow's parameters.
+
+    Raises:
+        ConfigurationError: ``overrides`` names no setting (a typo would otherwise be
+            ignored silently, as unknown ``PRICECAST_*`` variables are).
+    """
     given: dict[str, Any] = dict(overrides or {})
+    unknown = sorted(set(given) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting {', '.join(map(repr, unknown))} in overrides; the settings are "
+            f"{', '.join(sorted(Settings.model_fields))}"
+        )
     for name, value in (
         ("database_url", database_url),
         ("home", home),

@@ -13,11 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pipeline.model.config import ModelConfig
-from pipeline.sequences.config import SequenceConfig
+from pipeline.model.config import ModelConfig, ModelFields
+from pipeline.sequences.config import SequenceConfig, SequenceFields
 from pipeline.trading_calendar import DEFAULT_EXCHANGE
 
 
@@ -33,8 +33,13 @@ def _split_list(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings):
-    """Pipeline settings; each field is read from ``PRICECAST_<NAME>``."""
+class Settings(BaseSettings, SequenceFields, ModelFields):
+    """Pipeline settings; each field is read from ``PRICECAST_<NAME>``.
+
+    The sequences' and the model's parameters are declared once, in
+    ``SequenceFields`` and ``ModelFields``, and inherited here with their
+    defaults, bounds and the rule that network intervals need the laplace loss.
+    """
 
     model_config = SettingsConfigDict(env_prefix="PRICECAST_", extra="ignore")
 
@@ -53,35 +58,6 @@ class Settings(BaseSettings):
     )
     tickers: Annotated[list[str] | None, NoDecode] = Field(
         default=None, description="Comma-separated tickers to process; default all."
-    )
-    horizon: int = Field(default=5, ge=1, le=260, description="Business days to forecast.")
-    window: int = Field(default=10, ge=2, description="Closes per input window.")
-    scaling: Literal["minmax", "log_ratio"] = "log_ratio"
-    price_field: Literal["close", "adj_close"] = Field(
-        default="close",
-        description="The price the model learns: close, or adj_close where a ticker has it.",
-    )
-    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
-    units: int = Field(default=32, ge=1)
-    epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=1024, ge=1)
-    learning_rate: float = Field(default=0.003, gt=0.0)
-    loss: Literal["laplace", "mse", "mae", "huber"] = Field(
-        default="laplace",
-        description="laplace: the network predicts a distribution (location and scale); "
-        "mse, mae or huber: a point only.",
-    )
-    patience: int = Field(default=3, ge=0, description="Early-stopping patience; 0 is off.")
-    scope: Literal["global", "per_ticker"] = "global"
-    damping: bool = Field(
-        default=True, description="Fit per-ticker shrinkage toward the last close on validation."
-    )
-    finetune_epochs: int = Field(default=3, ge=1)
-    seed: int = 42
-    retrain_after_days: int = Field(
-        default=30,
-        ge=0,
-        description="In mode auto, retrain once the newest full retrain's data is this old.",
     )
     exchange: str = Field(
         default=DEFAULT_EXCHANGE,
@@ -109,18 +85,6 @@ class Settings(BaseSettings):
         default=6 * 3600,
         gt=0,
         description="How long a run waits for another run on the same database to finish.",
-    )
-    interval_level: float = Field(
-        default=0.9, gt=0.0, lt=1.0, description="Coverage the prediction intervals aim for."
-    )
-    intervals: Literal["network", "ewma", "static"] = Field(
-        default="network",
-        description="Prediction intervals: network (widths follow the spread the network "
-        "predicts; needs loss laplace), ewma (widths follow the EWMA volatility) or static "
-        "(one width per ticker and step); all calibrated on the validation span.",
-    )
-    drift_tolerance: float = Field(
-        default=0.2, ge=0.0, description="In mode auto, retrain when recent MASE grows this much."
     )
     keep_unpromoted: int = Field(
         default=2,
@@ -161,16 +125,6 @@ class Settings(BaseSettings):
     def _upper_tickers(cls, value: list[str] | None) -> list[str] | None:
         return [ticker.upper() for ticker in value] if value else None
 
-    @model_validator(mode="after")
-    def _intervals_need_a_scale(self) -> Settings:
-        if self.intervals == "network" and self.loss != "laplace":
-            raise ValueError(
-                f"PRICECAST_INTERVALS=network needs the network's own scale, which "
-                f"PRICECAST_LOSS={self.loss} does not give: set PRICECAST_LOSS=laplace, or "
-                "PRICECAST_INTERVALS=ewma or static"
-            )
-        return self
-
     @property
     def home_path(self) -> Path:
         """The home folder with ``~`` expanded."""
@@ -199,30 +153,9 @@ class Settings(BaseSettings):
         }
 
     def sequence_config(self) -> SequenceConfig:
-        """The windowing and scaling parameters."""
-        return SequenceConfig(
-            window=self.window,
-            scaling=self.scaling,
-            validation_fraction=self.validation_fraction,
-            price_field=self.price_field,
-        )
+        """The windowing and scaling parameters (the fields of ``SequenceFields``)."""
+        return SequenceConfig(**self.model_dump(include=set(SequenceFields.model_fields)))
 
     def training_config(self) -> ModelConfig:
-        """The network and training parameters."""
-        return ModelConfig(
-            units=self.units,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            loss=self.loss,
-            patience=self.patience,
-            scope=self.scope,
-            damping=self.damping,
-            finetune_epochs=self.finetune_epochs,
-            seed=self.seed,
-            interval_level=self.interval_level,
-            intervals=self.intervals,
-            horizon=self.horizon,
-            retrain_after_days=self.retrain_after_days,
-            drift_tolerance=self.drift_tolerance,
-        )
+        """The network and training parameters (the fields of ``ModelFields``)."""
+        return ModelConfig(**self.model_dump(include=set(ModelFields.model_fields)))

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.model.config import ModelConfig
+from pipeline.model.config import ModelConfig, ModelFields
+from pipeline.sequences.config import SequenceConfig, SequenceFields
 from pipeline.settings import Settings, bundled_sample_path
 
 
@@ -66,8 +67,37 @@ def test_network_intervals_need_the_distributional_loss(monkeypatch: pytest.Monk
         Settings()
     monkeypatch.setenv("PRICECAST_INTERVALS", "ewma")
     assert Settings().training_config().intervals == "ewma"
-    with pytest.raises(ValueError, match="intervals 'network' need"):
+    with pytest.raises(ValueError, match="PRICECAST_INTERVALS=network needs"):
         ModelConfig(loss="mse")
+
+
+@pytest.mark.parametrize(
+    ("config", "fields"),
+    [(ModelConfig, ModelFields.model_fields), (SequenceConfig, SequenceFields.model_fields)],
+)
+def test_the_stage_parameters_are_the_settings_declared_once(config: type, fields: dict) -> None:
+    settings = Settings.model_fields
+    for name, field in fields.items():
+        assert settings[name].default == field.default, name
+        assert settings[name].metadata == field.metadata, name  # the same bounds
+        assert settings[name].description, name
+    assert config().to_dict() == {name: field.default for name, field in fields.items()}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"units": 0}, {"loss": "hinge"}, {"interval_level": 1.0}, {"window": 1}, {"scaling": "z"}],
+)
+def test_a_stage_parameter_out_of_bounds_is_refused_like_its_setting(
+    changes: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = SequenceConfig if set(changes) & set(SequenceFields.model_fields) else ModelConfig
+    with pytest.raises(ValidationError, match=next(iter(changes))):
+        config(**changes)
+    for name, value in changes.items():
+        monkeypatch.setenv(f"PRICECAST_{name.upper()}", str(value))
+    with pytest.raises(ValidationError, match=next(iter(changes))):
+        Settings()
 
 
 def test_demo_names_the_bundled_sample_and_no_source_is_implied(
@@ -83,3 +113,12 @@ def test_demo_names_the_bundled_sample_and_no_source_is_implied(
     assert Settings().sources == ["demo"]
     with pytest.raises(InputFileError, match="no source configured, nothing ingested"):
         build_sources([])
+
+
+def test_a_flow_override_that_names_no_setting_is_refused() -> None:
+    from flows.daily import build_settings
+    from pipeline.errors import ConfigurationError
+
+    assert build_settings(overrides={"epochs": 5}).epochs == 5
+    with pytest.raises(ConfigurationError, match="unknown setting 'epoch' in overrides"):
+        build_settings(overrides={"epoch": 5})

@@ -42,7 +42,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -622,7 +622,7 @@ def describe_variants(variants: Sequence[Variant]) -> list[dict[str, Any]]:
             "name": variant.name,
             "default": variant.is_default,
             "sequence": variant.sequence.to_dict(),
-            "model": asdict(variant.model),
+            "model": variant.model.to_dict(),
         }
         for variant in variants
     ]

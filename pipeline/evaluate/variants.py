@@ -11,7 +11,6 @@ that came before the distributional network.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,9 +31,8 @@ class Variant:
 def _tutorial(sequence: SequenceConfig, model: ModelConfig) -> Variant:
     return Variant(
         "tutorial",
-        dataclasses.replace(sequence, window=10, scaling="minmax"),
-        dataclasses.replace(
-            model,
+        sequence.replace(window=10, scaling="minmax"),
+        model.replace(
             units=50,
             epochs=20,
             batch_size=32,
@@ -52,8 +50,8 @@ def _changed(name: str, sequence: dict | None = None, model: dict | None = None)
     def make(base_sequence: SequenceConfig, base_model: ModelConfig) -> Variant:
         return Variant(
             name,
-            dataclasses.replace(base_sequence, **(sequence or {})),
-            dataclasses.replace(base_model, **(model or {})),
+            base_sequence.replace(**(sequence or {})),
+            base_model.replace(**(model or {})),
         )
 
     return make

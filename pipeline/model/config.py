@@ -1,19 +1,84 @@
-"""Parameters of the network and its training."""
+"""Parameters of the network and its training, declared once.
+
+``ModelFields`` declares each parameter with its type, default, bounds and
+meaning; ``ModelConfig`` is the frozen value the train stage takes, and
+``pipeline.settings.Settings`` inherits the same fields, read from
+``PRICECAST_<NAME>``, so a setting and the stage's parameter cannot disagree.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: ``laplace`` makes the network predict a distribution (``pipeline.model.network``).
-LOSSES = ("mse", "mae", "huber", "laplace")
+Loss = Literal["mse", "mae", "huber", "laplace"]
 #: How prediction intervals are calibrated (``pipeline.model.validation``).
-INTERVAL_METHODS = ("network", "ewma", "static")
-SCOPES = ("global", "per_ticker")
+IntervalMethod = Literal["network", "ewma", "static"]
+Scope = Literal["global", "per_ticker"]
+LOSSES = get_args(Loss)
+INTERVAL_METHODS = get_args(IntervalMethod)
+SCOPES = get_args(Scope)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelFields(BaseModel):
+    """The network and its training (described under ``ModelConfig``)."""
+
+    units: int = Field(default=32, ge=1, description="LSTM units.")
+    epochs: int = Field(default=20, ge=1, description="The most epochs of a full retrain.")
+    batch_size: int = Field(default=1024, ge=1, description="Samples per gradient step.")
+    learning_rate: float = Field(default=0.003, gt=0.0, description="adam's learning rate.")
+    loss: Loss = Field(
+        default="laplace",
+        description="laplace: the network predicts a distribution (location and scale); "
+        "mse, mae or huber: a point only.",
+    )
+    patience: int = Field(default=3, ge=0, description="Early-stopping patience; 0 is off.")
+    scope: Scope = Field(
+        default="global", description="global (one network) or per_ticker (one per ticker)."
+    )
+    damping: bool = Field(
+        default=True, description="Fit per-ticker shrinkage toward the last close on validation."
+    )
+    finetune_epochs: int = Field(default=3, ge=1, description="Epochs of a fine-tune.")
+    seed: int = Field(default=42, description="Seeds every training.")
+    interval_level: float = Field(
+        default=0.9, gt=0.0, lt=1.0, description="Coverage the prediction intervals aim for."
+    )
+    intervals: IntervalMethod = Field(
+        default="network",
+        description="Prediction intervals: network (widths follow the spread the network "
+        "predicts; needs loss laplace), ewma (widths follow the EWMA volatility) or static "
+        "(one width per ticker and step); all calibrated on the validation span.",
+    )
+    horizon: int = Field(
+        default=5,
+        ge=1,
+        le=260,
+        description="Trading days to forecast (and steps the intervals are calibrated for).",
+    )
+    retrain_after_days: int = Field(
+        default=30,
+        ge=0,
+        description="In mode auto, retrain once the newest full retrain's data is this old.",
+    )
+    drift_tolerance: float = Field(
+        default=0.2, ge=0.0, description="In mode auto, retrain when recent MASE grows this much."
+    )
+
+    @model_validator(mode="after")
+    def _intervals_need_a_scale(self) -> ModelFields:
+        if self.intervals == "network" and self.loss != "laplace":
+            raise ValueError(
+                f"PRICECAST_INTERVALS=network needs the network's own scale, which "
+                f"PRICECAST_LOSS={self.loss} does not give: set PRICECAST_LOSS=laplace, or "
+                "PRICECAST_INTERVALS=ewma or static"
+            )
+        return self
+
+
+class ModelConfig(ModelFields):
     """The network (``LSTM(units)`` then ``Dense(2)``, a location and a scale, or
     ``Dense(1)`` under a point loss; adam) and its training.
 
@@ -55,47 +120,15 @@ class ModelConfig:
             by more than this fraction.
     """
 
-    units: int = 32
-    epochs: int = 20
-    batch_size: int = 1024
-    learning_rate: float = 0.003
-    loss: str = "laplace"
-    patience: int = 3
-    scope: str = "global"
-    damping: bool = True
-    finetune_epochs: int = 3
-    seed: int = 42
-    interval_level: float = 0.9
-    intervals: str = "network"
-    horizon: int = 5
-    retrain_after_days: int = 30
-    drift_tolerance: float = 0.2
-
-    def __post_init__(self) -> None:
-        for name in ("units", "epochs", "batch_size", "finetune_epochs", "horizon"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be 0 or more, got {self.patience}")
-        if self.intervals not in INTERVAL_METHODS:
-            raise ValueError(f"intervals must be one of {INTERVAL_METHODS}, got {self.intervals!r}")
-        if self.intervals == "network" and self.loss != "laplace":
-            raise ValueError(
-                f"intervals 'network' need the network's own scale, which loss {self.loss!r} "
-                "does not give: use loss 'laplace', or intervals 'ewma' or 'static'"
-            )
-        if not 0.0 < self.interval_level < 1.0:
-            raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level}")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as a JSON-ready dictionary."""
-        return asdict(self)
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with ``changes``, validated like a new value."""
+        return type(self)(**{**self.to_dict(), **changes})
 
     def training_params(self) -> dict[str, Any]:
         """The parameters that shape the weights (policy settings left out)."""

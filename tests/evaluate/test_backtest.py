@@ -174,7 +174,7 @@ def test_the_lstm_intervals_follow_the_volatility_at_each_origin() -> None:
         TINY,
         name="static",
         is_default=False,
-        model=dataclasses.replace(TINY_MODEL, intervals="static"),
+        model=TINY_MODEL.replace(intervals="static"),
     )
     points = backtest(SERIES, [TINY, static], config, baselines=()).points
     for (model, _, _, _), group in points.groupby(["model", c.TICKER, "fold", c.HORIZON]):
@@ -235,7 +235,7 @@ def test_variants_are_named_and_the_tutorial_is_reproducible() -> None:
     )
     with pytest.raises(ValueError, match="unknown model variant nope"):
         variants(["nope"], TINY_SEQUENCES, TINY_MODEL)
-    assert dataclasses.replace(TINY_MODEL) == chosen[0].model
+    assert TINY_MODEL.replace() == chosen[0].model
 
 
 def test_a_backtest_is_cut_into_units_per_fold_baselines_first() -> None:

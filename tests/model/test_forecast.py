@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 from pathlib import Path
@@ -32,9 +31,9 @@ DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]
 
 
 # Undamped, so that the hand computation below follows the network itself.
-UNDAMPED = dataclasses.replace(TINY_MODEL, damping=False)
+UNDAMPED = TINY_MODEL.replace(damping=False)
 # A point network with EWMA intervals (the method before the distributional network).
-POINT_EWMA = dataclasses.replace(UNDAMPED, loss="mae", intervals="ewma")
+POINT_EWMA = UNDAMPED.replace(loss="mae", intervals="ewma")
 
 
 def trained(engine: Engine, home: Path, as_of: dt.date, config: ModelConfig = UNDAMPED) -> int:

@@ -6,7 +6,6 @@ What it saves is measured by ``benchmarks/train_memory.py``, not here.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import multiprocessing
@@ -31,7 +30,7 @@ from pipeline.sequences.build import build_sequences
 
 PRICES = synthetic_prices(("AAA", "BBB", "CCC"), days=80)
 DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]
-PER_TICKER = dataclasses.replace(TINY_MODEL, scope="per_ticker", epochs=2)
+PER_TICKER = TINY_MODEL.replace(scope="per_ticker", epochs=2)
 
 
 def pid_and_square(number: int) -> tuple[int, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from pipeline.sequences.build import build_sequences, read_sequence_file, sequen
 
 PRICES = synthetic_prices(("AAA", "BBB"), days=80)
 DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]
-LEVEL_FREE = dataclasses.replace(TINY_SEQUENCES, scaling="log_ratio")
+LEVEL_FREE = TINY_SEQUENCES.replace(scaling="log_ratio")
 
 
 def prepare(engine: Engine, home: Path, as_of: dt.date, config=TINY_SEQUENCES) -> None:  # noqa: ANN001
@@ -43,7 +42,7 @@ def run_train(  # noqa: ANN201
     sequences=TINY_SEQUENCES,  # noqa: ANN001
     **changes,  # noqa: ANN003
 ):
-    config = dataclasses.replace(TINY_MODEL, **changes)
+    config = TINY_MODEL.replace(**changes)
     with engine.begin() as conn:
         return train(conn, home, as_of, None, mode, sequences, config)
 

@@ -133,7 +133,6 @@ def test_inactive_tickers_are_skipped(engine: Engine, home: Path) -> None:
 
 
 def test_adjusted_closes_are_used_where_every_day_has_one(engine: Engine, home: Path) -> None:
-    import dataclasses
 
     frame = synthetic_prices(("AAA", "BBB"), days=40)
     frame.loc[frame[c.TICKER] == "AAA", c.ADJ_CLOSE] = (
@@ -141,7 +140,7 @@ def test_adjusted_closes_are_used_where_every_day_has_one(engine: Engine, home: 
     )
     frame.loc[frame.index[-1], c.ADJ_CLOSE] = 1.0  # BBB has one adjusted close only
     _load(engine, frame)
-    config = dataclasses.replace(TINY_SEQUENCES, price_field="adj_close")
+    config = TINY_SEQUENCES.replace(price_field="adj_close")
     with engine.begin() as conn:
         result = build_sequences(conn, home, last_date(frame), config=config)
     params = {row[c.TICKER]: row["scaler_params"] for row in result.files}
