@@ -85,8 +85,8 @@ def test_the_daily_flow_on_a_dask_cluster_writes_the_local_forecasts(
     assert dask["sequences"] == local["sequences"]
     assert local["forecast"]["forecasts_written"] == 15  # 3 tickers x 5 trading days
     # Two worker threads: two shards per stage, and each ran as a task on the cluster.
-    assert _completed_on_cluster(cluster, "sequences_shard_task") >= 2
-    assert _completed_on_cluster(cluster, "forecast_shard_task") >= 2
+    assert _completed_on_cluster(cluster, "sequences_shard") >= 2
+    assert _completed_on_cluster(cluster, "forecast_shard") >= 2
 
     expected, actual = _forecasts(runs["local"]["database"]), _forecasts(runs["dask"]["database"])
     keys = [column for column in expected.columns if column not in FLOAT_COLUMNS]
@@ -113,7 +113,7 @@ def test_a_backtest_on_a_dask_cluster_stores_the_local_metrics(
         engine.dispose()
     assert results["dask"]["run_id"] == results["local"]["run_id"]
     # Per fold: the baselines and the default variant, each a task on the cluster.
-    assert _completed_on_cluster(cluster, "backtest_unit_task") >= 4
+    assert _completed_on_cluster(cluster, "backtest_unit") >= 4
     # The GARCH fit (arch's SLSQP optimiser) is not bitwise the same in another process
     # (measured: 2e-4 relative in the interval widths); every other model is.
     garch = metrics["local"]["model"] == "naive_garch"
