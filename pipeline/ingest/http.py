@@ -204,7 +204,7 @@ class HttpCsvSource:
             for ticker in tickers:
                 start, end = self.window(ticker, context)
                 if end is not None and start > end:
-                    logger.info("%s: up to date through %s; not requested", ticker, end)
+                    logger.debug("%s: up to date through %s; not requested", ticker, end)
                     continue
                 url = self.url(ticker, start, end)
                 yield self._fetch_one(client, ticker, url)
@@ -243,7 +243,7 @@ class HttpCsvSource:
 
     def _get(self, client: httpx.Client, ticker: str, url: str) -> httpx.Response:
         """One GET; raises ``_Retryable`` or ``_Final`` unless the answer is a 2xx."""
-        logger.info("GET %s", url)
+        logger.debug("GET %s", url)
         try:
             response = client.get(url, timeout=self.timeout)
         except httpx.TimeoutException as exc:

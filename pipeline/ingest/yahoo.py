@@ -114,10 +114,10 @@ class YahooSource:
         for ticker in sorted({ticker.strip() for ticker in context.tickers if ticker.strip()}):
             start, end = self.window(ticker, context)
             if end is not None and start > end:
-                logger.info("%s: up to date through %s; not requested", ticker, end)
+                logger.debug("%s: up to date through %s; not requested", ticker, end)
                 continue
             if end is not None and not _has_weekday(start, end):
-                logger.info("%s: no weekday from %s to %s; not requested", ticker, start, end)
+                logger.debug("%s: no weekday from %s to %s; not requested", ticker, start, end)
                 continue
             yield self._fetch_one(yfinance, ticker, start, end)
 
@@ -127,7 +127,7 @@ class YahooSource:
         origin = f"yahoo://{ticker}?start={start.isoformat()}"
         if end is not None:
             origin += f"&end={end.isoformat()}"
-        logger.info("Yahoo Finance: daily history of %s from %s to %s", ticker, start, end)
+        logger.debug("Yahoo Finance: daily history of %s from %s to %s", ticker, start, end)
         try:
             frame = yfinance.Ticker(ticker).history(
                 start=start.isoformat(),

@@ -198,7 +198,7 @@ def forecast(
         last_date = series[c.TRADE_DATE].iloc[-1]
         if last_date < as_of:
             stale[ticker] = last_date
-            logger.info(
+            logger.debug(
                 "%s: newest close is from %s, before the as-of date %s", ticker, last_date, as_of
             )
 

@@ -237,7 +237,7 @@ def build_sequences(
         table, description = windows_table(ticker, dates, values, config)
         path = sequence_path(home, ticker)
         digest = write_sequence_file(path, table)
-        logger.info(
+        logger.debug(
             "sequences for %s: %d training and %d validation windows through %s",
             ticker,
             description["train_windows"],
@@ -264,4 +264,12 @@ def build_sequences(
         futures = [pool.submit(contextvars.copy_context().run, build_one, item) for item in series]
         rows = [future.result() for future in futures]
     upsert_sequence_files(conn, rows)
+    logger.info(
+        "sequences for %d tickers: %d training and %d validation windows as of %s; %d skipped",
+        len(rows),
+        sum(row["train_windows"] for row in rows),
+        sum(row["validation_windows"] for row in rows),
+        as_of,
+        len(skipped),
+    )
     return SequenceResult(as_of=as_of, files=rows, skipped=skipped)

@@ -183,7 +183,7 @@ def test_a_failure_that_goes_away_is_retried(
     feed_server: FeedServer, failure: Reply, caplog: pytest.LogCaptureFixture
 ) -> None:
     feed_server.route("/flaky/AAA.csv", failure, csv_reply(GOOD_CSV))
-    caplog.set_level(logging.INFO, logger="pipeline.ingest.http")
+    caplog.set_level(logging.DEBUG, logger="pipeline.ingest.http")
 
     (fetched,) = fetch(source(feed_server, "/flaky/{ticker}.csv"), ["AAA"])
 
@@ -193,11 +193,11 @@ def test_a_failure_that_goes_away_is_retried(
     assert len(feed_server.requests_to("/flaky/AAA.csv")) == 2
     url = f"{feed_server.base_url}/flaky/AAA.csv"
     logged = [(r.levelno, r.getMessage()) for r in caplog.records]
-    assert logged[0] == (logging.INFO, f"GET {url}")
+    assert logged[0] == (logging.DEBUG, f"GET {url}")
     assert logged[1][0] == logging.WARNING
     assert logged[1][1].startswith(f"{url}: ")
     assert logged[1][1].endswith("; retrying in 0.01 s (attempt 2 of 2)")
-    assert logged[2] == (logging.INFO, f"GET {url}")
+    assert logged[2] == (logging.DEBUG, f"GET {url}")
 
 
 def test_a_truncated_body_is_detected_and_reported(feed_server: FeedServer) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 from helpers import synthetic_prices, table_snapshot, write_long_csv
 from sqlalchemy.engine import Engine
@@ -130,3 +132,26 @@ def test_files_load_whole_whatever_tickers_are_asked_for(engine: Engine, tmp_pat
     assert report.rows_loaded == 10
     frame = pd.DataFrame(_prices(engine))
     assert sorted(frame[0].unique()) == ["AAA", "BBB"]
+
+
+def test_a_folder_is_one_info_line_and_each_file_a_debug_line(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for ticker in ("AAA", "BBB", "CCC"):
+        write_long_csv(synthetic_prices((ticker,), days=5), folder / f"{ticker}.csv")
+    caplog.set_level(logging.DEBUG, logger="pipeline.ingest.load")
+    _ingest(engine, folder)
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(info) == 2 and info[0].startswith("ingesting from")
+    assert info[1].endswith(
+        ": 3 inputs (0 unchanged, 0 rejected); 15 rows read, 15 loaded, 0 quarantined, "
+        "0 deferred, 3 flagged"  # 2024-01-01, a holiday, flagged once per ticker
+    )
+    assert sorted(line.split(": ")[0].rsplit("/", 1)[-1] for line in debug) == [
+        "AAA.csv",
+        "BBB.csv",
+        "CCC.csv",
+    ]
