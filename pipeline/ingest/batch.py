@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from pipeline import columns as c
@@ -61,10 +62,24 @@ class RawBatch:
     version: str
     layout: str
     frame: pd.DataFrame
+    #: The input's fields by header name, aligned with ``frame``'s rows, where the
+    #: reader left ``frame[RAW]`` empty (``None``) rather than build a dictionary for
+    #: every row: only rejected rows need theirs (``raw_of``).
+    fields: dict[str, np.ndarray] | None = None
 
     @property
     def rows(self) -> int:
         return len(self.frame)
+
+    def raw_of(self, positions: np.ndarray) -> list[dict[str, str]]:
+        """The original fields of the rows at ``positions`` (of ``frame``), for the quarantine."""
+        stored = self.frame[RAW].to_numpy()
+        return [
+            stored[position]
+            if stored[position] is not None or self.fields is None
+            else {name: str(values[position]) for name, values in self.fields.items()}
+            for position in positions
+        ]
 
     @property
     def is_feed(self) -> bool:

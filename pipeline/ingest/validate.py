@@ -305,7 +305,7 @@ def validate_batch(
             LINE: frame[LINE][rejected_mask].astype(int).to_numpy(),
             c.TICKER: frame[c.TICKER][rejected_mask].astype(str).to_numpy(),
             DATE: frame[DATE][rejected_mask].astype(str).to_numpy(),
-            RAW: frame[RAW][rejected_mask].to_numpy(),
+            RAW: batch.raw_of(np.flatnonzero(rejected_mask)),
             "reason_code": [reasons.codes[i][0] for i in np.flatnonzero(rejected_mask)],
             "reason": ["; ".join(reasons.messages[i]) for i in np.flatnonzero(rejected_mask)],
         },

@@ -179,3 +179,53 @@ def test_a_float32_parquet_column_reads_as_the_shortest_text(tmp_path: Path) -> 
         (1, "AAPL", "2018-04-10", "172.44"),
         (2, "AAPL", "2018-04-11", ""),
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("long.csv", "ticker,date,close,volume\nAAA,2024-01-02,1.5,10\nBBB,2024-01-02,2,\n"),
+        ("crlf.csv", "symbol,Date,Close\r\nAAA, 2024-01-02 ,1.5\r\nAAA,2024-01-03,1.6"),
+        (
+            "misshapen.csv",
+            "ticker,date,close\nAAA,2024-01-02,1.5\nAAA,2024-01-03\nAAA,2024-01-04,1,9\n  \n"
+            "AAA,2024-01-05,1.7\n",
+        ),
+        ("XOM.csv", "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,1,2,0.5,1.5,1.4,7\n"),
+        ("dupes.csv", "ticker,date,close,close\nAAA,2024-01-02,1.5,9\n"),
+        ("header_only.csv", "ticker,date,close\n"),
+    ],
+)
+def test_the_fast_reader_reads_what_the_row_by_row_reader_reads(
+    name: str, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow's reader (``_arrow_batch``) and the csv module's give the same rows, lines,
+    shape errors and original fields (the fast one builds those for asked rows only)."""
+    from pipeline.ingest import readers
+
+    fast = readers.parse_csv_text(text, name, name, "v")
+    assert fast.fields is not None  # the fast path was taken
+    monkeypatch.setattr(readers, "_arrow_batch", lambda *args: None)
+    slow = readers.parse_csv_text(text, name, name, "v")
+    assert slow.fields is None
+    columns = [column for column in fast.frame.columns if column != RAW]
+    pd.testing.assert_frame_equal(
+        fast.frame[columns].reset_index(drop=True),
+        slow.frame[columns].reset_index(drop=True),
+        check_dtype=False,
+    )
+    positions = np.arange(fast.rows)
+
+    def stripped(rows: list[dict]) -> list[dict]:
+        return [{key: value.strip() for key, value in row.items()} for row in rows]
+
+    assert stripped(fast.raw_of(positions)) == stripped(slow.raw_of(positions))
+
+
+def test_quotes_blank_lines_and_wide_files_take_the_row_by_row_reader() -> None:
+    for text in (
+        'ticker,date,close\n"AAA",2024-01-02,1.5\n',
+        "ticker,date,close\n\nAAA,2024-01-02,1.5\n",
+        "date,AAA,BBB\n2024-01-02,1.5,2\n",
+    ):
+        assert parse_csv_text(text, "x.csv", "x.csv", "v").fields is None
