@@ -98,7 +98,10 @@ def completed_run(conn: Connection, key: str, inputs: str) -> dict[str, Any] | N
     ).one_or_none()
     if row is None:
         return None
-    return {**row.summary, "finished_at": str(row.finished_at)}
+    finished = row.finished_at
+    if finished.tzinfo is not None:  # PostgreSQL; SQLite and MariaDB give UTC without a zone
+        finished = finished.astimezone(dt.UTC).replace(tzinfo=None)
+    return {**row.summary, "finished_at": f"{finished:%Y-%m-%d %H:%M:%S} UTC"}
 
 
 def record_run(

@@ -138,11 +138,12 @@ def test_a_completed_run_is_found_by_its_key_and_inputs(engine: Engine) -> None:
         inputs = run_inputs(conn, AS_OF)
         assert completed_run(conn, key, inputs) is None
         summary = {"as_of": AS_OF.isoformat(), "forecast": {"forecasts_written": 10}}
-        record_run(conn, key, "daily-pipeline", AS_OF, summary)
+        finished = dt.datetime(2026, 12, 1, 10, 35, 7, 354591, tzinfo=dt.UTC)
+        record_run(conn, key, "daily-pipeline", AS_OF, summary, finished_at=finished)
         found = completed_run(conn, key, inputs)
         assert found is not None
         assert found["forecast"] == {"forecasts_written": 10}
-        assert found["finished_at"]
+        assert found["finished_at"] == "2026-12-01 10:35:07 UTC"  # on every engine
 
         record_run(conn, key, "daily-pipeline", AS_OF, {**summary, "forecast": {"n": 1}})
         assert completed_run(conn, key, inputs)["forecast"] == {"n": 1}  # replaced, one row
