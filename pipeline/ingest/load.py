@@ -51,7 +51,12 @@ from pipeline.db.tickers import (
 )
 from pipeline.ingest.batch import BatchRejected
 from pipeline.ingest.sources import FILE, FetchContext, FetchedInput, FileSource, PriceSource
-from pipeline.ingest.validate import ValidatedBatch, ValidationRules, validate_batch
+from pipeline.ingest.validate import (
+    ValidatedBatch,
+    ValidationRules,
+    validate_batch,
+    whole_dates,
+)
 from pipeline.trading_calendar import DEFAULT_EXCHANGE
 
 logger = logging.getLogger(__name__)
@@ -322,7 +327,7 @@ def _ingest_one(
     )
     firsts = {}
     if not batch.frame.empty:
-        dates = pd.to_datetime(batch.frame["date"], errors="coerce", format="ISO8601")
+        dates = whole_dates(batch.frame["date"].astype(str).str.strip())
         upper = batch.frame[c.TICKER].astype(str).str.strip().str.upper()
         firsts = {ticker: day.date() for ticker, day in dates.groupby(upper).min().dropna().items()}
     validated = validate_batch(batch, rules, previous_closes(conn, firsts))

@@ -13,7 +13,12 @@ Rules (``reason_code``: what it means):
 * ``ticker``: missing, or not matching ``TICKER_PATTERN`` (capital letters and
   digits with ``. - _ ^ =``, at most 16, e.g. ``BRK.B``, ``^GSPC``, ``EURUSD=X``);
   symbols are upper-cased first;
-* ``date``: missing or not a date (ISO 8601, ``YYYY-MM-DD``);
+* ``date``: missing or not a whole date: ``YYYY-MM-DD`` exactly (a midnight
+  time without a zone, ``2024-01-03T00:00:00``, as some exporters write dates,
+  is that date); a partial date (``2018-03``, ``2018``), a compact one
+  (``20180415``), a time of day or a time zone is rejected rather than guessed
+  (``2018-03`` read as March 1st would overwrite a real close), as is a date
+  before ``earliest`` (1800-01-01: ``0001-01-01`` is a placeholder, not a day);
 * ``future``: dated after the latest session of the ticker's exchange at the
   time of the run (its local date then): no close can exist yet, and such a
   row would make every later as-of date stale;
@@ -66,6 +71,20 @@ REJECTED_COLUMNS = (LINE, c.TICKER, DATE, RAW, "reason_code", "reason")
 FLAG_COLUMNS = (c.TICKER, c.TRADE_DATE, "flag", "detail", LINE)
 
 
+#: A price dated before this is rejected: no exchange series we read starts earlier.
+EARLIEST_DATE = dt.date(1800, 1, 1)
+#: A whole ISO date, optionally with a midnight time and no zone (what a spreadsheet or
+#: a timestamp column exports for a date); group 1 is the date.
+_WHOLE_DATE = r"^(\d{4}-\d{2}-\d{2})(?:[T ]00:00(?::00(?:\.0+)?)?)?$"
+
+
+def whole_dates(text: pd.Series) -> pd.Series:
+    """The dates of ``text`` (stripped) that are whole dates (``_WHOLE_DATE``), NaT
+    elsewhere: never a guess, never an error."""
+    day_text = text.str.extract(_WHOLE_DATE, expand=False)
+    return pd.to_datetime(day_text, errors="coerce", format="%Y-%m-%d")
+
+
 @dataclass(frozen=True)
 class ValidationRules:
     """What a batch is checked against.
@@ -78,6 +97,7 @@ class ValidationRules:
         default_exchange: the exchange of unknown tickers.
         now: the time of the run (time-zone aware); rows dated after their exchange's
             latest session at that time are rejected (``future``). ``None`` checks nothing.
+        earliest: rows dated before it are rejected (``date``).
     """
 
     as_of: dt.date | None = None
@@ -85,6 +105,7 @@ class ValidationRules:
     exchanges: Mapping[str, str] = field(default_factory=dict)
     default_exchange: str = DEFAULT_EXCHANGE
     now: dt.datetime | None = None
+    earliest: dt.date = EARLIEST_DATE
 
     def exchange_of(self, tickers: pd.Series) -> pd.Series:
         """Each row's exchange: its ticker's, else ``default_exchange``."""
@@ -196,15 +217,24 @@ def validate_batch(
     _add_ticker_reasons(reasons, bad_ticker, tickers, frame[c.TICKER])
 
     date_text = frame[DATE].astype(str).str.strip()
-    dates = pd.to_datetime(date_text, errors="coerce", format="ISO8601")
+    dates = whole_dates(date_text)
+    too_early = (dates < pd.Timestamp(rules.earliest)).to_numpy()
+    dates = dates.where(~too_early)
     bad_date = dates.isna().to_numpy()
+    timed = date_text.str.contains(r"[T ]\d{1,2}:|[+-]\d{2}:?\d{2}$|Z$", regex=True)
     reasons.add(
         bad_date,
         "date",
         lambda: pd.Series(
-            np.where(
-                date_text == "",
-                "date is missing",
+            np.select(
+                [date_text == "", too_early, timed.to_numpy()],
+                [
+                    "date is missing",
+                    "date " + _quote(date_text) + f" is before {rules.earliest}",
+                    "date "
+                    + _quote(date_text)
+                    + " has a time of day or a time zone; expected the trading day, YYYY-MM-DD",
+                ],
                 "date " + _quote(date_text) + " is not a date (YYYY-MM-DD)",
             )
         ),

@@ -31,6 +31,17 @@ ROW_CLASSES = [
     ("missing ticker", ",2024-01-03,10,,,,", "ticker", "ticker is missing"),
     ("bad date", "AAA,2024-02-30,10,,,,", "date", "date '2024-02-30' is not a date (YYYY-MM-DD)"),
     ("missing date", "AAA,,10,,,,", "date", "date is missing"),
+    ("partial date", "AAA,2024-01,10,,,,", "date", "date '2024-01' is not a date (YYYY-MM-DD)"),
+    ("year only", "AAA,2024,10,,,,", "date", "date '2024' is not a date (YYYY-MM-DD)"),
+    ("compact date", "AAA,20240103,10,,,,", "date", "date '20240103' is not a date (YYYY-MM-DD)"),
+    (
+        "date with a zone",
+        "AAA,2024-01-03T23:30:00-05:00,10,,,,",
+        "date",
+        "date '2024-01-03T23:30:00-05:00' has a time of day or a time zone; expected the "
+        "trading day, YYYY-MM-DD",
+    ),
+    ("placeholder date", "AAA,0001-01-01,10,,,,", "date", "date '0001-01-01' is before 1800-01-01"),
     ("missing close", "AAA,2024-01-03,,10,11,9,100", "close_missing", "close is missing"),
     ("unparseable close", "AAA,2024-01-03,1O.5,,,,", "number", "close '1O.5' is not a number"),
     ("infinite close", "AAA,2024-01-03,inf,,,,", "not_finite", "close 'inf' is not finite"),
@@ -228,3 +239,20 @@ def test_a_close_dated_after_the_latest_session_is_quarantined(
     with engine.begin() as conn:
         before = ingest_paths(conn, [early], now=dt.datetime(2024, 1, 5, 4, 0, tzinfo=dt.UTC))
     assert (before.rows_loaded, before.rows_quarantined) == (0, 1)
+
+
+def test_a_partial_date_never_overwrites_a_real_close(engine: Engine, tmp_path: Path) -> None:
+    """``2024-01`` once read as 2024-01-01 and replaced that day's close; a midnight
+    timestamp without a zone is still its date."""
+    real = tmp_path / "real.csv"
+    real.write_text("ticker,date,close\nAAA,2024-01-02,175.0\n")
+    later = tmp_path / "later.csv"
+    later.write_text("ticker,date,close\nAAA,2024-01,1.0\nAAA,2024-01-03T00:00:00,176.5\n")
+    with engine.begin() as conn:
+        ingest_paths(conn, [real])
+        report = ingest_paths(conn, [later])
+    assert (report.rows_loaded, report.rows_quarantined) == (1, 1)
+    assert _prices(engine) == [
+        ("AAA", dt.date(2024, 1, 2), 175.0),
+        ("AAA", dt.date(2024, 1, 3), 176.5),
+    ]
