@@ -33,6 +33,12 @@ def _insert_new(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
     conn.execute(statement, [dict(row) for row in rows])
 
 
+def _text(value: object, limit: int) -> str:
+    """``value`` as storable text: NUL, which PostgreSQL's text refuses (the whole
+    quarantine write would fail on one poison field), written as ``\\x00``."""
+    return str(value).replace("\x00", "\\x00")[:limit]
+
+
 def quarantine_rows(
     conn: Connection,
     rejected: pd.DataFrame,
@@ -49,11 +55,11 @@ def quarantine_rows(
             "source": source,
             "source_version": source_version,
             "line": int(record.line),
-            c.TICKER: str(record.ticker)[:64],
-            c.TRADE_DATE: str(record.date)[:64],
-            "raw": dict(record.raw),
+            c.TICKER: _text(record.ticker, 64),
+            c.TRADE_DATE: _text(record.date, 64),
+            "raw": {_text(key, 256): _text(value, 2000) for key, value in dict(record.raw).items()},
             "reason_code": record.reason_code,
-            "reason": str(record.reason)[:2000],
+            "reason": _text(record.reason, 2000),
             "rejected_at": rejected_at,
         }
         for record in rejected.itertuples(index=False)

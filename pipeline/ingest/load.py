@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
@@ -49,7 +50,9 @@ from pipeline.db.tickers import (
     refresh_date_spans,
     ticker_exchanges,
 )
+from pipeline.errors import ConfigurationError, DatabaseUnavailableError
 from pipeline.ingest.batch import BatchRejected
+from pipeline.ingest.readers import TICKER_PATTERN
 from pipeline.ingest.sources import FILE, FetchContext, FetchedInput, FileSource, PriceSource
 from pipeline.ingest.validate import (
     ValidatedBatch,
@@ -230,7 +233,7 @@ def ingest(
         logger.info("ingesting from %s", source.describe())
         first = len(report.inputs)
         for fetched in source.fetch(context):
-            result = _ingest_one(
+            result = _ingest_isolated(
                 conn, fetched, as_of, report.run_id, jump_threshold, exchange, stamp
             )
             report.inputs.append(result)
@@ -275,6 +278,56 @@ def _log(result: InputReport) -> None:
             result.rows_deferred,
             result.flags,
         )
+
+
+#: Failures of the database itself (a lost connection, a server going away): the run
+#: stops and may be retried; every other failure belongs to the input being read.
+_DATABASE_FAILURES = (sa_exc.OperationalError, sa_exc.InterfaceError, DatabaseUnavailableError)
+
+
+def _ingest_isolated(
+    conn: Connection,
+    fetched: FetchedInput,
+    as_of: dt.date | None,
+    run_id: str,
+    jump_threshold: float,
+    exchange: str,
+    stamp: dt.datetime,
+) -> InputReport:
+    """``_ingest_one`` under a savepoint: an input that fails in a way no rule foresaw (a
+    value the database refuses, a bug) is undone and reported rejected whole, naming
+    it, and the next input goes on; one poison file never stops a folder. Failures of
+    the database itself and configuration errors stop the ingest."""
+    savepoint = conn.begin_nested()
+    try:
+        result = _ingest_one(conn, fetched, as_of, run_id, jump_threshold, exchange, stamp)
+    except (*_DATABASE_FAILURES, ConfigurationError):
+        savepoint.rollback()
+        raise
+    except Exception as exc:  # noqa: BLE001 - a poison input must not stop the others
+        savepoint.rollback()
+        logger.exception("%s: could not be ingested", fetched.origin)
+        error = f"{fetched.origin}: could not be ingested: unexpected {type(exc).__name__}: {exc}"
+        record_input(
+            conn,
+            {
+                "origin": fetched.origin,
+                "kind": fetched.kind,
+                "version": fetched.version,
+                c.AS_OF_DATE: as_of,
+                "run_id": run_id,
+                "ingested_at": stamp,
+                "status": REJECTED,
+                "error": error[:2000],
+                "rows_read": 0,
+                "rows_loaded": 0,
+                "rows_quarantined": 0,
+                "rows_deferred": 0,
+            },
+        )
+        return InputReport(fetched.origin, fetched.kind, REJECTED, error=error)
+    savepoint.commit()
+    return result
 
 
 def _ingest_one(
@@ -329,7 +382,9 @@ def _ingest_one(
     if not batch.frame.empty:
         dates = whole_dates(batch.frame["date"].astype(str).str.strip())
         upper = batch.frame[c.TICKER].astype(str).str.strip().str.upper()
-        firsts = {ticker: day.date() for ticker, day in dates.groupby(upper).min().dropna().items()}
+        symbols = upper.str.match(TICKER_PATTERN).to_numpy(dtype=bool)  # others are rejected
+        earliest = dates[symbols].groupby(upper[symbols]).min().dropna()
+        firsts = {ticker: day.date() for ticker, day in earliest.items()}
     validated = validate_batch(batch, rules, previous_closes(conn, firsts))
     loaded_tickers = sorted(validated.valid[c.TICKER].unique())
     add_tickers(conn, loaded_tickers, exchange, activate=False)

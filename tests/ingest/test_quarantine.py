@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -256,3 +257,56 @@ def test_a_partial_date_never_overwrites_a_real_close(engine: Engine, tmp_path: 
         ("AAA", dt.date(2024, 1, 2), 175.0),
         ("AAA", dt.date(2024, 1, 3), 176.5),
     ]
+
+
+def test_a_poison_input_is_undone_and_the_folder_goes_on(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input that fails in a way no rule foresaw is rolled back and rejected whole,
+    named; the other files of the folder load."""
+    from pipeline.ingest import load
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a.csv").write_text("ticker,date,close\nAAA,2024-01-02,10\n")
+    (folder / "b.csv").write_text("ticker,date,close\nBBB,2024-01-02,20\nBBB,2024-01-03,x\n")
+    (folder / "c.csv").write_text("ticker,date,close\nCCC,2024-01-02,30\n")
+    real = load.quarantine_rows
+
+    def poison(conn, rejected, **options):  # noqa: ANN001, ANN003, ANN202 - after b's upsert
+        if options["source"].endswith("b.csv"):
+            raise TypeError("a bug no rule foresaw")
+        return real(conn, rejected, **options)
+
+    monkeypatch.setattr(load, "quarantine_rows", poison)
+    with engine.begin() as conn:
+        report = ingest_paths(conn, [folder])
+    assert [(i.origin.rsplit("/", 1)[-1], i.status) for i in report.inputs] == [
+        ("a.csv", "loaded"),
+        ("b.csv", "rejected"),
+        ("c.csv", "loaded"),
+    ]
+    assert "b.csv: could not be ingested: unexpected TypeError: a bug" in report.inputs[1].error
+    assert [row[0] for row in _prices(engine)] == ["AAA", "CCC"]  # b's row was undone
+    with engine.connect() as conn:
+        assert read_rejected(conn).empty  # and so was its quarantined row
+        statuses = read_manifest(conn).set_index("origin")["status"]
+    assert statuses[str(folder / "b.csv")] == "rejected"
+
+
+def test_a_nul_in_a_field_is_quarantined_on_every_engine(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "nul.parquet"
+    pd.DataFrame(
+        {
+            "ticker": ["A\x00A", "BBB"],
+            "date": pd.to_datetime(["2024-01-02", "2024-01-02"]),
+            "close": [10.0, 20.0],
+        }
+    ).to_parquet(path)
+    with engine.begin() as conn:
+        report = ingest_paths(conn, [path])
+    assert (report.rows_loaded, report.rows_quarantined) == (1, 1)
+    with engine.connect() as conn:
+        rejected = read_rejected(conn)
+    assert rejected.iloc[0].ticker == "A\\x00A"
+    assert rejected.iloc[0].reason_code == "ticker"
