@@ -50,7 +50,8 @@ from pipeline.db.tickers import (
     ticker_exchanges,
 )
 from pipeline.ingest.batch import BatchRejected
-from pipeline.ingest.sources import FILE, FetchContext, FetchedInput, FileSource, PriceSource
+from pipeline.ingest.fetch import FILE, FetchContext, FetchedInput, PriceSource
+from pipeline.ingest.sources import FileSource
 from pipeline.ingest.validate import ValidatedBatch, ValidationRules, validate_batch
 from pipeline.trading_calendar import DEFAULT_EXCHANGE
 
