@@ -59,8 +59,8 @@ import httpx
 from pipeline.errors import ConfigurationError
 from pipeline.files import sha256_bytes
 from pipeline.ingest.batch import BatchRejected, RawBatch
+from pipeline.ingest.fetch import FEED, FetchContext, FetchedInput
 from pipeline.ingest.readers import parse_csv_text
-from pipeline.ingest.sources import FEED, FetchContext, FetchedInput
 
 logger = logging.getLogger(__name__)
 

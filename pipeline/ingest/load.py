@@ -52,8 +52,9 @@ from pipeline.db.tickers import (
 )
 from pipeline.errors import ConfigurationError, DatabaseUnavailableError
 from pipeline.ingest.batch import BatchRejected
+from pipeline.ingest.fetch import FILE, FetchContext, FetchedInput, PriceSource
 from pipeline.ingest.readers import TICKER_PATTERN
-from pipeline.ingest.sources import FILE, FetchContext, FetchedInput, FileSource, PriceSource
+from pipeline.ingest.sources import FileSource
 from pipeline.ingest.validate import (
     ValidatedBatch,
     ValidationRules,

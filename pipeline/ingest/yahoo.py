@@ -45,8 +45,8 @@ import pandas as pd
 
 from pipeline.errors import ConfigurationError
 from pipeline.files import sha256_bytes
+from pipeline.ingest.fetch import FEED, FetchContext, FetchedInput
 from pipeline.ingest.readers import parse_csv_text
-from pipeline.ingest.sources import FEED, FetchContext, FetchedInput
 from pipeline.precision import float32_text
 
 logger = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
 from pipeline.db import upsert
+from pipeline.db.bulk import pgbinary, postgresql
 from pipeline.db.prices import upsert_prices
 from pipeline.db.schema import prices
 
@@ -206,9 +207,9 @@ def test_many_small_batches_give_the_same_table(
 ) -> None:
     """Batches and COPY chunks of a few rows: new, changed and unchanged rows mixed."""
     monkeypatch.setitem(upsert.BULK_BATCH_ROWS, engine.dialect.name, 7)
-    monkeypatch.setattr(upsert, "_COPY_CHUNK_ROWS", 3)
-    monkeypatch.setattr(upsert, "_READ_ROWS", 2)  # PostgreSQL: several reads per batch
-    monkeypatch.setattr(upsert, "_PG_MERGE_BIG", 1)  # and its large-merge settings
+    monkeypatch.setattr(pgbinary, "_COPY_CHUNK_ROWS", 3)
+    monkeypatch.setattr(postgresql, "_READ_ROWS", 2)  # PostgreSQL: several reads per batch
+    monkeypatch.setattr(postgresql, "_PG_MERGE_BIG", 1)  # and its large-merge settings
     days = pd.bdate_range("2024-01-01", periods=12)
     rng = np.random.default_rng(3)
 
@@ -245,15 +246,15 @@ def test_postgres_falls_back_when_another_writer_inserts_the_same_keys(
     versions = row_versions(engine)
     assert versions is not None
     # The range check sees no stored row: the batch is copied straight in, and that fails.
-    monkeypatch.setattr(upsert._PostgresWriter, "may_hold_keys", lambda *_: False)
+    monkeypatch.setattr(postgresql._PostgresWriter, "may_hold_keys", lambda *_: False)
     changed = ("AAA", "2024-01-03", 1.0, NAN, NAN, 10.8, NAN, 5.0, "a.csv")
     assert load(engine, price_frame(A1, changed, B1)) == 3
     assert stored(engine) == expected(A1, changed, B1)
     key = ("AAA", dt.date(2024, 1, 2))
     assert row_versions(engine)[key] == versions[key]  # A1 was not rewritten
     # Reading back sees no stored row: every row looks new, the COPY fails again.
-    monkeypatch.setattr(upsert._PostgresWriter, "may_hold_keys", lambda *_: True)
-    monkeypatch.setattr(upsert._PostgresWriter, "read_stored", lambda *_: [])
+    monkeypatch.setattr(postgresql._PostgresWriter, "may_hold_keys", lambda *_: True)
+    monkeypatch.setattr(postgresql._PostgresWriter, "read_stored", lambda *_: [])
     again = ("AAA", "2024-01-02", 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, "b.csv")
     new = ("CCC", "2024-01-02", NAN, NAN, NAN, 3.0, NAN, NAN, "b.csv")
     assert load(engine, price_frame(again, new)) == 2

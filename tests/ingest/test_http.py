@@ -23,9 +23,10 @@ from pipeline.db.schema import prices
 from pipeline.errors import ConfigurationError
 from pipeline.files import sha256_bytes
 from pipeline.ingest.batch import BatchRejected
+from pipeline.ingest.fetch import FEED, FetchContext, FetchedInput
 from pipeline.ingest.http import HttpCsvSource
 from pipeline.ingest.load import FAILED, LOADED, ingest
-from pipeline.ingest.sources import FEED, FetchContext, FetchedInput, build_source
+from pipeline.ingest.sources import build_source
 
 AS_OF = dt.date(2024, 1, 5)
 HEADER = "Date,Open,High,Low,Close,Volume\n"

@@ -20,8 +20,9 @@ from pipeline import columns as c
 from pipeline.db.prices import read_closes
 from pipeline.errors import ConfigurationError
 from pipeline.files import sha256_bytes
+from pipeline.ingest.fetch import FEED, FetchContext, FetchedInput
 from pipeline.ingest.load import LOADED, ingest
-from pipeline.ingest.sources import FEED, FetchContext, FetchedInput, build_source
+from pipeline.ingest.sources import build_source
 from pipeline.ingest.yahoo import YahooSource, history_to_csv
 
 AS_OF = dt.date(2024, 1, 5)  # a Friday
