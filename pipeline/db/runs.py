@@ -58,9 +58,7 @@ def bump_data_version(conn: Connection, name: str, at: dt.datetime | None = None
     return data_version(conn, name)
 
 
-def run_key(
-    flow: str, as_of: dt.date, tickers: Sequence[str], settings: Mapping[str, Any]
-) -> str:
+def run_key(flow: str, as_of: dt.date, tickers: Sequence[str], settings: Mapping[str, Any]) -> str:
     """The identity of a run: what it was asked to do."""
     return _digest(
         {"flow": flow, "as_of": as_of, "tickers": sorted(tickers), "settings": dict(settings)}
