@@ -3,7 +3,13 @@
 Every stage refers to these constants rather than repeating string literals.
 """
 
+import re
+
 TICKER = "ticker"
+#: A ticker symbol: capital letters and digits, optionally with ``.``, ``-``, ``_``, ``^``
+#: or ``=``, at most 16 characters, not starting with punctuation other than ``^``. Every
+#: symbol that enters the database (files, feeds, ``pricecast tickers add``) matches it.
+TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-_^=]{0,15}$")
 TRADE_DATE = "trade_date"
 OPEN = "open"
 HIGH = "high"

@@ -195,6 +195,13 @@ def test_tickers_list_add_and_remove(tmp_path: Path) -> None:
     assert_one_line_error(
         pricecast("tickers", "add", "DDD", "--exchange", "NOPE", env=env), "unknown exchange"
     )
+    # Symbols are checked before anything is stored, on every database.
+    assert_one_line_error(
+        pricecast("tickers", "add", "ZZ' OR '1'='1", env=env),
+        "not a ticker symbol: \"ZZ' OR '1'='1\"",
+    )
+    assert_one_line_error(pricecast("tickers", "add", "X" * 300, env=env), "not a ticker symbol")
+    assert pricecast("tickers", "list", env=env).stdout.splitlines()[1:] == listed[1:]
 
 
 def test_ingest_reports_quarantined_rows(tmp_path: Path) -> None:

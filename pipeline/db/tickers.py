@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.db.schema import prices, tickers
+from pipeline.errors import ConfigurationError
 
 
 def read_tickers(conn: Connection) -> list[dict[str, Any]]:
@@ -37,10 +38,22 @@ def add_tickers(
 
     Returns:
         The symbols that were not tracked before.
+
+    Raises:
+        ConfigurationError: a symbol is not a ticker symbol (``TICKER_PATTERN``).
     """
     wanted = sorted(set(symbols))
     if not wanted:
         return []
+    invalid = [symbol for symbol in wanted if not c.TICKER_PATTERN.match(symbol)]
+    if invalid:
+        shown = ", ".join(
+            repr(symbol[:40] + ("..." if len(symbol) > 40 else "")) for symbol in invalid
+        )
+        raise ConfigurationError(
+            f"not a ticker symbol: {shown} (capital letters and digits, optionally . - _ ^ =, "
+            "at most 16 characters)"
+        )
     known = set(
         conn.execute(sa.select(tickers.c.symbol).where(tickers.c.symbol.in_(wanted))).scalars()
     )

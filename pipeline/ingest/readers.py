@@ -44,9 +44,8 @@ from pipeline.ingest.batch import (
 
 #: Suffixes of the files a folder source picks up.
 PRICE_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
-#: A ticker: capital letters and digits, optionally with ``.``, ``-``, ``_``, ``^`` or ``=``,
-#: at most 16 characters, not starting with punctuation other than ``^``.
-TICKER_PATTERN = re.compile(r"^[A-Z0-9^][A-Z0-9.\-_^=]{0,15}$")
+#: A ticker symbol (``pipeline.columns.TICKER_PATTERN``).
+TICKER_PATTERN = c.TICKER_PATTERN
 
 _DATE_ALIASES = ("date", "trade_date", "datetime", "timestamp")
 _TICKER_ALIASES = ("ticker", "symbol")
@@ -106,6 +105,27 @@ def expand_sources(paths: Iterable[Path | str]) -> list[Path]:
         else:
             raise InputFileError(f"input file {path} does not exist")
     return files
+
+
+def _header_index(names: list[str], origin: str) -> dict[str, int]:
+    """Each normalised header name's column.
+
+    Raises:
+        BatchRejected: two columns have the same name (``close`` twice: which one is the
+            close? Reading one silently dropped the other).
+    """
+    by_name: dict[str, int] = {}
+    for index, name in enumerate(names):
+        key = normalise_header(name)
+        if key in by_name:
+            raise BatchRejected(
+                origin,
+                f"the header names {key!r} twice (columns {by_name[key] + 1} and {index + 1}); "
+                f"the header is {','.join(names)}",
+                1,
+            )
+        by_name[key] = index
+    return by_name
 
 
 def _pick(columns: dict[str, int], aliases: Iterable[str]) -> int | None:
@@ -190,9 +210,7 @@ def _arrow_batch(
     first = text.split("\n", 1)[0]
     header = next(csv.reader([first.rstrip("\r")], skipinitialspace=True), [])
     names = [str(name).strip() for name in header]
-    by_name: dict[str, int] = {}
-    for index, name in enumerate(names):
-        by_name.setdefault(normalise_header(name), index)
+    by_name = _header_index(names, origin)
     date_index = _pick(by_name, _DATE_ALIASES)
     ticker_index = _pick(by_name, _TICKER_ALIASES)
     close_index = _pick(by_name, _FIELD_ALIASES[c.CLOSE])
@@ -288,9 +306,7 @@ def _from_rows(
     ticker: str | None,
 ) -> RawBatch:
     names = [str(name).strip() for name in header]
-    by_name: dict[str, int] = {}
-    for index, name in enumerate(names):
-        by_name.setdefault(normalise_header(name), index)
+    by_name = _header_index(names, origin)
     date_index = _pick(by_name, _DATE_ALIASES)
     if date_index is None:
         raise BatchRejected(

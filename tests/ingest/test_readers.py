@@ -125,6 +125,16 @@ def test_the_bundled_sample_reads() -> None:
             "line 2: the input holds NUL bytes",
         ),
         ("noclose.csv", b"ticker,date,open\nA,2024-01-02,1\n", "line 1: no close column"),
+        (
+            "twice.csv",
+            b"ticker,date,close,Close\nA,2024-01-02,1,9\n",
+            "line 1: the header names 'close' twice (columns 3 and 4)",
+        ),
+        (
+            "widetwice.csv",
+            b"date,AAA,aaa\n2024-01-02,1,9\n",
+            "line 1: the header names 'aaa' twice (columns 2 and 3)",
+        ),
         ("stock prices.csv", b"Date,Close\n2024-01-02,1\n", "must be named after its ticker"),
         ("broken.csv.gz", b"\x1f\x8b\x08not gzip", "not a readable gzip file"),
         ("broken.parquet", b"PAR1 not parquet", "not a readable Parquet file"),
@@ -192,7 +202,6 @@ def test_a_float32_parquet_column_reads_as_the_shortest_text(tmp_path: Path) -> 
             "AAA,2024-01-05,1.7\n",
         ),
         ("XOM.csv", "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,1,2,0.5,1.5,1.4,7\n"),
-        ("dupes.csv", "ticker,date,close,close\nAAA,2024-01-02,1.5,9\n"),
         ("header_only.csv", "ticker,date,close\n"),
     ],
 )
