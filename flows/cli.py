@@ -585,6 +585,7 @@ def _ingest(args: Args, settings: Settings) -> int:
             as_of=args.as_of,
             tickers=settings.tickers,
             jump_threshold=settings.jump_threshold,
+            max_price=settings.max_price,
             exchange=settings.exchange,
         )
     summary = report.summary()

@@ -63,6 +63,12 @@ class Settings(BaseSettings, SequenceFields, ModelFields):
         default=DEFAULT_EXCHANGE,
         description="exchange_calendars code of new tickers (trading days, holidays).",
     )
+    max_price: float = Field(
+        default=1e9,
+        gt=0.0,
+        description="Prices above it are quarantined as implausible (a 1e308 close once "
+        "reached the model).",
+    )
     jump_threshold: float = Field(
         default=0.25, gt=0.0, description="Flag one-day moves beyond this fraction."
     )

@@ -99,6 +99,7 @@ def ingest_sources(
             tickers=tickers,
             run_id=run_id,
             jump_threshold=settings.jump_threshold,
+            max_price=settings.max_price,
             exchange=settings.exchange,
         )
     return report.summary()

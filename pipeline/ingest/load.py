@@ -25,6 +25,7 @@ replaces its own rows: rows it no longer holds are deleted. Rows from feeds
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -56,6 +57,7 @@ from pipeline.ingest.fetch import FILE, FetchContext, FetchedInput, PriceSource
 from pipeline.ingest.readers import TICKER_PATTERN
 from pipeline.ingest.sources import FileSource
 from pipeline.ingest.validate import (
+    MAX_PRICE,
     ValidatedBatch,
     ValidationRules,
     validate_batch,
@@ -207,6 +209,7 @@ def ingest(
     jump_threshold: float = 0.25,
     exchange: str = DEFAULT_EXCHANGE,
     now: dt.datetime | None = None,
+    max_price: float = MAX_PRICE,
 ) -> IngestReport:
     """Ingest every input of ``sources``.
 
@@ -219,6 +222,7 @@ def ingest(
         run_id: recorded with quarantined rows, flags and manifest entries.
         jump_threshold: one-day moves beyond this fraction are flagged.
         exchange: the exchange of tickers seen for the first time.
+        max_price: prices above it are quarantined (``implausible``).
         now: the time of the run, recorded in the manifest and quarantine; rows dated
             after their exchange's latest session at that time are quarantined
             (``future``). Default: now (UTC).
@@ -228,15 +232,20 @@ def ingest(
     """
     report = IngestReport(run_id=run_id or uuid.uuid4().hex)
     stamp = now or dt.datetime.now(dt.UTC)
+    rules = ValidationRules(
+        as_of=as_of,
+        jump_threshold=jump_threshold,
+        default_exchange=exchange,
+        now=stamp,
+        max_price=max_price,
+    )
     wanted = list(tickers) if tickers else active_tickers(conn)
     context = FetchContext(as_of=as_of, tickers=wanted, last_dates=_last_dates(conn))
     for source in sources:
         logger.info("ingesting from %s", source.describe())
         first = len(report.inputs)
         for fetched in source.fetch(context):
-            result = _ingest_isolated(
-                conn, fetched, as_of, report.run_id, jump_threshold, exchange, stamp
-            )
+            result = _ingest_isolated(conn, fetched, report.run_id, rules)
             report.inputs.append(result)
             _log(result)
         _log_source(source.describe(), report.inputs[first:])
@@ -287,13 +296,7 @@ _DATABASE_FAILURES = (sa_exc.OperationalError, sa_exc.InterfaceError, DatabaseUn
 
 
 def _ingest_isolated(
-    conn: Connection,
-    fetched: FetchedInput,
-    as_of: dt.date | None,
-    run_id: str,
-    jump_threshold: float,
-    exchange: str,
-    stamp: dt.datetime,
+    conn: Connection, fetched: FetchedInput, run_id: str, rules: ValidationRules
 ) -> InputReport:
     """``_ingest_one`` under a savepoint: an input that fails in a way no rule foresaw (a
     value the database refuses, a bug) is undone and reported rejected whole, naming
@@ -301,7 +304,7 @@ def _ingest_isolated(
     the database itself and configuration errors stop the ingest."""
     savepoint = conn.begin_nested()
     try:
-        result = _ingest_one(conn, fetched, as_of, run_id, jump_threshold, exchange, stamp)
+        result = _ingest_one(conn, fetched, run_id, rules)
     except (*_DATABASE_FAILURES, ConfigurationError):
         savepoint.rollback()
         raise
@@ -315,9 +318,9 @@ def _ingest_isolated(
                 "origin": fetched.origin,
                 "kind": fetched.kind,
                 "version": fetched.version,
-                c.AS_OF_DATE: as_of,
+                c.AS_OF_DATE: rules.as_of,
                 "run_id": run_id,
-                "ingested_at": stamp,
+                "ingested_at": rules.now,
                 "status": REJECTED,
                 "error": error[:2000],
                 "rows_read": 0,
@@ -332,14 +335,9 @@ def _ingest_isolated(
 
 
 def _ingest_one(
-    conn: Connection,
-    fetched: FetchedInput,
-    as_of: dt.date | None,
-    run_id: str,
-    jump_threshold: float,
-    exchange: str,
-    stamp: dt.datetime,
+    conn: Connection, fetched: FetchedInput, run_id: str, base_rules: ValidationRules
 ) -> InputReport:
+    as_of, stamp, exchange = base_rules.as_of, base_rules.now, base_rules.default_exchange
     entry = manifest_entry(conn, fetched.origin)
     manifest = {
         "origin": fetched.origin,
@@ -371,14 +369,7 @@ def _ingest_one(
         )
         return InputReport(fetched.origin, fetched.kind, REJECTED, error=str(exc))
 
-    exchanges = ticker_exchanges(conn)
-    rules = ValidationRules(
-        as_of=as_of,
-        jump_threshold=jump_threshold,
-        exchanges=exchanges,
-        default_exchange=exchange,
-        now=stamp,
-    )
+    rules = dataclasses.replace(base_rules, exchanges=ticker_exchanges(conn))
     firsts = {}
     if not batch.frame.empty:
         dates = whole_dates(batch.frame["date"].astype(str).str.strip())

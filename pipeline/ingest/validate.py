@@ -26,6 +26,7 @@ Rules (``reason_code``: what it means):
 * ``number``: a price or volume that is not a number;
 * ``not_finite``: a price or volume that is infinite;
 * ``not_positive``: a price (open, high, low, close, adjusted close) of zero or less;
+* ``implausible``: a price above ``max_price`` (10^9, ``PRICECAST_MAX_PRICE``);
 * ``negative_volume``: a volume below zero;
 * ``high_below_low``: both given and high < low;
 * ``close_outside_range``: close above high or below low;
@@ -71,6 +72,9 @@ REJECTED_COLUMNS = (LINE, c.TICKER, DATE, RAW, "reason_code", "reason")
 FLAG_COLUMNS = (c.TICKER, c.TRADE_DATE, "flag", "detail", LINE)
 
 
+#: A price above this is rejected: no instrument we read is quoted that high, and one
+#: such value (1e308) once reached the model and its forecasts.
+MAX_PRICE = 1e9
 #: A price dated before this is rejected: no exchange series we read starts earlier.
 EARLIEST_DATE = dt.date(1800, 1, 1)
 #: A whole ISO date, optionally with a midnight time and no zone (what a spreadsheet or
@@ -98,6 +102,7 @@ class ValidationRules:
         now: the time of the run (time-zone aware); rows dated after their exchange's
             latest session at that time are rejected (``future``). ``None`` checks nothing.
         earliest: rows dated before it are rejected (``date``).
+        max_price: rows with a price field above it are rejected (``implausible``).
     """
 
     as_of: dt.date | None = None
@@ -106,6 +111,7 @@ class ValidationRules:
     default_exchange: str = DEFAULT_EXCHANGE
     now: dt.datetime | None = None
     earliest: dt.date = EARLIEST_DATE
+    max_price: float = MAX_PRICE
 
     def exchange_of(self, tickers: pd.Series) -> pd.Series:
         """Each row's exchange: its ticker's, else ``default_exchange``."""
@@ -273,6 +279,14 @@ def validate_batch(
                 np.nan_to_num(finite, nan=1.0) <= 0,
                 "not_positive",
                 lambda q=quoted: q() + " is not a positive price",
+            )
+            reasons.add(
+                ~infinite & (np.nan_to_num(finite, nan=0.0) > rules.max_price),
+                "implausible",
+                lambda q=quoted: (
+                    q() + f" is above {rules.max_price:g}, the highest price accepted "
+                    "(PRICECAST_MAX_PRICE)"
+                ),
             )
         else:
             reasons.add(

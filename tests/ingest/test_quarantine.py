@@ -48,6 +48,12 @@ ROW_CLASSES = [
     ("infinite close", "AAA,2024-01-03,inf,,,,", "not_finite", "close 'inf' is not finite"),
     ("zero close", "AAA,2024-01-03,0,,,,", "not_positive", "close '0' is not a positive price"),
     (
+        "absurd close",
+        "AAA,2024-01-03,1e308,,,,",
+        "implausible",
+        "close '1e308' is above 1e+09, the highest price accepted (PRICECAST_MAX_PRICE)",
+    ),
+    (
         "negative low",
         "AAA,2024-01-03,10,10,11,-9,",
         "not_positive",
