@@ -3,9 +3,18 @@
 Every run of the pipeline (the daily flow, a backfill, a stage from the
 command line) holds the lock of its database while it writes:
 
-* PostgreSQL: a session-level advisory lock, on its own connection;
-* MariaDB/MySQL: ``GET_LOCK`` on its own connection;
-* SQLite: an exclusive ``flock`` on ``<database file>.lock`` beside it.
+* PostgreSQL: a session-level advisory lock, on its own connection, keyed by
+  the database the server says it is connected to (advisory locks are per
+  database), so ``localhost`` and ``127.0.0.1``, a default port or user left
+  out, all name the same lock;
+* MariaDB/MySQL: ``GET_LOCK`` on its own connection, named after the server's
+  ``DATABASE()`` (its locks are server-wide);
+* SQLite: an exclusive ``flock`` on ``<database file>.lock`` beside the file,
+  its path resolved (a relative path or a symbolic link is the same file).
+
+If the lock's connection is lost during the run, the server has released the
+lock; the release at the end then logs that (the run's own outcome, error or
+not, is what the caller sees) rather than fail with an error of its own.
 
 A second run waits for the first (up to ``wait_seconds``, then a clear
 error). The lock is re-entrant within one run: a backfill holds it and the
@@ -84,6 +93,7 @@ def _acquire(database_url: str, key: str, wait_seconds: float) -> Iterator[None]
         if path is None:  # in-memory: nothing else can see it
             yield
             return
+        path = path.resolve()
         with _file_lock(path.with_name(path.name + ".lock"), database_url, wait_seconds):
             yield
         return
@@ -93,11 +103,13 @@ def _acquire(database_url: str, key: str, wait_seconds: float) -> Iterator[None]
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             if conn.dialect.name == "postgresql":
-                number = int(key[:15], 16)
+                # Advisory locks belong to the database: one constant key within it.
+                number = int(sha256_bytes(b"pricecast pipeline lock")[:15], 16)
                 take = sa.text("SELECT pg_try_advisory_lock(:k)").bindparams(k=number)
                 release = sa.text("SELECT pg_advisory_unlock(:k)").bindparams(k=number)
             else:
-                name = f"pricecast:{key}"
+                database = conn.execute(sa.text("SELECT DATABASE()")).scalar() or ""
+                name = f"pricecast:{sha256_bytes(database.encode())[:16]}"
                 take = sa.text("SELECT GET_LOCK(:n, 0)").bindparams(n=name)
                 release = sa.text("SELECT RELEASE_LOCK(:n)").bindparams(n=name)
             deadline = time.monotonic() + wait_seconds
@@ -108,9 +120,30 @@ def _acquire(database_url: str, key: str, wait_seconds: float) -> Iterator[None]
             try:
                 yield
             finally:
-                conn.execute(release)
+                _release(conn, release, database_url)
     finally:
         engine.dispose()
+
+
+def _release(conn: sa.Connection, release: sa.TextClause, database_url: str) -> None:
+    """Release the server lock; a lost connection (the server released it then) is
+    logged, never raised over the run's own outcome."""
+    try:
+        released = conn.execute(release).scalar()
+    except sa.exc.DBAPIError as exc:
+        logger.warning(
+            "the connection holding the pipeline lock on %s was lost during the run (%s); "
+            "the server released the lock then, so another run may have started meanwhile",
+            describe_url(database_url),
+            " ".join(str(exc.orig).split())[:200],
+        )
+        return
+    if not released:
+        logger.warning(
+            "the pipeline lock on %s was no longer held at the end of the run (its "
+            "connection was reset); another run may have started meanwhile",
+            describe_url(database_url),
+        )
 
 
 @contextlib.contextmanager

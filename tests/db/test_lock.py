@@ -70,3 +70,81 @@ def test_the_lock_is_reentrant_within_a_run_and_times_out_for_others(
 @pytest.mark.mariadb
 def test_mariadb_runs_are_serialised_too(mariadb_server_url: str) -> None:
     _serialised(mariadb_server_url)
+
+
+def _other_spelling(url: str, tmp_path: Path) -> str:
+    """The same database under another spelling of its URL."""
+    import sqlalchemy as sa
+
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        real = Path(parsed.database)
+        link = tmp_path / "link"
+        link.symlink_to(real.parent, target_is_directory=True)
+        return f"sqlite:///{link / real.name}"
+    host = "localhost" if parsed.host == "127.0.0.1" else "127.0.0.1"
+    return parsed.set(host=host).render_as_string(hide_password=False)
+
+
+def _excluded(url: str, other: str) -> str:
+    outcome: list = []
+    with pipeline_lock(url, wait_seconds=5):
+
+        def take() -> None:
+            try:
+                with pipeline_lock(other, wait_seconds=0.6):
+                    outcome.append("entered")
+            except LockTimeoutError as exc:
+                outcome.append(str(exc))
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        thread.join(30)
+    return outcome[0]
+
+
+def test_every_spelling_of_a_database_url_names_one_lock(db_url: str, tmp_path: Path) -> None:
+    """``localhost`` and ``127.0.0.1`` (or a path through a symbolic link) once named two
+    locks, and two runs on one database did not exclude each other."""
+    from pipeline.db.engine import connect
+
+    connect(db_url).dispose()  # the SQLite file exists
+    other = _other_spelling(db_url, tmp_path)
+    assert other != db_url
+    assert _excluded(db_url, other).startswith("another pricecast run has held the lock")
+
+
+@pytest.mark.mariadb
+def test_every_spelling_names_one_lock_on_mariadb(mariadb_server_url: str, tmp_path: Path) -> None:
+    other = _other_spelling(mariadb_server_url, tmp_path)
+    assert _excluded(mariadb_server_url, other).startswith("another pricecast run has held")
+
+
+@pytest.mark.postgres
+def test_a_lost_lock_connection_is_reported_not_raised_over_the_run(
+    postgres_server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlalchemy as sa
+
+    from pipeline.db.engine import connect
+
+    admin = connect(postgres_server_url)
+    with pipeline_lock(postgres_server_url, wait_seconds=5):
+        with admin.connect() as conn:
+            killed = (
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = "
+                    "current_database())"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert killed == [True]
+    admin.dispose()
+    assert "was lost during the run" in caplog.text
+    with pipeline_lock(postgres_server_url, wait_seconds=1):  # free again
+        pass
