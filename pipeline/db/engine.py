@@ -74,6 +74,34 @@ def _begin_sqlite(conn) -> None:  # noqa: ANN001
     conn.exec_driver_sql("BEGIN")
 
 
+#: Seconds a connection attempt may take before it fails (a silent port once took
+#: 132 s); a URL's own ``connect_timeout`` wins.
+CONNECT_TIMEOUT = 10
+#: TCP keepalive of server connections: a peer gone silent (a frozen network) is
+#: noticed after about IDLE + INTERVAL * COUNT seconds instead of hanging the run
+#: while it holds the pipeline lock.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 30, 10, 3
+
+
+def _network_limits(url: URL) -> dict[str, object]:
+    """Driver arguments that bound how long a dead or silent server can stall a run."""
+    given = set(url.query)
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        limits: dict[str, object] = {
+            "connect_timeout": CONNECT_TIMEOUT,
+            "keepalives": 1,
+            "keepalives_idle": KEEPALIVE_IDLE,
+            "keepalives_interval": KEEPALIVE_INTERVAL,
+            "keepalives_count": KEEPALIVE_COUNT,
+        }
+    elif backend in ("mysql", "mariadb"):
+        limits = {"connect_timeout": CONNECT_TIMEOUT}
+    else:
+        return {}
+    return {key: value for key, value in limits.items() if key not in given}
+
+
 def connect(url: str) -> Engine:
     """Create an engine for ``url`` and check that the database answers.
 
@@ -94,7 +122,7 @@ def connect(url: str) -> Engine:
                 f"cannot create the folder of SQLite database {path}: {exc.strerror}"
             ) from exc
     try:
-        engine = sa.create_engine(parsed, pool_pre_ping=True)
+        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=_network_limits(parsed))
     except NoSuchModuleError as exc:
         raise ConfigurationError(
             f"no SQLAlchemy driver for {parsed.drivername!r} in database URL {shown}"

@@ -178,3 +178,24 @@ def test_read_only_commands_open_only_an_existing_current_database(
     reader.dispose()
     with pytest.raises(ConfigurationError, match="at schema revision 0005_run_states, not"):
         open_existing_database(portable_db_url)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+def test_a_silent_server_fails_within_the_connect_timeout(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port that accepts connections and never answers once took 132 s to fail."""
+    import socket
+    import time
+
+    from pipeline.db import engine as engines
+
+    monkeypatch.setattr(engines, "CONNECT_TIMEOUT", 2)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nothing ever answers
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailableError, match="cannot connect to database"):
+            connect(f"{scheme}://u@127.0.0.1:{port}/x")
+        assert time.monotonic() - started < 15
