@@ -32,8 +32,6 @@ registers nothing new.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -59,6 +57,7 @@ from pipeline.db.models import (
 from pipeline.db.sequences import read_sequence_files
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import ConfigurationError, MissingDataError, ModelStoreError
+from pipeline.files import sha256_json
 from pipeline.model.config import ModelConfig
 from pipeline.model.network import (
     Workers,
@@ -163,8 +162,7 @@ def architecture(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def fingerprint(payload: dict[str, Any]) -> str:
     """SHA-256 of a JSON-ready description of a training's inputs."""
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_json(payload)
 
 
 def _load_sequence_rows(
