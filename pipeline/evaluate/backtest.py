@@ -54,9 +54,9 @@ from pipeline.evaluate.baselines import BASELINES, get_baseline
 from pipeline.evaluate.metrics import naive_scale, quantile_name, summarise
 from pipeline.evaluate.variants import Variant
 from pipeline.evaluate.volatility import INTERVAL_BASELINES, QUANTILE_LEVELS
+from pipeline.model.fit import TrainingData, fit_networks, fresh_networks
 from pipeline.model.network import is_distributional, seed_everything
 from pipeline.model.predictor import Predictor
-from pipeline.model.train import TrainingData, fit_networks, fresh_networks
 from pipeline.model.validation import (
     calibrate_intervals,
     fit_damping,
