@@ -1,25 +1,7 @@
 """The train stage: retrain, fine-tune or reuse, then promote only what is no worse.
 
-**The champion.** Forecasts come from the champion: of the *promoted*
-versions whose ``data_through`` is on or before the as-of date, the one with
-the newest ``data_through`` (ties: the newest version), so a run as of a past
-date never uses a model that saw later prices and never displaces a later
-date's champion. A new version, whether
-retrained or fine-tuned, is promoted only when its one-step error on the
-newest validation span is no worse than the champion's on the same points;
-otherwise it is registered as a challenger that lost, and the champion keeps
-forecasting. The ``models`` table records the decision and both errors.
-
-**Mode ``auto``** retrains when there is no champion; when the champion's
-architecture (window, scaling, price field, units, scope, loss) differs from the
-settings; when it does not cover every ticker; when the newest full retrain
-in its lineage is more than ``retrain_after_days`` behind the as-of date; or
-when its error has drifted: its MASE on the newest validation span exceeds
-its MASE when it was promoted by more than ``drift_tolerance``. Otherwise it
-fine-tunes when there are training windows newer than the champion's, and
-reuses the champion when there are none. Fine-tuning continues the
-champion's weights, in its scale, on those new training windows only; the
-validation span is never trained on, so the gate stays out of sample.
+When to retrain, fine-tune or reuse the champion, and when a new version is
+promoted, is the promotion policy (``promotion.py``); the fit loop is ``fit.py``.
 
 **No new version when nothing changed.** Every training has a fingerprint:
 the SHA-256 of its inputs (the content of each sequence file, the
@@ -37,9 +19,8 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Connection
 
@@ -54,7 +35,7 @@ from pipeline.db.models import (
 )
 from pipeline.db.sequences import read_sequence_files
 from pipeline.db.tickers import inactive_tickers
-from pipeline.errors import ConfigurationError, MissingDataError, ModelStoreError
+from pipeline.errors import MissingDataError, ModelStoreError
 from pipeline.files import sha256_json
 from pipeline.model.config import ModelConfig
 from pipeline.model.fit import (
@@ -67,11 +48,22 @@ from pipeline.model.fit import (
 from pipeline.model.network import Workers, is_distributional
 from pipeline.model.numpy_lstm import read_networks
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
+from pipeline.model.promotion import (
+    FINETUNE,
+    RETRAIN,
+    REUSE,
+    champion_drift,
+    checks_drift,
+    decide,
+    gate,
+    trained_through,
+)
 from pipeline.model.store import model_path, publish_networks, staging_folder
 from pipeline.model.validation import (
     SpanErrors,
     SpanSeries,
     evaluate_span,
+    finite,
     span_series,
     with_long_run_volatility,
 )
@@ -80,13 +72,6 @@ from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.scaling import Params, get_scaler
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["auto", "retrain", "finetune"]
-MODES: tuple[str, ...] = ("auto", "retrain", "finetune")
-RETRAIN, FINETUNE, REUSE = "retrain", "finetune", "reuse"
-ARCHITECTURE = ("window", "scaling", "price_field", "units", "scope", "loss")
-#: Values of architecture keys for versions registered before the key existed.
-_ARCHITECTURE_DEFAULTS = {"price_field": "close", "scope": "global"}
 
 
 @dataclass(frozen=True)
@@ -137,11 +122,6 @@ def hyperparameters(sequence_config: SequenceConfig, model_config: ModelConfig) 
     return {**sequence_config.to_dict(), **model_config.training_params()}
 
 
-def architecture(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The hyperparameters a fine-tune cannot change."""
-    return {key: params.get(key, _ARCHITECTURE_DEFAULTS.get(key)) for key in ARCHITECTURE}
-
-
 def fingerprint(payload: dict[str, Any]) -> str:
     """SHA-256 of a JSON-ready description of a training's inputs."""
     return sha256_json(payload)
@@ -175,86 +155,6 @@ def _load_sequence_rows(
                 f"not {config.to_dict()}; rebuild them with `pricecast sequences`"
             )
     return rows
-
-
-def _train_through(champion: Mapping[str, Any]) -> dt.date:
-    return champion.get("train_through") or champion["data_through"]
-
-
-def decide(
-    requested: str,
-    champion: Mapping[str, Any] | None,
-    last_retrain: Mapping[str, Any] | None,
-    tickers: Sequence[str],
-    params: Mapping[str, Any],
-    as_of: dt.date,
-    config: ModelConfig,
-    new_windows: int,
-    drift: tuple[float, float] | None = None,
-) -> tuple[str, str]:
-    """Choose ``retrain``, ``finetune`` or ``reuse``, and say why (see the module docstring).
-
-    Args:
-        requested: ``auto``, ``retrain`` or ``finetune``.
-        champion: the champion's registry row, if any.
-        last_retrain: the newest full retrain in the champion's lineage.
-        tickers: the tickers to train.
-        params: the requested hyperparameters.
-        as_of: the as-of date.
-        config: the policy settings (``retrain_after_days``, ``drift_tolerance``).
-        new_windows: training windows newer than the champion's.
-        drift: the champion's MASE on the newest span and when it was promoted.
-
-    Raises:
-        ConfigurationError: ``finetune`` was requested but the champion cannot be fine-tuned.
-        MissingDataError: ``finetune`` was requested but there is no champion.
-    """
-    if requested not in MODES:
-        raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, got {requested!r}")
-    if requested == RETRAIN:
-        return RETRAIN, "retrain requested"
-    if champion is None:
-        if requested == FINETUNE:
-            raise MissingDataError(
-                f"no champion trained on data up to {as_of} to fine-tune; use --mode retrain"
-            )
-        return RETRAIN, f"no champion trained on data up to {as_of}"
-    version = champion["version"]
-    if architecture(champion["hyperparameters"]) != architecture(params):
-        reason = (
-            f"champion v{version} has architecture {architecture(champion['hyperparameters'])}, "
-            f"requested {architecture(params)}"
-        )
-        if requested == FINETUNE:
-            raise ConfigurationError(f"cannot fine-tune: {reason}; use --mode retrain")
-        return RETRAIN, reason
-    uncovered = sorted(set(tickers) - set(champion["tickers"]))
-    if uncovered:
-        reason = f"champion v{version} does not cover {', '.join(uncovered)}"
-        if requested == FINETUNE:
-            raise ConfigurationError(f"cannot fine-tune: {reason}; use --mode retrain")
-        return RETRAIN, reason
-    if requested == "auto" and last_retrain is not None:
-        age = (as_of - last_retrain["data_through"]).days
-        if age > config.retrain_after_days:
-            return RETRAIN, (
-                f"the last full retrain (v{last_retrain['version']}, data through "
-                f"{last_retrain['data_through']}) is {age} days old, more than "
-                f"{config.retrain_after_days}"
-            )
-    if requested == "auto" and drift is not None:
-        now, then = drift
-        if then > 0 and now > then * (1 + config.drift_tolerance):
-            return RETRAIN, (
-                f"champion v{version}'s error drifted: MASE {now:.3f} on the newest span, "
-                f"{then:.3f} when promoted (tolerance {config.drift_tolerance:.0%})"
-            )
-    if new_windows == 0:
-        return REUSE, (
-            f"no training windows newer than champion v{version}'s "
-            f"(trained through {_train_through(champion)})"
-        )
-    return FINETUNE, f"{new_windows} training windows are new since champion v{version}"
 
 
 @dataclass(frozen=True)
@@ -329,46 +229,6 @@ def _evaluate_champion(
     return errors
 
 
-def _gate(
-    challenger: SpanErrors, champion: Mapping[str, Any] | None, champion_errors: SpanErrors | None
-) -> tuple[bool, str, float | None, float | None]:
-    """Whether the challenger is promoted, why, and the champion's MAE and MSIS on the
-    same points.
-
-    Promoted when, on the newest span and the tickers both cover, its one-step MAE is
-    no worse than the champion's and the MSIS of its intervals is no worse either
-    (each model's intervals calibrated on the span itself, ``evaluate_span``); the
-    MSIS is not compared when either model has none.
-    """
-    if champion is None:
-        return True, "promoted: first model, no champion to compare with", None, None
-    if champion_errors is None or not champion_errors.n:
-        return (
-            True,
-            f"promoted: champion v{champion['version']} could not be evaluated",
-            None,
-            None,
-        )
-    common = set(challenger.per_ticker) & set(champion_errors.per_ticker)
-    mine, theirs = challenger.restricted(common), champion_errors.restricted(common)
-    point_ok = mine.mae <= theirs.mae
-    compared = np.isfinite(mine.msis) and np.isfinite(theirs.msis)
-    interval_ok = not compared or mine.msis <= theirs.msis
-    promoted = point_ok and interval_ok
-    verdict = "promoted" if promoted else "not promoted"
-    decision = (
-        f"{verdict}: MAE {mine.mae:.6g} on the newest span is "
-        f"{'no worse than' if point_ok else 'worse than'} champion v{champion['version']}'s "
-        f"{theirs.mae:.6g} (MASE {mine.mase:.4f} vs {theirs.mase:.4f})"
-    )
-    if compared:
-        decision += (
-            f"; interval MSIS {mine.msis:.4g} is {'no worse than' if interval_ok else 'worse than'}"
-            f" its {theirs.msis:.4g}"
-        )
-    return promoted, decision, theirs.mae, _finite(theirs.msis) if compared else None
-
-
 def train(
     conn: Connection,
     home: Path,
@@ -388,7 +248,7 @@ def train(
         home: the pricecast home folder; models go to ``<home>/models``.
         as_of: the as-of date the sequences were built for.
         tickers: tickers to train on; ``None`` takes every active ticker with sequences.
-        mode: ``auto``, ``retrain`` or ``finetune`` (see the module docstring).
+        mode: ``auto``, ``retrain`` or ``finetune`` (see ``promotion.py``).
         sequence_config: the windowing the sequences must have been built with.
         model_config: network, training and policy parameters.
         trained_at: time stamp recorded in the registry; defaults to now (UTC).
@@ -436,13 +296,11 @@ def _train(
         last_retrain = next(
             (row for row in lineage(conn, champion["version"]) if row["mode"] == RETRAIN), None
         )
-        since = _train_through(champion)
+        since = trained_through(champion)
         new_windows = new_training_windows(frames, since)
-        compatible = architecture(champion["hyperparameters"]) == architecture(params)
-        if mode == "auto" and compatible and new_windows and champion.get("val_mase"):
+        if checks_drift(mode, champion, params, new_windows):
             champion_errors = _evaluate_champion(conn, champion, series)
-            if champion_errors is not None and champion_errors.n:
-                drift = (champion_errors.mase, champion["val_mase"])
+            drift = champion_drift(champion, champion_errors)
     action, reason = decide(
         mode, champion, last_retrain, names, params, as_of, model_config, new_windows, drift
     )
@@ -491,7 +349,7 @@ def _train(
         source = Path(champion["file_path"])
         if not source.exists():
             raise ModelStoreError(f"model file {source} is missing; retrain with --mode retrain")
-        epochs, newer_than = model_config.finetune_epochs, _train_through(champion)
+        epochs, newer_than = model_config.finetune_epochs, trained_through(champion)
         parent_version = champion["version"]
     distributional = is_distributional(model_config.loss)
     if distributional and action == RETRAIN:
@@ -540,7 +398,7 @@ def _train(
             logger.info("damping per ticker, fitted on the validation span: %s", damping)
         if champion is not None and champion_errors is None:
             champion_errors = _evaluate_champion(conn, champion, series)
-        promoted, decision, champion_mae, champion_msis = _gate(errors, champion, champion_errors)
+        promoted, decision, champion_mae, champion_msis = gate(errors, champion, champion_errors)
         path = publish_networks(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -566,14 +424,14 @@ def _train(
             "validation_samples": fitted.validation_samples,
             "epochs_run": fitted.epochs_run,
             "file_path": str(path),
-            "val_mae": _finite(errors.mae),
-            "val_naive_mae": _finite(errors.naive_mae),
-            "val_mase": _finite(errors.mase),
+            "val_mae": finite(errors.mae),
+            "val_naive_mae": finite(errors.naive_mae),
+            "val_mase": finite(errors.mase),
             "promoted": promoted,
             "decision": decision,
             "champion_version": champion["version"] if champion else None,
             "champion_val_mae": champion_mae,
-            "val_msis": _finite(errors.msis),
+            "val_msis": finite(errors.msis),
             "champion_val_msis": champion_msis,
         },
         [
@@ -613,8 +471,8 @@ def _train(
         data_through=data_through,
         tickers=names,
         val_loss=fitted.val_loss,
-        val_mase=_finite(errors.mase),
-        champion_val_mase=_finite(errors.mase)
+        val_mase=finite(errors.mase),
+        champion_val_mase=finite(errors.mase)
         if promoted
         else (champion_errors.mase if champion_errors else None),
         samples_per_second=rate,
@@ -624,10 +482,6 @@ def _train(
     )
     _warn_if_naive_wins(result)
     return result
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _warn_if_naive_wins(result: TrainResult) -> None:
@@ -662,7 +516,7 @@ def _reused(
         tickers=list(model["tickers"]),
         val_loss=model["val_loss"],
         val_mase=model.get("val_mase"),
-        champion_val_mase=_finite(champion_mase),
+        champion_val_mase=finite(champion_mase),
     )
     _warn_if_naive_wins(result)
     return result

@@ -103,6 +103,12 @@ class SpanErrors:
         }
 
 
+def finite(value: float | None) -> float | None:
+    """``value`` as a float for the registry, ``None`` when it is missing, NaN or infinite
+    (the errors of a span without points, the MSIS of a model without intervals)."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
 def _windows(closes: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
     """Rows ``closes[end - window : end]`` for each ``end``."""
     return (
