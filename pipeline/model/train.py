@@ -1,14 +1,8 @@
 """The train stage: retrain, fine-tune or reuse, then promote only what is no worse.
 
 When to retrain, fine-tune or reuse the champion, and when a new version is
-promoted, is the promotion policy (``promotion.py``); the fit loop is ``fit.py``.
-
-**No new version when nothing changed.** Every training has a fingerprint:
-the SHA-256 of its inputs (the content of each sequence file, the
-hyperparameters and seed, the mode and, for a fine-tune, the parent's
-fingerprint). When a registered version has the same fingerprint, it is
-reused rather than trained again, so rerunning any mode with the same inputs
-registers nothing new.
+promoted, is the promotion policy (``promotion.py``); the fit loop is ``fit.py``; what is
+registered, and the fingerprint that makes a rerun register nothing, ``registry.py``.
 """
 
 from __future__ import annotations
@@ -31,12 +25,10 @@ from pipeline.db.models import (
     lineage,
     model_scalers,
     next_version,
-    register_model,
 )
 from pipeline.db.sequences import read_sequence_files
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError, ModelStoreError
-from pipeline.files import sha256_json
 from pipeline.model.config import ModelConfig
 from pipeline.model.fit import (
     NETWORKS_PER_WORKER,
@@ -46,8 +38,7 @@ from pipeline.model.fit import (
     new_training_windows,
 )
 from pipeline.model.network import Workers, is_distributional
-from pipeline.model.numpy_lstm import read_networks
-from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
+from pipeline.model.predictor import VOLATILITY_PARAM
 from pipeline.model.promotion import (
     FINETUNE,
     RETRAIN,
@@ -58,18 +49,25 @@ from pipeline.model.promotion import (
     gate,
     trained_through,
 )
+from pipeline.model.registry import (
+    hyperparameters,
+    parent_scalers,
+    register_version,
+    sequence_scalers,
+    training_fingerprint,
+)
 from pipeline.model.store import model_path, publish_networks, staging_folder
 from pipeline.model.validation import (
+    ModelEvaluation,
     SpanErrors,
     SpanSeries,
-    evaluate_span,
+    evaluate_model,
     finite,
     span_series,
     with_long_run_volatility,
 )
 from pipeline.sequences.build import read_sequence_file
 from pipeline.sequences.config import SequenceConfig
-from pipeline.sequences.scaling import Params, get_scaler
 
 logger = logging.getLogger(__name__)
 
@@ -117,16 +115,6 @@ class TrainResult:
         }
 
 
-def hyperparameters(sequence_config: SequenceConfig, model_config: ModelConfig) -> dict[str, Any]:
-    """Everything that shaped a model, as recorded in the registry."""
-    return {**sequence_config.to_dict(), **model_config.training_params()}
-
-
-def fingerprint(payload: dict[str, Any]) -> str:
-    """SHA-256 of a JSON-ready description of a training's inputs."""
-    return sha256_json(payload)
-
-
 def _load_sequence_rows(
     conn: Connection,
     as_of: dt.date,
@@ -155,41 +143,6 @@ def _load_sequence_rows(
                 f"not {config.to_dict()}; rebuild them with `pricecast sequences`"
             )
     return rows
-
-
-@dataclass(frozen=True)
-class ModelEvaluation:
-    """A registered model to judge on the validation span: its networks and scalers."""
-
-    path: Path
-    tickers: list[str]
-    window: int
-    scaling: str
-    params: dict[str, Params]
-    damping: dict[str, float]
-    series: dict[str, SpanSeries]
-    level: float = 0.9
-    intervals: str = "static"
-
-
-def evaluate_model(job: ModelEvaluation) -> SpanErrors:
-    """One-step errors of a saved model on the validation span.
-
-    The networks are read as NumPy forward passes (``numpy_lstm``), as the
-    forecast stage reads them: judging the champion imports no TensorFlow.
-
-    Raises:
-        ModelStoreError: its files are missing or not Keras models.
-    """
-    networks = read_networks(job.path, None if job.path.is_file() else job.tickers)
-    predictor = Predictor(
-        window=job.window,
-        scaler=get_scaler(job.scaling),
-        params=job.params,
-        networks=networks,
-        damping=job.damping,
-    )
-    return evaluate_span(predictor, job.series, job.level, job.intervals)
 
 
 def _evaluate_champion(
@@ -309,15 +262,12 @@ def _train(
         assert champion is not None
         return _reused(champion, champion, reason, champion_errors)
 
-    inputs: dict[str, Any] = {
-        "action": action,
-        "sequences": {row[c.TICKER]: row["sha256"] for row in rows},
-        "params": params,
-    }
+    parent_fingerprint = None
     if action == FINETUNE:
         assert champion is not None
-        inputs["parent"] = champion["fingerprint"]
-    digest = fingerprint(inputs)
+        parent_fingerprint = champion["fingerprint"]
+    shas = {row[c.TICKER]: row["sha256"] for row in rows}
+    digest = training_fingerprint(action, shas, params, parent_fingerprint)
     existing = find_model_by_fingerprint(conn, digest)
     if existing is not None:
         current = champion_model(conn, as_of) or existing
@@ -326,26 +276,11 @@ def _train(
         )
 
     if action == RETRAIN:
-        scaler_rows = {
-            row[c.TICKER]: {
-                "scaling": row["scaling"],
-                "scaler_params": row["scaler_params"],
-                "fit_start": row["fit_start"],
-                "fit_end": row["fit_end"],
-            }
-            for row in rows
-        }
+        scaler_rows = sequence_scalers(rows)
         source, epochs, newer_than, parent_version = None, model_config.epochs, None, None
     else:
         assert champion is not None
-        parent = model_scalers(conn, champion["version"])
-        scaler_rows = {
-            ticker: {
-                key: parent[ticker][key]
-                for key in ("scaling", "scaler_params", "fit_start", "fit_end")
-            }
-            for ticker in names
-        }
+        scaler_rows = parent_scalers(conn, champion["version"], names)
         source = Path(champion["file_path"])
         if not source.exists():
             raise ModelStoreError(f"model file {source} is missing; retrain with --mode retrain")
@@ -398,7 +333,8 @@ def _train(
             logger.info("damping per ticker, fitted on the validation span: %s", damping)
         if champion is not None and champion_errors is None:
             champion_errors = _evaluate_champion(conn, champion, series)
-        promoted, decision, champion_mae, champion_msis = gate(errors, champion, champion_errors)
+        verdict = gate(errors, champion, champion_errors)
+        promoted, decision = verdict.promoted, verdict.decision
         path = publish_networks(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -407,46 +343,25 @@ def _train(
         pd.Timestamp(frame.loc[frame[c.SPLIT] == c.SPLIT_TRAIN, c.TARGET_DATE].max()).date()
         for frame in frames.values()
     )
-    register_model(
+    register_version(
         conn,
-        {
-            "version": version,
-            "fingerprint": digest,
-            "mode": action,
-            "parent_version": parent_version,
-            "trained_at": trained_at or dt.datetime.now(dt.UTC),
-            "data_through": data_through,
-            "train_through": train_through,
-            "tickers": names,
-            "hyperparameters": params,
-            "val_loss": fitted.val_loss,
-            "train_samples": fitted.train_samples,
-            "validation_samples": fitted.validation_samples,
-            "epochs_run": fitted.epochs_run,
-            "file_path": str(path),
-            "val_mae": finite(errors.mae),
-            "val_naive_mae": finite(errors.naive_mae),
-            "val_mase": finite(errors.mase),
-            "promoted": promoted,
-            "decision": decision,
-            "champion_version": champion["version"] if champion else None,
-            "champion_val_mae": champion_mae,
-            "val_msis": finite(errors.msis),
-            "champion_val_msis": champion_msis,
-        },
-        [
-            {
-                c.TICKER: ticker,
-                **scaler_rows[ticker],
-                "damping": damping.get(ticker),
-                "val_mae": errors.per_ticker.get(ticker, {}).get("mae"),
-                "val_naive_mae": errors.per_ticker.get(ticker, {}).get("naive_mae"),
-                "interval_q": None
-                if intervals.get(ticker) is None
-                else intervals[ticker].to_json(),
-            }
-            for ticker in names
-        ],
+        version=version,
+        fingerprint=digest,
+        action=action,
+        parent_version=parent_version,
+        trained_at=trained_at,
+        data_through=data_through,
+        train_through=train_through,
+        tickers=names,
+        params=params,
+        path=path,
+        scalers=scaler_rows,
+        fitted=fitted,
+        errors=errors,
+        damping=damping,
+        intervals=intervals,
+        verdict=verdict,
+        champion=champion,
     )
     logger.info(
         "registered model v%d (%s, data through %s, %d epochs, MASE %.4f on the newest span, "

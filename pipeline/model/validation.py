@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from pipeline.evaluate.intervals import (
     fit_normalised_conformal,
 )
 from pipeline.evaluate.metrics import msis, naive_scale
+from pipeline.model.numpy_lstm import read_networks
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
 from pipeline.model.scale import (
     ewma_volatility,
@@ -31,7 +33,7 @@ from pipeline.model.scale import (
     predicted_volatility,
     step_scales,
 )
-from pipeline.sequences.scaling import Params
+from pipeline.sequences.scaling import Params, get_scaler
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,41 @@ def evaluate_span(
             ends = data.targets[data.targets >= predictor.window]
             errors.per_ticker[ticker]["msis"] = span_msis(data, ends, point, level, method)
     return errors
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """A registered model to judge on the validation span: its networks and scalers."""
+
+    path: Path
+    tickers: list[str]
+    window: int
+    scaling: str
+    params: dict[str, Params]
+    damping: dict[str, float]
+    series: dict[str, SpanSeries]
+    level: float = 0.9
+    intervals: str = "static"
+
+
+def evaluate_model(job: ModelEvaluation) -> SpanErrors:
+    """One-step errors of a saved model on the validation span.
+
+    The networks are read as NumPy forward passes (``numpy_lstm``), as the
+    forecast stage reads them: judging the champion imports no TensorFlow.
+
+    Raises:
+        ModelStoreError: its files are missing or not Keras models.
+    """
+    networks = read_networks(job.path, None if job.path.is_file() else job.tickers)
+    predictor = Predictor(
+        window=job.window,
+        scaler=get_scaler(job.scaling),
+        params=job.params,
+        networks=networks,
+        damping=job.damping,
+    )
+    return evaluate_span(predictor, job.series, job.level, job.intervals)
 
 
 def span_msis(
