@@ -1,8 +1,16 @@
 """The train stage: retrain, fine-tune or reuse, then promote only what is no worse.
 
-When to retrain, fine-tune or reuse the champion, and when a new version is
-promoted, is the promotion policy (``promotion.py``); the fit loop is ``fit.py``; what is
-registered, and the fingerprint that makes a rerun register nothing, ``registry.py``.
+This module runs the stage's steps in order and owns none of its rules:
+
+1. read the sequences built as of the as-of date (``_read_sequences``);
+2. ask the policy what to do (``_decide``): retrain, fine-tune or reuse the
+   champion, in ``promotion.py`` with the rules of ``--mode auto``;
+3. reuse the version already trained from identical inputs, if there is one
+   (the fingerprint, ``registry.py``);
+4. plan the training (``_plan``): the scalers, and the weights it starts from;
+5. fit, judge and save the networks and gate the new version against the
+   champion (``_fit``; the fit loop is ``fit.py``, the gate ``promotion.gate``);
+6. register the version, promoted or not (``registry.register_version``).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from pipeline.errors import MissingDataError, ModelStoreError
 from pipeline.model.config import ModelConfig
 from pipeline.model.fit import (
     NETWORKS_PER_WORKER,
+    FittedModel,
     TrainingData,
     fit_model,
     network_jobs,
@@ -43,6 +52,8 @@ from pipeline.model.promotion import (
     FINETUNE,
     RETRAIN,
     REUSE,
+    Decision,
+    Verdict,
     champion_drift,
     checks_drift,
     decide,
@@ -115,71 +126,46 @@ class TrainResult:
         }
 
 
-def _load_sequence_rows(
-    conn: Connection,
-    as_of: dt.date,
-    tickers: Sequence[str] | None,
-    config: SequenceConfig,
-) -> list[dict[str, Any]]:
-    rows = read_sequence_files(conn, as_of, tickers)
-    if tickers is None:
-        inactive = inactive_tickers(conn)
-        rows = [row for row in rows if row[c.TICKER] not in inactive]
-    found = {row[c.TICKER] for row in rows}
-    missing = sorted(set(tickers or []) - found)
-    if missing or not rows:
-        which = ", ".join(missing) if missing else "any ticker"
-        raise MissingDataError(
-            f"no sequences built as of {as_of} for {which}; run `pricecast sequences "
-            f"--as-of {as_of}` first"
-        )
-    for row in rows:
-        built = {
-            key: row[key] for key in ("window", "scaling", "validation_fraction", "price_field")
-        }
-        if built != {key: getattr(config, key) for key in built}:
-            raise MissingDataError(
-                f"sequences of {row[c.TICKER]} as of {as_of} were built with {built}, "
-                f"not {config.to_dict()}; rebuild them with `pricecast sequences`"
-            )
-    return rows
+@dataclass(frozen=True)
+class _Sequences:
+    """The sequence files a training reads: their registry rows, their windows and
+    validation spans per ticker."""
+
+    rows: list[dict[str, Any]]
+    frames: dict[str, pd.DataFrame]
+    series: dict[str, SpanSeries]
+
+    @property
+    def tickers(self) -> list[str]:
+        return [row[c.TICKER] for row in self.rows]
 
 
-def _evaluate_champion(
-    conn: Connection,
-    champion: Mapping[str, Any],
-    series: Mapping[str, SpanSeries],
-) -> SpanErrors | None:
-    """The champion's errors on the newest span, as ``load_predictor`` would load it
-    (in NumPy, in this process: no worker and no TensorFlow needed)."""
-    scalers = model_scalers(conn, champion["version"])
-    tickers = sorted(set(series) & set(champion["tickers"]) & set(scalers))
-    scaling = {scalers[ticker]["scaling"] for ticker in tickers} or {
-        champion["hyperparameters"].get("scaling", "minmax")
-    }
-    (name,) = scaling
-    job = ModelEvaluation(
-        path=Path(champion["file_path"]),
-        tickers=tickers,
-        window=int(champion["hyperparameters"]["window"]),
-        scaling=name,
-        params={ticker: scalers[ticker]["scaler_params"] for ticker in tickers},
-        damping={
-            ticker: float(scalers[ticker]["damping"])
-            for ticker in tickers
-            if scalers[ticker].get("damping") is not None
-        },
-        series={ticker: series[ticker] for ticker in tickers},
-        level=float(champion["hyperparameters"].get("interval_level", 0.9)),
-        # Models registered before the ewma intervals had static ones.
-        intervals=str(champion["hyperparameters"].get("intervals", "static")),
-    )
-    try:
-        errors = evaluate_model(job)
-    except ModelStoreError as exc:
-        logger.warning("champion v%s cannot be evaluated: %s", champion["version"], exc)
-        return None
-    return errors
+@dataclass(frozen=True)
+class _Plan:
+    """How a retrain or fine-tune runs: the windows and the scalers (registered with
+    the version) it encodes them with, the model it continues (``None``: fresh
+    networks), for how many epochs, on the training windows after which date."""
+
+    action: str
+    data: TrainingData
+    scalers: dict[str, dict[str, Any]]
+    source: Path | None
+    epochs: int
+    newer_than: dt.date | None
+    parent_version: int | None
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """A new version fitted, judged, gated and published, not yet registered."""
+
+    version: int
+    path: Path
+    model: FittedModel
+    damping: dict[str, float]
+    samples_per_second: float | None
+    verdict: Verdict
+    champion_errors: SpanErrors | None
 
 
 def train(
@@ -235,39 +221,18 @@ def _train(
     trained_at: dt.datetime | None,
     workers: Workers,
 ) -> TrainResult:
-    rows = _load_sequence_rows(conn, as_of, tickers, sequence_config)
-    names = [row[c.TICKER] for row in rows]
-    frames = {row[c.TICKER]: read_sequence_file(Path(row["file_path"])) for row in rows}
-    series = {
-        ticker: span_series(frame, sequence_config.window) for ticker, frame in frames.items()
-    }
+    sequences = _read_sequences(conn, as_of, tickers, sequence_config)
     params = hyperparameters(sequence_config, model_config)
     champion = champion_model(conn, as_of)
-
-    last_retrain, new_windows, drift, champion_errors = None, 0, None, None
-    if champion is not None:
-        last_retrain = next(
-            (row for row in lineage(conn, champion["version"]) if row["mode"] == RETRAIN), None
-        )
-        since = trained_through(champion)
-        new_windows = new_training_windows(frames, since)
-        if checks_drift(mode, champion, params, new_windows):
-            champion_errors = _evaluate_champion(conn, champion, series)
-            drift = champion_drift(champion, champion_errors)
-    action, reason = decide(
-        mode, champion, last_retrain, names, params, as_of, model_config, new_windows, drift
+    decision, champion_errors = _decide(
+        conn, mode, sequences, params, champion, as_of, model_config
     )
-    logger.info("training decision: %s (%s)", action, reason)
-    if action == REUSE:
+    logger.info("training decision: %s (%s)", decision.action, decision.reason)
+    if decision.action == REUSE:
         assert champion is not None
-        return _reused(champion, champion, reason, champion_errors)
+        return _reused(champion, champion, decision.reason, champion_errors)
 
-    parent_fingerprint = None
-    if action == FINETUNE:
-        assert champion is not None
-        parent_fingerprint = champion["fingerprint"]
-    shas = {row[c.TICKER]: row["sha256"] for row in rows}
-    digest = training_fingerprint(action, shas, params, parent_fingerprint)
+    digest = _fingerprint(decision.action, sequences, params, champion)
     existing = find_model_by_fingerprint(conn, digest)
     if existing is not None:
         current = champion_model(conn, as_of) or existing
@@ -275,12 +240,122 @@ def _train(
             existing, current, f"identical inputs were already trained as v{existing['version']}"
         )
 
+    plan = _plan(conn, decision.action, sequences, champion, sequence_config, model_config)
+    trained = _fit(
+        conn, home, as_of, sequences, plan, champion, champion_errors, model_config, workers
+    )
+    data_through = _register(conn, sequences, params, plan, trained, digest, champion, trained_at)
+    return _trained_result(decision, sequences, plan, trained, champion, data_through)
+
+
+def _read_sequences(
+    conn: Connection,
+    as_of: dt.date,
+    tickers: Sequence[str] | None,
+    config: SequenceConfig,
+) -> _Sequences:
+    """The sequence files built as of ``as_of``, read (see ``_load_sequence_rows``)."""
+    rows = _load_sequence_rows(conn, as_of, tickers, config)
+    frames = {row[c.TICKER]: read_sequence_file(Path(row["file_path"])) for row in rows}
+    series = {ticker: span_series(frame, config.window) for ticker, frame in frames.items()}
+    return _Sequences(rows=rows, frames=frames, series=series)
+
+
+def _load_sequence_rows(
+    conn: Connection,
+    as_of: dt.date,
+    tickers: Sequence[str] | None,
+    config: SequenceConfig,
+) -> list[dict[str, Any]]:
+    rows = read_sequence_files(conn, as_of, tickers)
+    if tickers is None:
+        inactive = inactive_tickers(conn)
+        rows = [row for row in rows if row[c.TICKER] not in inactive]
+    found = {row[c.TICKER] for row in rows}
+    missing = sorted(set(tickers or []) - found)
+    if missing or not rows:
+        which = ", ".join(missing) if missing else "any ticker"
+        raise MissingDataError(
+            f"no sequences built as of {as_of} for {which}; run `pricecast sequences "
+            f"--as-of {as_of}` first"
+        )
+    for row in rows:
+        built = {
+            key: row[key] for key in ("window", "scaling", "validation_fraction", "price_field")
+        }
+        if built != {key: getattr(config, key) for key in built}:
+            raise MissingDataError(
+                f"sequences of {row[c.TICKER]} as of {as_of} were built with {built}, "
+                f"not {config.to_dict()}; rebuild them with `pricecast sequences`"
+            )
+    return rows
+
+
+def _decide(
+    conn: Connection,
+    mode: str,
+    sequences: _Sequences,
+    params: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    as_of: dt.date,
+    config: ModelConfig,
+) -> tuple[Decision, SpanErrors | None]:
+    """The policy's decision on what the registry and the sequences say, and the
+    champion's errors on the newest span if the decision needed them (to look for
+    drift; the gate reuses them)."""
+    last_retrain, new_windows, drift, champion_errors = None, 0, None, None
+    if champion is not None:
+        last_retrain = next(
+            (row for row in lineage(conn, champion["version"]) if row["mode"] == RETRAIN), None
+        )
+        new_windows = new_training_windows(sequences.frames, trained_through(champion))
+        if checks_drift(mode, champion, params, new_windows):
+            champion_errors = _evaluate_champion(conn, champion, sequences.series)
+            drift = champion_drift(champion, champion_errors)
+    decision = decide(
+        mode, champion, last_retrain, sequences.tickers, params, as_of, config, new_windows, drift
+    )
+    return decision, champion_errors
+
+
+def _fingerprint(
+    action: str,
+    sequences: _Sequences,
+    params: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+) -> str:
+    """The training's fingerprint: a fine-tune's includes its parent's."""
+    parent = None
+    if action == FINETUNE:
+        assert champion is not None
+        parent = champion["fingerprint"]
+    shas = {row[c.TICKER]: row["sha256"] for row in sequences.rows}
+    return training_fingerprint(action, shas, params, parent)
+
+
+def _plan(
+    conn: Connection,
+    action: str,
+    sequences: _Sequences,
+    champion: Mapping[str, Any] | None,
+    sequence_config: SequenceConfig,
+    model_config: ModelConfig,
+) -> _Plan:
+    """A retrain starts fresh networks on every training window, with the scalers the
+    sequences were built with; a fine-tune continues the champion's file on the
+    windows after it, with the champion's scalers. A distributional network also needs
+    each ticker's long-run volatility (fitted here for a retrain, inherited otherwise).
+
+    Raises:
+        ModelStoreError: the champion's file is missing, or it has no long-run
+            volatility for a distributional fine-tune.
+    """
     if action == RETRAIN:
-        scaler_rows = sequence_scalers(rows)
+        scalers = sequence_scalers(sequences.rows)
         source, epochs, newer_than, parent_version = None, model_config.epochs, None, None
     else:
         assert champion is not None
-        scaler_rows = parent_scalers(conn, champion["version"], names)
+        scalers = parent_scalers(conn, champion["version"], sequences.tickers)
         source = Path(champion["file_path"])
         if not source.exists():
             raise ModelStoreError(f"model file {source} is missing; retrain with --mode retrain")
@@ -289,14 +364,12 @@ def _train(
     distributional = is_distributional(model_config.loss)
     if distributional and action == RETRAIN:
         volatility = with_long_run_volatility(
-            {ticker: row["scaler_params"] for ticker, row in scaler_rows.items()}, series
+            {ticker: row["scaler_params"] for ticker, row in scalers.items()}, sequences.series
         )
-        for ticker, row in scaler_rows.items():
+        for ticker, row in scalers.items():
             row["scaler_params"] = volatility[ticker]
     missing = [
-        ticker
-        for ticker, row in scaler_rows.items()
-        if VOLATILITY_PARAM not in row["scaler_params"]
+        ticker for ticker, row in scalers.items() if VOLATILITY_PARAM not in row["scaler_params"]
     ]
     if distributional and missing:
         raise ModelStoreError(
@@ -304,99 +377,188 @@ def _train(
             "retrain with --mode retrain"
         )
     data = TrainingData(
-        frames=frames,
-        params={ticker: row["scaler_params"] for ticker, row in scaler_rows.items()},
+        frames=sequences.frames,
+        params={ticker: row["scaler_params"] for ticker, row in scalers.items()},
         window=sequence_config.window,
         scaling=sequence_config.scaling,
         distributional=distributional,
     )
+    return _Plan(action, data, scalers, source, epochs, newer_than, parent_version)
+
+
+def _fit(
+    conn: Connection,
+    home: Path,
+    as_of: dt.date,
+    sequences: _Sequences,
+    plan: _Plan,
+    champion: Mapping[str, Any] | None,
+    champion_errors: SpanErrors | None,
+    config: ModelConfig,
+    workers: Workers,
+) -> _Trained:
+    """Fit the new version's networks into a staging folder, gate it against the
+    champion, and publish its files under the next version number (promoted or not:
+    the registry keeps every version); the staging folder never outlives this."""
     logger.info(
         "%s on %d tickers, %d epochs at most, batch %d (%s scope)",
-        action,
-        len(names),
-        epochs,
-        model_config.batch_size,
-        model_config.scope,
+        plan.action,
+        len(sequences.tickers),
+        plan.epochs,
+        config.batch_size,
+        config.scope,
     )
     version = next_version(conn)
-    path = model_path(home, version, model_config.scope)
+    path = model_path(home, version, config.scope)
     staging = staging_folder(path)
     try:
-        jobs = network_jobs(data, series, model_config, epochs, newer_than, action, staging, source)
+        jobs = network_jobs(
+            plan.data,
+            sequences.series,
+            config,
+            plan.epochs,
+            plan.newer_than,
+            plan.action,
+            staging,
+            plan.source,
+        )
         model = fit_model(jobs, workers)
-        fitted, errors, intervals = model.fitted, model.errors, model.intervals
+        fitted = model.fitted
         if fitted.train_samples == 0:
             raise MissingDataError(f"no training windows as of {as_of}")
         rate = fitted.train_samples * fitted.epochs_run / fitted.seconds if fitted.seconds else None
-        damping = model.damping if model_config.damping else {}
-        if model_config.damping:
+        damping = model.damping if config.damping else {}
+        if config.damping:
             logger.info("damping per ticker, fitted on the validation span: %s", damping)
         if champion is not None and champion_errors is None:
-            champion_errors = _evaluate_champion(conn, champion, series)
-        verdict = gate(errors, champion, champion_errors)
-        promoted, decision = verdict.promoted, verdict.decision
+            champion_errors = _evaluate_champion(conn, champion, sequences.series)
+        verdict = gate(model.errors, champion, champion_errors)
         path = publish_networks(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    data_through = max(row["data_through"] for row in rows)
+    return _Trained(version, path, model, damping, rate, verdict, champion_errors)
+
+
+def _register(
+    conn: Connection,
+    sequences: _Sequences,
+    params: Mapping[str, Any],
+    plan: _Plan,
+    trained: _Trained,
+    digest: str,
+    champion: Mapping[str, Any] | None,
+    trained_at: dt.datetime | None,
+) -> dt.date:
+    """Register the new version; return the newest price date its sequences saw."""
+    data_through = max(row["data_through"] for row in sequences.rows)
     train_through = max(
         pd.Timestamp(frame.loc[frame[c.SPLIT] == c.SPLIT_TRAIN, c.TARGET_DATE].max()).date()
-        for frame in frames.values()
+        for frame in sequences.frames.values()
     )
     register_version(
         conn,
-        version=version,
+        version=trained.version,
         fingerprint=digest,
-        action=action,
-        parent_version=parent_version,
+        action=plan.action,
+        parent_version=plan.parent_version,
         trained_at=trained_at,
         data_through=data_through,
         train_through=train_through,
-        tickers=names,
+        tickers=sequences.tickers,
         params=params,
-        path=path,
-        scalers=scaler_rows,
-        fitted=fitted,
-        errors=errors,
-        damping=damping,
-        intervals=intervals,
-        verdict=verdict,
+        path=trained.path,
+        scalers=plan.scalers,
+        fitted=trained.model.fitted,
+        errors=trained.model.errors,
+        damping=trained.damping,
+        intervals=trained.model.intervals,
+        verdict=trained.verdict,
         champion=champion,
     )
     logger.info(
         "registered model v%d (%s, data through %s, %d epochs, MASE %.4f on the newest span, "
         "%.0f samples/s); %s",
-        version,
-        action,
+        trained.version,
+        plan.action,
         data_through,
-        fitted.epochs_run,
-        errors.mase,
-        rate or 0.0,
-        decision,
+        trained.model.fitted.epochs_run,
+        trained.model.errors.mase,
+        trained.samples_per_second or 0.0,
+        trained.verdict.decision,
     )
-    champion_version = version if promoted else champion["version"]  # type: ignore[index]
+    return data_through
+
+
+def _trained_result(
+    decision: Decision,
+    sequences: _Sequences,
+    plan: _Plan,
+    trained: _Trained,
+    champion: Mapping[str, Any] | None,
+    data_through: dt.date,
+) -> TrainResult:
+    fitted, errors, promoted = trained.model.fitted, trained.model.errors, trained.verdict.promoted
+    champion_errors = trained.champion_errors
+    champion_version = trained.version if promoted else champion["version"]  # type: ignore[index]
     result = TrainResult(
-        version=version,
+        version=trained.version,
         champion_version=champion_version,
-        action=action,
-        reason=reason,
+        action=plan.action,
+        reason=decision.reason,
         created=True,
         promoted=promoted,
-        decision=decision,
+        decision=trained.verdict.decision,
         data_through=data_through,
-        tickers=names,
+        tickers=sequences.tickers,
         val_loss=fitted.val_loss,
         val_mase=finite(errors.mase),
         champion_val_mase=finite(errors.mase)
         if promoted
         else (champion_errors.mase if champion_errors else None),
-        samples_per_second=rate,
+        samples_per_second=trained.samples_per_second,
         epochs_run=fitted.epochs_run,
         train_samples=fitted.train_samples,
         fit_seconds=fitted.seconds,
     )
     _warn_if_naive_wins(result)
     return result
+
+
+def _evaluate_champion(
+    conn: Connection,
+    champion: Mapping[str, Any],
+    series: Mapping[str, SpanSeries],
+) -> SpanErrors | None:
+    """The champion's errors on the newest span, as ``load_predictor`` would load it
+    (in NumPy, in this process: no worker and no TensorFlow needed)."""
+    scalers = model_scalers(conn, champion["version"])
+    tickers = sorted(set(series) & set(champion["tickers"]) & set(scalers))
+    scaling = {scalers[ticker]["scaling"] for ticker in tickers} or {
+        champion["hyperparameters"].get("scaling", "minmax")
+    }
+    (name,) = scaling
+    job = ModelEvaluation(
+        path=Path(champion["file_path"]),
+        tickers=tickers,
+        window=int(champion["hyperparameters"]["window"]),
+        scaling=name,
+        params={ticker: scalers[ticker]["scaler_params"] for ticker in tickers},
+        damping={
+            ticker: float(scalers[ticker]["damping"])
+            for ticker in tickers
+            if scalers[ticker].get("damping") is not None
+        },
+        series={ticker: series[ticker] for ticker in tickers},
+        level=float(champion["hyperparameters"].get("interval_level", 0.9)),
+        # Models registered before the ewma intervals had static ones.
+        intervals=str(champion["hyperparameters"].get("intervals", "static")),
+    )
+    try:
+        errors = evaluate_model(job)
+    except ModelStoreError as exc:
+        logger.warning("champion v%s cannot be evaluated: %s", champion["version"], exc)
+        return None
+    return errors
 
 
 def _warn_if_naive_wins(result: TrainResult) -> None:
