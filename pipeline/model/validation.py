@@ -19,12 +19,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline import columns as c
-from pipeline.evaluate.intervals import (
-    conformal_quantile,
-    fit_conformal,
-    fit_normalised_conformal,
-)
-from pipeline.evaluate.metrics import msis, naive_scale
 from pipeline.model.numpy_lstm import read_networks
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
 from pipeline.model.scale import (
@@ -33,6 +27,12 @@ from pipeline.model.scale import (
     predicted_volatility,
     step_scales,
 )
+from pipeline.scoring.intervals import (
+    conformal_quantile,
+    fit_conformal,
+    fit_normalised_conformal,
+)
+from pipeline.scoring.metrics import msis, naive_scale
 from pipeline.sequences.scaling import Params, get_scaler
 
 
@@ -456,7 +456,7 @@ def calibrate_intervals(
     predictor forecasts recursively; for each central coverage (``level`` and
     ``FAN_CENTRAL_LEVELS``) and step, the errors ``|log(actual / forecast)|``
     are calibrated as conformal scores: as they are (``static``,
-    ``pipeline.evaluate.intervals.fit_conformal``) or divided by the predicted
+    ``pipeline.scoring.intervals.fit_conformal``) or divided by the predicted
     scale (``network``: the network's spread of the path; ``ewma``: the EWMA
     scale; ``fit_normalised_conformal``). A ticker with too few origins for a
     level gets ``None`` (no intervals).
