@@ -4,15 +4,15 @@ A model is one ``GLOBAL`` network on every ticker or one network per ticker
 (``ModelConfig.scope``). ``network_jobs`` turns it into one ``NetworkJob`` per
 network, and ``fit_model`` runs them in ``network.Workers``: each job seeds
 everything, builds a fresh network (a retrain) or loads the parent's (a
-fine-tune), fits it with early stopping on the validation span, fits its
-damping, judges it on that span, calibrates its intervals and saves it to the
-version's staging folder; only figures come back. A fine-tune fits only the
-training windows whose target is newer than ``newer_than``, for the epochs it
-is given, without early stopping.
+fine-tune), fits it, fits its damping (if asked), judges it on the validation span,
+calibrates its intervals and saves it to the version's staging folder; only
+figures come back. A retrain fits every training window and stops early on the
+validation loss when ``patience`` is set; a fine-tune fits only the training
+windows whose target is newer than ``newer_than``, for all its epochs.
 
 What to fit, and what becomes of the fitted version, is the train stage's
-business (``train.py``). The backtests (``pipeline.evaluate.backtest``) use ``fresh_networks`` and
-``fit_networks`` to refit a variant on each fold.
+business (``train.py``). The backtests (``pipeline.evaluate.backtest``) refit a
+variant on each fold with ``fresh_networks`` and ``fit_networks``.
 """
 
 from __future__ import annotations
