@@ -26,8 +26,7 @@ import pandas as pd
 
 from pipeline import columns as c
 from pipeline.model.config import ModelConfig
-from pipeline.model.network import Workers, resident_memory_mb
-from pipeline.model.train import (
+from pipeline.model.fit import (
     NETWORKS_PER_WORKER,
     NetworkJob,
     NetworkOutcome,
@@ -35,6 +34,7 @@ from pipeline.model.train import (
     fit_model,
     network_jobs,
 )
+from pipeline.model.network import Workers, resident_memory_mb
 from pipeline.model.validation import span_series
 from pipeline.sequences.build import windows_frame
 from pipeline.sequences.config import SequenceConfig

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def sha256_bytes(payload: bytes) -> str:
     """Hex SHA-256 of ``payload``."""
     return hashlib.sha256(payload).hexdigest()
+
+
+def sha256_json(payload: Any) -> str:
+    """Hex SHA-256 of ``payload`` as canonical JSON (sorted keys, no spaces, ``str`` of
+    values JSON has no type for, such as dates): equal descriptions, equal digests.
+
+    The fingerprints of a training's inputs and of a backtest's are such digests.
+    """
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return sha256_bytes(text.encode())
 
 
 def sha256_file(path: Path) -> str:

@@ -1,5 +1,7 @@
-"""Forecast evaluation: error metrics, classical baselines and conformal intervals.
+"""Forecast evaluation: backtests of the LSTM variants against classical baselines.
 
-Pure NumPy functions with no Keras and no database, so a backtest can score the
-LSTM and the baselines on exactly the same test points.
+A backtest refits each variant (with ``pipeline.model``) and fits the baselines on
+each fold, and scores all of them on exactly the same test points with the
+metrics of ``pipeline.scoring``. The dependence is one-way: the model never
+imports this package.
 """

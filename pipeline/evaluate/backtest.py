@@ -10,7 +10,7 @@ calibrate the prediction intervals), and the AR(1) baseline is fitted. Then,
 from every origin ``o`` in the fold (the last observed close), each model
 forecasts closes ``o + 1 .. o + horizon`` using only closes up to ``o``.
 
-**Metrics** per model, ticker, fold and horizon step (``pipeline.evaluate.metrics``):
+**Metrics** per model, ticker, fold and horizon step (``pipeline.scoring.metrics``):
 MAE, RMSE, MAPE, MASE (against the naive forecast on the same points and
 step, so naive scores exactly 1.00); for models with prediction intervals
 (at ``interval_level``), their coverage, their coverage on the ticker's most
@@ -51,12 +51,11 @@ import pandas as pd
 
 from pipeline import columns as c
 from pipeline.evaluate.baselines import BASELINES, get_baseline
-from pipeline.evaluate.metrics import naive_scale, quantile_name, summarise
 from pipeline.evaluate.variants import Variant
 from pipeline.evaluate.volatility import INTERVAL_BASELINES, QUANTILE_LEVELS
+from pipeline.model.fit import TrainingData, fit_networks, fresh_networks
 from pipeline.model.network import is_distributional, seed_everything
 from pipeline.model.predictor import Predictor
-from pipeline.model.train import TrainingData, fit_networks, fresh_networks
 from pipeline.model.validation import (
     calibrate_intervals,
     fit_damping,
@@ -64,6 +63,7 @@ from pipeline.model.validation import (
     span_series,
     with_long_run_volatility,
 )
+from pipeline.scoring.metrics import naive_scale, quantile_name, summarise
 from pipeline.sequences.build import minimum_closes, windows_frame
 from pipeline.sequences.scaling import get_scaler
 

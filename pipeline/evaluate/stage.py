@@ -28,7 +28,7 @@ from pipeline.evaluate.backtest import (
     plan_backtest,
 )
 from pipeline.evaluate.variants import Variant
-from pipeline.model.train import fingerprint
+from pipeline.files import sha256_json
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def store_backtest(
     """Store a backtest's run row and metrics under its run id, a hash of the inputs
     (closes, variants, settings), replacing an identical earlier run's rows."""
     described = describe_variants(variants)
-    run_id = fingerprint(
+    run_id = sha256_json(
         {
             "as_of": as_of,
             "config": asdict(config),

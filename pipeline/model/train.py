@@ -1,49 +1,28 @@
 """The train stage: retrain, fine-tune or reuse, then promote only what is no worse.
 
-**The champion.** Forecasts come from the champion: of the *promoted*
-versions whose ``data_through`` is on or before the as-of date, the one with
-the newest ``data_through`` (ties: the newest version), so a run as of a past
-date never uses a model that saw later prices and never displaces a later
-date's champion. A new version, whether
-retrained or fine-tuned, is promoted only when its one-step error on the
-newest validation span is no worse than the champion's on the same points;
-otherwise it is registered as a challenger that lost, and the champion keeps
-forecasting. The ``models`` table records the decision and both errors.
+This module runs the stage's steps in order and owns none of its rules:
 
-**Mode ``auto``** retrains when there is no champion; when the champion's
-architecture (window, scaling, price field, units, scope, loss) differs from the
-settings; when it does not cover every ticker; when the newest full retrain
-in its lineage is more than ``retrain_after_days`` behind the as-of date; or
-when its error has drifted: its MASE on the newest validation span exceeds
-its MASE when it was promoted by more than ``drift_tolerance``. Otherwise it
-fine-tunes when there are training windows newer than the champion's, and
-reuses the champion when there are none. Fine-tuning continues the
-champion's weights, in its scale, on those new training windows only; the
-validation span is never trained on, so the gate stays out of sample.
-
-**No new version when nothing changed.** Every training has a fingerprint:
-the SHA-256 of its inputs (the content of each sequence file, the
-hyperparameters and seed, the mode and, for a fine-tune, the parent's
-fingerprint). When a registered version has the same fingerprint, it is
-reused rather than trained again, so rerunning any mode with the same inputs
-registers nothing new.
+1. read the sequences built as of the as-of date (``_read_sequences``);
+2. ask the policy what to do (``_decide``): retrain, fine-tune or reuse the
+   champion, in ``promotion.py`` with the rules of ``--mode auto``;
+3. reuse the version already trained from identical inputs, if there is one
+   (the fingerprint, ``registry.py``);
+4. plan the training (``_plan``): the scalers, and the weights it starts from;
+5. fit, judge and save the networks and gate the new version against the
+   champion (``_fit``; the fit loop is ``fit.py``, the gate ``promotion.gate``);
+6. register the version, promoted or not (``registry.register_version``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
-import os
 import shutil
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Connection
 
@@ -54,58 +33,54 @@ from pipeline.db.models import (
     lineage,
     model_scalers,
     next_version,
-    register_model,
 )
 from pipeline.db.sequences import read_sequence_files
 from pipeline.db.tickers import inactive_tickers
-from pipeline.errors import ConfigurationError, MissingDataError, ModelStoreError
+from pipeline.errors import MissingDataError, ModelStoreError
 from pipeline.model.config import ModelConfig
-from pipeline.model.network import (
-    Workers,
-    as_inputs,
-    build_model,
-    early_stopping,
-    epoch_logger,
-    is_distributional,
-    resident_memory_mb,
-    seed_everything,
+from pipeline.model.fit import (
+    NETWORKS_PER_WORKER,
+    FittedModel,
+    TrainingData,
+    fit_model,
+    network_jobs,
+    new_training_windows,
 )
-from pipeline.model.numpy_lstm import read_networks
-from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, volatility_feature
-from pipeline.model.scale import ewma_volatility
-from pipeline.model.store import (
-    GLOBAL,
-    load_network,
-    model_path,
-    network_file,
-    publish_networks,
-    save_network,
-    staging_folder,
+from pipeline.model.network import Workers, is_distributional
+from pipeline.model.predictor import VOLATILITY_PARAM
+from pipeline.model.promotion import (
+    FINETUNE,
+    RETRAIN,
+    REUSE,
+    Decision,
+    Verdict,
+    champion_drift,
+    checks_drift,
+    decide,
+    gate,
+    trained_through,
 )
+from pipeline.model.registry import (
+    hyperparameters,
+    parent_scalers,
+    register_version,
+    sequence_scalers,
+    training_fingerprint,
+)
+from pipeline.model.store import model_path, publish_networks, staging_folder
 from pipeline.model.validation import (
-    IntervalCalibration,
+    ModelEvaluation,
     SpanErrors,
     SpanSeries,
-    calibrate_intervals,
-    evaluate_span,
-    fit_damping,
+    evaluate_model,
+    finite,
     span_series,
     with_long_run_volatility,
 )
 from pipeline.sequences.build import read_sequence_file
 from pipeline.sequences.config import SequenceConfig
-from pipeline.sequences.scaling import Params, get_scaler
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["auto", "retrain", "finetune"]
-MODES: tuple[str, ...] = ("auto", "retrain", "finetune")
-RETRAIN, FINETUNE, REUSE = "retrain", "finetune", "reuse"
-#: Networks a worker process fits before it is replaced (see ``train``'s ``isolate``).
-NETWORKS_PER_WORKER = 10
-ARCHITECTURE = ("window", "scaling", "price_field", "units", "scope", "loss")
-#: Values of architecture keys for versions registered before the key existed.
-_ARCHITECTURE_DEFAULTS = {"price_field": "close", "scope": "global"}
 
 
 @dataclass(frozen=True)
@@ -151,20 +126,139 @@ class TrainResult:
         }
 
 
-def hyperparameters(sequence_config: SequenceConfig, model_config: ModelConfig) -> dict[str, Any]:
-    """Everything that shaped a model, as recorded in the registry."""
-    return {**sequence_config.to_dict(), **model_config.training_params()}
+@dataclass(frozen=True)
+class _Sequences:
+    """The sequence files a training reads: their registry rows, their windows and
+    validation spans per ticker."""
+
+    rows: list[dict[str, Any]]
+    frames: dict[str, pd.DataFrame]
+    series: dict[str, SpanSeries]
+
+    @property
+    def tickers(self) -> list[str]:
+        return [row[c.TICKER] for row in self.rows]
 
 
-def architecture(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The hyperparameters a fine-tune cannot change."""
-    return {key: params.get(key, _ARCHITECTURE_DEFAULTS.get(key)) for key in ARCHITECTURE}
+@dataclass(frozen=True)
+class _Plan:
+    """How a retrain or fine-tune runs: the windows and the scalers (registered with
+    the version) it encodes them with, the model it continues (``None``: fresh
+    networks), for how many epochs, on the training windows after which date."""
+
+    action: str
+    data: TrainingData
+    scalers: dict[str, dict[str, Any]]
+    source: Path | None
+    epochs: int
+    newer_than: dt.date | None
+    parent_version: int | None
 
 
-def fingerprint(payload: dict[str, Any]) -> str:
-    """SHA-256 of a JSON-ready description of a training's inputs."""
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+@dataclass(frozen=True)
+class _Trained:
+    """A new version fitted, judged, gated and published, not yet registered."""
+
+    version: int
+    path: Path
+    model: FittedModel
+    damping: dict[str, float]
+    samples_per_second: float | None
+    verdict: Verdict
+    champion_errors: SpanErrors | None
+
+
+def train(
+    conn: Connection,
+    home: Path,
+    as_of: dt.date,
+    tickers: Sequence[str] | None = None,
+    mode: str = "auto",
+    sequence_config: SequenceConfig | None = None,
+    model_config: ModelConfig | None = None,
+    trained_at: dt.datetime | None = None,
+    isolate: bool = True,
+    networks_per_worker: int = NETWORKS_PER_WORKER,
+) -> TrainResult:
+    """Train, fine-tune or reuse a model on the sequences built as of ``as_of``.
+
+    Args:
+        conn: an open connection; the caller owns the transaction.
+        home: the pricecast home folder; models go to ``<home>/models``.
+        as_of: the as-of date the sequences were built for.
+        tickers: tickers to train on; ``None`` takes every active ticker with sequences.
+        mode: ``auto``, ``retrain`` or ``finetune`` (see ``promotion.py``).
+        sequence_config: the windowing the sequences must have been built with.
+        model_config: network, training and policy parameters.
+        trained_at: time stamp recorded in the registry; defaults to now (UTC).
+        isolate: fit the networks (and judge the champion) in a worker process,
+            replaced after ``networks_per_worker`` networks, so that the memory
+            TensorFlow keeps of every network goes back to the system and this
+            process never imports TensorFlow (``network.Workers``); ``False``
+            does everything in this process. The weights are the same either way.
+        networks_per_worker: networks a worker fits before it is replaced.
+
+    Raises:
+        MissingDataError: sequences are missing or were built differently.
+        ConfigurationError: a fine-tune was requested that cannot be done.
+    """
+    sequence_config = sequence_config or SequenceConfig()
+    model_config = model_config or ModelConfig()
+    with Workers(1 if isolate else 0, networks_per_worker) as pool:
+        return _train(
+            conn, home, as_of, tickers, mode, sequence_config, model_config, trained_at, pool
+        )
+
+
+def _train(
+    conn: Connection,
+    home: Path,
+    as_of: dt.date,
+    tickers: Sequence[str] | None,
+    mode: str,
+    sequence_config: SequenceConfig,
+    model_config: ModelConfig,
+    trained_at: dt.datetime | None,
+    workers: Workers,
+) -> TrainResult:
+    sequences = _read_sequences(conn, as_of, tickers, sequence_config)
+    params = hyperparameters(sequence_config, model_config)
+    champion = champion_model(conn, as_of)
+    decision, champion_errors = _decide(
+        conn, mode, sequences, params, champion, as_of, model_config
+    )
+    logger.info("training decision: %s (%s)", decision.action, decision.reason)
+    if decision.action == REUSE:
+        assert champion is not None
+        return _reused(champion, champion, decision.reason, champion_errors)
+
+    digest = _fingerprint(decision.action, sequences, params, champion)
+    existing = find_model_by_fingerprint(conn, digest)
+    if existing is not None:
+        current = champion_model(conn, as_of) or existing
+        return _reused(
+            existing, current, f"identical inputs were already trained as v{existing['version']}"
+        )
+
+    plan = _plan(conn, decision.action, sequences, champion, sequence_config, model_config)
+    trained = _fit(
+        conn, home, as_of, sequences, plan, champion, champion_errors, model_config, workers
+    )
+    data_through = _register(conn, sequences, params, plan, trained, digest, champion, trained_at)
+    return _trained_result(decision, sequences, plan, trained, champion, data_through)
+
+
+def _read_sequences(
+    conn: Connection,
+    as_of: dt.date,
+    tickers: Sequence[str] | None,
+    config: SequenceConfig,
+) -> _Sequences:
+    """The sequence files built as of ``as_of``, read (see ``_load_sequence_rows``)."""
+    rows = _load_sequence_rows(conn, as_of, tickers, config)
+    frames = {row[c.TICKER]: read_sequence_file(Path(row["file_path"])) for row in rows}
+    series = {ticker: span_series(frame, config.window) for ticker, frame in frames.items()}
+    return _Sequences(rows=rows, frames=frames, series=series)
 
 
 def _load_sequence_rows(
@@ -197,427 +291,237 @@ def _load_sequence_rows(
     return rows
 
 
-def _train_through(champion: Mapping[str, Any]) -> dt.date:
-    return champion.get("train_through") or champion["data_through"]
-
-
-def decide(
-    requested: str,
-    champion: Mapping[str, Any] | None,
-    last_retrain: Mapping[str, Any] | None,
-    tickers: Sequence[str],
+def _decide(
+    conn: Connection,
+    mode: str,
+    sequences: _Sequences,
     params: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
     as_of: dt.date,
     config: ModelConfig,
-    new_windows: int,
-    drift: tuple[float, float] | None = None,
-) -> tuple[str, str]:
-    """Choose ``retrain``, ``finetune`` or ``reuse``, and say why (see the module docstring).
+) -> tuple[Decision, SpanErrors | None]:
+    """The policy's decision on what the registry and the sequences say, and the
+    champion's errors on the newest span if the decision needed them (to look for
+    drift; the gate reuses them)."""
+    last_retrain, new_windows, drift, champion_errors = None, 0, None, None
+    if champion is not None:
+        last_retrain = next(
+            (row for row in lineage(conn, champion["version"]) if row["mode"] == RETRAIN), None
+        )
+        new_windows = new_training_windows(sequences.frames, trained_through(champion))
+        if checks_drift(mode, champion, params, new_windows):
+            champion_errors = _evaluate_champion(conn, champion, sequences.series)
+            drift = champion_drift(champion, champion_errors)
+    decision = decide(
+        mode, champion, last_retrain, sequences.tickers, params, as_of, config, new_windows, drift
+    )
+    return decision, champion_errors
 
-    Args:
-        requested: ``auto``, ``retrain`` or ``finetune``.
-        champion: the champion's registry row, if any.
-        last_retrain: the newest full retrain in the champion's lineage.
-        tickers: the tickers to train.
-        params: the requested hyperparameters.
-        as_of: the as-of date.
-        config: the policy settings (``retrain_after_days``, ``drift_tolerance``).
-        new_windows: training windows newer than the champion's.
-        drift: the champion's MASE on the newest span and when it was promoted.
+
+def _fingerprint(
+    action: str,
+    sequences: _Sequences,
+    params: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+) -> str:
+    """The training's fingerprint: a fine-tune's includes its parent's."""
+    parent = None
+    if action == FINETUNE:
+        assert champion is not None
+        parent = champion["fingerprint"]
+    shas = {row[c.TICKER]: row["sha256"] for row in sequences.rows}
+    return training_fingerprint(action, shas, params, parent)
+
+
+def _plan(
+    conn: Connection,
+    action: str,
+    sequences: _Sequences,
+    champion: Mapping[str, Any] | None,
+    sequence_config: SequenceConfig,
+    model_config: ModelConfig,
+) -> _Plan:
+    """A retrain starts fresh networks on every training window, with the scalers the
+    sequences were built with; a fine-tune continues the champion's file on the
+    windows after it, with the champion's scalers. A distributional network also needs
+    each ticker's long-run volatility (fitted here for a retrain, inherited otherwise).
 
     Raises:
-        ConfigurationError: ``finetune`` was requested but the champion cannot be fine-tuned.
-        MissingDataError: ``finetune`` was requested but there is no champion.
+        ModelStoreError: the champion's file is missing, or it has no long-run
+            volatility for a distributional fine-tune.
     """
-    if requested not in MODES:
-        raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, got {requested!r}")
-    if requested == RETRAIN:
-        return RETRAIN, "retrain requested"
-    if champion is None:
-        if requested == FINETUNE:
-            raise MissingDataError(
-                f"no champion trained on data up to {as_of} to fine-tune; use --mode retrain"
-            )
-        return RETRAIN, f"no champion trained on data up to {as_of}"
-    version = champion["version"]
-    if architecture(champion["hyperparameters"]) != architecture(params):
-        reason = (
-            f"champion v{version} has architecture {architecture(champion['hyperparameters'])}, "
-            f"requested {architecture(params)}"
-        )
-        if requested == FINETUNE:
-            raise ConfigurationError(f"cannot fine-tune: {reason}; use --mode retrain")
-        return RETRAIN, reason
-    uncovered = sorted(set(tickers) - set(champion["tickers"]))
-    if uncovered:
-        reason = f"champion v{version} does not cover {', '.join(uncovered)}"
-        if requested == FINETUNE:
-            raise ConfigurationError(f"cannot fine-tune: {reason}; use --mode retrain")
-        return RETRAIN, reason
-    if requested == "auto" and last_retrain is not None:
-        age = (as_of - last_retrain["data_through"]).days
-        if age > config.retrain_after_days:
-            return RETRAIN, (
-                f"the last full retrain (v{last_retrain['version']}, data through "
-                f"{last_retrain['data_through']}) is {age} days old, more than "
-                f"{config.retrain_after_days}"
-            )
-    if requested == "auto" and drift is not None:
-        now, then = drift
-        if then > 0 and now > then * (1 + config.drift_tolerance):
-            return RETRAIN, (
-                f"champion v{version}'s error drifted: MASE {now:.3f} on the newest span, "
-                f"{then:.3f} when promoted (tolerance {config.drift_tolerance:.0%})"
-            )
-    if new_windows == 0:
-        return REUSE, (
-            f"no training windows newer than champion v{version}'s "
-            f"(trained through {_train_through(champion)})"
-        )
-    return FINETUNE, f"{new_windows} training windows are new since champion v{version}"
-
-
-@dataclass
-class TrainingData:
-    """Per ticker: the sequence file's rows and the scaler parameters to encode with."""
-
-    frames: dict[str, pd.DataFrame]
-    params: dict[str, Params]
-    window: int
-    scaling: str
-    distributional: bool = False
-
-    def arrays(self, ticker: str, mask: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """Encoded inputs and targets of one ticker's selected rows: inputs ``(n, window)``,
-        or ``(n, window, 2)`` with the volatility feature for a distributional network
-        (the EWMA volatility at each window's last close, from the closes before it)."""
-        whole = self.frames[ticker]
-        frame = whole.loc[mask]
-        raw = frame[c.raw_window_columns(self.window)].to_numpy(dtype=float)
-        scaler = get_scaler(self.scaling)
-        params = self.params[ticker]
-        inputs = scaler.encode(raw, params)
-        if self.distributional:
-            closes = span_series(whole, self.window).closes
-            origins = np.flatnonzero(np.asarray(mask, dtype=bool)) + self.window - 1
-            volatility = ewma_volatility(closes, origins)
-            inputs = np.stack(
-                [inputs, volatility_feature(raw, volatility, params[VOLATILITY_PARAM])], axis=-1
-            )
-        return (
-            inputs,
-            scaler.encode_target(frame[c.TARGET_CLOSE].to_numpy(dtype=float), raw, params),
-        )
-
-
-@dataclass
-class FitResult:
-    """Networks after fitting, and what the fit saw."""
-
-    networks: dict[str, Any]
-    train_samples: int = 0
-    validation_samples: int = 0
-    epochs_run: int = 0
-    val_loss: float | None = None
-    seconds: float = 0.0
-    trained_tickers: list[str] = field(default_factory=list)
-
-
-def _split_masks(frame: pd.DataFrame, newer_than: dt.date | None) -> tuple[pd.Series, pd.Series]:
-    train = frame[c.SPLIT] == c.SPLIT_TRAIN
-    if newer_than is not None:
-        train &= pd.to_datetime(frame[c.TARGET_DATE]) > pd.Timestamp(newer_than)
-    return train, frame[c.SPLIT] == c.SPLIT_VALIDATION
-
-
-def fit_networks(
-    data: TrainingData,
-    networks: dict[str, Any],
-    config: ModelConfig,
-    epochs: int,
-    newer_than: dt.date | None,
-    label: str,
-) -> FitResult:
-    """Fit ``networks`` (fresh or loaded) on the training windows; validate on the rest."""
-    fitted = FitResult(networks=networks)
-    groups = (
-        {GLOBAL: sorted(data.frames)}
-        if GLOBAL in networks
-        else {ticker: [ticker] for ticker in sorted(data.frames)}
-    )
-    started = time.perf_counter()
-    val_losses: list[tuple[float, int]] = []
-    for position, (key, tickers) in enumerate(groups.items(), start=1):
-        parts = {"xt": [], "yt": [], "xv": [], "yv": []}
-        for ticker in tickers:
-            train, validation = _split_masks(data.frames[ticker], newer_than)
-            for mask, x_key, y_key in ((train, "xt", "yt"), (validation, "xv", "yv")):
-                x, y = data.arrays(ticker, mask)
-                parts[x_key].append(x)
-                parts[y_key].append(y)
-        x_train, y_train = np.concatenate(parts["xt"]), np.concatenate(parts["yt"])
-        x_val, y_val = np.concatenate(parts["xv"]), np.concatenate(parts["yv"])
-        if not len(x_train):
-            continue
-        name = label if len(groups) == 1 else f"{label} {key} ({position}/{len(groups)})"
-        callbacks = [epoch_logger(epochs, name)]
-        validation_data = None
-        if len(x_val):
-            validation_data = (as_inputs(x_val), y_val.astype(np.float32))
-            if config.patience and newer_than is None:
-                callbacks.append(early_stopping(config.patience))
-        history = networks[key].fit(
-            as_inputs(x_train),
-            y_train.astype(np.float32),
-            epochs=epochs,
-            batch_size=config.batch_size,
-            validation_data=validation_data,
-            shuffle=True,
-            verbose=0,
-            callbacks=callbacks,
-        )
-        fitted.epochs_run = max(fitted.epochs_run, len(history.history["loss"]))
-        fitted.train_samples += len(x_train)
-        fitted.validation_samples += len(x_val)
-        fitted.trained_tickers.extend(tickers)
-        if len(x_val):
-            loss = networks[key].evaluate(
-                as_inputs(x_val), y_val.astype(np.float32), batch_size=4096, verbose=0
-            )
-            val_losses.append((float(loss), len(x_val)))
-    fitted.seconds = time.perf_counter() - started
-    if val_losses:
-        fitted.val_loss = sum(loss * n for loss, n in val_losses) / sum(n for _, n in val_losses)
-    return fitted
-
-
-def network_keys(tickers: Sequence[str], config: ModelConfig) -> list[str]:
-    """The networks of a model: ``[GLOBAL]``, or one per ticker, in their seeding order."""
-    return [GLOBAL] if config.scope == "global" else sorted(tickers)
-
-
-def network_seed(config: ModelConfig, index: int) -> int:
-    """The initializers' seed of the ``index``-th network of ``network_keys``."""
-    return config.seed * 1000 + 3 * index
-
-
-def fresh_networks(tickers: Sequence[str], window: int, config: ModelConfig) -> dict[str, Any]:
-    """Untrained networks: one ``GLOBAL``, or one per ticker, each seeded from ``config.seed``."""
-    return {
-        key: build_model(
-            window, config.units, config.learning_rate, config.loss, network_seed(config, index)
-        )
-        for index, key in enumerate(network_keys(tickers, config))
-    }
-
-
-@dataclass(frozen=True)
-class NetworkJob:
-    """One network of a training, as a worker process fits it: its windows, how to
-    start it (fresh from ``seed``, or from the network file ``source``), and where
-    to save it. Judged on its tickers' validation span where it was fitted."""
-
-    key: str
-    data: TrainingData
-    series: dict[str, SpanSeries]
-    config: ModelConfig
-    epochs: int
-    newer_than: dt.date | None
-    label: str
-    seed: int
-    source: Path | None
-    target: Path
-
-
-@dataclass
-class NetworkOutcome:
-    """What fitting one network gave; ``pid`` and ``rss_mb`` describe the process
-    that fitted it, after it did (for logs and ``benchmarks/train_memory.py``)."""
-
-    key: str
-    fitted: FitResult
-    damping: dict[str, float]
-    errors: SpanErrors
-    intervals: dict[str, IntervalCalibration | None]
-    val_losses: list[tuple[float, int]]
-    pid: int
-    rss_mb: float | None
-
-
-def fit_network(job: NetworkJob) -> NetworkOutcome:
-    """Fit one network, fit its damping, judge it, calibrate its intervals and save it.
-
-    Seeds everything first, so the weights are those the network gets whatever
-    was fitted before it, in this process or another one.
-    """
-    config = job.config
-    seed_everything(config.seed)
-    if job.source is None:
-        network = build_model(
-            job.data.window, config.units, config.learning_rate, config.loss, job.seed
-        )
+    if action == RETRAIN:
+        scalers = sequence_scalers(sequences.rows)
+        source, epochs, newer_than, parent_version = None, model_config.epochs, None, None
     else:
-        network = load_network(job.source, for_training=True)
-    fitted = fit_networks(
-        job.data, {job.key: network}, config, job.epochs, job.newer_than, job.label
-    )
-    fitted.networks = {}
-    predictor = Predictor(
-        window=job.data.window,
-        scaler=get_scaler(job.data.scaling),
-        params=job.data.params,
-        networks={job.key: network},
-    )
-    if config.damping:
-        predictor.damping = fit_damping(predictor, job.series)
-    errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
-    intervals = calibrate_intervals(
-        predictor, job.series, config.horizon, config.interval_level, config.intervals
-    )
-    save_network(network, job.target)
-    val_losses = (
-        [(fitted.val_loss, fitted.validation_samples)] if fitted.val_loss is not None else []
-    )
-    return NetworkOutcome(
-        key=job.key,
-        fitted=fitted,
-        damping=dict(predictor.damping),
-        errors=errors,
-        intervals=intervals,
-        val_losses=val_losses,
-        pid=os.getpid(),
-        rss_mb=resident_memory_mb(),
-    )
-
-
-def network_jobs(
-    data: TrainingData,
-    series: Mapping[str, SpanSeries],
-    config: ModelConfig,
-    epochs: int,
-    newer_than: dt.date | None,
-    label: str,
-    staging: Path,
-    source: Path | None = None,
-) -> list[NetworkJob]:
-    """One job per network of the model: ``GLOBAL`` on every ticker, or one per ticker.
-
-    Args:
-        data: every ticker's windows and scaler parameters.
-        series: every ticker's validation span.
-        config: the model's parameters (``scope`` says which networks).
-        epochs: the most epochs to fit.
-        newer_than: fit only on training windows whose target is after this date.
-        label: the training's name in the logs (``retrain``, ``finetune``).
-        staging: the folder each fitted network is saved to (``network_file``).
-        source: the model to continue from (a fine-tune), else fresh networks.
-    """
-    keys = network_keys(sorted(data.frames), config)
-    jobs = []
-    for index, key in enumerate(keys):
-        tickers = sorted(data.frames) if key == GLOBAL else [key]
-        jobs.append(
-            NetworkJob(
-                key=key,
-                data=TrainingData(
-                    frames={ticker: data.frames[ticker] for ticker in tickers},
-                    params={ticker: data.params[ticker] for ticker in tickers},
-                    window=data.window,
-                    scaling=data.scaling,
-                    distributional=data.distributional,
-                ),
-                series={ticker: series[ticker] for ticker in tickers if ticker in series},
-                config=config,
-                epochs=epochs,
-                newer_than=newer_than,
-                label=label if key == GLOBAL else f"{label} {key} ({index + 1}/{len(keys)})",
-                seed=network_seed(config, index),
-                source=None if source is None else network_file(source, key),
-                target=network_file(staging, key),
-            )
+        assert champion is not None
+        scalers = parent_scalers(conn, champion["version"], sequences.tickers)
+        source = Path(champion["file_path"])
+        if not source.exists():
+            raise ModelStoreError(f"model file {source} is missing; retrain with --mode retrain")
+        epochs, newer_than = model_config.finetune_epochs, trained_through(champion)
+        parent_version = champion["version"]
+    distributional = is_distributional(model_config.loss)
+    if distributional and action == RETRAIN:
+        volatility = with_long_run_volatility(
+            {ticker: row["scaler_params"] for ticker, row in scalers.items()}, sequences.series
         )
-    return jobs
-
-
-@dataclass
-class FittedModel:
-    """A model's networks fitted and saved (in a staging folder), and what they gave."""
-
-    fitted: FitResult
-    damping: dict[str, float]
-    errors: SpanErrors
-    intervals: dict[str, IntervalCalibration | None]
-    outcomes: list[NetworkOutcome]
-
-
-def fit_model(
-    jobs: Sequence[NetworkJob],
-    workers: Workers,
-    on_fitted: Callable[[NetworkJob, NetworkOutcome], None] | None = None,
-) -> FittedModel:
-    """Run ``fit_network`` for every job in ``workers`` and combine the outcomes: the
-    same figures as fitting and judging all the networks together in this process.
-
-    Args:
-        jobs: from ``network_jobs``.
-        workers: the processes to fit in (``Workers(0, 1)``: this process).
-        on_fitted: called with each job and its ``NetworkOutcome`` as it completes.
-    """
-    outcomes = workers.run(fit_network, jobs, on_fitted)
-    fitted = FitResult(networks={})
-    errors = SpanErrors()
-    damping: dict[str, float] = {}
-    intervals: dict[str, IntervalCalibration | None] = {}
-    val_losses: list[tuple[float, int]] = []
-    for outcome in outcomes:
-        part = outcome.fitted
-        fitted.train_samples += part.train_samples
-        fitted.validation_samples += part.validation_samples
-        fitted.epochs_run = max(fitted.epochs_run, part.epochs_run)
-        fitted.seconds += part.seconds
-        fitted.trained_tickers.extend(part.trained_tickers)
-        val_losses.extend(outcome.val_losses)
-        damping.update(outcome.damping)
-        errors.per_ticker.update(outcome.errors.per_ticker)
-        intervals.update(outcome.intervals)
-    if val_losses:
-        fitted.val_loss = sum(loss * n for loss, n in val_losses) / sum(n for _, n in val_losses)
-    return FittedModel(fitted, damping, errors, intervals, list(outcomes))
-
-
-@dataclass(frozen=True)
-class ModelEvaluation:
-    """A registered model to judge on the validation span: its networks and scalers."""
-
-    path: Path
-    tickers: list[str]
-    window: int
-    scaling: str
-    params: dict[str, Params]
-    damping: dict[str, float]
-    series: dict[str, SpanSeries]
-    level: float = 0.9
-    intervals: str = "static"
-
-
-def evaluate_model(job: ModelEvaluation) -> SpanErrors:
-    """One-step errors of a saved model on the validation span.
-
-    The networks are read as NumPy forward passes (``numpy_lstm``), as the
-    forecast stage reads them: judging the champion imports no TensorFlow.
-
-    Raises:
-        ModelStoreError: its files are missing or not Keras models.
-    """
-    networks = read_networks(job.path, None if job.path.is_file() else job.tickers)
-    predictor = Predictor(
-        window=job.window,
-        scaler=get_scaler(job.scaling),
-        params=job.params,
-        networks=networks,
-        damping=job.damping,
+        for ticker, row in scalers.items():
+            row["scaler_params"] = volatility[ticker]
+    missing = [
+        ticker for ticker, row in scalers.items() if VOLATILITY_PARAM not in row["scaler_params"]
+    ]
+    if distributional and missing:
+        raise ModelStoreError(
+            f"champion v{parent_version} has no long-run volatility for {', '.join(missing)}; "
+            "retrain with --mode retrain"
+        )
+    data = TrainingData(
+        frames=sequences.frames,
+        params={ticker: row["scaler_params"] for ticker, row in scalers.items()},
+        window=sequence_config.window,
+        scaling=sequence_config.scaling,
+        distributional=distributional,
     )
-    return evaluate_span(predictor, job.series, job.level, job.intervals)
+    return _Plan(action, data, scalers, source, epochs, newer_than, parent_version)
+
+
+def _fit(
+    conn: Connection,
+    home: Path,
+    as_of: dt.date,
+    sequences: _Sequences,
+    plan: _Plan,
+    champion: Mapping[str, Any] | None,
+    champion_errors: SpanErrors | None,
+    config: ModelConfig,
+    workers: Workers,
+) -> _Trained:
+    """Fit the new version's networks into a staging folder, gate it against the
+    champion, and publish its files under the next version number (promoted or not:
+    the registry keeps every version); the staging folder never outlives this."""
+    logger.info(
+        "%s on %d tickers, %d epochs at most, batch %d (%s scope)",
+        plan.action,
+        len(sequences.tickers),
+        plan.epochs,
+        config.batch_size,
+        config.scope,
+    )
+    version = next_version(conn)
+    path = model_path(home, version, config.scope)
+    staging = staging_folder(path)
+    try:
+        jobs = network_jobs(
+            plan.data,
+            sequences.series,
+            config,
+            plan.epochs,
+            plan.newer_than,
+            plan.action,
+            staging,
+            plan.source,
+        )
+        model = fit_model(jobs, workers)
+        fitted = model.fitted
+        if fitted.train_samples == 0:
+            raise MissingDataError(f"no training windows as of {as_of}")
+        rate = fitted.train_samples * fitted.epochs_run / fitted.seconds if fitted.seconds else None
+        damping = model.damping if config.damping else {}
+        if config.damping:
+            logger.info("damping per ticker, fitted on the validation span: %s", damping)
+        if champion is not None and champion_errors is None:
+            champion_errors = _evaluate_champion(conn, champion, sequences.series)
+        verdict = gate(model.errors, champion, champion_errors)
+        path = publish_networks(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _Trained(version, path, model, damping, rate, verdict, champion_errors)
+
+
+def _register(
+    conn: Connection,
+    sequences: _Sequences,
+    params: Mapping[str, Any],
+    plan: _Plan,
+    trained: _Trained,
+    digest: str,
+    champion: Mapping[str, Any] | None,
+    trained_at: dt.datetime | None,
+) -> dt.date:
+    """Register the new version; return the newest price date its sequences saw."""
+    data_through = max(row["data_through"] for row in sequences.rows)
+    train_through = max(
+        pd.Timestamp(frame.loc[frame[c.SPLIT] == c.SPLIT_TRAIN, c.TARGET_DATE].max()).date()
+        for frame in sequences.frames.values()
+    )
+    register_version(
+        conn,
+        version=trained.version,
+        fingerprint=digest,
+        action=plan.action,
+        parent_version=plan.parent_version,
+        trained_at=trained_at,
+        data_through=data_through,
+        train_through=train_through,
+        tickers=sequences.tickers,
+        params=params,
+        path=trained.path,
+        scalers=plan.scalers,
+        fitted=trained.model.fitted,
+        errors=trained.model.errors,
+        damping=trained.damping,
+        intervals=trained.model.intervals,
+        verdict=trained.verdict,
+        champion=champion,
+    )
+    logger.info(
+        "registered model v%d (%s, data through %s, %d epochs, MASE %.4f on the newest span, "
+        "%.0f samples/s); %s",
+        trained.version,
+        plan.action,
+        data_through,
+        trained.model.fitted.epochs_run,
+        trained.model.errors.mase,
+        trained.samples_per_second or 0.0,
+        trained.verdict.decision,
+    )
+    return data_through
+
+
+def _trained_result(
+    decision: Decision,
+    sequences: _Sequences,
+    plan: _Plan,
+    trained: _Trained,
+    champion: Mapping[str, Any] | None,
+    data_through: dt.date,
+) -> TrainResult:
+    fitted, errors, promoted = trained.model.fitted, trained.model.errors, trained.verdict.promoted
+    champion_errors = trained.champion_errors
+    champion_version = trained.version if promoted else champion["version"]  # type: ignore[index]
+    result = TrainResult(
+        version=trained.version,
+        champion_version=champion_version,
+        action=plan.action,
+        reason=decision.reason,
+        created=True,
+        promoted=promoted,
+        decision=trained.verdict.decision,
+        data_through=data_through,
+        tickers=sequences.tickers,
+        val_loss=fitted.val_loss,
+        val_mase=finite(errors.mase),
+        champion_val_mase=finite(errors.mase)
+        if promoted
+        else (champion_errors.mase if champion_errors else None),
+        samples_per_second=trained.samples_per_second,
+        epochs_run=fitted.epochs_run,
+        train_samples=fitted.train_samples,
+        fit_seconds=fitted.seconds,
+    )
+    _warn_if_naive_wins(result)
+    return result
 
 
 def _evaluate_champion(
@@ -657,307 +561,6 @@ def _evaluate_champion(
     return errors
 
 
-def _gate(
-    challenger: SpanErrors, champion: Mapping[str, Any] | None, champion_errors: SpanErrors | None
-) -> tuple[bool, str, float | None, float | None]:
-    """Whether the challenger is promoted, why, and the champion's MAE and MSIS on the
-    same points.
-
-    Promoted when, on the newest span and the tickers both cover, its one-step MAE is
-    no worse than the champion's and the MSIS of its intervals is no worse either
-    (each model's intervals calibrated on the span itself, ``evaluate_span``); the
-    MSIS is not compared when either model has none.
-    """
-    if champion is None:
-        return True, "promoted: first model, no champion to compare with", None, None
-    if champion_errors is None or not champion_errors.n:
-        return (
-            True,
-            f"promoted: champion v{champion['version']} could not be evaluated",
-            None,
-            None,
-        )
-    common = set(challenger.per_ticker) & set(champion_errors.per_ticker)
-    mine, theirs = challenger.restricted(common), champion_errors.restricted(common)
-    point_ok = mine.mae <= theirs.mae
-    compared = np.isfinite(mine.msis) and np.isfinite(theirs.msis)
-    interval_ok = not compared or mine.msis <= theirs.msis
-    promoted = point_ok and interval_ok
-    verdict = "promoted" if promoted else "not promoted"
-    decision = (
-        f"{verdict}: MAE {mine.mae:.6g} on the newest span is "
-        f"{'no worse than' if point_ok else 'worse than'} champion v{champion['version']}'s "
-        f"{theirs.mae:.6g} (MASE {mine.mase:.4f} vs {theirs.mase:.4f})"
-    )
-    if compared:
-        decision += (
-            f"; interval MSIS {mine.msis:.4g} is {'no worse than' if interval_ok else 'worse than'}"
-            f" its {theirs.msis:.4g}"
-        )
-    return promoted, decision, theirs.mae, _finite(theirs.msis) if compared else None
-
-
-def train(
-    conn: Connection,
-    home: Path,
-    as_of: dt.date,
-    tickers: Sequence[str] | None = None,
-    mode: str = "auto",
-    sequence_config: SequenceConfig | None = None,
-    model_config: ModelConfig | None = None,
-    trained_at: dt.datetime | None = None,
-    isolate: bool = True,
-    networks_per_worker: int = NETWORKS_PER_WORKER,
-) -> TrainResult:
-    """Train, fine-tune or reuse a model on the sequences built as of ``as_of``.
-
-    Args:
-        conn: an open connection; the caller owns the transaction.
-        home: the pricecast home folder; models go to ``<home>/models``.
-        as_of: the as-of date the sequences were built for.
-        tickers: tickers to train on; ``None`` takes every active ticker with sequences.
-        mode: ``auto``, ``retrain`` or ``finetune`` (see the module docstring).
-        sequence_config: the windowing the sequences must have been built with.
-        model_config: network, training and policy parameters.
-        trained_at: time stamp recorded in the registry; defaults to now (UTC).
-        isolate: fit the networks (and judge the champion) in a worker process,
-            replaced after ``networks_per_worker`` networks, so that the memory
-            TensorFlow keeps of every network goes back to the system and this
-            process never imports TensorFlow (``network.Workers``); ``False``
-            does everything in this process. The weights are the same either way.
-        networks_per_worker: networks a worker fits before it is replaced.
-
-    Raises:
-        MissingDataError: sequences are missing or were built differently.
-        ConfigurationError: a fine-tune was requested that cannot be done.
-    """
-    sequence_config = sequence_config or SequenceConfig()
-    model_config = model_config or ModelConfig()
-    with Workers(1 if isolate else 0, networks_per_worker) as pool:
-        return _train(
-            conn, home, as_of, tickers, mode, sequence_config, model_config, trained_at, pool
-        )
-
-
-def _train(
-    conn: Connection,
-    home: Path,
-    as_of: dt.date,
-    tickers: Sequence[str] | None,
-    mode: str,
-    sequence_config: SequenceConfig,
-    model_config: ModelConfig,
-    trained_at: dt.datetime | None,
-    workers: Workers,
-) -> TrainResult:
-    rows = _load_sequence_rows(conn, as_of, tickers, sequence_config)
-    names = [row[c.TICKER] for row in rows]
-    frames = {row[c.TICKER]: read_sequence_file(Path(row["file_path"])) for row in rows}
-    series = {
-        ticker: span_series(frame, sequence_config.window) for ticker, frame in frames.items()
-    }
-    params = hyperparameters(sequence_config, model_config)
-    champion = champion_model(conn, as_of)
-
-    last_retrain, new_windows, drift, champion_errors = None, 0, None, None
-    if champion is not None:
-        last_retrain = next(
-            (row for row in lineage(conn, champion["version"]) if row["mode"] == RETRAIN), None
-        )
-        since = _train_through(champion)
-        new_windows = int(sum(_split_masks(frame, since)[0].sum() for frame in frames.values()))
-        compatible = architecture(champion["hyperparameters"]) == architecture(params)
-        if mode == "auto" and compatible and new_windows and champion.get("val_mase"):
-            champion_errors = _evaluate_champion(conn, champion, series)
-            if champion_errors is not None and champion_errors.n:
-                drift = (champion_errors.mase, champion["val_mase"])
-    action, reason = decide(
-        mode, champion, last_retrain, names, params, as_of, model_config, new_windows, drift
-    )
-    logger.info("training decision: %s (%s)", action, reason)
-    if action == REUSE:
-        assert champion is not None
-        return _reused(champion, champion, reason, champion_errors)
-
-    inputs: dict[str, Any] = {
-        "action": action,
-        "sequences": {row[c.TICKER]: row["sha256"] for row in rows},
-        "params": params,
-    }
-    if action == FINETUNE:
-        assert champion is not None
-        inputs["parent"] = champion["fingerprint"]
-    digest = fingerprint(inputs)
-    existing = find_model_by_fingerprint(conn, digest)
-    if existing is not None:
-        current = champion_model(conn, as_of) or existing
-        return _reused(
-            existing, current, f"identical inputs were already trained as v{existing['version']}"
-        )
-
-    if action == RETRAIN:
-        scaler_rows = {
-            row[c.TICKER]: {
-                "scaling": row["scaling"],
-                "scaler_params": row["scaler_params"],
-                "fit_start": row["fit_start"],
-                "fit_end": row["fit_end"],
-            }
-            for row in rows
-        }
-        source, epochs, newer_than, parent_version = None, model_config.epochs, None, None
-    else:
-        assert champion is not None
-        parent = model_scalers(conn, champion["version"])
-        scaler_rows = {
-            ticker: {
-                key: parent[ticker][key]
-                for key in ("scaling", "scaler_params", "fit_start", "fit_end")
-            }
-            for ticker in names
-        }
-        source = Path(champion["file_path"])
-        if not source.exists():
-            raise ModelStoreError(f"model file {source} is missing; retrain with --mode retrain")
-        epochs, newer_than = model_config.finetune_epochs, _train_through(champion)
-        parent_version = champion["version"]
-    distributional = is_distributional(model_config.loss)
-    if distributional and action == RETRAIN:
-        volatility = with_long_run_volatility(
-            {ticker: row["scaler_params"] for ticker, row in scaler_rows.items()}, series
-        )
-        for ticker, row in scaler_rows.items():
-            row["scaler_params"] = volatility[ticker]
-    missing = [
-        ticker
-        for ticker, row in scaler_rows.items()
-        if VOLATILITY_PARAM not in row["scaler_params"]
-    ]
-    if distributional and missing:
-        raise ModelStoreError(
-            f"champion v{parent_version} has no long-run volatility for {', '.join(missing)}; "
-            "retrain with --mode retrain"
-        )
-    data = TrainingData(
-        frames=frames,
-        params={ticker: row["scaler_params"] for ticker, row in scaler_rows.items()},
-        window=sequence_config.window,
-        scaling=sequence_config.scaling,
-        distributional=distributional,
-    )
-    logger.info(
-        "%s on %d tickers, %d epochs at most, batch %d (%s scope)",
-        action,
-        len(names),
-        epochs,
-        model_config.batch_size,
-        model_config.scope,
-    )
-    version = next_version(conn)
-    path = model_path(home, version, model_config.scope)
-    staging = staging_folder(path)
-    try:
-        jobs = network_jobs(data, series, model_config, epochs, newer_than, action, staging, source)
-        model = fit_model(jobs, workers)
-        fitted, errors, intervals = model.fitted, model.errors, model.intervals
-        if fitted.train_samples == 0:
-            raise MissingDataError(f"no training windows as of {as_of}")
-        rate = fitted.train_samples * fitted.epochs_run / fitted.seconds if fitted.seconds else None
-        damping = model.damping if model_config.damping else {}
-        if model_config.damping:
-            logger.info("damping per ticker, fitted on the validation span: %s", damping)
-        if champion is not None and champion_errors is None:
-            champion_errors = _evaluate_champion(conn, champion, series)
-        promoted, decision, champion_mae, champion_msis = _gate(errors, champion, champion_errors)
-        path = publish_networks(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    data_through = max(row["data_through"] for row in rows)
-    train_through = max(
-        pd.Timestamp(frame.loc[frame[c.SPLIT] == c.SPLIT_TRAIN, c.TARGET_DATE].max()).date()
-        for frame in frames.values()
-    )
-    register_model(
-        conn,
-        {
-            "version": version,
-            "fingerprint": digest,
-            "mode": action,
-            "parent_version": parent_version,
-            "trained_at": trained_at or dt.datetime.now(dt.UTC),
-            "data_through": data_through,
-            "train_through": train_through,
-            "tickers": names,
-            "hyperparameters": params,
-            "val_loss": fitted.val_loss,
-            "train_samples": fitted.train_samples,
-            "validation_samples": fitted.validation_samples,
-            "epochs_run": fitted.epochs_run,
-            "file_path": str(path),
-            "val_mae": _finite(errors.mae),
-            "val_naive_mae": _finite(errors.naive_mae),
-            "val_mase": _finite(errors.mase),
-            "promoted": promoted,
-            "decision": decision,
-            "champion_version": champion["version"] if champion else None,
-            "champion_val_mae": champion_mae,
-            "val_msis": _finite(errors.msis),
-            "champion_val_msis": champion_msis,
-        },
-        [
-            {
-                c.TICKER: ticker,
-                **scaler_rows[ticker],
-                "damping": damping.get(ticker),
-                "val_mae": errors.per_ticker.get(ticker, {}).get("mae"),
-                "val_naive_mae": errors.per_ticker.get(ticker, {}).get("naive_mae"),
-                "interval_q": None
-                if intervals.get(ticker) is None
-                else intervals[ticker].to_json(),
-            }
-            for ticker in names
-        ],
-    )
-    logger.info(
-        "registered model v%d (%s, data through %s, %d epochs, MASE %.4f on the newest span, "
-        "%.0f samples/s); %s",
-        version,
-        action,
-        data_through,
-        fitted.epochs_run,
-        errors.mase,
-        rate or 0.0,
-        decision,
-    )
-    champion_version = version if promoted else champion["version"]  # type: ignore[index]
-    result = TrainResult(
-        version=version,
-        champion_version=champion_version,
-        action=action,
-        reason=reason,
-        created=True,
-        promoted=promoted,
-        decision=decision,
-        data_through=data_through,
-        tickers=names,
-        val_loss=fitted.val_loss,
-        val_mase=_finite(errors.mase),
-        champion_val_mase=_finite(errors.mase)
-        if promoted
-        else (champion_errors.mase if champion_errors else None),
-        samples_per_second=rate,
-        epochs_run=fitted.epochs_run,
-        train_samples=fitted.train_samples,
-        fit_seconds=fitted.seconds,
-    )
-    _warn_if_naive_wins(result)
-    return result
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
-
-
 def _warn_if_naive_wins(result: TrainResult) -> None:
     mase = result.champion_val_mase
     if mase is not None and mase > 1.0:
@@ -990,7 +593,7 @@ def _reused(
         tickers=list(model["tickers"]),
         val_loss=model["val_loss"],
         val_mase=model.get("val_mase"),
-        champion_val_mase=_finite(champion_mase),
+        champion_val_mase=finite(champion_mase),
     )
     _warn_if_naive_wins(result)
     return result

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline import columns as c
-from pipeline.evaluate.intervals import (
-    conformal_quantile,
-    fit_conformal,
-    fit_normalised_conformal,
-)
-from pipeline.evaluate.metrics import msis, naive_scale
+from pipeline.model.numpy_lstm import read_networks
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
 from pipeline.model.scale import (
     ewma_volatility,
@@ -31,7 +27,13 @@ from pipeline.model.scale import (
     predicted_volatility,
     step_scales,
 )
-from pipeline.sequences.scaling import Params
+from pipeline.scoring.intervals import (
+    conformal_quantile,
+    fit_conformal,
+    fit_normalised_conformal,
+)
+from pipeline.scoring.metrics import msis, naive_scale
+from pipeline.sequences.scaling import Params, get_scaler
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,12 @@ class SpanErrors:
             "mase": self.mase,
             "msis": self.msis,
         }
+
+
+def finite(value: float | None) -> float | None:
+    """``value`` as a float for the registry, ``None`` when it is missing, NaN or infinite
+    (the errors of a span without points, the MSIS of a model without intervals)."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _windows(closes: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
@@ -226,6 +234,41 @@ def evaluate_span(
             ends = data.targets[data.targets >= predictor.window]
             errors.per_ticker[ticker]["msis"] = span_msis(data, ends, point, level, method)
     return errors
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """A registered model to judge on the validation span: its networks and scalers."""
+
+    path: Path
+    tickers: list[str]
+    window: int
+    scaling: str
+    params: dict[str, Params]
+    damping: dict[str, float]
+    series: dict[str, SpanSeries]
+    level: float = 0.9
+    intervals: str = "static"
+
+
+def evaluate_model(job: ModelEvaluation) -> SpanErrors:
+    """One-step errors of a saved model on the validation span.
+
+    The networks are read as NumPy forward passes (``numpy_lstm``), as the
+    forecast stage reads them: judging the champion imports no TensorFlow.
+
+    Raises:
+        ModelStoreError: its files are missing or not Keras models.
+    """
+    networks = read_networks(job.path, None if job.path.is_file() else job.tickers)
+    predictor = Predictor(
+        window=job.window,
+        scaler=get_scaler(job.scaling),
+        params=job.params,
+        networks=networks,
+        damping=job.damping,
+    )
+    return evaluate_span(predictor, job.series, job.level, job.intervals)
 
 
 def span_msis(
@@ -413,7 +456,7 @@ def calibrate_intervals(
     predictor forecasts recursively; for each central coverage (``level`` and
     ``FAN_CENTRAL_LEVELS``) and step, the errors ``|log(actual / forecast)|``
     are calibrated as conformal scores: as they are (``static``,
-    ``pipeline.evaluate.intervals.fit_conformal``) or divided by the predicted
+    ``pipeline.scoring.intervals.fit_conformal``) or divided by the predicted
     scale (``network``: the network's spread of the path; ``ewma``: the EWMA
     scale; ``fit_normalised_conformal``). A ticker with too few origins for a
     level gets ``None`` (no intervals).

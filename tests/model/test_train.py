@@ -17,8 +17,9 @@ from pipeline.db.models import champion_model, count_models, get_model, model_sc
 from pipeline.db.prices import upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.model.config import ModelConfig
+from pipeline.model.promotion import decide, gate
 from pipeline.model.store import load_networks
-from pipeline.model.train import _gate, decide, train
+from pipeline.model.train import train
 from pipeline.model.validation import SpanErrors
 from pipeline.sequences.build import build_sequences, read_sequence_file, sequence_path
 
@@ -190,17 +191,17 @@ def test_the_gate_weighs_the_intervals_as_well_as_the_point_errors() -> None:
     champion = {"version": 3}
     better_points_worse_intervals = _span(AAA=(0.9, 11.0), BBB=(1.0, 10.0))
     theirs = _span(AAA=(1.0, 10.0), BBB=(1.0, 10.0))
-    promoted, decision, mae, msis = _gate(better_points_worse_intervals, champion, theirs)
+    promoted, decision, mae, msis = gate(better_points_worse_intervals, champion, theirs)
     assert not promoted and (mae, msis) == (1.0, 10.0)
     assert "MAE 0.95 on the newest span is no worse than champion v3's 1" in decision
     assert "interval MSIS 10.5 is worse than its 10" in decision
-    promoted, decision, _, _ = _gate(_span(AAA=(1.0, 9.0), BBB=(1.0, 10.0)), champion, theirs)
+    promoted, decision, _, _ = gate(_span(AAA=(1.0, 9.0), BBB=(1.0, 10.0)), champion, theirs)
     assert promoted and decision.startswith("promoted: ")
     # Without intervals on either side, the point errors decide alone.
-    promoted, _, _, msis = _gate(_span(AAA=(0.9, None)), champion, theirs)
+    promoted, _, _, msis = gate(_span(AAA=(0.9, None)), champion, theirs)
     assert promoted and msis is None
     # Only the tickers both cover are compared.
-    promoted, _, _, _ = _gate(_span(AAA=(1.0, 9.0), ZZZ=(5.0, 50.0)), champion, theirs)
+    promoted, _, _, _ = gate(_span(AAA=(1.0, 9.0), ZZZ=(5.0, 50.0)), champion, theirs)
     assert promoted
 
 

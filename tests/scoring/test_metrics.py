@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.evaluate.baselines import naive
-from pipeline.evaluate.metrics import (
+from pipeline.scoring.metrics import (
     coverage,
     interval_score,
     interval_scores,

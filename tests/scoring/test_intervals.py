@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluate.intervals import (
+from pipeline.scoring.intervals import (
     apply_conformal,
     conformal_rank,
     fit_conformal,
     fit_normalised_conformal,
 )
-from pipeline.evaluate.metrics import coverage
+from pipeline.scoring.metrics import coverage
 
 # Nine calibration points whose scores |log(y / yhat)| are 0.1, 0.2, ..., 0.9 shuffled.
 SCORES = np.array([0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6])

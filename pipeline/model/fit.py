@@ -1,0 +1,370 @@
+"""The fit loop: a model's networks fitted, judged and saved, one job per network.
+
+A model is one ``GLOBAL`` network on every ticker or one network per ticker
+(``ModelConfig.scope``). ``network_jobs`` turns it into one ``NetworkJob`` per
+network, and ``fit_model`` runs them in ``network.Workers``: each job seeds
+everything, builds a fresh network (a retrain) or loads the parent's (a
+fine-tune), fits it, fits its damping (if asked), judges it on the validation span,
+calibrates its intervals and saves it to the version's staging folder; only
+figures come back. A retrain fits every training window and stops early on the
+validation loss when ``patience`` is set; a fine-tune fits only the training
+windows whose target is newer than ``newer_than``, for all its epochs.
+
+What to fit, and what becomes of the fitted version, is the train stage's
+business (``train.py``). The backtests (``pipeline.evaluate.backtest``) refit a
+variant on each fold with ``fresh_networks`` and ``fit_networks``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import columns as c
+from pipeline.model.config import ModelConfig
+from pipeline.model.network import (
+    Workers,
+    as_inputs,
+    build_model,
+    early_stopping,
+    epoch_logger,
+    resident_memory_mb,
+    seed_everything,
+)
+from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, volatility_feature
+from pipeline.model.scale import ewma_volatility
+from pipeline.model.store import GLOBAL, load_network, network_file, save_network
+from pipeline.model.validation import (
+    IntervalCalibration,
+    SpanErrors,
+    SpanSeries,
+    calibrate_intervals,
+    evaluate_span,
+    fit_damping,
+    span_series,
+)
+from pipeline.sequences.scaling import Params, get_scaler
+
+#: Networks a worker process fits before it is replaced (see ``train``'s ``isolate``).
+NETWORKS_PER_WORKER = 10
+
+
+@dataclass
+class TrainingData:
+    """Per ticker: the sequence file's rows and the scaler parameters to encode with."""
+
+    frames: dict[str, pd.DataFrame]
+    params: dict[str, Params]
+    window: int
+    scaling: str
+    distributional: bool = False
+
+    def arrays(self, ticker: str, mask: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded inputs and targets of one ticker's selected rows: inputs ``(n, window)``,
+        or ``(n, window, 2)`` with the volatility feature for a distributional network
+        (the EWMA volatility at each window's last close, from the closes before it)."""
+        whole = self.frames[ticker]
+        frame = whole.loc[mask]
+        raw = frame[c.raw_window_columns(self.window)].to_numpy(dtype=float)
+        scaler = get_scaler(self.scaling)
+        params = self.params[ticker]
+        inputs = scaler.encode(raw, params)
+        if self.distributional:
+            closes = span_series(whole, self.window).closes
+            origins = np.flatnonzero(np.asarray(mask, dtype=bool)) + self.window - 1
+            volatility = ewma_volatility(closes, origins)
+            inputs = np.stack(
+                [inputs, volatility_feature(raw, volatility, params[VOLATILITY_PARAM])], axis=-1
+            )
+        return (
+            inputs,
+            scaler.encode_target(frame[c.TARGET_CLOSE].to_numpy(dtype=float), raw, params),
+        )
+
+
+@dataclass
+class FitResult:
+    """Networks after fitting, and what the fit saw."""
+
+    networks: dict[str, Any]
+    train_samples: int = 0
+    validation_samples: int = 0
+    epochs_run: int = 0
+    val_loss: float | None = None
+    seconds: float = 0.0
+    trained_tickers: list[str] = field(default_factory=list)
+
+
+def _split_masks(frame: pd.DataFrame, newer_than: dt.date | None) -> tuple[pd.Series, pd.Series]:
+    train = frame[c.SPLIT] == c.SPLIT_TRAIN
+    if newer_than is not None:
+        train &= pd.to_datetime(frame[c.TARGET_DATE]) > pd.Timestamp(newer_than)
+    return train, frame[c.SPLIT] == c.SPLIT_VALIDATION
+
+
+def new_training_windows(frames: Mapping[str, pd.DataFrame], newer_than: dt.date) -> int:
+    """The training windows a fine-tune from ``newer_than`` would fit on, over every ticker."""
+    return int(sum(_split_masks(frame, newer_than)[0].sum() for frame in frames.values()))
+
+
+def fit_networks(
+    data: TrainingData,
+    networks: dict[str, Any],
+    config: ModelConfig,
+    epochs: int,
+    newer_than: dt.date | None,
+    label: str,
+) -> FitResult:
+    """Fit ``networks`` (fresh or loaded) on the training windows; validate on the rest."""
+    fitted = FitResult(networks=networks)
+    groups = (
+        {GLOBAL: sorted(data.frames)}
+        if GLOBAL in networks
+        else {ticker: [ticker] for ticker in sorted(data.frames)}
+    )
+    started = time.perf_counter()
+    val_losses: list[tuple[float, int]] = []
+    for position, (key, tickers) in enumerate(groups.items(), start=1):
+        parts = {"xt": [], "yt": [], "xv": [], "yv": []}
+        for ticker in tickers:
+            train, validation = _split_masks(data.frames[ticker], newer_than)
+            for mask, x_key, y_key in ((train, "xt", "yt"), (validation, "xv", "yv")):
+                x, y = data.arrays(ticker, mask)
+                parts[x_key].append(x)
+                parts[y_key].append(y)
+        x_train, y_train = np.concatenate(parts["xt"]), np.concatenate(parts["yt"])
+        x_val, y_val = np.concatenate(parts["xv"]), np.concatenate(parts["yv"])
+        if not len(x_train):
+            continue
+        name = label if len(groups) == 1 else f"{label} {key} ({position}/{len(groups)})"
+        callbacks = [epoch_logger(epochs, name)]
+        validation_data = None
+        if len(x_val):
+            validation_data = (as_inputs(x_val), y_val.astype(np.float32))
+            if config.patience and newer_than is None:
+                callbacks.append(early_stopping(config.patience))
+        history = networks[key].fit(
+            as_inputs(x_train),
+            y_train.astype(np.float32),
+            epochs=epochs,
+            batch_size=config.batch_size,
+            validation_data=validation_data,
+            shuffle=True,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        fitted.epochs_run = max(fitted.epochs_run, len(history.history["loss"]))
+        fitted.train_samples += len(x_train)
+        fitted.validation_samples += len(x_val)
+        fitted.trained_tickers.extend(tickers)
+        if len(x_val):
+            loss = networks[key].evaluate(
+                as_inputs(x_val), y_val.astype(np.float32), batch_size=4096, verbose=0
+            )
+            val_losses.append((float(loss), len(x_val)))
+    fitted.seconds = time.perf_counter() - started
+    if val_losses:
+        fitted.val_loss = sum(loss * n for loss, n in val_losses) / sum(n for _, n in val_losses)
+    return fitted
+
+
+def network_keys(tickers: Sequence[str], config: ModelConfig) -> list[str]:
+    """The networks of a model: ``[GLOBAL]``, or one per ticker, in their seeding order."""
+    return [GLOBAL] if config.scope == "global" else sorted(tickers)
+
+
+def network_seed(config: ModelConfig, index: int) -> int:
+    """The initializers' seed of the ``index``-th network of ``network_keys``."""
+    return config.seed * 1000 + 3 * index
+
+
+def fresh_networks(tickers: Sequence[str], window: int, config: ModelConfig) -> dict[str, Any]:
+    """Untrained networks: one ``GLOBAL``, or one per ticker, each seeded from ``config.seed``."""
+    return {
+        key: build_model(
+            window, config.units, config.learning_rate, config.loss, network_seed(config, index)
+        )
+        for index, key in enumerate(network_keys(tickers, config))
+    }
+
+
+@dataclass(frozen=True)
+class NetworkJob:
+    """One network of a training, as a worker process fits it: its windows, how to
+    start it (fresh from ``seed``, or from the network file ``source``), and where
+    to save it. Judged on its tickers' validation span where it was fitted."""
+
+    key: str
+    data: TrainingData
+    series: dict[str, SpanSeries]
+    config: ModelConfig
+    epochs: int
+    newer_than: dt.date | None
+    label: str
+    seed: int
+    source: Path | None
+    target: Path
+
+
+@dataclass
+class NetworkOutcome:
+    """What fitting one network gave; ``pid`` and ``rss_mb`` describe the process
+    that fitted it, after it did (for logs and ``benchmarks/train_memory.py``)."""
+
+    key: str
+    fitted: FitResult
+    damping: dict[str, float]
+    errors: SpanErrors
+    intervals: dict[str, IntervalCalibration | None]
+    val_losses: list[tuple[float, int]]
+    pid: int
+    rss_mb: float | None
+
+
+def fit_network(job: NetworkJob) -> NetworkOutcome:
+    """Fit one network, fit its damping, judge it, calibrate its intervals and save it.
+
+    Seeds everything first, so the weights are those the network gets whatever
+    was fitted before it, in this process or another one.
+    """
+    config = job.config
+    seed_everything(config.seed)
+    if job.source is None:
+        network = build_model(
+            job.data.window, config.units, config.learning_rate, config.loss, job.seed
+        )
+    else:
+        network = load_network(job.source, for_training=True)
+    fitted = fit_networks(
+        job.data, {job.key: network}, config, job.epochs, job.newer_than, job.label
+    )
+    fitted.networks = {}
+    predictor = Predictor(
+        window=job.data.window,
+        scaler=get_scaler(job.data.scaling),
+        params=job.data.params,
+        networks={job.key: network},
+    )
+    if config.damping:
+        predictor.damping = fit_damping(predictor, job.series)
+    errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
+    intervals = calibrate_intervals(
+        predictor, job.series, config.horizon, config.interval_level, config.intervals
+    )
+    save_network(network, job.target)
+    val_losses = (
+        [(fitted.val_loss, fitted.validation_samples)] if fitted.val_loss is not None else []
+    )
+    return NetworkOutcome(
+        key=job.key,
+        fitted=fitted,
+        damping=dict(predictor.damping),
+        errors=errors,
+        intervals=intervals,
+        val_losses=val_losses,
+        pid=os.getpid(),
+        rss_mb=resident_memory_mb(),
+    )
+
+
+def network_jobs(
+    data: TrainingData,
+    series: Mapping[str, SpanSeries],
+    config: ModelConfig,
+    epochs: int,
+    newer_than: dt.date | None,
+    label: str,
+    staging: Path,
+    source: Path | None = None,
+) -> list[NetworkJob]:
+    """One job per network of the model: ``GLOBAL`` on every ticker, or one per ticker.
+
+    Args:
+        data: every ticker's windows and scaler parameters.
+        series: every ticker's validation span.
+        config: the model's parameters (``scope`` says which networks).
+        epochs: the most epochs to fit.
+        newer_than: fit only on training windows whose target is after this date.
+        label: the training's name in the logs (``retrain``, ``finetune``).
+        staging: the folder each fitted network is saved to (``network_file``).
+        source: the model to continue from (a fine-tune), else fresh networks.
+    """
+    keys = network_keys(sorted(data.frames), config)
+    jobs = []
+    for index, key in enumerate(keys):
+        tickers = sorted(data.frames) if key == GLOBAL else [key]
+        jobs.append(
+            NetworkJob(
+                key=key,
+                data=TrainingData(
+                    frames={ticker: data.frames[ticker] for ticker in tickers},
+                    params={ticker: data.params[ticker] for ticker in tickers},
+                    window=data.window,
+                    scaling=data.scaling,
+                    distributional=data.distributional,
+                ),
+                series={ticker: series[ticker] for ticker in tickers if ticker in series},
+                config=config,
+                epochs=epochs,
+                newer_than=newer_than,
+                label=label if key == GLOBAL else f"{label} {key} ({index + 1}/{len(keys)})",
+                seed=network_seed(config, index),
+                source=None if source is None else network_file(source, key),
+                target=network_file(staging, key),
+            )
+        )
+    return jobs
+
+
+@dataclass
+class FittedModel:
+    """A model's networks fitted and saved (in a staging folder), and what they gave."""
+
+    fitted: FitResult
+    damping: dict[str, float]
+    errors: SpanErrors
+    intervals: dict[str, IntervalCalibration | None]
+    outcomes: list[NetworkOutcome]
+
+
+def fit_model(
+    jobs: Sequence[NetworkJob],
+    workers: Workers,
+    on_fitted: Callable[[NetworkJob, NetworkOutcome], None] | None = None,
+) -> FittedModel:
+    """Run ``fit_network`` for every job in ``workers`` and combine the outcomes: the
+    same figures as fitting and judging all the networks together in this process.
+
+    Args:
+        jobs: from ``network_jobs``.
+        workers: the processes to fit in (``Workers(0, 1)``: this process).
+        on_fitted: called with each job and its ``NetworkOutcome`` as it completes.
+    """
+    outcomes = workers.run(fit_network, jobs, on_fitted)
+    fitted = FitResult(networks={})
+    errors = SpanErrors()
+    damping: dict[str, float] = {}
+    intervals: dict[str, IntervalCalibration | None] = {}
+    val_losses: list[tuple[float, int]] = []
+    for outcome in outcomes:
+        part = outcome.fitted
+        fitted.train_samples += part.train_samples
+        fitted.validation_samples += part.validation_samples
+        fitted.epochs_run = max(fitted.epochs_run, part.epochs_run)
+        fitted.seconds += part.seconds
+        fitted.trained_tickers.extend(part.trained_tickers)
+        val_losses.extend(outcome.val_losses)
+        damping.update(outcome.damping)
+        errors.per_ticker.update(outcome.errors.per_ticker)
+        intervals.update(outcome.intervals)
+    if val_losses:
+        fitted.val_loss = sum(loss * n for loss, n in val_losses) / sum(n for _, n in val_losses)
+    return FittedModel(fitted, damping, errors, intervals, list(outcomes))
