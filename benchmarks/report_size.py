@@ -18,15 +18,18 @@ only as it has always been called, so it measures an older checkout too; run it 
 another folder (``-m`` puts the current folder first on the path):
 ``cd /tmp && PYTHONPATH=<old tree>:<this tree> python -m benchmarks.report_size``.
 
-Measured (2-core machine shared with other engineers' test runs, load average 2 to 4,
-2026-12-01; Python 3.11, SQLite 3.40), median of 3, with the report as it was (a
-hand-written SVG price chart and error chart per ticker):
+Measured (2-core machine shared with other engineers' test runs, load average 1.2
+to 1.3, 2026-12-01; Python 3.11, SQLite 3.40, matplotlib 3.11), median of 3; before:
+the report as it was (a hand-written SVG price chart and error chart per ticker),
+after: Jinja2 templates, an overview row per ticker, matplotlib charts of 24:
 
 ```
 code                          | tickers | charts |       bytes | seconds
 ------------------------------+---------+--------+-------------+--------
-before (hand-written SVG)     |      20 |     40 |     374,949 |    0.08
-before (hand-written SVG)     |   1,000 |  2,000 |  18,523,647 |    3.74
+before (hand-written SVG)     |      20 |     40 |     374,949 |    0.06
+before (hand-written SVG)     |   1,000 |  2,000 |  18,523,647 |    3.33
+after (Jinja2 + matplotlib)   |      20 |     20 |     431,287 |    2.29
+after (Jinja2 + matplotlib)   |   1,000 |     24 |     782,525 |    4.07
 ```
 """
 
