@@ -363,9 +363,11 @@ def build_app() -> click.Group:
         app,
         "report",
         _report,
-        "write an HTML report of the forecasts (charts, accuracy)",
-        "A self-contained HTML page: per ticker, closes and forecasts with intervals, "
-        "forecast error against the naive forecast, and a table.",
+        "write an HTML report of the forecasts (overview, charts, accuracy)",
+        "A self-contained HTML page: the champion's accuracy against the naive forecast, an "
+        "overview table of every ticker (sortable by forecast move, interval width and "
+        "error), and charts of closes and forecast fans for at most --charts tickers: those "
+        "of --tickers in their order, else the largest forecast moves.",
         [
             click.Option(
                 ["--output"],
@@ -374,11 +376,19 @@ def build_app() -> click.Group:
             ),
             click.Option(
                 ["--history-days"],
-                type=int,
-                default=120,
+                type=click.IntRange(min=1),
+                default=60,
                 show_default=True,
                 metavar="N",
-                help="closes shown per ticker",
+                help="closes shown per chart; the live error covers them too",
+            ),
+            click.Option(
+                ["--charts"],
+                type=click.IntRange(min=0),
+                default=24,
+                show_default=True,
+                metavar="N",
+                help="tickers charted at most (the overview lists every ticker)",
             ),
         ],
         "default: the newest date with forecasts",
@@ -833,7 +843,7 @@ def _report(args: Args, settings: Settings) -> int:
         if as_of is None:
             raise PricecastError("the forecasts table is empty; run `pricecast forecast` first")
         output = Path(args.output) if args.output else report_path(settings.home_path, as_of)
-        path = write_report(conn, output, as_of, settings.tickers, args.history_days)
+        path = write_report(conn, output, as_of, settings.tickers, args.history_days, args.charts)
     _print([_database_line(settings), ("as of", as_of), ("report", path)])
     return 0
 

@@ -61,7 +61,8 @@ def test_help_and_settings_import_no_data_libraries() -> None:
 
     code = (
         "import sys, flows.cli; flows.cli.build_app(); import pipeline.settings; "
-        "print(sorted(m for m in ('pandas', 'numpy', 'prefect', 'tensorflow') if m in sys.modules))"
+        "print(sorted(m for m in ('pandas', 'numpy', 'prefect', 'tensorflow', 'matplotlib', "
+        "'jinja2') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -274,7 +275,14 @@ def test_report_writes_the_html_page(tmp_path: Path) -> None:
     result = pricecast("report", "--output", str(tmp_path / "out.html"), env=env, home=home)
     assert result.returncode == 0, result.stderr
     assert f"report:   {tmp_path / 'out.html'}" in result.stdout
-    assert "<svg" in (tmp_path / "out.html").read_text()
+    assert (tmp_path / "out.html").read_text().count("<svg") == 1  # one ticker, one chart
+    # --charts bounds the charts; the overview keeps every ticker.
+    bare = tmp_path / "bare.html"
+    result = pricecast("report", "--charts", "0", "--output", str(bare), env=env, home=home)
+    assert result.returncode == 0, result.stderr
+    assert "<svg" not in bare.read_text() and 'data-ticker="AAA"' in bare.read_text()
+    result = pricecast("report", "--charts", "-1", env=env, home=home)
+    assert result.returncode == 2 and "--charts" in result.stderr
 
 
 def test_a_background_prefect_server_is_reused_by_later_commands(tmp_path: Path) -> None:

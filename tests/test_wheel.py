@@ -135,7 +135,10 @@ def test_the_wheel_installs_and_runs_the_pipeline_from_another_folder(tmp_path: 
     assert revisions and all(f"pipeline/db/migrations/versions/{r}" in names for r in revisions)
     assert {"pipeline/db/migrations/env.py", "pipeline/db/migrations/script.py.mako"} <= names
     assert {"deployments/prefect.yaml", "pipeline/data/sample_prices.csv"} <= names
+    templates = {f"pipeline/report/templates/{name}" for name in ("report.html.j2", "report.css")}
+    assert templates | {"pipeline/report/templates/sort.js"} <= names
     assert "Requires-Dist: h5py" in requires and "Requires-Dist: keras<4," in requires
+    assert "Requires-Dist: jinja2" in requires and "Requires-Dist: matplotlib" in requires
 
     bin_dir = _fresh_venv(tmp_path, wheel)
     venv = bin_dir.parent.resolve()

@@ -1,4 +1,5 @@
-"""The forecast report: a self-contained HTML page with inline SVG charts.
+"""The forecast report: a self-contained HTML page from Jinja2 templates, with an
+overview of every ticker and matplotlib charts of a bounded set.
 
 ``build_report`` returns the document; ``write_report`` writes it atomically.
 """

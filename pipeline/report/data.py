@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from pipeline import columns as c
 from pipeline.db.schema import forecasts, models, prices
 from pipeline.errors import ConfigurationError, MissingDataError
+from pipeline.freshness import stale_tickers
 
 #: The consumer view of scored forecasts (sql/forecast_accuracy.sql), typed so
 #: that dates come back as dates on every database.
@@ -37,8 +38,8 @@ forecast_accuracy = sa.table(
 
 @dataclass(frozen=True)
 class ForecastPoint:
-    """One forecast close, its prediction interval and the fan's inner band, the 25 % to
-    75 % quantiles (``None``: none)."""
+    """One forecast close (the median), its prediction interval and the fan's quantiles
+    (``None``: none)."""
 
     target_date: dt.date
     horizon: int
@@ -47,6 +48,20 @@ class ForecastPoint:
     upper: float | None
     q25: float | None = None
     q75: float | None = None
+    q05: float | None = None
+    q95: float | None = None
+
+    @property
+    def outer(self) -> tuple[float | None, float | None]:
+        """The fan's outer band: the 5 % to 95 % quantiles, else the prediction interval."""
+        if self.q05 is not None and self.q95 is not None:
+            return self.q05, self.q95
+        return self.lower, self.upper
+
+    @property
+    def inner(self) -> tuple[float | None, float | None]:
+        """The fan's inner band, the 25 % to 75 % quantiles (half of the outcomes)."""
+        return self.q25, self.q75
 
 
 @dataclass(frozen=True)
@@ -68,7 +83,10 @@ class TickerReport:
         model_version: the version whose forecasts are shown (``None``: no forecasts).
         history: (trade date, close) pairs, oldest first, up to the as-of date.
         forecasts: the forecasts made as of the as-of date, by target date.
-        scored: scored one-step forecasts, by target date, one per date.
+        scored: scored one-step forecasts, by target date, one per date, since the
+            first date of ``history``.
+        stale: the newest close is older than the exchange's last session on or
+            before the as-of date (``pipeline.freshness``).
     """
 
     ticker: str
@@ -76,6 +94,32 @@ class TickerReport:
     history: list[tuple[dt.date, float]]
     forecasts: list[ForecastPoint]
     scored: list[ScoredPoint]
+    stale: bool = False
+
+    @property
+    def last_close(self) -> float | None:
+        """The newest close up to the as-of date (``None``: no closes)."""
+        return self.history[-1][1] if self.history else None
+
+    @property
+    def mae(self) -> float | None:
+        """Mean absolute error of the scored one-step forecasts (``None``: none scored)."""
+        if not self.scored:
+            return None
+        return sum(point.abs_error for point in self.scored) / len(self.scored)
+
+    @property
+    def naive_mae(self) -> float | None:
+        """The naive forecast's mean absolute error on the same target dates."""
+        if not self.scored:
+            return None
+        return sum(point.naive_abs_error for point in self.scored) / len(self.scored)
+
+    @property
+    def mase(self) -> float | None:
+        """``mae / naive_mae``: below 1 beats the naive forecast (``None``: not defined)."""
+        mae, naive = self.mae, self.naive_mae
+        return None if mae is None or not naive else mae / naive
 
 
 @dataclass(frozen=True)
@@ -116,6 +160,9 @@ class ReportData:
     tickers: list[TickerReport]
     models: list[ModelSummary]
     live: list[LiveScore]
+    #: The caller named the tickers (``tickers`` keeps their order); else every ticker
+    #: with forecasts, sorted.
+    listed: bool = False
 
 
 def _float(value: Any) -> float | None:
@@ -163,8 +210,10 @@ def _forecasts_as_of(
             forecasts.c[c.YHAT],
             forecasts.c.yhat_lower,
             forecasts.c.yhat_upper,
+            forecasts.c.yhat_q05,
             forecasts.c.yhat_q25,
             forecasts.c.yhat_q75,
+            forecasts.c.yhat_q95,
             models.c.promoted,
         )
         .join(models, models.c.version == forecasts.c[c.MODEL_VERSION])
@@ -184,6 +233,8 @@ def _forecasts_as_of(
                 upper=_float(row["yhat_upper"]),
                 q25=_float(row["yhat_q25"]),
                 q75=_float(row["yhat_q75"]),
+                q05=_float(row["yhat_q05"]),
+                q95=_float(row["yhat_q95"]),
             )
         )
     chosen = {}
@@ -318,7 +369,7 @@ def load_report_data(
     conn: Connection,
     as_of: dt.date,
     tickers: Sequence[str] | None = None,
-    history_days: int = 120,
+    history_days: int = 60,
 ) -> ReportData:
     """Read what the report as of ``as_of`` shows.
 
@@ -328,7 +379,9 @@ def load_report_data(
         tickers: the tickers to show, in this order; default: every ticker with
             forecasts as of ``as_of``, sorted. A listed ticker without forecasts
             as of that date is shown with a note.
-        history_days: how many closes up to ``as_of`` each price chart shows.
+        history_days: how many closes up to ``as_of`` each price chart shows; the
+            one-step forecasts scored since the first of them make each ticker's
+            live error.
 
     Returns:
         The report's data.
@@ -352,13 +405,14 @@ def load_report_data(
                 f"no forecasts as of {as_of.isoformat()} for {', '.join(chosen) or 'no tickers'}; "
                 f"that date has forecasts for {', '.join(sorted(made))}"
             )
+    stale = stale_tickers(conn, as_of, chosen)
     parts = []
-    for ticker in chosen:
+    for ticker in chosen:  # indexed queries per ticker: 0.1 s for 1,000 on SQLite
         version, points = made.get(ticker, (None, []))
         history = _history(conn, ticker, as_of, history_days)
         since = history[0][0] if history else as_of
         scored = _scored(conn, ticker, as_of, since) if history else []
-        parts.append(TickerReport(ticker, version, history, points, scored))
+        parts.append(TickerReport(ticker, version, history, points, scored, ticker in stale))
     versions = sorted({part.model_version for part in parts if part.model_version is not None})
     return ReportData(
         as_of=as_of,
@@ -366,4 +420,5 @@ def load_report_data(
         tickers=parts,
         models=_models(conn, versions),
         live=_live(conn, versions, as_of),
+        listed=tickers is not None,
     )
