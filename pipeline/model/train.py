@@ -256,7 +256,9 @@ def _read_sequences(
 ) -> _Sequences:
     """The sequence files built as of ``as_of``, read (see ``_load_sequence_rows``)."""
     rows = _load_sequence_rows(conn, as_of, tickers, config)
-    frames = {row[c.TICKER]: read_sequence_file(Path(row["file_path"])) for row in rows}
+    frames = {
+        row[c.TICKER]: read_sequence_file(Path(row["file_path"]), row["sha256"]) for row in rows
+    }
     series = {ticker: span_series(frame, config.window) for ticker, frame in frames.items()}
     return _Sequences(rows=rows, frames=frames, series=series)
 

@@ -172,17 +172,27 @@ def write_sequence_file(path: Path, table: pa.Table) -> str:
     return digest
 
 
-def read_sequence_file(path: Path) -> pd.DataFrame:
-    """A sequence file as written by ``write_sequence_file``.
+def read_sequence_file(path: Path, sha256: str | None = None) -> pd.DataFrame:
+    """A sequence file as written by ``write_sequence_file``; with ``sha256`` (what
+    ``sequence_files`` recorded), only if the file still has those bytes.
 
     Raises:
-        MissingDataError: the file does not exist.
+        MissingDataError: the file does not exist, or its bytes are not the ones
+            recorded (another ticker's file copied over it, a truncated copy): training
+            on it would learn the wrong series under this ticker's name.
     """
     if not path.exists():
         raise MissingDataError(
             f"sequence file {path} is missing; rebuild it with `pricecast sequences`"
         )
-    return pq.read_table(path).to_pandas()
+    payload = path.read_bytes()
+    if sha256 is not None and sha256_bytes(payload) != sha256:
+        raise MissingDataError(
+            f"sequence file {path} is not the file that was built (SHA-256 "
+            f"{sha256_bytes(payload)[:12]}..., recorded {sha256[:12]}...): it was changed or "
+            "replaced since; rebuild it with `pricecast sequences` (the daily run does)"
+        )
+    return pq.read_table(pa.BufferReader(payload)).to_pandas()
 
 
 def build_sequences(

@@ -343,3 +343,22 @@ def test_gate_errors_pool_tickers_by_points() -> None:
     assert (errors.n, errors.mae, errors.naive_mae) == (4, 2.5, 2.0)
     assert errors.mase == 1.25
     assert errors.restricted({"AAA"}).mase == 0.5
+
+
+def test_a_sequence_file_replaced_by_another_is_refused_until_rebuilt(
+    engine: Engine, home: Path
+) -> None:
+    """Another ticker's file copied over AAA's once trained (and promoted) a model on
+    BBB's series under AAA's name; ``sequence_files.sha256`` is checked before training."""
+    as_of = DATES[59]
+    prepare(engine, home, as_of)
+    sequence_path(home, "AAA").write_bytes(sequence_path(home, "BBB").read_bytes())
+    with engine.begin() as conn, pytest.raises(MissingDataError, match="is not the file that"):
+        train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL, isolate=False)
+    with engine.begin() as conn:
+        assert count_models(conn) == 0
+        build_sequences(conn, home, as_of, config=TINY_SEQUENCES)  # heals the file
+        result = train(
+            conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL, isolate=False
+        )
+    assert result.created
