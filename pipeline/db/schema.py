@@ -107,6 +107,12 @@ models = sa.Table(
         sa.DateTime(timezone=True),
         comment="When retention deleted this version's files (NULL: kept).",
     ),
+    sa.Column(
+        "file_sha256",
+        sa.String(64),
+        comment="SHA-256 of the model's file (or of its folder's files); checked before "
+        "they are used (NULL: registered before digests were kept).",
+    ),
     comment="Registry of trained model versions.",
 )
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ from pipeline.db.models import model_scalers
 from pipeline.model.network import as_inputs, network_scale
 from pipeline.model.numpy_lstm import NumpyLSTM, read_networks
 from pipeline.model.scale import EWMA_LAMBDA, MINIMUM_SCALE
-from pipeline.model.store import GLOBAL
+from pipeline.model.store import GLOBAL, check_files
 from pipeline.sequences.scaling import Params, Scaler, get_scaler, stack_params
 
 _CHUNK = 8192
@@ -245,10 +244,8 @@ def load_predictor(
     }
     (name,) = scaling
     # Read in NumPy (numpy_lstm): forecasting with a stored model imports no TensorFlow.
-    networks = read_networks(
-        Path(model_row["file_path"]),
-        None if Path(model_row["file_path"]).is_file() else list(wanted),
-    )
+    path = check_files(model_row)
+    networks = read_networks(path, None if path.is_file() else list(wanted))
     return Predictor(
         window=int(model_row["hyperparameters"]["window"]),
         scaler=get_scaler(name),

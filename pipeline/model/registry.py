@@ -28,6 +28,7 @@ from pipeline.files import sha256_json
 from pipeline.model.config import ModelConfig
 from pipeline.model.fit import FitResult
 from pipeline.model.promotion import FINETUNE, Verdict
+from pipeline.model.store import files_digest
 from pipeline.model.validation import IntervalCalibration, SpanErrors, finite
 from pipeline.sequences.config import SequenceConfig
 
@@ -137,6 +138,7 @@ def register_version(
             "validation_samples": fitted.validation_samples,
             "epochs_run": fitted.epochs_run,
             "file_path": str(path),
+            "file_sha256": files_digest(path),
             "val_mae": finite(errors.mae),
             "val_naive_mae": finite(errors.naive_mae),
             "val_mase": finite(errors.mase),

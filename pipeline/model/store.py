@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ModelStoreError
-from pipeline.files import write_atomically
+from pipeline.files import sha256_file, sha256_json, write_atomically
 from pipeline.model.network import custom_objects, import_keras
 
 if TYPE_CHECKING:
@@ -94,6 +94,43 @@ def _save(model: keras.Model, target: Path) -> None:
     named = target.with_name(target.name + ".keras")
     model.save(named)
     named.replace(target)
+
+
+def files_digest(path: Path) -> str:
+    """The SHA-256 of a model's file, or of its folder's network files (by name).
+
+    Raises:
+        ModelStoreError: the file or folder is missing.
+    """
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise ModelStoreError(f"model file {path} is missing; retrain with --mode retrain")
+    return sha256_json({file.name: sha256_file(file) for file in sorted(path.glob("*.keras"))})
+
+
+def check_files(model_row: Mapping[str, object]) -> Path:
+    """The path of a registered version's files, after checking they are the files it was
+    registered with (``models.file_sha256``; versions registered before digests were
+    kept are not checked).
+
+    Raises:
+        ModelStoreError: the files are missing, or other bytes than those registered (a
+            file replaced by another version's, truncated, or overwritten): using them
+            would forecast with a model nobody trained for these tickers.
+    """
+    path = Path(str(model_row["file_path"]))
+    expected = model_row.get("file_sha256")
+    if expected is None:
+        return path
+    actual = files_digest(path)
+    if actual != expected:
+        raise ModelStoreError(
+            f"the files of model v{model_row['version']} at {path} are not the ones it was "
+            f"registered with (SHA-256 {actual[:12]}..., registered {str(expected)[:12]}...): "
+            "they were replaced or changed since; retrain with --mode retrain"
+        )
+    return path
 
 
 def load_network(path: Path, for_training: bool = False) -> keras.Model:

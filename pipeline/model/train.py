@@ -67,7 +67,7 @@ from pipeline.model.registry import (
     sequence_scalers,
     training_fingerprint,
 )
-from pipeline.model.store import model_path, publish_networks, staging_folder
+from pipeline.model.store import check_files, model_path, publish_networks, staging_folder
 from pipeline.model.validation import (
     ModelEvaluation,
     SpanErrors,
@@ -358,9 +358,7 @@ def _plan(
     else:
         assert champion is not None
         scalers = parent_scalers(conn, champion["version"], sequences.tickers)
-        source = Path(champion["file_path"])
-        if not source.exists():
-            raise ModelStoreError(f"model file {source} is missing; retrain with --mode retrain")
+        source = check_files(champion)
         epochs, newer_than = model_config.finetune_epochs, trained_through(champion)
         parent_version = champion["version"]
     distributional = is_distributional(model_config.loss)
@@ -540,7 +538,7 @@ def _evaluate_champion(
     }
     (name,) = scaling
     job = ModelEvaluation(
-        path=Path(champion["file_path"]),
+        path=check_files(champion),
         tickers=tickers,
         window=int(champion["hyperparameters"]["window"]),
         scaling=name,

@@ -16,7 +16,7 @@ from pipeline import columns as c
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.models import get_model, model_scalers
 from pipeline.db.prices import read_closes, upsert_prices
-from pipeline.errors import ConfigurationError, MissingDataError
+from pipeline.errors import ConfigurationError, MissingDataError, ModelStoreError
 from pipeline.model.config import ModelConfig
 from pipeline.model.forecast import _recent_closes, forecast
 from pipeline.model.predictor import Predictor
@@ -337,3 +337,17 @@ def test_recent_closes_hold_each_tickers_last_window_even_after_a_long_gap(
         expected = whole[whole["ticker"] == ticker].tail(10)
         assert mine["trade_date"].tolist() == expected["trade_date"].tolist()
         assert mine["close"].tolist() == expected["close"].tolist()
+
+
+def test_a_model_file_replaced_by_another_versions_is_refused(engine: Engine, home: Path) -> None:
+    """A valid ``.keras`` file of another version copied over the champion's once changed
+    20 of 25 forecasts silently; ``models.file_sha256`` is checked before every use."""
+    first = trained(engine, home, DATES[59])
+    with engine.begin() as conn:
+        upsert_prices(conn, PRICES)
+        build_sequences(conn, home, DATES[64], config=TINY_SEQUENCES)
+        second = train(conn, home, DATES[64], None, "retrain", TINY_SEQUENCES, UNDAMPED)
+        paths = {row: Path(get_model(conn, row)["file_path"]) for row in (first, second.version)}
+    paths[first].write_bytes(paths[second.version].read_bytes())
+    with engine.begin() as conn, pytest.raises(ModelStoreError, match="are not the ones it was"):
+        forecast(conn, DATES[59], model_version=first)
