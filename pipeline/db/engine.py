@@ -75,7 +75,8 @@ def _begin_sqlite(conn) -> None:  # noqa: ANN001
 
 
 #: Seconds a connection attempt may take before it fails (a silent port once took
-#: 132 s); a URL's own ``connect_timeout`` wins.
+#: 132 s); a URL's own ``connect_timeout`` wins. (PyMySQL waits for the server's
+#: greeting under its read timeout, which stays unset: a long upsert must not time out.)
 CONNECT_TIMEOUT = 10
 #: TCP keepalive of server connections: a peer gone silent (a frozen network) is
 #: noticed after about IDLE + INTERVAL * COUNT seconds instead of hanging the run
