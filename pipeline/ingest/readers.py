@@ -128,6 +128,22 @@ def _header_index(names: list[str], origin: str) -> dict[str, int]:
     return by_name
 
 
+def _file_ticker(origin: str) -> str:
+    """The ticker of a single-ticker file without a ticker column: its file name.
+
+    Raises:
+        BatchRejected: the name is not a ticker symbol.
+    """
+    ticker = ticker_from_file_name(Path(origin))
+    if not TICKER_PATTERN.match(ticker):
+        raise BatchRejected(
+            origin,
+            f"a single-ticker file must be named after its ticker (e.g. AAPL.csv); "
+            f"{ticker!r} is not a ticker symbol",
+        )
+    return ticker
+
+
 def _pick(columns: dict[str, int], aliases: Iterable[str]) -> int | None:
     for alias in aliases:
         if alias in columns:
@@ -269,13 +285,7 @@ def _arrow_batch(
         dtype=object,
     )
     if ticker_index is None and ticker is None:
-        ticker = ticker_from_file_name(Path(origin))
-        if not TICKER_PATTERN.match(ticker):
-            raise BatchRejected(
-                origin,
-                f"a single-ticker file must be named after its ticker (e.g. AAPL.csv); "
-                f"{ticker!r} is not a ticker symbol",
-            )
+        ticker = _file_ticker(origin)
     empty = np.full(count, "", dtype=object)
 
     def column(index: int | None) -> np.ndarray:
@@ -322,13 +332,7 @@ def _from_rows(
     if close_index is None:
         raise BatchRejected(origin, f"no close column; the header is {','.join(names)}", 1)
     if ticker_index is None and ticker is None:
-        ticker = ticker_from_file_name(Path(origin))
-        if not TICKER_PATTERN.match(ticker):
-            raise BatchRejected(
-                origin,
-                f"a single-ticker file must be named after its ticker (e.g. AAPL.csv); "
-                f"{ticker!r} is not a ticker symbol",
-            )
+        ticker = _file_ticker(origin)
     width = len(names)
     fields = {name: _pick(by_name, aliases) for name, aliases in _FIELD_ALIASES.items()}
     # Column by column rather than row by row: a short row is padded with empty

@@ -80,6 +80,8 @@ EARLIEST_DATE = dt.date(1800, 1, 1)
 #: A whole ISO date, optionally with a midnight time and no zone (what a spreadsheet or
 #: a timestamp column exports for a date); group 1 is the date.
 _WHOLE_DATE = r"^(\d{4}-\d{2}-\d{2})(?:[T ]00:00(?::00(?:\.0+)?)?)?$"
+#: A date text with a time of day or a zone, named as such when it is rejected.
+_TIMED = r"[T ]\d{1,2}:|[+-]\d{2}:?\d{2}$|Z$"
 
 
 def whole_dates(text: pd.Series) -> pd.Series:
@@ -227,13 +229,16 @@ def validate_batch(
     too_early = (dates < pd.Timestamp(rules.earliest)).to_numpy()
     dates = dates.where(~too_early)
     bad_date = dates.isna().to_numpy()
-    timed = date_text.str.contains(r"[T ]\d{1,2}:|[+-]\d{2}:?\d{2}$|Z$", regex=True)
     reasons.add(
         bad_date,
         "date",
         lambda: pd.Series(
             np.select(
-                [date_text == "", too_early, timed.to_numpy()],
+                [
+                    date_text == "",
+                    too_early,
+                    date_text.str.contains(_TIMED, regex=True).to_numpy(dtype=bool),
+                ],
                 [
                     "date is missing",
                     "date " + _quote(date_text) + f" is before {rules.earliest}",
