@@ -22,6 +22,10 @@ class DatabaseUnavailableError(PricecastError):
     """The database URL cannot be connected to."""
 
 
+class StatementTimeoutError(PricecastError):
+    """A statement ran longer than ``PRICECAST_STATEMENT_TIMEOUT`` and was cancelled."""
+
+
 class MissingDataError(PricecastError):
     """A stage needs data that earlier stages have not produced."""
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pipeline.db.engine import DatabaseFields
 from pipeline.model.config import ModelConfig, ModelFields
 from pipeline.sequences.config import SequenceConfig, SequenceFields
 from pipeline.trading_calendar import DEFAULT_EXCHANGE
@@ -33,11 +34,12 @@ def _split_list(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings, SequenceFields, ModelFields):
+class Settings(BaseSettings, SequenceFields, ModelFields, DatabaseFields):
     """Pipeline settings; each field is read from ``PRICECAST_<NAME>``.
 
     The sequences' and the model's parameters are declared once, in
-    ``SequenceFields`` and ``ModelFields``, and inherited here with their
+    ``SequenceFields`` and ``ModelFields`` (the database connections' in
+    ``DatabaseFields``, which ``connect`` reads), and inherited here with their
     defaults, bounds and the rule that network intervals need the laplace loss.
     """
 

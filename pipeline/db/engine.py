@@ -9,12 +9,14 @@ import logging
 from pathlib import Path
 
 import sqlalchemy as sa
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
-from pipeline.errors import ConfigurationError, DatabaseUnavailableError
+from pipeline.errors import ConfigurationError, DatabaseUnavailableError, StatementTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +77,61 @@ def _begin_sqlite(conn) -> None:  # noqa: ANN001
 
 
 #: Seconds a connection attempt may take before it fails (a silent port once took
-#: 132 s); a URL's own ``connect_timeout`` wins. (PyMySQL waits for the server's
-#: greeting under its read timeout, which stays unset: a long upsert must not time out.)
+#: 132 s); a URL's own ``connect_timeout`` wins. On MariaDB/MySQL it also bounds the
+#: reads of the server's greeting and of the login (``_limit_mysql_reads``).
 CONNECT_TIMEOUT = 10
 #: TCP keepalive of server connections: a peer gone silent (a frozen network) is
 #: noticed after about IDLE + INTERVAL * COUNT seconds instead of hanging the run
 #: while it holds the pipeline lock.
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 30, 10, 3
+#: Seconds PyMySQL waits for an answer beyond the statement timeout, so that the
+#: server's own cancellation (MariaDB's ``max_statement_time``), which names the
+#: cause, normally arrives first.
+MYSQL_READ_MARGIN = 30
+
+#: The default of ``PRICECAST_STATEMENT_TIMEOUT``: 30 minutes. The longest legitimate
+#: statements are the bulk loads of a first ingest or a backfill. On PostgreSQL a
+#: million price rows take 2 s on a first load and 13 s when every row changes
+#: (benchmarks/README.md, ``upsert_prices``), so 5,000 tickers of 10 years (12.6
+#: million rows) take about 3 minutes in the worst case: half an hour leaves a tenfold
+#: margin for a slower or busy server (MariaDB's loads were not measured at that size).
+#: A statement stuck behind a lock, or a server that stopped answering, then fails
+#: within the half hour instead of hanging the run until the flow's 8-hour timeout.
+DEFAULT_STATEMENT_TIMEOUT = 1800.0
 
 
-def _network_limits(url: URL) -> dict[str, object]:
+class DatabaseFields(BaseModel):
+    """Settings of database connections (inherited by ``pipeline.settings.Settings``)."""
+
+    statement_timeout: float = Field(
+        default=DEFAULT_STATEMENT_TIMEOUT,
+        ge=0,
+        description="Seconds one database statement may run before the server cancels it "
+        "(PostgreSQL statement_timeout, MariaDB max_statement_time; on MySQL the client "
+        "stops waiting 30 s later); 0 is no limit. Not applied to the pipeline lock's "
+        "connection, which stays idle for the run.",
+    )
+
+
+class _DatabaseSettings(BaseSettings, DatabaseFields):
+    model_config = SettingsConfigDict(env_prefix="PRICECAST_", extra="ignore")
+
+
+def configured_statement_timeout() -> float:
+    """``PRICECAST_STATEMENT_TIMEOUT`` from the environment (seconds, 0: no limit).
+
+    Raises:
+        ConfigurationError: the variable is not a number of seconds.
+    """
+    try:
+        return _DatabaseSettings().statement_timeout
+    except ValidationError as exc:
+        raise ConfigurationError(
+            f"invalid PRICECAST_STATEMENT_TIMEOUT: {exc.errors()[0]['msg']}"
+        ) from exc
+
+
+def _network_limits(url: URL, statement_timeout: float) -> dict[str, object]:
     """Driver arguments that bound how long a dead or silent server can stall a run."""
     given = set(url.query)
     backend = url.get_backend_name()
@@ -96,17 +143,87 @@ def _network_limits(url: URL) -> dict[str, object]:
             "keepalives_interval": KEEPALIVE_INTERVAL,
             "keepalives_count": KEEPALIVE_COUNT,
         }
+        if statement_timeout:
+            # Before the URL's own options, so that a ``-c statement_timeout`` there wins.
+            own = f"-c statement_timeout={round(statement_timeout * 1000)}"
+            extra = url.query.get("options")
+            limits["options"] = f"{own} {extra}" if isinstance(extra, str) else own
+            given.discard("options")
     elif backend in ("mysql", "mariadb"):
-        limits = {"connect_timeout": CONNECT_TIMEOUT}
+        # PyMySQL reads the greeting and the login under its read timeout; once
+        # connected, ``_limit_mysql_reads`` sets the statements' own limit.
+        limits = {
+            "connect_timeout": CONNECT_TIMEOUT,
+            "read_timeout": CONNECT_TIMEOUT,
+            "write_timeout": CONNECT_TIMEOUT,
+        }
     else:
         return {}
     return {key: value for key, value in limits.items() if key not in given}
 
 
-def connect(url: str) -> Engine:
+def _limit_mysql_reads(statement_timeout: float):  # noqa: ANN202
+    """A ``connect`` listener giving a MariaDB/MySQL connection its statement limits.
+
+    PyMySQL has one read timeout for the greeting and for every answer; it is
+    ``CONNECT_TIMEOUT`` while connecting (a silent port fails in seconds) and is
+    raised here, on the connected socket, through PyMySQL's ``_read_timeout`` and
+    ``_write_timeout`` (no public setter; ``tests/db/test_schema.py`` checks both
+    ends). MariaDB also cancels the statement itself (``max_statement_time``).
+    """
+    patience = statement_timeout + MYSQL_READ_MARGIN if statement_timeout else None
+
+    def listener(dbapi_connection, _record) -> None:  # noqa: ANN001
+        if hasattr(dbapi_connection, "_read_timeout"):
+            dbapi_connection._read_timeout = patience  # noqa: SLF001
+            dbapi_connection._write_timeout = patience  # noqa: SLF001
+        server = dbapi_connection.get_server_info() if statement_timeout else ""
+        if "MariaDB" in server:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET SESSION max_statement_time = {float(statement_timeout)}")
+            cursor.close()
+
+    return listener
+
+
+def _statement_timeouts(shown: str, statement_timeout: float):  # noqa: ANN202
+    """A ``handle_error`` listener turning a cancelled statement into an error that
+    names the database and the setting to raise."""
+
+    def listener(context: sa.engine.ExceptionContext) -> None:
+        if context.statement is None:  # connecting: ``connect`` reports that itself
+            return
+        orig = context.original_exception
+        sqlstate = getattr(orig, "sqlstate", None)
+        code = orig.args[0] if getattr(orig, "args", None) else None  # PyMySQL's number
+        text = str(orig)
+        timed_out = (
+            (sqlstate == "57014" and "statement timeout" in text)
+            or code == 1969  # MariaDB: max_statement_time exceeded
+            or (code == 2013 and "timed out" in text)  # PyMySQL's read timeout
+        )
+        if not timed_out:
+            return
+        statement = " ".join(context.statement.split())
+        statement = statement if len(statement) <= 80 else statement[:77] + "..."
+        raise StatementTimeoutError(
+            f"a statement on database {shown} ran longer than {statement_timeout:g} s and "
+            f"was cancelled ({statement}); if it is legitimately that long, raise "
+            "PRICECAST_STATEMENT_TIMEOUT (seconds, 0: no limit)"
+        ) from orig
+
+    return listener
+
+
+def connect(url: str, statement_timeout: float | None = None) -> Engine:
     """Create an engine for ``url`` and check that the database answers.
 
     For SQLite, the folder of the database file is created when missing.
+
+    Args:
+        url: the database URL.
+        statement_timeout: seconds a statement may run on a server database (0: no
+            limit); default ``PRICECAST_STATEMENT_TIMEOUT``.
 
     Raises:
         ConfigurationError: the URL is invalid or names a driver that is not installed.
@@ -115,6 +232,7 @@ def connect(url: str) -> Engine:
     parsed = parse_url(url)
     shown = describe_url(parsed)
     path = sqlite_path(parsed)
+    limit = configured_statement_timeout() if statement_timeout is None else statement_timeout
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +241,9 @@ def connect(url: str) -> Engine:
                 f"cannot create the folder of SQLite database {path}: {exc.strerror}"
             ) from exc
     try:
-        engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args=_network_limits(parsed))
+        engine = sa.create_engine(
+            parsed, pool_pre_ping=True, connect_args=_network_limits(parsed, limit)
+        )
     except NoSuchModuleError as exc:
         raise ConfigurationError(
             f"no SQLAlchemy driver for {parsed.drivername!r} in database URL {shown}"
@@ -136,6 +256,10 @@ def connect(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
+    elif engine.dialect.name in ("mysql", "mariadb"):
+        event.listen(engine, "connect", _limit_mysql_reads(limit))
+    if limit and engine.dialect.name != "sqlite":
+        event.listen(engine, "handle_error", _statement_timeouts(shown, limit))
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

@@ -99,7 +99,7 @@ def _acquire(database_url: str, key: str, wait_seconds: float) -> Iterator[None]
         return
     # ``connect`` turns an unreachable server or a missing driver into the
     # same one-line errors as the rest of the pipeline gives.
-    engine = connect(database_url)
+    engine = connect(database_url, statement_timeout=0)  # idle for the run
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             if conn.dialect.name == "postgresql":

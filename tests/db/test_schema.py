@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from pipeline.db.engine import connect, describe_url, parse_url
 from pipeline.db.migrate import current_revision, ensure_schema, head_revision
 from pipeline.db.schema import metadata
-from pipeline.errors import ConfigurationError, DatabaseUnavailableError
+from pipeline.errors import ConfigurationError, DatabaseUnavailableError, StatementTimeoutError
 
 
 def test_a_new_database_is_created_at_the_head_revision(engine: Engine) -> None:
@@ -180,12 +180,13 @@ def test_read_only_commands_open_only_an_existing_current_database(
         open_existing_database(portable_db_url)
 
 
-def test_a_silent_server_fails_within_the_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A port that accepts connections and never answers once took 132 s to fail.
-
-    PostgreSQL only: PyMySQL reads the server's greeting with its read timeout, not the
-    connect timeout, so a silent MariaDB port still hangs (noted on issue 15)."""
-    scheme = "postgresql"
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+def test_a_silent_server_fails_within_the_connect_timeout(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port that accepts connections and never answers once took 132 s to fail on
+    PostgreSQL, and hung PyMySQL for ever (it reads the greeting under its read
+    timeout, which was unset)."""
     import socket
     import time
 
@@ -200,3 +201,69 @@ def test_a_silent_server_fails_within_the_connect_timeout(monkeypatch: pytest.Mo
         with pytest.raises(DatabaseUnavailableError, match="cannot connect to database"):
             connect(f"{scheme}://u@127.0.0.1:{port}/x")
         assert time.monotonic() - started < 15
+
+
+def _slow_statement(url: str, seconds: float) -> str:
+    function = "pg_sleep" if url.startswith("postgresql") else "SLEEP"
+    return f"SELECT {function}({seconds})"
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("postgres_server_url", marks=pytest.mark.postgres),
+        pytest.param("mariadb_server_url", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_statement_over_the_timeout_is_cancelled_with_a_clear_error(
+    server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's statement_timeout and MariaDB's max_statement_time cancel it on the
+    server; the error names the database (no password: ``describe_url``) and the
+    setting to raise."""
+    url_text = request.getfixturevalue(server)
+    monkeypatch.setenv("PRICECAST_STATEMENT_TIMEOUT", "1")
+    engine = connect(url_text)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(_slow_statement(url_text, 0.2)))  # under the limit
+            with pytest.raises(StatementTimeoutError) as caught:
+                conn.execute(sa.text(_slow_statement(url_text, 5)))
+        message = str(caught.value)
+        assert f"on database {describe_url(url_text)} ran" in message
+        assert "longer than 1 s" in message and "PRICECAST_STATEMENT_TIMEOUT" in message
+        with engine.connect() as conn:  # the pool's connections still work
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.mariadb
+def test_pymysql_waits_for_statements_longer_than_the_connect_timeout(
+    mariadb_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read timeout that bounds the greeting is raised once connected: a statement
+    longer than it runs, and one longer than the statement's limit fails on the
+    client even where the server would not cancel it (MySQL's max_execution_time
+    covers SELECTs only)."""
+    from pipeline.db import engine as engines
+
+    monkeypatch.setattr(engines, "CONNECT_TIMEOUT", 1)
+    engine = connect(mariadb_server_url, statement_timeout=60)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT SLEEP(2)")).scalar() == 0
+    engine.dispose()
+    monkeypatch.setattr(engines, "MYSQL_READ_MARGIN", -58)  # the client gives up at 2 s
+    engine = connect(mariadb_server_url, statement_timeout=60)
+    with engine.connect() as conn, pytest.raises(StatementTimeoutError, match="longer than 60 s"):
+        conn.execute(sa.text("SELECT SLEEP(4)"))
+    engine.dispose()
+
+
+def test_the_statement_timeout_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.db.engine import DEFAULT_STATEMENT_TIMEOUT, configured_statement_timeout
+
+    assert configured_statement_timeout() == DEFAULT_STATEMENT_TIMEOUT
+    monkeypatch.setenv("PRICECAST_STATEMENT_TIMEOUT", "-1")
+    with pytest.raises(ConfigurationError, match="invalid PRICECAST_STATEMENT_TIMEOUT"):
+        configured_statement_timeout()
