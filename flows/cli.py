@@ -649,7 +649,9 @@ def _serve(args: Args, settings: Settings) -> int:
 def _reader_role(args: Args, settings: Settings) -> int:
     import os
 
-    from pipeline.db.roles import create_reader_role
+    import sqlalchemy as sa
+
+    from pipeline.db.roles import create_reader_role, large_object_revocation
 
     password = None
     if args.password_env:
@@ -658,8 +660,17 @@ def _reader_role(args: Args, settings: Settings) -> int:
             raise ConfigurationError(f"environment variable {args.password_env} is not set")
     engine = _open(settings)
     with engine.begin() as conn:
-        create_reader_role(conn, args.role, password)
-    print(f"role {args.role} can read every pricecast table and view, and write nothing")
+        made = create_reader_role(conn, args.role, password)
+        database = conn.execute(sa.text("SELECT current_database()")).scalar_one()
+    print(
+        f"role {args.role} can read every pricecast table and view, and write nothing "
+        "(no temporary tables, not the pipeline lock)"
+    )
+    if not made.large_objects_revoked:
+        print(
+            f"it can still create large objects: only a superuser can forbid that, with\n  "
+            f"{large_object_revocation(database)}"
+        )
     return 0
 
 

@@ -3,14 +3,24 @@
 Every run of the pipeline (the daily flow, a backfill, a stage from the
 command line) holds the lock of its database while it writes:
 
-* PostgreSQL: a session-level advisory lock, on its own connection, keyed by
-  the database the server says it is connected to (advisory locks are per
-  database), so ``localhost`` and ``127.0.0.1``, a default port or user left
-  out, all name the same lock;
-* MariaDB/MySQL: ``GET_LOCK`` on its own connection, named after the server's
-  ``DATABASE()`` (its locks are server-wide);
+* PostgreSQL: ``LOCK TABLE pipeline_lock IN EXCLUSIVE MODE`` in a transaction
+  kept open on its own connection for the run. The mode needs UPDATE, DELETE or
+  TRUNCATE on the table, which the read-only role (``pipeline.db.roles``) lacks,
+  so it cannot take the lock (any role could take the advisory lock used
+  before and block every writer); the only mode it can take on the table,
+  ACCESS SHARE (a SELECT), does not conflict with it. A table lock assigns no
+  transaction id, so the open transaction holds back no vacuum horizon (a row
+  lock, ``SELECT ... FOR UPDATE``, would, for the whole run).
+* MariaDB/MySQL: ``LOCK TABLES pipeline_lock WRITE`` on its own connection,
+  which needs the LOCK TABLES privilege (``GET_LOCK``, used before, is open to
+  every user of the server; ``SELECT ... FOR UPDATE`` needs only SELECT there).
 * SQLite: an exclusive ``flock`` on ``<database file>.lock`` beside the file,
   its path resolved (a relative path or a symbolic link is the same file).
+
+The table belongs to the database (and schema) itself, so ``localhost`` and
+``127.0.0.1``, a default port or user left out, all name the same lock. A
+database without it (new, or older than revision ``0010_pipeline_lock``) has
+its schema created or upgraded first (``ensure_schema`` serialises itself).
 
 If the lock's connection is lost during the run, the server has released the
 lock; the release at the end then logs that (the run's own outcome, error or
@@ -35,7 +45,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from pipeline.db.engine import connect, describe_url, parse_url, sqlite_path
-from pipeline.errors import PricecastError
+from pipeline.errors import DatabaseUnavailableError, PricecastError
 from pipeline.files import sha256_bytes
 
 logger = logging.getLogger(__name__)
@@ -50,8 +60,13 @@ class LockTimeoutError(PricecastError):
     """Another run held the database's lock for longer than this run would wait."""
 
 
+class LockRefusedError(PricecastError):
+    """The role connecting may not take the lock: it is the read-only role."""
+
+
 def lock_key(database_url: str) -> str:
-    """The name of a database's lock: a hash of its URL without the password."""
+    """A hash of the URL without the password: which locks this run already holds
+    (re-entrance). The lock itself belongs to the database, whatever its URL's spelling."""
     return sha256_bytes(describe_url(database_url).encode())[:16]
 
 
@@ -85,6 +100,13 @@ def _timeout(database_url: str, wait_seconds: float) -> LockTimeoutError:
     )
 
 
+#: The table whose lock is the pipeline lock (``pipeline.db.schema.pipeline_lock``).
+LOCK_TABLE = "pipeline_lock"
+#: MariaDB/MySQL close a connection idle this long (their ``wait_timeout``, 8 hours by
+#: default, would end a long run's lock); a year, their largest value.
+_MYSQL_IDLE_SECONDS = 31536000
+
+
 @contextlib.contextmanager
 def _acquire(database_url: str, key: str, wait_seconds: float) -> Iterator[None]:
     url = parse_url(database_url)
@@ -97,39 +119,104 @@ def _acquire(database_url: str, key: str, wait_seconds: float) -> Iterator[None]
         with _file_lock(path.with_name(path.name + ".lock"), database_url, wait_seconds):
             yield
         return
-    # ``connect`` turns an unreachable server or a missing driver into the
-    # same one-line errors as the rest of the pipeline gives.
-    engine = connect(database_url, statement_timeout=0)  # idle for the run
+    # ``connect`` turns an unreachable server or a missing driver into the same
+    # one-line errors as the rest of the pipeline gives. No statement timeout: the
+    # lock's connection stays idle in its transaction for the whole run.
+    engine = connect(database_url, statement_timeout=0)
     try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            if conn.dialect.name == "postgresql":
-                # Advisory locks belong to the database: one constant key within it.
-                number = int(sha256_bytes(b"pricecast pipeline lock")[:15], 16)
-                take = sa.text("SELECT pg_try_advisory_lock(:k)").bindparams(k=number)
-                release = sa.text("SELECT pg_advisory_unlock(:k)").bindparams(k=number)
-            else:
-                database = conn.execute(sa.text("SELECT DATABASE()")).scalar() or ""
-                name = f"pricecast:{sha256_bytes(database.encode())[:16]}"
-                take = sa.text("SELECT GET_LOCK(:n, 0)").bindparams(n=name)
-                release = sa.text("SELECT RELEASE_LOCK(:n)").bindparams(n=name)
+        with engine.connect() as conn:
+            present = sa.inspect(conn).has_table(LOCK_TABLE)
+            conn.rollback()
+            if not present:
+                from pipeline.db.migrate import ensure_schema
+
+                ensure_schema(engine)
+            postgres = conn.dialect.name == "postgresql"
+            for setting in (
+                ["SET idle_in_transaction_session_timeout = 0"]
+                if postgres
+                else [
+                    f"SET SESSION wait_timeout = {_MYSQL_IDLE_SECONDS}",
+                    "SET SESSION lock_wait_timeout = 1",
+                ]
+            ):
+                conn.execute(sa.text(setting))
+            conn.commit()
+            take = sa.text(
+                f"LOCK TABLE {LOCK_TABLE} IN EXCLUSIVE MODE NOWAIT"
+                if postgres
+                else f"LOCK TABLES {LOCK_TABLE} WRITE"
+            )
             deadline = time.monotonic() + wait_seconds
-            while not conn.execute(take).scalar():
-                if time.monotonic() > deadline:
-                    raise _timeout(database_url, wait_seconds)
-                time.sleep(_POLL_SECONDS)
+            while True:
+                try:
+                    conn.execute(take)
+                    break
+                except sa.exc.DBAPIError as exc:
+                    conn.rollback()
+                    if not _busy(exc):
+                        raise _refused(exc, database_url) from exc
+                    if time.monotonic() > deadline:
+                        raise _timeout(database_url, wait_seconds) from None
+                    if postgres:  # MariaDB/MySQL waited a second in ``take``
+                        time.sleep(_POLL_SECONDS)
             try:
                 yield
             finally:
-                _release(conn, release, database_url)
+                _release(conn, database_url)
     finally:
         engine.dispose()
 
 
-def _release(conn: sa.Connection, release: sa.TextClause, database_url: str) -> None:
-    """Release the server lock; a lost connection (the server released it then) is
-    logged, never raised over the run's own outcome."""
+def _error_code(exc: sa.exc.DBAPIError) -> object:
+    """PostgreSQL's SQLSTATE or MariaDB/MySQL's error number."""
+    orig = exc.orig
+    if exc.connection_invalidated or orig is None:
+        return None
+    if orig.args and isinstance(orig.args[0], int):  # PyMySQL: (number, message)
+        return orig.args[0]
+    return getattr(orig, "sqlstate", None)
+
+
+def _busy(exc: sa.exc.DBAPIError) -> bool:
+    """Another session holds the table: PostgreSQL's lock_not_available, MariaDB/MySQL's
+    lock wait timeout."""
+    return _error_code(exc) in ("55P03", 1205)
+
+
+def _refused(exc: sa.exc.DBAPIError, database_url: str) -> PricecastError:
+    """The error for a lock refused other than by another run: a role without the
+    privileges (insufficient_privilege; access denied), or anything else."""
+    reason = " ".join(str(exc.orig).split())[:200]
+    if _error_code(exc) in ("42501", 1044, 1142):
+        return LockRefusedError(
+            f"the role connecting to {describe_url(database_url)} may not take the pipeline "
+            f"lock ({reason}): it is read-only; run the pipeline as the role that owns "
+            "pricecast's tables"
+        )
+    return DatabaseUnavailableError(
+        f"cannot take the pipeline lock on {describe_url(database_url)}: {reason}"
+    )
+
+
+def _release(conn: sa.Connection, database_url: str) -> None:
+    """Release the lock; a lost connection (the server released it then) is logged,
+    never raised over the run's own outcome."""
     try:
-        released = conn.execute(release).scalar()
+        if conn.dialect.name == "postgresql":
+            held = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+                    "AND locktype = 'relation' AND relation = CAST(:t AS regclass) "
+                    "AND mode = 'ExclusiveLock' AND granted"
+                ),
+                {"t": LOCK_TABLE},
+            ).scalar()
+            conn.rollback()
+        else:
+            conn.execute(sa.text("UNLOCK TABLES"))
+            conn.rollback()
+            held = True
     except sa.exc.DBAPIError as exc:
         logger.warning(
             "the connection holding the pipeline lock on %s was lost during the run (%s); "
@@ -138,7 +225,7 @@ def _release(conn: sa.Connection, release: sa.TextClause, database_url: str) -> 
             " ".join(str(exc.orig).split())[:200],
         )
         return
-    if not released:
+    if not held:
         logger.warning(
             "the pipeline lock on %s was no longer held at the end of the run (its "
             "connection was reset); another run may have started meanwhile",

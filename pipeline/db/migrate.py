@@ -4,8 +4,11 @@ A database without pricecast tables is created from ``schema.metadata`` in one
 step and stamped with the newest Alembic revision; a database stamped with an
 older revision is upgraded through the numbered revisions in order. Either way
 the consumer views are then brought in step with ``sql/`` (``views``). Both happen
-in one transaction, under an advisory lock on PostgreSQL so that two runs
-starting at once do not race.
+in one transaction, under a lock on PostgreSQL so that two runs starting at once
+do not race: ``alembic_version`` locked in EXCLUSIVE mode, which the read-only role
+cannot take (reading it does not conflict), or, in a database that has no
+``alembic_version`` yet (no reader can have been granted anything there), a
+transaction-level advisory lock.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pipeline.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-_LOCK_KEY = 0x70726963  # "pric": the PostgreSQL advisory lock for schema changes
+_LOCK_KEY = 0x70726963  # "pric": the advisory lock creating a new PostgreSQL schema
 
 
 def alembic_config(connection: Connection) -> Config:
@@ -94,7 +97,11 @@ def _sqlite_pragma(conn: Connection, pragma: str) -> None:
 
 def _ensure_schema(conn: Connection, head: str) -> str:
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        # Not the pipeline lock's table: the run holding that lock ensures the schema too.
+        if conn.execute(sa.text("SELECT to_regclass('alembic_version')")).scalar() is None:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        else:
+            conn.execute(sa.text("LOCK TABLE alembic_version IN EXCLUSIVE MODE"))
     current = current_revision(conn)
     if current == head:
         sync_views(conn)

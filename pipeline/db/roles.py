@@ -2,12 +2,26 @@
 
 The role may connect and select from every pricecast table and view, now and
 later (default privileges cover views recreated by upgrades), and nothing
-else: no insert, update, delete, or DDL.
+else: no insert, update, delete, or DDL, and not the pipeline lock (its table
+lock needs UPDATE, ``pipeline.db.lock``), so it cannot block a run.
+
+Two rights every role has through ``PUBLIC`` are taken away as well:
+
+* temporary tables: ``TEMPORARY`` on the database is revoked from ``PUBLIC``
+  and granted to the role running this (pricecast's bulk loads stage rows in
+  temporary tables). Other roles that need temporary tables in this database
+  must be granted ``TEMPORARY`` by name.
+* large objects: PostgreSQL has no privilege for creating them; ``lo_create``
+  and its siblings are functions executable by ``PUBLIC``, owned by the
+  bootstrap superuser. Run as a superuser, ``EXECUTE`` on them is revoked from
+  ``PUBLIC`` in this database; run as anyone else it cannot be, and the result
+  says so (``large_objects_revoked``).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -16,14 +30,43 @@ from pipeline.errors import ConfigurationError
 
 ROLE_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
+#: The functions that create large objects (the server-side ``lo_import`` also
+#: needs superuser or pg_read_server_files).
+LARGE_OBJECT_CREATORS = (
+    "lo_create(oid)",
+    "lo_creat(integer)",
+    "lo_from_bytea(oid, bytea)",
+    "lo_import(text)",
+    "lo_import(text, oid)",
+)
 
-def create_reader_role(conn: Connection, role: str, password: str | None = None) -> None:
+
+@dataclass(frozen=True)
+class ReaderRole:
+    """What ``create_reader_role`` did."""
+
+    role: str
+    #: ``EXECUTE`` on ``LARGE_OBJECT_CREATORS`` was revoked from ``PUBLIC`` (it needs a
+    #: superuser); when ``False`` the role can still create large objects.
+    large_objects_revoked: bool
+
+
+def large_object_revocation(database: str) -> str:
+    """The SQL a superuser runs in ``database`` so that no other role creates large objects."""
+    functions = ", ".join(LARGE_OBJECT_CREATORS)
+    return f"REVOKE EXECUTE ON FUNCTION {functions} FROM PUBLIC; -- in database {database}"
+
+
+def create_reader_role(conn: Connection, role: str, password: str | None = None) -> ReaderRole:
     """Create (or update) a login role that can read every table and view and write nothing.
 
     Args:
         conn: a connection as the owner of the pricecast schema.
         role: the role name (lower case letters, digits, underscores).
         password: its password; ``None`` leaves it without one (trust or peer auth).
+
+    Returns:
+        The role, and whether large objects could be denied to it.
 
     Raises:
         ConfigurationError: not PostgreSQL, or an invalid role name.
@@ -49,8 +92,17 @@ def create_reader_role(conn: Connection, role: str, password: str | None = None)
         f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"',
         f'ALTER DEFAULT PRIVILEGES IN SCHEMA "{schema}" GRANT SELECT ON TABLES TO "{role}"',
         f'REVOKE CREATE ON SCHEMA "{schema}" FROM "{role}"',
+        f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC',
+        f'REVOKE TEMPORARY ON DATABASE "{database}" FROM "{role}"',
+        f'GRANT TEMPORARY ON DATABASE "{database}" TO CURRENT_USER',
     ):
         conn.execute(sa.text(statement))
+    superuser = conn.execute(
+        sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    ).scalar_one()
+    if superuser:
+        conn.execute(sa.text(large_object_revocation(database).split(";")[0]))
+    return ReaderRole(role=role, large_objects_revoked=bool(superuser))
 
 
 def _literal(conn: Connection, value: str) -> str:

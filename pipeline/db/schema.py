@@ -321,3 +321,12 @@ run_states = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
     comment="The last completed run per flow, as-of date, tickers and settings.",
 )
+
+pipeline_lock = sa.Table(
+    "pipeline_lock",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    comment="Holds no rows: the run that writes locks this table for its whole length "
+    "(PostgreSQL LOCK TABLE in EXCLUSIVE mode, MariaDB/MySQL LOCK TABLES ... WRITE), which "
+    "needs privileges a read-only role lacks (pipeline/db/lock.py).",
+)

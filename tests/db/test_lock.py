@@ -135,9 +135,8 @@ def test_a_lost_lock_connection_is_reported_not_raised_over_the_run(
                 conn.execute(
                     sa.text(
                         "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                        "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
-                    "AND database = (SELECT oid FROM pg_database WHERE datname = "
-                    "current_database())"
+                        "WHERE locktype = 'relation' AND relation = 'pipeline_lock'::regclass "
+                        "AND mode = 'ExclusiveLock' AND granted AND pid <> pg_backend_pid()"
                     )
                 )
                 .scalars()
@@ -148,3 +147,74 @@ def test_a_lost_lock_connection_is_reported_not_raised_over_the_run(
     assert "was lost during the run" in caplog.text
     with pipeline_lock(postgres_server_url, wait_seconds=1):  # free again
         pass
+
+
+@pytest.mark.mariadb
+def test_a_mariadb_user_with_select_only_neither_takes_nor_blocks_the_lock(
+    mariadb_server_url: str,
+) -> None:
+    """``GET_LOCK``, the lock before, was open to every user of the server; ``LOCK
+    TABLES ... WRITE`` needs the LOCK TABLES privilege."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from pipeline.db.engine import connect
+    from pipeline.db.lock import LockRefusedError
+    from pipeline.db.migrate import open_database
+    from pipeline.files import sha256_bytes
+
+    open_database(mariadb_server_url).dispose()
+    url = sa.make_url(mariadb_server_url)
+    user = f"reader_{uuid.uuid4().hex[:8]}"
+    admin = connect(mariadb_server_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE USER '{user}'@'%'"))
+        conn.execute(sa.text(f"GRANT SELECT ON `{url.database}`.* TO '{user}'@'%'"))
+    reader_url = url.set(username=user, password=None).render_as_string(hide_password=False)
+    reader = sa.create_engine(reader_url)
+    try:
+        with (
+            pytest.raises(LockRefusedError, match="may not take the pipeline lock"),
+            pipeline_lock(reader_url, wait_seconds=5),
+        ):
+            pass
+        for statement in (
+            "CREATE TEMPORARY TABLE intruder (x int)",
+            "LOCK TABLES pipeline_lock READ",
+        ):
+            with pytest.raises(sa.exc.DBAPIError, match="denied"), reader.connect() as conn:
+                conn.execute(sa.text(statement))
+        with reader.connect() as conn:
+            old_name = f"pricecast:{sha256_bytes(url.database.encode())[:16]}"
+            assert conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": old_name}).scalar()
+            started = time.monotonic()
+            with pipeline_lock(mariadb_server_url, wait_seconds=5):
+                pass
+            assert time.monotonic() - started < 5
+    finally:
+        reader.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP USER '{user}'@'%'"))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_the_postgresql_lock_holds_back_no_vacuum(postgres_server_url: str) -> None:
+    """A table lock assigns no transaction id (a ``SELECT ... FOR UPDATE`` would, and
+    hold back the vacuum of every table for the hours of a run)."""
+    import sqlalchemy as sa
+
+    from pipeline.db.engine import connect
+
+    admin = connect(postgres_server_url)
+    with pipeline_lock(postgres_server_url, wait_seconds=5), admin.connect() as conn:
+        holder = conn.execute(
+            sa.text(
+                "SELECT a.backend_xid, a.backend_xmin, a.state FROM pg_locks AS l "
+                "JOIN pg_stat_activity AS a ON a.pid = l.pid "
+                "WHERE l.relation = 'pipeline_lock'::regclass AND l.mode = 'ExclusiveLock'"
+            )
+        ).one()
+    admin.dispose()
+    assert tuple(holder) == (None, None, "idle in transaction")
