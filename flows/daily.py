@@ -33,7 +33,7 @@ from flows.tasks import (
     train_task,
     unchanged_run_task,
 )
-from pipeline.db.engine import describe_url
+from pipeline.db.engine import DatabaseFields, describe_url
 from pipeline.db.lock import pipeline_lock
 from pipeline.errors import ConfigurationError
 from pipeline.run import DAILY_RUN, Stages, daily_run
@@ -75,7 +75,8 @@ def build_settings(
 
     Raises:
         ConfigurationError: ``overrides`` names no setting (a typo would otherwise be
-            ignored silently, as unknown ``PRICECAST_*`` variables are).
+            ignored silently, as unknown ``PRICECAST_*`` variables are), or one read
+            from the environment only (``DatabaseFields``).
     """
     given: dict[str, Any] = dict(overrides or {})
     unknown = sorted(set(given) - set(Settings.model_fields))
@@ -83,6 +84,15 @@ def build_settings(
         raise ConfigurationError(
             f"unknown setting {', '.join(map(repr, unknown))} in overrides; the settings are "
             f"{', '.join(sorted(Settings.model_fields))}"
+        )
+    # Every process that connects (threads, Dask workers) reads these itself.
+    environment_only = sorted(set(given) & set(DatabaseFields.model_fields))
+    if environment_only:
+        raise ConfigurationError(
+            f"setting {', '.join(map(repr, environment_only))} cannot be overridden per run: "
+            "each process that connects to the database reads it from its environment; set "
+            + ", ".join(f"PRICECAST_{name.upper()}" for name in environment_only)
+            + " there"
         )
     for name, value in (
         ("database_url", database_url),

@@ -122,3 +122,6 @@ def test_a_flow_override_that_names_no_setting_is_refused() -> None:
     assert build_settings(overrides={"epochs": 5}).epochs == 5
     with pytest.raises(ConfigurationError, match="unknown setting 'epoch' in overrides"):
         build_settings(overrides={"epoch": 5})
+    # Read by every process that connects, from its environment: an override would be lost.
+    with pytest.raises(ConfigurationError, match="set PRICECAST_STATEMENT_TIMEOUT there"):
+        build_settings(overrides={"statement_timeout": 60})

@@ -260,6 +260,18 @@ def test_pymysql_waits_for_statements_longer_than_the_connect_timeout(
     engine.dispose()
 
 
+def test_a_urls_own_postgresql_options_come_after_the_statement_timeout() -> None:
+    """libpq applies ``-c`` options in order: a URL's own ``statement_timeout`` wins."""
+    from pipeline.db.engine import _network_limits
+
+    given = parse_url("postgresql://u@h/db?options=-c%20statement_timeout%3D5s")
+    options = _network_limits(given, 60)["options"]
+    assert options == "-c statement_timeout=60000 -c statement_timeout=5s"
+    assert "options" not in _network_limits(parse_url("postgresql://u@h/db"), 0)
+    mysql = _network_limits(parse_url("mysql://u@h/db"), 60)
+    assert mysql["read_timeout"] == mysql["connect_timeout"]  # raised once connected
+
+
 def test_the_statement_timeout_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.db.engine import DEFAULT_STATEMENT_TIMEOUT, configured_statement_timeout
 
