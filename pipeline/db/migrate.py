@@ -13,7 +13,9 @@ transaction-level advisory lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import sqlalchemy as sa
 from alembic import command
@@ -26,6 +28,7 @@ from pipeline.db.engine import connect, describe_url, parse_url, sqlite_path
 from pipeline.db.schema import metadata
 from pipeline.db.views import sync_views
 from pipeline.errors import ConfigurationError
+from pipeline.files import sha256_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def ensure_schema(engine: Engine) -> str:
             revision stamp, or a revision newer than this version knows.
     """
     head = head_revision()
-    with engine.connect() as conn:
+    with engine.connect() as conn, _mysql_creation_lock(conn):
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
             _sqlite_pragma(conn, "PRAGMA foreign_keys=OFF")
@@ -88,6 +91,46 @@ def ensure_schema(engine: Engine) -> str:
             if sqlite:
                 _sqlite_pragma(conn, "PRAGMA foreign_keys=ON")
     return revision
+
+
+#: Seconds a MariaDB/MySQL schema creation waits for another one to finish.
+_MYSQL_CREATION_WAIT = 600
+
+
+@contextlib.contextmanager
+def _mysql_creation_lock(conn: Connection) -> Iterator[None]:
+    """On MariaDB/MySQL, creations of a new database's schema take turns.
+
+    Their DDL commits statement by statement, so two runs starting on a new
+    database would both create tables, and one would fail on a table the other
+    made; the second now waits (``GET_LOCK``, named after the database) and then
+    finds the schema in place. Only while ``alembic_version`` does not exist: a
+    user who takes that name can delay the creation of a new database's schema,
+    never a run on an existing one (the pipeline lock is ``pipeline_lock``'s).
+    """
+    if conn.dialect.name not in ("mysql", "mariadb") or sa.inspect(conn).has_table(
+        "alembic_version"
+    ):
+        conn.rollback()
+        yield
+        return
+    database = conn.execute(sa.text("SELECT DATABASE()")).scalar() or ""
+    name = f"pricecast-schema:{sha256_bytes(database.encode())[:16]}"
+    taken = conn.execute(
+        sa.text("SELECT GET_LOCK(:n, :s)"), {"n": name, "s": _MYSQL_CREATION_WAIT}
+    ).scalar()
+    conn.commit()
+    if not taken:
+        raise ConfigurationError(
+            f"another process has been creating the schema of database {database} for more "
+            f"than {_MYSQL_CREATION_WAIT} s (MariaDB/MySQL lock {name}); try again once it is done"
+        )
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+        conn.commit()
 
 
 def _sqlite_pragma(conn: Connection, pragma: str) -> None:

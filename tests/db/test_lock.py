@@ -218,3 +218,28 @@ def test_the_postgresql_lock_holds_back_no_vacuum(postgres_server_url: str) -> N
         ).one()
     admin.dispose()
     assert tuple(holder) == (None, None, "idle in transaction")
+
+
+def test_runs_starting_at_once_on_a_new_database_create_its_schema_once(
+    portable_db_url: str,
+) -> None:
+    """The lock's table is part of the schema, so a new database gets its schema before
+    the lock is taken; creations take turns (MariaDB's DDL commits statement by
+    statement: two at once once failed on a table the other had made)."""
+    start = threading.Barrier(3)
+    outcome: list = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            with pipeline_lock(portable_db_url, wait_seconds=60):
+                outcome.append("ran")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome.append(repr(exc))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert outcome == ["ran"] * 3
