@@ -278,10 +278,11 @@ def build_app() -> click.Group:
         app,
         "reader-role",
         _reader_role,
-        "create a read-only PostgreSQL role for SQL consumers",
+        "create a read-only role for SQL consumers (PostgreSQL, MariaDB/MySQL)",
         "Create or update a login role that can select from every pricecast table and view, "
-        "including views recreated later, and write nothing.\n\nNAME: role name (lower case, "
-        "digits, _).",
+        "including views recreated later, and write nothing: no temporary tables, large "
+        "objects or pipeline lock. On MariaDB/MySQL the grants are per table: run it again "
+        "after an upgrade adds a table.\n\nNAME: role name (lower case, digits, _).",
         [
             click.Argument(["role"], metavar="NAME"),
             click.Option(
@@ -661,11 +662,14 @@ def _reader_role(args: Args, settings: Settings) -> int:
     engine = _open(settings)
     with engine.begin() as conn:
         made = create_reader_role(conn, args.role, password)
-        database = conn.execute(sa.text("SELECT current_database()")).scalar_one()
+        if not made.large_objects_revoked:  # PostgreSQL
+            database = conn.execute(sa.text("SELECT current_database()")).scalar_one()
     print(
         f"role {args.role} can read every pricecast table and view, and write nothing "
         "(no temporary tables, not the pipeline lock)"
     )
+    if made.per_table:
+        print("its grants are per table: run this again after an upgrade adds a table")
     if not made.large_objects_revoked:
         print(
             f"it can still create large objects: only a superuser can forbid that, with\n  "

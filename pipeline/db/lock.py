@@ -125,7 +125,10 @@ def _acquire(database_url: str, key: str, wait_seconds: float) -> Iterator[None]
     engine = connect(database_url, statement_timeout=0)
     try:
         with engine.connect() as conn:
-            present = sa.inspect(conn).has_table(LOCK_TABLE)
+            try:
+                present = sa.inspect(conn).has_table(LOCK_TABLE)
+            except sa.exc.DBAPIError as exc:  # MariaDB: a user who may not see it
+                raise _refused(exc, database_url) from exc
             conn.rollback()
             if not present:
                 from pipeline.db.migrate import ensure_schema
@@ -188,11 +191,18 @@ def _refused(exc: sa.exc.DBAPIError, database_url: str) -> PricecastError:
     """The error for a lock refused other than by another run: a role without the
     privileges (insufficient_privilege; access denied), or anything else."""
     reason = " ".join(str(exc.orig).split())[:200]
-    if _error_code(exc) in ("42501", 1044, 1142):
+    code = _error_code(exc)
+    if code == "42501":
         return LockRefusedError(
             f"the role connecting to {describe_url(database_url)} may not take the pipeline "
             f"lock ({reason}): it is read-only; run the pipeline as the role that owns "
             "pricecast's tables"
+        )
+    if code in (1044, 1142):
+        return LockRefusedError(
+            f"the user connecting to {describe_url(database_url)} may not take the pipeline "
+            f"lock ({reason}): a read-only user cannot; the pipeline's own user needs the "
+            "LOCK TABLES privilege on the database (part of ALL PRIVILEGES)"
         )
     return DatabaseUnavailableError(
         f"cannot take the pipeline lock on {describe_url(database_url)}: {reason}"

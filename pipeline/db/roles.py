@@ -1,4 +1,4 @@
-"""A read-only role for SQL consumers (PostgreSQL).
+"""A read-only role for SQL consumers (PostgreSQL, MariaDB/MySQL).
 
 The role may connect and select from every pricecast table and view, now and
 later (default privileges cover views recreated by upgrades), and nothing
@@ -16,6 +16,13 @@ Two rights every role has through ``PUBLIC`` are taken away as well:
   bootstrap superuser. Run as a superuser, ``EXECUTE`` on them is revoked from
   ``PUBLIC`` in this database; run as anyone else it cannot be, and the result
   says so (``large_objects_revoked``).
+
+On MariaDB/MySQL the role is a user (``'name'@'%'``) granted SELECT on each
+table and view but ``pipeline_lock``: not on the database as a whole, since a
+transaction left open after reading that table would hold a metadata lock that
+delays the run's ``LOCK TABLES``. It has no LOCK TABLES or CREATE TEMPORARY
+TABLES privilege. MariaDB has no default privileges: a table added by a later
+upgrade needs the command again (views dropped and recreated keep their grants).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from pipeline.db.schema import pipeline_lock
 from pipeline.errors import ConfigurationError
 
 ROLE_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -47,8 +55,11 @@ class ReaderRole:
 
     role: str
     #: ``EXECUTE`` on ``LARGE_OBJECT_CREATORS`` was revoked from ``PUBLIC`` (it needs a
-    #: superuser); when ``False`` the role can still create large objects.
+    #: superuser); when ``False`` the role can still create large objects. Always
+    #: ``True`` on MariaDB/MySQL, which have none.
     large_objects_revoked: bool
+    #: Grants are per table (MariaDB/MySQL): run the command again after an upgrade.
+    per_table: bool = False
 
 
 def large_object_revocation(database: str) -> str:
@@ -69,16 +80,19 @@ def create_reader_role(conn: Connection, role: str, password: str | None = None)
         The role, and whether large objects could be denied to it.
 
     Raises:
-        ConfigurationError: not PostgreSQL, or an invalid role name.
+        ConfigurationError: SQLite, or an invalid role name.
     """
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name not in ("postgresql", "mysql", "mariadb"):
         raise ConfigurationError(
-            f"read-only roles are created on PostgreSQL; this database is {conn.dialect.name}"
+            "read-only roles are created on PostgreSQL and MariaDB/MySQL; this database is "
+            f"{conn.dialect.name}"
         )
     if not ROLE_PATTERN.match(role):
         raise ConfigurationError(
             f"invalid role name {role!r}: use lower case letters, digits and underscores"
         )
+    if conn.dialect.name != "postgresql":
+        return _create_mysql_reader(conn, role, password)
     exists = conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
     if not exists:
         conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE'))
@@ -103,6 +117,19 @@ def create_reader_role(conn: Connection, role: str, password: str | None = None)
     if superuser:
         conn.execute(sa.text(large_object_revocation(database).split(";")[0]))
     return ReaderRole(role=role, large_objects_revoked=bool(superuser))
+
+
+def _create_mysql_reader(conn: Connection, role: str, password: str | None) -> ReaderRole:
+    user = f"'{role}'@'%'"
+    database = conn.execute(sa.text("SELECT DATABASE()")).scalar_one()
+    conn.execute(sa.text(f"CREATE USER IF NOT EXISTS {user}"))
+    if password is not None:
+        conn.execute(sa.text(f"ALTER USER {user} IDENTIFIED BY {_literal(conn, password)}"))
+    inspector = sa.inspect(conn)
+    names = set(inspector.get_table_names()) | set(inspector.get_view_names())
+    for name in sorted(names - {pipeline_lock.name}):
+        conn.execute(sa.text(f"GRANT SELECT ON `{database}`.`{name}` TO {user}"))
+    return ReaderRole(role=role, large_objects_revoked=True, per_table=True)
 
 
 def _literal(conn: Connection, value: str) -> str:

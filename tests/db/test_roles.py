@@ -176,3 +176,94 @@ def test_reader_roles_need_postgresql_and_a_plain_name(tmp_path) -> None:  # noq
         engine.begin() as conn,
     ):
         create_reader_role(conn, "reader")
+
+
+@pytest.fixture
+def mariadb_reader(mariadb_server_url: str) -> Iterator[tuple[Engine, Engine, str]]:
+    drop_everything(sa.create_engine(mariadb_server_url))
+    owner = open_database(mariadb_server_url)
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with owner.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO prices (ticker, trade_date, close, source) "
+                "VALUES ('AAA', '2024-01-02', 10, 'p.csv')"
+            )
+        )
+        made = create_reader_role(conn, role, "s3cret")
+    assert made.per_table and made.large_objects_revoked
+    url = sa.engine.make_url(mariadb_server_url).set(username=role, password="s3cret")
+    engine = sa.create_engine(url)
+    try:
+        yield owner, engine, url.render_as_string(hide_password=False)
+    finally:
+        engine.dispose()
+        with owner.begin() as conn:
+            conn.execute(sa.text(f"DROP USER '{role}'@'%'"))
+        drop_everything(owner)
+        owner.dispose()
+
+
+@pytest.mark.mariadb
+def test_the_mariadb_reader_selects_and_is_refused_every_write(
+    mariadb_reader: tuple[Engine, Engine, str],
+) -> None:
+    owner, engine, url = mariadb_reader
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM prices")).scalar() == 1
+        for view in VIEWS:
+            conn.execute(sa.text(f"SELECT * FROM {view}")).all()
+    with (
+        pytest.raises(LockRefusedError, match="may not take the pipeline lock"),
+        pipeline_lock(url, wait_seconds=5),
+    ):
+        pass
+    for statement in (
+        "INSERT INTO prices (ticker, trade_date, close) VALUES ('BBB', '2024-01-02', 1)",
+        "UPDATE prices SET close = 0",
+        "DELETE FROM forecasts",
+        "DROP VIEW latest_forecasts",
+        "CREATE TABLE intruder (x int)",
+        "CREATE TEMPORARY TABLE intruder (x int)",
+        "LOCK TABLES pipeline_lock WRITE",
+        "LOCK TABLES prices READ",
+        "SELECT * FROM pipeline_lock",
+    ):
+        with (
+            pytest.raises(sa.exc.DBAPIError, match="denied"),
+            engine.begin() as conn,
+        ):
+            conn.execute(sa.text(statement))
+    # Views dropped and recreated keep their grants.
+    with owner.begin() as conn:
+        conn.execute(sa.text("UPDATE consumer_views SET sha256 = 'old'"))
+        from pipeline.db.views import sync_views
+
+        assert sync_views(conn) == list(VIEWS)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM model_leaderboard")).all()
+
+
+@pytest.mark.mariadb
+def test_the_mariadb_reader_does_not_block_a_writers_run(
+    mariadb_reader: tuple[Engine, Engine, str], mariadb_server_url: str
+) -> None:
+    _, engine, _ = mariadb_reader
+    database = sa.engine.make_url(mariadb_server_url).database
+    with engine.connect() as conn:
+        old_name = f"pricecast:{sha256_bytes(database.encode())[:16]}"
+        assert conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": old_name}).scalar()
+        for table in ("alembic_version", "prices"):
+            conn.execute(sa.text(f"SELECT * FROM {table}")).all()  # transaction left open
+        started = time.monotonic()
+        with pipeline_lock(mariadb_server_url, wait_seconds=5):
+            writer = open_database(mariadb_server_url)
+            with writer.begin() as write:
+                write.execute(
+                    sa.text(
+                        "INSERT INTO prices (ticker, trade_date, close, source) "
+                        "VALUES ('BBB', '2024-01-02', 11, 'p.csv')"
+                    )
+                )
+            writer.dispose()
+        assert time.monotonic() - started < 5
