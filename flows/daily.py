@@ -33,7 +33,8 @@ from flows.tasks import (
     train_task,
     unchanged_run_task,
 )
-from pipeline.db.engine import DatabaseFields, describe_url
+from pipeline.db.engine import describe_url
+from pipeline.db.limits import DatabaseFields
 from pipeline.db.lock import pipeline_lock
 from pipeline.errors import ConfigurationError
 from pipeline.run import DAILY_RUN, Stages, daily_run

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pipeline.db.engine import DatabaseFields
+from pipeline.db.limits import DatabaseFields
 from pipeline.model.config import ModelConfig, ModelFields
 from pipeline.sequences.config import SequenceConfig, SequenceFields
 from pipeline.trading_calendar import DEFAULT_EXCHANGE
@@ -39,8 +39,9 @@ class Settings(BaseSettings, SequenceFields, ModelFields, DatabaseFields):
 
     The sequences' and the model's parameters are declared once, in
     ``SequenceFields`` and ``ModelFields`` (the database connections' in
-    ``DatabaseFields``, which ``connect`` reads), and inherited here with their
-    defaults, bounds and the rule that network intervals need the laplace loss.
+    ``DatabaseFields``, which ``pipeline.db.engine.connect`` reads from the
+    environment), and inherited here with their defaults, bounds and the rule
+    that network intervals need the laplace loss.
     """
 
     model_config = SettingsConfigDict(env_prefix="PRICECAST_", extra="ignore")

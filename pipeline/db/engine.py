@@ -9,13 +9,12 @@ import logging
 from pathlib import Path
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
+from pipeline.db.limits import configured_statement_timeout
 from pipeline.errors import ConfigurationError, DatabaseUnavailableError, StatementTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -88,47 +87,6 @@ KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 30, 10, 3
 #: server's own cancellation (MariaDB's ``max_statement_time``), which names the
 #: cause, normally arrives first.
 MYSQL_READ_MARGIN = 30
-
-#: The default of ``PRICECAST_STATEMENT_TIMEOUT``: 30 minutes. The longest legitimate
-#: statements are the bulk loads of a first ingest or a backfill. On PostgreSQL a
-#: million price rows take 2 s on a first load and 13 s when every row changes
-#: (benchmarks/README.md, ``upsert_prices``), so 5,000 tickers of 10 years (12.6
-#: million rows) take about 3 minutes in the worst case: half an hour leaves a tenfold
-#: margin for a slower or busy server (MariaDB's loads were not measured at that size).
-#: A statement stuck behind a lock, or a server that stopped answering, then fails
-#: within the half hour instead of hanging the run until the flow's 8-hour timeout.
-DEFAULT_STATEMENT_TIMEOUT = 1800.0
-
-
-class DatabaseFields(BaseModel):
-    """Settings of database connections (inherited by ``pipeline.settings.Settings``)."""
-
-    statement_timeout: float = Field(
-        default=DEFAULT_STATEMENT_TIMEOUT,
-        ge=0,
-        description="Seconds one database statement may run before the server cancels it "
-        "(PostgreSQL statement_timeout, MariaDB max_statement_time; on MySQL the client "
-        "stops waiting 30 s later); 0 is no limit. Not applied to the pipeline lock's "
-        "connection, which stays idle for the run.",
-    )
-
-
-class _DatabaseSettings(BaseSettings, DatabaseFields):
-    model_config = SettingsConfigDict(env_prefix="PRICECAST_", extra="ignore")
-
-
-def configured_statement_timeout() -> float:
-    """``PRICECAST_STATEMENT_TIMEOUT`` from the environment (seconds, 0: no limit).
-
-    Raises:
-        ConfigurationError: the variable is not a number of seconds.
-    """
-    try:
-        return _DatabaseSettings().statement_timeout
-    except ValidationError as exc:
-        raise ConfigurationError(
-            f"invalid PRICECAST_STATEMENT_TIMEOUT: {exc.errors()[0]['msg']}"
-        ) from exc
 
 
 def _network_limits(url: URL, statement_timeout: float) -> dict[str, object]:

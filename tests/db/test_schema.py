@@ -273,7 +273,7 @@ def test_a_urls_own_postgresql_options_come_after_the_statement_timeout() -> Non
 
 
 def test_the_statement_timeout_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.db.engine import DEFAULT_STATEMENT_TIMEOUT, configured_statement_timeout
+    from pipeline.db.limits import DEFAULT_STATEMENT_TIMEOUT, configured_statement_timeout
 
     assert configured_statement_timeout() == DEFAULT_STATEMENT_TIMEOUT
     monkeypatch.setenv("PRICECAST_STATEMENT_TIMEOUT", "-1")
