@@ -35,6 +35,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def path_digest(path: Path, pattern: str = "*.keras") -> str | None:
+    """Hex SHA-256 of a file's bytes, or of a folder's files matching ``pattern`` (the
+    canonical JSON of each name and its digest); ``None`` when ``path`` is neither."""
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        return None
+    return sha256_json({file.name: sha256_file(file) for file in sorted(path.glob(pattern))})
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write`` on a temporary file beside ``path``, then rename it into place.
 
