@@ -855,6 +855,7 @@ def _backtest(args: Args, settings: Settings) -> int:
     from pipeline.evaluate.backtest import BacktestConfig
     from pipeline.evaluate.stage import run_backtest
     from pipeline.evaluate.variants import variants
+    from pipeline.files import write_text
 
     try:
         config = BacktestConfig(
@@ -917,8 +918,7 @@ def _backtest(args: Args, settings: Settings) -> int:
         print(f"points: {args.points}")
     if args.json:
         path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(records, indent=1))
+        write_text(path, json.dumps(records, indent=1), "backtest")
         print(f"records: {path}")
     return 0
 

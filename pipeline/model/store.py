@@ -69,7 +69,7 @@ def network_file(path: Path, key: str) -> Path:
 
 def save_network(network: keras.Model, target: Path) -> None:
     """Save one network as a ``.keras`` file, written under a temporary name then renamed."""
-    write_atomically(target, lambda temporary: _save(network, temporary))
+    write_atomically(target, lambda temporary: _save(network, temporary), "train")
 
 
 def publish_networks(staging: Path, path: Path) -> Path:
@@ -94,9 +94,11 @@ def publish_networks(staging: Path, path: Path) -> Path:
 def _save(model: keras.Model, target: Path) -> None:
     # Keras picks the format from the suffix, so save under a .keras name first.
     named = target.with_name(target.name + ".keras")
-    model.save(named)
-    named.replace(target)
-
+    try:
+        model.save(named)
+        named.replace(target)
+    finally:
+        named.unlink(missing_ok=True)
 
 
 def files_digest(path: Path) -> str:
