@@ -4,6 +4,10 @@ write says: no Prefect here, the flows' retry condition only calls this."""
 from __future__ import annotations
 
 import errno
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -182,3 +186,47 @@ def test_a_model_that_cannot_be_saved_names_its_file(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match=r"model-v00001\.keras \(train stage\): No space"):
         save_network(FullDisk(), target)  # type: ignore[arg-type]
     assert list(target.parent.iterdir()) == []
+
+
+_ON_A_FULL_DISK = """
+import sys
+from pathlib import Path
+from pipeline.errors import StorageError
+from pipeline.files import write_text
+target = Path(sys.argv[1]) / "reports" / "report-2024-03-22.html"
+write_text(target, "<html>small</html>", "report")
+try:
+    write_text(target, "x" * 200_000, "report")
+except StorageError as exc:
+    print(exc)
+    print(target.read_text())
+"""
+
+
+def test_a_real_full_disk_names_the_path_and_keeps_the_old_file(tmp_path: Path) -> None:
+    """On a 64 kB tmpfs (a mount namespace of its own, where the machine allows one)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-rm", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        capture_output=True,
+    )
+    if probe.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.decode().strip()}")
+    script = f'mount -t tmpfs -o size=64k tmpfs {mount} && exec "$0" -c "$1" {mount}'
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, sys.executable, _ON_A_FULL_DISK],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    message, old = done.stdout.splitlines()[:2]
+    target = mount / "reports" / "report-2024-03-22.html"
+    assert message.startswith(f"cannot write {target} (report stage): No space left on device")
+    assert "[ENOSPC]; the disk is full; free space on the filesystem of" in message
+    assert old == "<html>small</html>"
