@@ -928,7 +928,9 @@ def _backtest_flow(
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """The backtest as the ``backtest`` flow, its units on a Dask cluster or local threads."""
     from flows.server import use_running
+    from pipeline.orphans import guard_descendants
 
+    guard_descendants()  # a killed run takes its Prefect server and workers with it
     use_running(settings.home_path)  # before Prefect is imported
     from flows.backtest import backtest_flow
     from flows.heartbeats import for_command_runs
@@ -964,7 +966,9 @@ def _run(args: Args, settings: Settings) -> int:
     _open(settings).dispose()
 
     from flows.server import use_running
+    from pipeline.orphans import guard_descendants
 
+    guard_descendants()  # a killed run takes its Prefect server and workers with it
     use_running(settings.home_path)  # before Prefect is imported
     from flows.daily import daily_pipeline
     from flows.heartbeats import for_command_runs
