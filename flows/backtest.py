@@ -23,6 +23,7 @@ from flows.tasks import (
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.evaluate.backtest import BacktestConfig
 from pipeline.evaluate.variants import variants as build_variants
+from pipeline.files import write_text
 
 
 @flow(name="backtest", log_prints=False)
@@ -110,5 +111,5 @@ def backtest_flow(
             "-" if row["msis"] != row["msis"] else f"{row['msis']:.3f}",
         )
     if json_path:
-        Path(json_path).write_text(json.dumps(result["records"], indent=1))
+        write_text(Path(json_path), json.dumps(result["records"], indent=1), "backtest")
     return result

@@ -870,6 +870,7 @@ def _backtest(args: Args, settings: Settings) -> int:
     from pipeline.evaluate.backtest import BacktestConfig
     from pipeline.evaluate.stage import run_backtest
     from pipeline.evaluate.variants import variants
+    from pipeline.files import write_text
 
     try:
         config = BacktestConfig(
@@ -932,8 +933,7 @@ def _backtest(args: Args, settings: Settings) -> int:
         print(f"points: {args.points}")
     if args.json:
         path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(records, indent=1))
+        write_text(path, json.dumps(records, indent=1), "backtest")
         print(f"records: {path}")
     return 0
 
@@ -943,7 +943,9 @@ def _backtest_flow(
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """The backtest as the ``backtest`` flow, its units on a Dask cluster or local threads."""
     from flows.server import use_running
+    from pipeline.orphans import guard_descendants
 
+    guard_descendants()  # a killed run takes its Prefect server and workers with it
     use_running(settings.home_path)  # before Prefect is imported
     from flows.backtest import backtest_flow
     from flows.heartbeats import for_command_runs
@@ -979,7 +981,9 @@ def _run(args: Args, settings: Settings) -> int:
     _open(settings).dispose()
 
     from flows.server import use_running
+    from pipeline.orphans import guard_descendants
 
+    guard_descendants()  # a killed run takes its Prefect server and workers with it
     use_running(settings.home_path)  # before Prefect is imported
     from flows.daily import daily_pipeline
     from flows.heartbeats import for_command_runs

@@ -2,9 +2,10 @@
 
 The stage functions take and return plain values (URLs, paths, dates,
 dictionaries), never engines or models, so Prefect may pickle what a task
-returns and run it in another process. Retries are for database I/O only: an
-error of the pipeline's own (bad input, missing data) fails at once, since
-retrying would fail the same way.
+returns and run it in another process. Retries are for transient I/O only (a
+lost connection, a timeout, an HTTP 5xx: ``pipeline.errors.is_transient``):
+anything else (bad input, missing data, a full disk, a bug) fails at once,
+since retrying would fail the same way.
 """
 
 from __future__ import annotations
@@ -15,24 +16,26 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_engine import TaskRunTimeoutError
 
 from flows import show_library_logs
 from pipeline import stages
-from pipeline.errors import PricecastError
+from pipeline.errors import is_transient
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [2, 5, 15]
 
 
 def retry_on_io_errors(_task: Any, _task_run: Any, state: Any) -> bool:
-    """Retry unless the failure is one of the pipeline's own, deterministic errors,
-    or the task ran out of time (a retry would wait as long again)."""
+    """Retry only a transient failure (a lost connection, a timeout, an HTTP 5xx:
+    ``pipeline.errors.is_transient``), never a deterministic one, nor the task running
+    out of time (a retry would wait as long again)."""
     try:
         state.result()
-    except (PricecastError, TimeoutError):
+    except TaskRunTimeoutError:
         return False
-    except Exception:  # noqa: BLE001 - anything else may be transient I/O
-        return True
+    except Exception as exc:  # noqa: BLE001 - classified, not swallowed
+        return is_transient(exc)
     return False
 
 

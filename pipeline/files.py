@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -9,6 +10,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pipeline.errors import StorageError, is_transient
 
 
 def sha256_bytes(payload: bytes) -> str:
@@ -35,21 +38,82 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def path_digest(path: Path, pattern: str = "*.keras") -> str | None:
+    """Hex SHA-256 of a file's bytes, or of a folder's files matching ``pattern`` (the
+    canonical JSON of each name and its digest); ``None`` when ``path`` is neither."""
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        return None
+    return sha256_json({file.name: sha256_file(file) for file in sorted(path.glob(pattern))})
+
+
+def write_atomically(path: Path, write: Callable[[Path], None], stage: str = "") -> None:
     """Call ``write`` on a temporary file beside ``path``, then rename it into place.
 
     Readers never see a half-written file; a failed write leaves ``path`` as it was.
+
+    Args:
+        path: the file to write.
+        write: writes the content to the path it is given.
+        stage: what is writing (``sequences``, ``train``...), named in errors.
+
+    Raises:
+        StorageError: the write failed for good (``storage_error``): a full disk, a
+            quota, a read-only filesystem, a denied permission. A transient
+            ``OSError`` (``errors.is_transient``) is raised as it is.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+    except OSError as exc:
+        if is_transient(exc):
+            raise
+        raise storage_error(exc, path, stage) from exc
     os.close(handle)
     # mkstemp creates the file private (0600); give it the permissions of a normal new file.
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
     try:
+        os.chmod(temporary, 0o666 & ~umask)
         write(Path(temporary))
         os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        if is_transient(exc):
+            raise
+        raise storage_error(exc, path, stage) from exc
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str, stage: str = "") -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``write_atomically``)."""
+    write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), stage)
+
+
+#: Advice per ``OSError`` number for a write that failed.
+_WRITE_ADVICE = {
+    errno.ENOSPC: "the disk is full; free space on the filesystem of {folder}",
+    errno.EDQUOT: "the disk quota is exhausted; free space or raise the quota for {folder}",
+    errno.EROFS: "the filesystem of {folder} is read-only; point PRICECAST_HOME elsewhere",
+    errno.EACCES: "permission denied; check who may write to {folder}",
+    errno.EPERM: "operation not permitted; check who may write to {folder}",
+    errno.EFBIG: "the file is larger than the filesystem of {folder} allows",
+}
+
+
+def storage_error(exc: OSError, path: Path, stage: str = "") -> StorageError:
+    """The error to raise when writing ``path`` failed for good with ``exc``: it names
+    the path, the stage and what to do."""
+    reason = exc.strerror or str(exc)
+    code = errno.errorcode.get(exc.errno or 0)
+    advice = _WRITE_ADVICE.get(exc.errno or 0, "check the disk and the folder {folder}")
+    where = f" ({stage} stage)" if stage else ""
+    return StorageError(
+        f"cannot write {path}{where}: {reason}{f' [{code}]' if code else ''}; "
+        + advice.format(folder=path.parent)
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,47 @@ def test_shard_summaries_merge_into_one_stage_summary() -> None:
     )
     assert forecasts["tickers"] == ["AAA", "CCC"] and forecasts["forecasts_written"] == 10
     assert forecasts["stale"] == {"AAA": "2024-03-21"}
+
+
+@pytest.mark.parametrize("damage", ["deleted", "random bytes"])
+def test_a_damaged_champion_heals_by_retraining_even_when_nothing_else_changed(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deleted or overwritten champion file once made every later run fail (or, with
+    nothing new, report "unchanged" over a model that was gone); truncated and swapped
+    files are healed alike (tests/model/test_train.py)."""
+    source = write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), tmp_path / "p.csv")
+    settings = _settings(tmp_path, source=[str(source)])
+    first = daily_run(local_stages(), settings, None, "auto", run_id="one", now=NOW)
+    path = settings.home_path / "models" / "model-v00001.keras"
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(os.urandom(path.stat().st_size))
+
+    with caplog.at_level(logging.WARNING):
+        second = daily_run(local_stages(), settings, None, "auto", run_id="two", now=NOW)
+    assert second["unchanged"] is False
+    model = second["model"]
+    assert (model["action"], model["created"], model["promoted"]) == ("retrain", True, True)
+    assert model["champion_version"] == 2
+    assert model["reason"].startswith(f"the files of model v1 at {path} ")
+    assert model["damaged_files"] and model["damaged_files"][0] in model["reason"]
+    assert second["forecast"]["model_version"] == 2
+    assert second["forecast"]["forecasts_written"] == first["forecast"]["forecasts_written"]
+    warnings = [record.getMessage() for record in caplog.records]
+    assert any("every stage runs again" in message for message in warnings)
+    assert any(str(path) in message and "retrained" in message for message in warnings)
+    # Healed: the next run has nothing to do.
+    third = daily_run(local_stages(), settings, None, "auto", run_id="three", now=NOW)
+    assert third["unchanged"] is True and third["model"]["champion_version"] == 2
+
+
+def test_a_deleted_report_is_written_again(tmp_path: Path) -> None:
+    source = write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), tmp_path / "p.csv")
+    settings = _settings(tmp_path, source=[str(source)])
+    first = daily_run(local_stages(), settings, None, "auto", run_id="one", now=NOW)
+    Path(first["report"]).unlink()
+    second = daily_run(local_stages(), settings, None, "auto", run_id="two", now=NOW)
+    assert second["unchanged"] is False and second["model"]["action"] == "reuse"
+    assert Path(second["report"]).is_file()

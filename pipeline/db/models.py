@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.db.schema import model_tickers, models
+from pipeline.files import sha256_json
 
 
 def next_version(conn: Connection) -> int:
@@ -48,6 +49,27 @@ def champion_model(conn: Connection, as_of: dt.date) -> dict[str, Any] | None:
     )
     row = conn.execute(query).mappings().first()
     return dict(row) if row else None
+
+
+def models_with_files(conn: Connection) -> list[dict[str, Any]]:
+    """The registered versions whose files retention has not deleted, newest first."""
+    query = (
+        sa.select(models)
+        .where(models.c.files_deleted_at.is_(None))
+        .order_by(models.c.version.desc())
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def retire_damaged_fingerprint(conn: Connection, version: int) -> None:
+    """Give ``version`` a fingerprint no training has, because its files are damaged:
+    a training from the same inputs then registers a new version with healthy files
+    instead of reusing this one (as ``retention`` does for versions it collected)."""
+    row = get_model(conn, version)
+    if row is None:
+        return
+    retired = sha256_json({"damaged": version, "fingerprint": row["fingerprint"]})
+    conn.execute(sa.update(models).where(models.c.version == version).values(fingerprint=retired))
 
 
 def lineage(conn: Connection, version: int) -> list[dict[str, Any]]:

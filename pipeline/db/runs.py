@@ -14,13 +14,22 @@ it, even rows equal to the stored ones, and so does a model trained by hand.
 It never misses a change made through the pipeline; a change made behind its
 back (an ``UPDATE prices`` by hand) is not seen, and ``pricecast run
 --rerun`` runs every stage regardless (docs/pipeline.md says so).
+
+Nor does it vouch for files it has not looked at: before returning a recorded
+summary, ``completed_run`` checks the files that summary stands on, the
+champion's model files (against ``models.file_sha256``) and the report it
+names (against the digest recorded with the run). Any that is missing or
+changed is reported and the run runs every stage, which retrains a damaged
+champion and rewrites the report (``files_vouched_for``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,11 +37,15 @@ from sqlalchemy.engine import Connection
 
 from pipeline import __version__
 from pipeline import columns as c
-from pipeline.db.models import champion_model
+from pipeline.db.models import champion_model, get_model
 from pipeline.db.schema import backtest_runs, data_versions, forecasts, run_states
-from pipeline.files import sha256_bytes
+from pipeline.files import path_digest, sha256_bytes, sha256_file
+
+logger = logging.getLogger(__name__)
 
 PRICES = "prices"
+#: The key of a recorded summary that holds the digest of the report it names.
+REPORT_SHA256 = "report_sha256"
 
 
 def _digest(payload: Any) -> str:
@@ -88,7 +101,10 @@ def run_inputs(conn: Connection, as_of: dt.date) -> str:
 
 
 def completed_run(conn: Connection, key: str, inputs: str) -> dict[str, Any] | None:
-    """The summary of the completed run with this key and these inputs, if any."""
+    """The summary of the completed run with this key and these inputs, if any, and
+    only if the files it vouches for are intact (``files_vouched_for``): otherwise
+    ``None``, with a warning saying what is damaged, so that the run runs every stage
+    and repairs it."""
     row = conn.execute(
         sa.select(run_states.c.summary, run_states.c.finished_at).where(
             run_states.c.run_key == key, run_states.c.inputs == inputs
@@ -96,10 +112,53 @@ def completed_run(conn: Connection, key: str, inputs: str) -> dict[str, Any] | N
     ).one_or_none()
     if row is None:
         return None
+    damaged = files_vouched_for(conn, row.summary)
+    if damaged:
+        logger.warning(
+            "the completed run's outputs are not all intact, so every stage runs again: %s",
+            "; ".join(damaged),
+        )
+        return None
     finished = row.finished_at
     if finished.tzinfo is not None:  # PostgreSQL; SQLite and MariaDB give UTC without a zone
         finished = finished.astimezone(dt.UTC).replace(tzinfo=None)
     return {**row.summary, "finished_at": f"{finished:%Y-%m-%d %H:%M:%S} UTC"}
+
+
+def files_vouched_for(conn: Connection, summary: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the files a completed run's ``summary`` stands on: the model
+    files of the champion it forecast with (the champion still: its version is among
+    the run's inputs), checked against ``models.file_sha256``, and the report it names,
+    checked against the digest recorded with it. Empty when all are intact.
+
+    Versions registered before digests were kept, and runs recorded before report
+    digests were, are checked for presence only.
+    """
+    problems = []
+    version = (summary.get("model") or {}).get("champion_version")
+    champion = get_model(conn, int(version)) if version is not None else None
+    if champion is not None:
+        path = Path(champion["file_path"])
+        registered = champion.get("file_sha256")
+        found = path_digest(path)
+        if found is None or (registered is not None and found != registered):
+            problems.append(
+                f"the files of champion v{champion['version']} at {path} are "
+                f"{'missing' if found is None else 'not the ones it was registered with'} "
+                f"(SHA-256 {found or 'none'}; registered {registered or 'not recorded'})"
+            )
+    report = summary.get("report")
+    if isinstance(report, str) and report:
+        path = Path(report)
+        recorded = summary.get(REPORT_SHA256)
+        found = sha256_file(path) if path.is_file() else None
+        if found is None or (recorded is not None and found != recorded):
+            problems.append(
+                f"the report {path} is "
+                f"{'missing' if found is None else 'not the one the run wrote'} "
+                f"(SHA-256 {found or 'none'}; recorded {recorded or 'not recorded'})"
+            )
+    return problems
 
 
 def record_run(
@@ -110,12 +169,17 @@ def record_run(
     summary: Mapping[str, Any],
     finished_at: dt.datetime | None = None,
 ) -> None:
-    """Record a completed run: its key, the inputs it saw at its end, and its summary."""
+    """Record a completed run: its key, the inputs it saw at its end, and its summary
+    (with the digest of the report it names, if it names one, under ``REPORT_SHA256``)."""
+    stored = dict(summary)
+    report = summary.get("report")
+    if isinstance(report, str) and report and Path(report).is_file():
+        stored[REPORT_SHA256] = sha256_file(Path(report))
     values = {
         "flow": flow,
         c.AS_OF_DATE: as_of,
         "inputs": run_inputs(conn, as_of),
-        "summary": json.loads(json.dumps(summary, default=str)),
+        "summary": json.loads(json.dumps(stored, default=str)),
         "finished_at": finished_at or dt.datetime.now(dt.UTC),
     }
     updated = conn.execute(

@@ -53,6 +53,7 @@ from pipeline import columns as c
 from pipeline.evaluate.baselines import BASELINES, get_baseline
 from pipeline.evaluate.variants import Variant
 from pipeline.evaluate.volatility import INTERVAL_BASELINES, QUANTILE_LEVELS
+from pipeline.files import write_atomically
 from pipeline.model.fit import TrainingData, fit_networks, fresh_networks
 from pipeline.model.network import is_distributional, seed_everything
 from pipeline.model.predictor import Predictor
@@ -215,12 +216,13 @@ class BacktestResult:
         the quantiles ``q05`` .. ``q95``, ``score_scale`` (MSIS's denominator) and
         ``high_vol``: enough to recompute every metric of the backtest.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
         points = self.export_points()
         if path.suffix.lower() in (".parquet", ".pq"):
-            points.to_parquet(path, index=False)
+            write_atomically(path, lambda to: points.to_parquet(to, index=False), "backtest")
         else:
-            points.to_csv(path, index=False, float_format="%.10g")
+            write_atomically(
+                path, lambda to: points.to_csv(to, index=False, float_format="%.10g"), "backtest"
+            )
         return path
 
     def table(self) -> pd.DataFrame:

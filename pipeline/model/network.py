@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from pipeline.orphans import die_with_parent
+
 if TYPE_CHECKING:
     import keras
 
@@ -211,7 +213,9 @@ def resident_memory_mb() -> float | None:
 
 
 def _start_worker(records: Any, level: int) -> None:
-    """In a new worker: send log records of ``level`` and above to the parent."""
+    """In a new worker: end with the parent, even when it is killed (``kill -9`` left
+    workers training for nobody), and send log records of ``level`` and above to it."""
+    die_with_parent()
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(level)

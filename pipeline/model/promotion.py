@@ -21,6 +21,12 @@ reuses the champion when there are none. Fine-tuning continues the
 champion's weights, in its scale, on those new training windows only; the
 validation span is never trained on, so the gate stays out of sample.
 
+**A damaged champion** (its files missing, truncated, replaced by other bytes than
+those registered, or unreadable) can be neither reused nor fine-tuned: every
+mode then retrains from the database, and the new version is promoted without a
+comparison, since the champion cannot be evaluated. Without this rule the run
+would fail every day until someone retrained by hand.
+
 The policy is kept apart from the train stage (``train.py``) so that every rule
 is a pure function of registry rows, settings and errors already measured: no
 database, no model files and no TensorFlow, and each rule is tested on inputs
@@ -109,6 +115,7 @@ def decide(
     config: ModelConfig,
     new_windows: int,
     drift: tuple[float, float] | None = None,
+    damaged: str | None = None,
 ) -> Decision:
     """Choose ``retrain``, ``finetune`` or ``reuse``, and say why (see the module docstring).
 
@@ -122,6 +129,9 @@ def decide(
         config: the policy settings (``retrain_after_days``, ``drift_tolerance``).
         new_windows: training windows newer than the champion's.
         drift: the champion's MASE on the newest span and when it was promoted.
+        damaged: why the champion's files cannot be used (``store.inspect_files``), if
+            they cannot: then every mode retrains from the database, since neither
+            reusing nor fine-tuning the champion can succeed, today or any later day.
 
     Raises:
         ConfigurationError: ``finetune`` was requested but the champion cannot be fine-tuned.
@@ -129,6 +139,8 @@ def decide(
     """
     if requested not in MODES:
         raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, got {requested!r}")
+    if champion is not None and damaged:
+        return Decision(RETRAIN, f"{damaged}; retraining from the database")
     if requested == RETRAIN:
         return Decision(RETRAIN, "retrain requested")
     if champion is None:
@@ -179,10 +191,16 @@ def decide(
 
 
 def gate(
-    challenger: SpanErrors, champion: Mapping[str, Any] | None, champion_errors: SpanErrors | None
+    challenger: SpanErrors,
+    champion: Mapping[str, Any] | None,
+    champion_errors: SpanErrors | None,
+    damaged: bool = False,
 ) -> Verdict:
     """Whether the challenger is promoted, why, and the champion's MAE and MSIS on the
     same points.
+
+    A champion whose files are ``damaged`` cannot be compared, nor forecast: the
+    challenger replaces it.
 
     Promoted when, on the newest span and the tickers both cover, its one-step MAE is
     no worse than the champion's and the MSIS of its intervals is no worse either
@@ -191,6 +209,14 @@ def gate(
     """
     if champion is None:
         return Verdict(True, "promoted: first model, no champion to compare with", None, None)
+    if damaged:
+        return Verdict(
+            True,
+            f"promoted: champion v{champion['version']}'s files are damaged, so it can "
+            "neither be compared nor forecast",
+            None,
+            None,
+        )
     if champion_errors is None or not champion_errors.n:
         return Verdict(
             True,

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ModelStoreError
-from pipeline.files import sha256_file, sha256_json, write_atomically
+from pipeline.files import path_digest, write_atomically
 from pipeline.model.network import custom_objects, import_keras
+from pipeline.model.numpy_lstm import read_networks
 
 if TYPE_CHECKING:
     import keras
@@ -67,7 +69,7 @@ def network_file(path: Path, key: str) -> Path:
 
 def save_network(network: keras.Model, target: Path) -> None:
     """Save one network as a ``.keras`` file, written under a temporary name then renamed."""
-    write_atomically(target, lambda temporary: _save(network, temporary))
+    write_atomically(target, lambda temporary: _save(network, temporary), "train")
 
 
 def publish_networks(staging: Path, path: Path) -> Path:
@@ -92,8 +94,11 @@ def publish_networks(staging: Path, path: Path) -> Path:
 def _save(model: keras.Model, target: Path) -> None:
     # Keras picks the format from the suffix, so save under a .keras name first.
     named = target.with_name(target.name + ".keras")
-    model.save(named)
-    named.replace(target)
+    try:
+        model.save(named)
+        named.replace(target)
+    finally:
+        named.unlink(missing_ok=True)
 
 
 def files_digest(path: Path) -> str:
@@ -102,11 +107,61 @@ def files_digest(path: Path) -> str:
     Raises:
         ModelStoreError: the file or folder is missing.
     """
-    if path.is_file():
-        return sha256_file(path)
-    if not path.is_dir():
+    digest = path_digest(path)
+    if digest is None:
         raise ModelStoreError(f"model file {path} is missing; retrain with --mode retrain")
-    return sha256_json({file.name: sha256_file(file) for file in sorted(path.glob("*.keras"))})
+    return digest
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Why a registered version's files cannot be used: they are missing, other bytes
+    than the ones registered (``models.file_sha256``), or not readable networks."""
+
+    version: int
+    path: Path
+    registered: str | None
+    found: str | None
+    problem: str
+
+    def describe(self) -> str:
+        """One line naming the version, the path and both digests."""
+        found = self.found or "none, nothing is there"
+        return (
+            f"the files of model v{self.version} at {self.path} {self.problem} "
+            f"(SHA-256 {found}; registered {self.registered or 'not recorded'})"
+        )
+
+
+def inspect_files(model_row: Mapping[str, object], read: bool = False) -> Damage | None:
+    """What is wrong with a registered version's files, or ``None`` if nothing is.
+
+    Args:
+        model_row: the version's ``models`` row.
+        read: also read the networks (in NumPy, as forecasting does), so that files
+            registered before digests were kept, or registered broken, are caught too.
+    """
+    path = Path(str(model_row["file_path"]))
+    registered = model_row.get("file_sha256")
+    registered = None if registered is None else str(registered)
+
+    def damage(found: str | None, problem: str) -> Damage:
+        return Damage(int(str(model_row["version"])), path, registered, found, problem)
+
+    try:
+        found = files_digest(path)
+    except (ModelStoreError, OSError):
+        return damage(None, "are missing")
+    if registered is not None and found != registered:
+        return damage(
+            found, "are not the ones it was registered with: they were replaced or changed since"
+        )
+    if read:
+        try:
+            read_networks(path)
+        except (ModelStoreError, OSError, ValueError) as exc:
+            return damage(found, f"cannot be read as networks ({exc})")
+    return None
 
 
 def check_files(model_row: Mapping[str, object]) -> Path:
@@ -119,18 +174,13 @@ def check_files(model_row: Mapping[str, object]) -> Path:
             file replaced by another version's, truncated, or overwritten): using them
             would forecast with a model nobody trained for these tickers.
     """
-    path = Path(str(model_row["file_path"]))
-    expected = model_row.get("file_sha256")
-    if expected is None:
-        return path
-    actual = files_digest(path)
-    if actual != expected:
+    damage = inspect_files(model_row)
+    if damage is not None:
         raise ModelStoreError(
-            f"the files of model v{model_row['version']} at {path} are not the ones it was "
-            f"registered with (SHA-256 {actual[:12]}..., registered {str(expected)[:12]}...): "
-            "they were replaced or changed since; retrain with --mode retrain"
+            f"{damage.describe()}; the daily run retrains (`pricecast run`), or retrain "
+            "with --mode retrain"
         )
-    return path
+    return Path(str(model_row["file_path"]))
 
 
 def load_network(path: Path, for_training: bool = False) -> keras.Model:

@@ -15,6 +15,7 @@ This module runs the stage's steps in order and owns none of its rules:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import shutil
@@ -32,7 +33,9 @@ from pipeline.db.models import (
     find_model_by_fingerprint,
     lineage,
     model_scalers,
+    models_with_files,
     next_version,
+    retire_damaged_fingerprint,
 )
 from pipeline.db.sequences import read_sequence_files
 from pipeline.db.tickers import inactive_tickers
@@ -67,7 +70,14 @@ from pipeline.model.registry import (
     sequence_scalers,
     training_fingerprint,
 )
-from pipeline.model.store import check_files, model_path, publish_networks, staging_folder
+from pipeline.model.store import (
+    Damage,
+    check_files,
+    inspect_files,
+    model_path,
+    publish_networks,
+    staging_folder,
+)
 from pipeline.model.validation import (
     ModelEvaluation,
     SpanErrors,
@@ -77,7 +87,7 @@ from pipeline.model.validation import (
     span_series,
     with_long_run_volatility,
 )
-from pipeline.sequences.build import read_sequence_file
+from pipeline.sequences.build import build_sequences, read_sequence_file
 from pipeline.sequences.config import SequenceConfig
 
 logger = logging.getLogger(__name__)
@@ -103,6 +113,8 @@ class TrainResult:
     epochs_run: int | None = None
     train_samples: int | None = None
     fit_seconds: float | None = None
+    #: What was wrong with registered versions' files (``store.Damage.describe``).
+    damaged_files: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, object]:
         """Fields for logs and flow results."""
@@ -123,6 +135,7 @@ class TrainResult:
             "train_samples": self.train_samples,
             "fit_seconds": self.fit_seconds,
             "samples_per_second": self.samples_per_second,
+            "damaged_files": list(self.damaged_files),
         }
 
 
@@ -221,44 +234,105 @@ def _train(
     trained_at: dt.datetime | None,
     workers: Workers,
 ) -> TrainResult:
-    sequences = _read_sequences(conn, as_of, tickers, sequence_config)
+    sequences = _read_sequences(conn, home, as_of, tickers, sequence_config)
     params = hyperparameters(sequence_config, model_config)
     champion = champion_model(conn, as_of)
+    damaged = _inspect_models(conn, champion)
+    noted = tuple(damage.describe() for damage in damaged.values())
+    damage = damaged.get(champion["version"]) if champion is not None else None
     decision, champion_errors = _decide(
-        conn, mode, sequences, params, champion, as_of, model_config
+        conn, mode, sequences, params, champion, as_of, model_config, damage
     )
     logger.info("training decision: %s (%s)", decision.action, decision.reason)
     if decision.action == REUSE:
         assert champion is not None
-        return _reused(champion, champion, decision.reason, champion_errors)
+        result = _reused(champion, champion, decision.reason, champion_errors)
+        return dataclasses.replace(result, damaged_files=noted)
 
     digest = _fingerprint(decision.action, sequences, params, champion)
     existing = find_model_by_fingerprint(conn, digest)
-    if existing is not None:
+    if existing is not None and damage is None and existing["version"] not in damaged:
         current = champion_model(conn, as_of) or existing
-        return _reused(
+        result = _reused(
             existing, current, f"identical inputs were already trained as v{existing['version']}"
         )
+        return dataclasses.replace(result, damaged_files=noted)
+    if existing is not None:
+        # Reusing it would leave the run without a healthy champion: train a new version
+        # from the same inputs instead (its fingerprint is free once this one's is retired).
+        logger.warning(
+            "v%d was trained from identical inputs, but %s: training a new version from them",
+            existing["version"],
+            "its files are damaged"
+            if existing["version"] in damaged
+            else f"champion v{champion['version'] if champion else '?'} is damaged",
+        )
+        retire_damaged_fingerprint(conn, existing["version"])
 
     plan = _plan(conn, decision.action, sequences, champion, sequence_config, model_config)
     trained = _fit(
-        conn, home, as_of, sequences, plan, champion, champion_errors, model_config, workers
+        conn, home, as_of, sequences, plan, champion, champion_errors, model_config, workers, damage
     )
     data_through = _register(conn, sequences, params, plan, trained, digest, champion, trained_at)
-    return _trained_result(decision, sequences, plan, trained, champion, data_through)
+    result = _trained_result(decision, sequences, plan, trained, champion, data_through)
+    return dataclasses.replace(result, damaged_files=noted)
+
+
+def _inspect_models(conn: Connection, champion: Mapping[str, Any] | None) -> dict[int, Damage]:
+    """What is wrong with the files of each registered version that still has files,
+    by version, each reported as a warning. The champion's networks are also read (as
+    forecasting reads them); the others' files are only compared with their digests.
+    A damaged champion is retrained (``promotion.decide``); the others are reported."""
+    champion_version = champion["version"] if champion is not None else None
+    damaged: dict[int, Damage] = {}
+    for row in models_with_files(conn):
+        is_champion = row["version"] == champion_version
+        damage = inspect_files(row, read=is_champion)
+        if damage is None:
+            continue
+        damaged[damage.version] = damage
+        logger.warning(
+            "%s: %s",
+            damage.describe(),
+            "it is the champion, so it is retrained from the database"
+            if is_champion
+            else "it is not the champion, so nothing uses it; nothing is retrained for it",
+        )
+    return damaged
 
 
 def _read_sequences(
     conn: Connection,
+    home: Path,
     as_of: dt.date,
     tickers: Sequence[str] | None,
     config: SequenceConfig,
 ) -> _Sequences:
-    """The sequence files built as of ``as_of``, read (see ``_load_sequence_rows``)."""
+    """The sequence files built as of ``as_of``, read (see ``_load_sequence_rows``).
+
+    A file that is missing, or is not the bytes ``sequence_files`` recorded (another
+    ticker's copied over it, a truncated copy), is reported and rebuilt from the
+    prices in the database, as the sequences stage builds it, then read.
+    """
     rows = _load_sequence_rows(conn, as_of, tickers, config)
-    frames = {
-        row[c.TICKER]: read_sequence_file(Path(row["file_path"]), row["sha256"]) for row in rows
-    }
+    frames: dict[str, pd.DataFrame] = {}
+    damaged: list[str] = []
+    for row in rows:
+        try:
+            frames[row[c.TICKER]] = read_sequence_file(Path(row["file_path"]), row["sha256"])
+        except MissingDataError as exc:
+            logger.warning("%s; rebuilding it from the database", exc)
+            damaged.append(row[c.TICKER])
+    if damaged:
+        build_sequences(conn, home, as_of, damaged, config)
+        rows = _load_sequence_rows(conn, as_of, tickers, config)
+        frames.update(
+            {
+                row[c.TICKER]: read_sequence_file(Path(row["file_path"]), row["sha256"])
+                for row in rows
+                if row[c.TICKER] in damaged
+            }
+        )
     series = {ticker: span_series(frame, config.window) for ticker, frame in frames.items()}
     return _Sequences(rows=rows, frames=frames, series=series)
 
@@ -301,12 +375,13 @@ def _decide(
     champion: Mapping[str, Any] | None,
     as_of: dt.date,
     config: ModelConfig,
+    damage: Damage | None = None,
 ) -> tuple[Decision, SpanErrors | None]:
     """The policy's decision on what the registry and the sequences say, and the
     champion's errors on the newest span if the decision needed them (to look for
-    drift; the gate reuses them)."""
+    drift; the gate reuses them). A champion with ``damage`` is not evaluated."""
     last_retrain, new_windows, drift, champion_errors = None, 0, None, None
-    if champion is not None:
+    if champion is not None and damage is None:
         last_retrain = next(
             (row for row in lineage(conn, champion["version"]) if row["mode"] == RETRAIN), None
         )
@@ -315,7 +390,16 @@ def _decide(
             champion_errors = _evaluate_champion(conn, champion, sequences.series)
             drift = champion_drift(champion, champion_errors)
     decision = decide(
-        mode, champion, last_retrain, sequences.tickers, params, as_of, config, new_windows, drift
+        mode,
+        champion,
+        last_retrain,
+        sequences.tickers,
+        params,
+        as_of,
+        config,
+        new_windows,
+        drift,
+        damaged=damage.describe() if damage is not None else None,
     )
     return decision, champion_errors
 
@@ -396,6 +480,7 @@ def _fit(
     champion_errors: SpanErrors | None,
     config: ModelConfig,
     workers: Workers,
+    damage: Damage | None = None,
 ) -> _Trained:
     """Fit the new version's networks into a staging folder, gate it against the
     champion, and publish its files under the next version number (promoted or not:
@@ -430,9 +515,9 @@ def _fit(
         damping = model.damping if config.damping else {}
         if config.damping:
             logger.info("damping per ticker, fitted on the validation span: %s", damping)
-        if champion is not None and champion_errors is None:
+        if champion is not None and champion_errors is None and damage is None:
             champion_errors = _evaluate_champion(conn, champion, sequences.series)
-        verdict = gate(model.errors, champion, champion_errors)
+        verdict = gate(model.errors, champion, champion_errors, damaged=damage is not None)
         path = publish_networks(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -33,7 +33,7 @@ import jinja2
 from sqlalchemy.engine import Connection
 
 from pipeline.errors import ConfigurationError
-from pipeline.files import write_atomically
+from pipeline.files import write_text
 from pipeline.report.charts import outer_label, render_chart
 from pipeline.report.data import ForecastPoint, ReportData, TickerReport, load_report_data
 
@@ -307,7 +307,7 @@ def write_report(
         ConfigurationError: ``history_days`` is below 1, or ``charts`` below 0.
     """
     document = build_report(conn, as_of, tickers, history_days, charts)
-    write_atomically(path, lambda temporary: temporary.write_text(document, encoding="utf-8"))
+    write_text(path, document, "report")
     logger.info("wrote the report as of %s to %s", as_of, path)
     return path
 

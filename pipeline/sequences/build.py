@@ -168,7 +168,7 @@ def write_sequence_file(path: Path, table: pa.Table) -> str:
     digest = sha256_bytes(payload)
     if path.exists() and sha256_file(path) == digest:
         return digest
-    write_atomically(path, lambda temporary: temporary.write_bytes(payload))
+    write_atomically(path, lambda temporary: temporary.write_bytes(payload), "sequences")
     return digest
 
 

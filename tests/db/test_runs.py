@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 from helpers import synthetic_prices, write_long_csv
 from sqlalchemy.engine import Engine
@@ -16,11 +18,13 @@ from pipeline.db.runs import (
     bump_data_version,
     completed_run,
     data_version,
+    files_vouched_for,
     record_run,
     run_inputs,
     run_key,
 )
-from pipeline.db.schema import backtest_runs, forecasts, models
+from pipeline.db.schema import backtest_runs, forecasts, models, run_states
+from pipeline.files import sha256_file
 from pipeline.ingest.load import ingest
 from pipeline.ingest.sources import build_sources
 
@@ -160,3 +164,52 @@ def test_dates_in_a_summary_are_stored_as_text(engine: Engine) -> None:
         found = completed_run(conn, key, run_inputs(conn, AS_OF))
     assert found["day"] == "2024-03-22"
     assert found["ts"].startswith("2024-03-22")
+
+
+def test_a_completed_run_vouches_only_for_intact_files(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``run`` once reported "unchanged" without looking at the files: a deleted champion
+    then failed nothing until the next forecast. The champion's model files and the
+    report are checked before a recorded summary is returned."""
+    model, report = tmp_path / "model-v00001.keras", tmp_path / "report-2024-03-22.html"
+    model.write_bytes(b"network")
+    report.write_text("<html>report</html>")
+    key = run_key("daily-pipeline", AS_OF, ["AAA"], {})
+    summary = {"model": {"champion_version": 1}, "report": str(report)}
+    with engine.begin() as conn:
+        _register(conn, 1, AS_OF)
+        conn.execute(sa.update(models).values(file_path=str(model), file_sha256=sha256_file(model)))
+        record_run(conn, key, "daily-pipeline", AS_OF, summary)
+        inputs = run_inputs(conn, AS_OF)
+    assert files_vouched_for_now(engine, key, inputs) == []
+
+    for damage, expected in [
+        (lambda: model.write_bytes(b"other network"), f"champion v1 at {model} are not the ones"),
+        (lambda: model.unlink(), f"champion v1 at {model} are missing (SHA-256 none; registered"),
+        (lambda: report.write_text("<html>edited</html>"), f"report {report} is not the one"),
+        (lambda: report.unlink(), f"report {report} is missing"),
+    ]:
+        model.write_bytes(b"network")
+        report.write_text("<html>report</html>")
+        damage()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), engine.connect() as conn:
+            assert completed_run(conn, key, inputs) is None
+        (warning,) = caplog.records
+        assert "every stage runs again" in warning.getMessage()
+        assert expected in warning.getMessage()
+        (problem,) = files_vouched_for_now(engine, key, inputs)
+        assert expected in problem
+
+
+def files_vouched_for_now(engine: Engine, key: str, inputs: str) -> list[str]:
+    """The damage ``completed_run`` sees (and then finds no completed run)."""
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(run_states.c.summary).where(run_states.c.run_key == key)
+        ).scalar_one()
+        found = completed_run(conn, key, inputs)
+        problems = files_vouched_for(conn, stored)
+    assert (found is None) == bool(problems)
+    return problems

@@ -193,6 +193,25 @@ def test_new_windows_fine_tune_and_none_reuse() -> None:
     assert run(champion=older, new_windows=0).reason.endswith("(trained through 2024-03-01)")
 
 
+@pytest.mark.parametrize("requested", ["auto", "retrain", "finetune"])
+def test_a_damaged_champion_is_retrained_in_every_mode(requested: str) -> None:
+    damaged = "the files of model v3 at m.keras are missing (SHA-256 none; registered abc)"
+    for windows in (0, 12):
+        decision = decide(
+            requested,
+            champion_row(),
+            None,
+            ["AAA", "BBB"],
+            PARAMS,
+            AS_OF,
+            CONFIG,
+            windows,
+            None,
+            damaged=damaged,
+        )
+        assert decision == ("retrain", f"{damaged}; retraining from the database")
+
+
 # --- when the champion's drift is measured -----------------------------------------
 
 
@@ -238,6 +257,15 @@ def test_the_first_model_is_promoted() -> None:
 def test_a_champion_that_could_not_be_judged_is_replaced(errors: SpanErrors | None) -> None:
     assert gate(span(AAA=(5.0, 50.0)), CHAMPION, errors) == Verdict(
         True, "promoted: champion v3 could not be evaluated", None, None
+    )
+
+
+def test_a_damaged_champion_is_replaced_without_a_comparison() -> None:
+    assert gate(span(AAA=(5.0, 50.0)), CHAMPION, THEIRS, damaged=True) == Verdict(
+        True,
+        "promoted: champion v3's files are damaged, so it can neither be compared nor forecast",
+        None,
+        None,
     )
 
 

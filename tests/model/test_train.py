@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from pipeline.db.models import champion_model, count_models, get_model, model_sc
 from pipeline.db.prices import upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.model.config import ModelConfig
+from pipeline.model.forecast import forecast
 from pipeline.model.promotion import decide, gate
 from pipeline.model.store import load_networks
 from pipeline.model.train import train
@@ -345,20 +347,113 @@ def test_gate_errors_pool_tickers_by_points() -> None:
     assert errors.restricted({"AAA"}).mase == 0.5
 
 
-def test_a_sequence_file_replaced_by_another_is_refused_until_rebuilt(
-    engine: Engine, home: Path
+@pytest.mark.parametrize("damage", ["swapped", "deleted"])
+def test_a_damaged_sequence_file_is_rebuilt_from_the_database(
+    engine: Engine, home: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Another ticker's file copied over AAA's once trained (and promoted) a model on
-    BBB's series under AAA's name; ``sequence_files.sha256`` is checked before training."""
+    BBB's series under AAA's name; ``sequence_files.sha256`` is checked before training,
+    and a file that fails the check (or is gone) is rebuilt from the prices."""
     as_of = DATES[59]
     prepare(engine, home, as_of)
-    sequence_path(home, "AAA").write_bytes(sequence_path(home, "BBB").read_bytes())
-    with engine.begin() as conn, pytest.raises(MissingDataError, match="is not the file that"):
-        train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL, isolate=False)
-    with engine.begin() as conn:
-        assert count_models(conn) == 0
-        build_sequences(conn, home, as_of, config=TINY_SEQUENCES)  # heals the file
+    path = sequence_path(home, "AAA")
+    built = path.read_bytes()
+    if damage == "swapped":
+        path.write_bytes(sequence_path(home, "BBB").read_bytes())
+    else:
+        path.unlink()
+    with engine.begin() as conn, caplog.at_level(logging.WARNING):
         result = train(
             conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL, isolate=False
         )
-    assert result.created
+    assert result.created and result.tickers == ["AAA", "BBB"]
+    assert path.read_bytes() == built
+    warned = [r.getMessage() for r in caplog.records if "rebuilding it" in r.getMessage()]
+    assert len(warned) == 1 and str(path) in warned[0]
+
+
+def _damage(path: Path, how: str, other: Path | None = None) -> None:
+    if how == "deleted":
+        path.unlink()
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+    else:  # swapped: another version's valid file
+        assert other is not None
+        path.write_bytes(other.read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("how", "mode"),
+    [("deleted", "auto"), ("truncated", "finetune"), ("random bytes", "auto"), ("swapped", "auto")],
+)
+def test_a_damaged_champion_is_retrained_as_a_new_version(
+    engine: Engine, home: Path, how: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A deleted, truncated, random or swapped champion file once failed every later
+    run; now the run reports it and retrains from the database, whatever the mode."""
+    prepare(engine, home, DATES[59])
+    first = train_isolated(engine, home, DATES[59], "retrain")
+    with engine.connect() as conn:
+        row = get_model(conn, first.version)
+    path = Path(row["file_path"])
+    other = home / "other.keras"
+    if how == "swapped":  # a valid network of the same shape, trained on other data
+        prepare(engine, home, DATES[49])
+        with engine.begin() as conn:
+            older = train(
+                conn, home, DATES[49], None, "retrain", TINY_SEQUENCES, TINY_MODEL, isolate=False
+            )
+            other = Path(get_model(conn, older.version)["file_path"])
+        prepare(engine, home, DATES[59])
+    _damage(path, how, other)
+    with caplog.at_level(logging.WARNING):
+        healed = train_isolated(engine, home, DATES[59], mode)
+    assert healed.created and healed.promoted and healed.action == "retrain"
+    assert healed.champion_version == healed.version > first.version
+    assert healed.reason.startswith(f"the files of model v{first.version} at {path} ")
+    assert healed.reason.endswith("; retraining from the database")
+    assert f"registered {row['file_sha256']}" in healed.reason
+    assert healed.summary()["damaged_files"] == [healed.reason.split("; retraining")[0]]
+    warned = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+    assert warned and "it is the champion, so it is retrained" in warned[0]
+    with engine.begin() as conn:
+        assert champion_model(conn, DATES[59])["version"] == healed.version
+        assert get_model(conn, healed.version)["decision"].startswith(
+            f"promoted: champion v{first.version}'s files are damaged"
+        )
+        written = forecast(conn, DATES[59], None, 2, healed.version)
+    assert written.summary()["forecasts_written"] == 4
+    # The next run finds a healthy champion and reuses it.
+    again = train_isolated(engine, home, DATES[59], "auto")
+    assert (again.version, again.created) == (healed.version, False)
+
+
+def test_a_damaged_file_of_another_version_is_only_reported(
+    engine: Engine, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prepare(engine, home, DATES[59])
+    train_isolated(engine, home, DATES[59], "retrain")
+    train_isolated(engine, home, DATES[59], "retrain", seed=8)  # promoted or not
+    with engine.connect() as conn:
+        champion = champion_model(conn, DATES[59])["version"]
+        other = 3 - champion
+        path = Path(get_model(conn, other)["file_path"])
+        count = count_models(conn)
+    path.unlink()
+    with caplog.at_level(logging.WARNING):
+        result = train_isolated(engine, home, DATES[59], "auto")
+    assert (result.version, result.created, result.action) == (champion, False, "reuse")
+    (noted,) = result.damaged_files
+    assert noted.startswith(f"the files of model v{other} at {path} are missing")
+    assert any("it is not the champion" in r.getMessage() for r in caplog.records)
+    with engine.connect() as conn:
+        assert count_models(conn) == count
+
+
+def train_isolated(engine: Engine, home: Path, as_of: dt.date, mode: str, **changes):  # noqa: ANN003, ANN201
+    """``train`` in this process (no worker): fast enough for many tiny trainings."""
+    config = TINY_MODEL.replace(**changes)
+    with engine.begin() as conn:
+        return train(conn, home, as_of, None, mode, TINY_SEQUENCES, config, isolate=False)
