@@ -1,8 +1,8 @@
 """One Prefect task per stage: each is a function of ``pipeline.stages``, unchanged.
 
-The stage functions take and return plain values (URLs, paths, dates,
-dictionaries), never engines or models, so Prefect may pickle what a task
-returns and run it in another process. Retries are for database I/O only: an
+The stage functions take and return plain values (URLs, paths, dates, the
+typed results of ``pipeline.results``), never engines or models, so Prefect
+may pickle what a task returns and run it in another process. Retries are for database I/O only: an
 error of the pipeline's own (bad input, missing data) fails at once, since
 retrying would fail the same way.
 """

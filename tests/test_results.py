@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from helpers import TINY_OVERRIDES, synthetic_prices, write_long_csv
 from pydantic import ValidationError
 
+from pipeline import stages
+from pipeline.db.migrate import open_database
+from pipeline.db.runs import record_run, run_inputs
+from pipeline.db.schema import backtest_metrics, backtest_runs, run_states
 from pipeline.results import (
     BacktestSummary,
     ForecastSummary,
@@ -26,8 +33,13 @@ from pipeline.results import (
     RunSummary,
     SequencesSummary,
 )
+from pipeline.run import daily_run, local_stages
+from pipeline.settings import Settings
 
 SNAPSHOT = Path(__file__).parent / "data" / "daily_run_summary.json"
+NOW = dt.datetime(2024, 3, 25, 22, 0, tzinfo=dt.UTC)
+#: Values that differ between runs and machines: only their type is compared.
+VOLATILE = ("val_loss", "val_mase", "champion_val_mase", "fit_seconds", "samples_per_second")
 SECTIONS = {
     "ingest": IngestSummary,
     "sequences": SequencesSummary,
@@ -36,6 +48,95 @@ SECTIONS = {
     "backtest": BacktestSummary,
     "retention": RetentionSummary,
 }
+
+
+def _normalised(summary: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    data = json.loads(json.dumps(summary).replace(str(tmp_path), "{tmp}"))
+    for name in VOLATILE:
+        value = data["model"][name]
+        data["model"][name] = None if value is None else f"<{type(value).__name__}>"
+    if "finished_at" in data:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", data["finished_at"])
+        data["finished_at"] = "<finished_at>"
+    return data
+
+
+def _store_backtest(url: str) -> None:
+    """A stored backtest with two models' one-step scores, for the run's summary."""
+    engine = open_database(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(backtest_runs).values(
+                run_id="b" * 32,
+                created_at=dt.datetime(2024, 3, 1, tzinfo=dt.UTC),
+                as_of_date=dt.date(2024, 3, 1),
+                folds=1,
+                horizon=1,
+                test_fraction=0.2,
+                origins="expanding",
+                interval_level=0.9,
+                tickers=["AAA"],
+                models=[],
+            )
+        )
+        for model, default, mase, coverage in (
+            ("naive", False, 1.0, None),
+            ("default", True, 0.5, 0.75),
+        ):
+            conn.execute(
+                sa.insert(backtest_metrics).values(
+                    run_id="b" * 32,
+                    model=model,
+                    ticker="AAA",
+                    fold=0,
+                    horizon=1,
+                    is_default=default,
+                    n=10,
+                    mae=1.0,
+                    rmse=1.0,
+                    mape=1.0,
+                    mase=mase,
+                    coverage=coverage,
+                )
+            )
+    engine.dispose()
+
+
+def test_a_run_stores_the_summary_it_stored_before_and_reads_it_back(tmp_path: Path) -> None:
+    prices = synthetic_prices(("AAA", "BBB", "CCC"), days=60)
+    prices = prices[(prices["ticker"] != "CCC") | (prices["trade_date"] < "2024-03-22")]
+    source = write_long_csv(prices, tmp_path / "p.csv")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'run.db'}",
+        home=tmp_path / "home",
+        source=[str(source)],
+        **TINY_OVERRIDES,
+    )
+    _store_backtest(settings.resolved_database_url)
+    first = daily_run(local_stages(), settings, None, "auto", run_id="one", now=NOW)
+    engine = open_database(settings.resolved_database_url)
+    with engine.connect() as conn:
+        (stored,) = conn.execute(sa.select(run_states.c.summary)).scalars()
+    snapshot = json.loads(SNAPSHOT.read_text())
+
+    # The JSON stored is the run's summary, in the shape (and key order) it always had.
+    assert json.dumps(first.model_dump(mode="json")) == json.dumps(stored)
+    assert json.dumps(_normalised(stored, tmp_path)) == json.dumps(snapshot["stored"])
+    # Each stage's result, and the whole summary, read back into the same JSON.
+    for key, model in SECTIONS.items():
+        assert json.dumps(model.model_validate(stored[key]).model_dump(mode="json")) == json.dumps(
+            stored[key]
+        )
+    assert RunSummary.model_validate(stored) == first
+    assert json.dumps(RunSummary.model_validate(stored).model_dump(mode="json")) == json.dumps(
+        stored
+    )
+
+    second = daily_run(local_stages(), settings, None, "auto", run_id="two", now=NOW)
+    assert second.unchanged and second.finished_at is not None
+    unchanged = second.model_dump(mode="json")
+    assert json.dumps(_normalised(unchanged, tmp_path)) == json.dumps(snapshot["unchanged"])
+    assert RunSummary.model_validate(unchanged) == second
 
 
 def _summary(name: str = "stored", **changes: Any) -> dict[str, Any]:
@@ -80,3 +181,17 @@ def test_results_are_frozen_and_refuse_unknown_or_missing_fields() -> None:
     del incomplete["forecast"]
     with pytest.raises(ValidationError, match="forecast"):
         RunSummary.model_validate(incomplete)
+
+
+def test_a_stored_summary_of_another_shape_runs_every_stage_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    as_of = dt.date(2024, 3, 22)
+    engine = open_database(url)
+    with engine.begin() as conn:
+        record_run(conn, "good", "daily-pipeline", as_of, _summary())
+        record_run(conn, "old", "daily-pipeline", as_of, {"forecast": {"n": 1}})
+        assert run_inputs(conn, as_of)
+    found = stages.unchanged_run(url, "good", as_of)
+    assert isinstance(found, RunSummary) and found.finished_at is not None
+    assert stages.unchanged_run(url, "old", as_of) is None
+    assert stages.unchanged_run(url, "missing", as_of) is None
