@@ -176,7 +176,7 @@ def _timed_flow(flow: Any, **parameters: Any) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "stages": _task_seconds(state.state_details.flow_run_id),
-        "summary": summary,
+        "summary": summary.model_dump(mode="json"),
     }
 
 

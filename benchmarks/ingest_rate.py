@@ -72,7 +72,7 @@ def ours(url: str, path: Path) -> tuple[float, int]:
         report = ingest_paths(conn, [path])
     seconds = time.perf_counter() - started
     engine.dispose()
-    return seconds, report.summary()["rows_loaded"]
+    return seconds, report.summary().rows_loaded
 
 
 def sqlite_baseline(folder: Path, path: Path) -> float:

@@ -79,7 +79,7 @@ def main() -> int:
         "backfill_seconds": seconds,
         "before": before,
         "after": after,
-        "collected": collected.summary(),
+        "collected": collected.summary().model_dump(mode="json"),
     }
     print(f"{record['days']} trading days backfilled in {seconds:.0f} s")
     print(f"{'':8} {'model files':>11} {'reports':>8} {'MB':>7}")

@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from pipeline.results import RunSummary
 from pipeline.summary import render_forecast_report, render_markdown
 
 FORECAST_COLUMNS = (
@@ -28,7 +29,7 @@ def report_link(report: str | None, base_url: str | None) -> str | None:
 
 
 def publish_artifacts(
-    summary: dict[str, Any], forecasts: list[dict[str, Any]], report_base_url: str | None = None
+    summary: RunSummary, forecasts: list[dict[str, Any]], report_base_url: str | None = None
 ) -> None:
     """Publish the forecasts as a table, the run's summary as Markdown, and the report:
     its per-ticker table as Markdown, linking the HTML report when ``report_base_url``
@@ -45,22 +46,23 @@ def publish_artifacts(
         }
         for row in forecasts
     ]
-    version = summary["model"]["champion_version"]
+    version = summary.model.champion_version
+    as_of = summary.as_of.isoformat()
     create_table_artifact(
         key="forecasts",
         table=rows,
-        description=f"Forecasts as of {summary['as_of']} by model v{version}",
+        description=f"Forecasts as of {as_of} by model v{version}",
     )
     create_markdown_artifact(
         key="daily-summary",
         markdown=render_markdown(summary),
-        description=f"pricecast daily run as of {summary['as_of']}",
+        description=f"pricecast daily run as of {as_of}",
     )
-    report = summary.get("report")
+    report = summary.report
     create_markdown_artifact(
         key="report",
         markdown=render_forecast_report(
-            summary["as_of"], version, rows, report, report_link(report, report_base_url)
+            as_of, version, rows, report, report_link(report, report_base_url)
         ),
         description="Forecasts per ticker with their intervals, and where the HTML report is",
     )

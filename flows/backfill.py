@@ -88,23 +88,23 @@ def backfill(
                     overrides=overrides,
                     dask_address=dask_address,
                 )
-            model, written = summary["model"], summary["forecast"]["forecasts_written"]
+            model, written = summary.model, summary.forecast.forecasts_written
             logger.info(
                 "%d/%d as of %s: model v%s (%s), champion v%s, %d forecasts written",
                 number,
                 len(days),
                 day,
-                model["model_version"],
-                model["action"],
-                model["champion_version"],
+                model.model_version,
+                model.action,
+                model.champion_version,
                 written,
             )
             runs.append(
                 {
-                    "as_of": summary["as_of"],
-                    "model_version": model["model_version"],
-                    "action": model["action"],
-                    "champion_version": model["champion_version"],
+                    "as_of": summary.as_of.isoformat(),
+                    "model_version": model.model_version,
+                    "action": model.action,
+                    "champion_version": model.champion_version,
                     "forecasts_written": written,
                 }
             )

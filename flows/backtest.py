@@ -24,6 +24,7 @@ from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.evaluate.backtest import BacktestConfig
 from pipeline.evaluate.variants import variants as build_variants
 from pipeline.files import write_text
+from pipeline.results import BacktestResult
 
 
 @flow(name="backtest", log_prints=False)
@@ -40,7 +41,7 @@ def backtest_flow(
     database_url: str | None = None,
     overrides: dict[str, Any] | None = None,
     dask_address: str | None = None,
-) -> dict[str, Any]:
+) -> BacktestResult:
     """Backtest on the stored prices up to ``as_of_date`` (default: the newest).
 
     Args:
@@ -99,7 +100,7 @@ def backtest_flow(
         )
     else:
         result = backtest_task(url, as_of, settings.tickers, names, config, settings, points_path)
-    for row in result["table"]:
+    for row in result.table:
         logger.info(
             "%s h=%d: MASE %.4f mean, %.4f worst (%s), coverage %s, MSIS %s",
             row["model"],
@@ -111,5 +112,5 @@ def backtest_flow(
             "-" if row["msis"] != row["msis"] else f"{row['msis']:.3f}",
         )
     if json_path:
-        write_text(Path(json_path), json.dumps(result["records"], indent=1), "backtest")
+        write_text(Path(json_path), json.dumps(result.records, indent=1), "backtest")
     return result

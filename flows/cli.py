@@ -20,7 +20,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -29,6 +29,9 @@ from flows import use_prefect_defaults
 from pipeline import __version__
 from pipeline.errors import ConfigurationError, PricecastError
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.results import IngestSummary, ModelSummary
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -40,10 +43,10 @@ EXIT_REJECTED = 3
 Args = SimpleNamespace
 
 
-def _input_status(summary: dict, strict: bool) -> int:
+def _input_status(summary: IngestSummary, strict: bool) -> int:
     """``EXIT_REJECTED`` when an ingest rejected an input whole, or quarantined a row
     under ``--strict``; else 0."""
-    if summary.get("inputs_rejected") or (strict and summary.get("rows_quarantined")):
+    if summary.inputs_rejected or (strict and summary.rows_quarantined):
         return EXIT_REJECTED
     return 0
 
@@ -560,19 +563,19 @@ def _database_line(settings: Settings) -> tuple[str, object]:
     return ("database", describe_url(settings.resolved_database_url))
 
 
-def _ingest_lines(summary: dict[str, Any]) -> list[tuple[str, object]]:
+def _ingest_lines(summary: IngestSummary) -> list[tuple[str, object]]:
     return [
         (
             "inputs",
-            f"{summary['inputs']} ({summary['inputs_loaded']} loaded, "
-            f"{summary['inputs_unchanged']} unchanged, {summary['inputs_rejected']} rejected)",
+            f"{summary.inputs} ({summary.inputs_loaded} loaded, "
+            f"{summary.inputs_unchanged} unchanged, {summary.inputs_rejected} rejected)",
         ),
-        ("rows read", summary["rows_read"]),
-        ("rows loaded", summary["rows_loaded"]),
-        ("quarantined", summary["rows_quarantined"]),
-        ("deferred", f"{summary['rows_deferred']} (dated after the as-of date)"),
-        ("flagged", summary["flags"]),
-        ("tickers", ", ".join(summary["tickers"]) or "-"),
+        ("rows read", summary.rows_read),
+        ("rows loaded", summary.rows_loaded),
+        ("quarantined", summary.rows_quarantined),
+        ("deferred", f"{summary.rows_deferred} (dated after the as-of date)"),
+        ("flagged", summary.flags),
+        ("tickers", ", ".join(summary.tickers) or "-"),
     ]
 
 
@@ -601,7 +604,7 @@ def _ingest(args: Args, settings: Settings) -> int:
         )
     summary = report.summary()
     _print([_database_line(settings), *_ingest_lines(summary)])
-    for error in summary["errors"]:
+    for error in summary.errors:
         print(f"rejected: {_one_line(error)}", file=sys.stderr)
     return _input_status(summary, args.strict)
 
@@ -720,8 +723,8 @@ def _sequences(args: Args, settings: Settings) -> int:
             _database_line(settings),
             ("as of", as_of),
             ("tickers", ", ".join(result.tickers)),
-            ("train windows", summary["train_windows"]),
-            ("validation windows", summary["validation_windows"]),
+            ("train windows", summary.train_windows),
+            ("validation windows", summary.validation_windows),
             ("files", settings.home_path / "sequences"),
             ("skipped", skipped or "-"),
         ]
@@ -755,13 +758,13 @@ def _train(args: Args, settings: Settings) -> int:
     return 0
 
 
-def _model_line(model: dict[str, Any]) -> str:
-    line = f"v{model['model_version']} ({model['action']}: {model['reason']})"
-    if model["created"]:
-        line += f"; {model['decision']}"
-    if model["champion_version"] != model["model_version"]:
-        line += f"; forecasts from champion v{model['champion_version']}"
-    mase = model.get("champion_val_mase")
+def _model_line(model: ModelSummary) -> str:
+    line = f"v{model.model_version} ({model.action}: {model.reason})"
+    if model.created:
+        line += f"; {model.decision}"
+    if model.champion_version != model.model_version:
+        line += f"; forecasts from champion v{model.champion_version}"
+    mase = model.champion_val_mase
     if mase is not None:
         verdict = "loses to" if mase > 1 else "beats or ties"
         line += f"; champion MASE {mase:.4f} on the newest span ({verdict} naive)"
@@ -965,7 +968,7 @@ def _backtest_flow(
             overrides={"workers": settings.workers} if settings.workers else None,
             dask_address=settings.dask_address,
         )
-    return result["run_id"], result["table"], result["records"]
+    return result.run_id, result.table, result.records
 
 
 def pd_isna(value: object) -> bool:
@@ -1002,39 +1005,38 @@ def _run(args: Args, settings: Settings) -> int:
             dask_address=settings.dask_address,
             rerun=args.rerun,
         )
-    ingest, model, fc = summary["ingest"], summary["model"], summary["forecast"]
+    ingest, fc = summary.ingest, summary.forecast
     _print(
         [
-            ("database", summary["database"]),
-            ("home", summary["home"]),
-            ("as of", summary["as_of"]),
-            ("tickers", f"{', '.join(fc['tickers'])} ({len(fc['tickers'])})"),
+            ("database", summary.database),
+            ("home", summary.home),
+            ("as of", summary.as_of),
+            ("tickers", f"{', '.join(fc.tickers)} ({len(fc.tickers)})"),
             (
                 "ingested",
-                f"{ingest['rows_loaded']} rows loaded, {ingest['rows_quarantined']} quarantined, "
-                f"{ingest['rows_deferred']} deferred of {ingest['rows_read']} read from "
-                f"{ingest['inputs']} input(s) ({ingest['inputs_unchanged']} unchanged)",
+                f"{ingest.rows_loaded} rows loaded, {ingest.rows_quarantined} quarantined, "
+                f"{ingest.rows_deferred} deferred of {ingest.rows_read} read from "
+                f"{ingest.inputs} input(s) ({ingest.inputs_unchanged} unchanged)",
             ),
-            ("model", _model_line(model)),
+            ("model", _model_line(summary.model)),
             (
                 "forecasts",
-                f"{fc['forecasts_written']} written ({fc['horizon']} trading days after "
-                f"{summary['as_of']})",
+                f"{fc.forecasts_written} written ({fc.horizon} trading days after {summary.as_of})",
             ),
             *(
                 [
                     (
                         "unchanged",
                         f"nothing changed since the run that finished at "
-                        f"{summary['finished_at']}; its results stand (--rerun runs every stage)",
+                        f"{summary.finished_at}; its results stand (--rerun runs every stage)",
                     )
                 ]
-                if summary.get("unchanged")
+                if summary.unchanged
                 else []
             ),
         ]
     )
-    for error in ingest.get("errors", []):
+    for error in ingest.errors:
         print(f"rejected: {_one_line(error)}", file=sys.stderr)
     return _input_status(ingest, args.strict)
 

@@ -37,6 +37,7 @@ from pipeline.db.engine import describe_url
 from pipeline.db.limits import DatabaseFields
 from pipeline.db.lock import pipeline_lock
 from pipeline.errors import ConfigurationError
+from pipeline.results import RunSummary
 from pipeline.run import DAILY_RUN, Stages, daily_run
 from pipeline.settings import Settings
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, previous_session
@@ -146,7 +147,7 @@ def daily_pipeline(
     overrides: dict[str, Any] | None = None,
     dask_address: str | None = None,
     rerun: bool = False,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Ingest prices, rebuild sequences, train or reuse the model, and write forecasts.
 
     A run that finds nothing changed since the last completed run with the
@@ -173,8 +174,8 @@ def daily_pipeline(
         rerun: run every stage even when nothing changed.
 
     Returns:
-        A summary: database, as-of date, rows ingested, model version and
-        decision, forecasts written.
+        The run's summary (``pipeline.results.RunSummary``): database, as-of date,
+        rows ingested, model version and decision, forecasts written.
     """
     show_library_logs()
     logger = get_run_logger()

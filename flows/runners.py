@@ -41,6 +41,7 @@ from flows.tasks import (
 from pipeline.errors import ConfigurationError
 from pipeline.evaluate.backtest import BacktestConfig
 from pipeline.evaluate.variants import Variant
+from pipeline.results import ForecastSummary, SequencesSummary
 from pipeline.run import merge_forecast_summaries, merge_sequence_summaries
 from pipeline.sequences.config import SequenceConfig
 from pipeline.settings import Settings
@@ -152,7 +153,7 @@ def run_sequences(
     as_of: dt.date,
     tickers: list[str] | None,
     config: SequenceConfig,
-) -> dict[str, Any]:
+) -> SequencesSummary:
     """The sequences stage: one task, or one task per shard through ``fan``'s runner."""
     if not fan.parallel or not tickers:
         return sequences_task(database_url, home, as_of, tickers, config)
@@ -169,7 +170,7 @@ def run_forecast(
     tickers: list[str] | None,
     horizon: int,
     model_version: int,
-) -> dict[str, Any]:
+) -> ForecastSummary:
     """The forecast stage: one task, or one task per shard through ``fan``'s runner."""
     if not fan.parallel or not tickers:
         return forecast_task(database_url, as_of, tickers, horizon, model_version)
@@ -186,7 +187,7 @@ def sequences_shards(
     as_of: dt.date,
     shards: list[list[str]],
     config: SequenceConfig,
-) -> dict[str, Any]:
+) -> SequencesSummary:
     """Build each shard's sequences in its own task; the summary of all of them.
 
     Raises:
@@ -208,7 +209,7 @@ def forecast_shards(
     shards: list[list[str]],
     horizon: int,
     model_version: int,
-) -> dict[str, Any]:
+) -> ForecastSummary:
     """Forecast each shard's tickers in its own task; the summary of all of them."""
     futures = [
         forecast_shard_task.with_options(

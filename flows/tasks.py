@@ -1,11 +1,11 @@
 """One Prefect task per stage: each is a function of ``pipeline.stages``, unchanged.
 
-The stage functions take and return plain values (URLs, paths, dates,
-dictionaries), never engines or models, so Prefect may pickle what a task
-returns and run it in another process. Retries are for transient I/O only (a
-lost connection, a timeout, an HTTP 5xx: ``pipeline.errors.is_transient``):
-anything else (bad input, missing data, a full disk, a bug) fails at once,
-since retrying would fail the same way.
+The stage functions take and return plain values (URLs, paths, dates, the
+typed results of ``pipeline.results``), never engines or models, so Prefect
+may pickle what a task returns and run it in another process. Retries are for
+transient I/O only (a lost connection, a timeout, an HTTP 5xx:
+``pipeline.errors.is_transient``): anything else (bad input, missing data, a
+full disk, a bug) fails at once, since retrying would fail the same way.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline.db.models import lineage
 from pipeline.db.schema import models
+from pipeline.results import RetentionSummary
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +52,15 @@ class Collection:
     bytes_freed: int = 0
     dry_run: bool = False
 
-    def summary(self) -> dict[str, object]:
-        return {
-            "as_of": self.as_of.isoformat(),
-            "model_versions": self.versions,
-            "reports": self.reports,
-            "bytes_freed": self.bytes_freed,
-            "dry_run": self.dry_run,
-        }
+    def summary(self) -> RetentionSummary:
+        """Fields for logs and flow results."""
+        return RetentionSummary(
+            as_of=self.as_of,
+            model_versions=self.versions,
+            reports=self.reports,
+            bytes_freed=self.bytes_freed,
+            dry_run=self.dry_run,
+        )
 
 
 def _size(path: Path) -> int:

@@ -22,9 +22,10 @@ records itself. The rules:
   all the tickers (``merge_sequence_summaries``, ``merge_forecast_summaries``).
 
 The stages themselves are plain functions of plain values
-(``pipeline.stages``); ``daily_run`` takes them as a ``Stages`` record, so
-the Prefect flow passes its tasks (``flows.daily``) and tests or other
-orchestrators pass the functions themselves. Nothing here imports Prefect.
+(``pipeline.stages``), each returning a typed result (``pipeline.results``);
+``daily_run`` takes them as a ``Stages`` record, so the Prefect flow passes
+its tasks (``flows.daily``) and tests or other orchestrators pass the
+functions themselves. Nothing here imports Prefect.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ from pipeline.db.runs import run_key
 from pipeline.errors import MissingDataError, StaleDataError
 from pipeline.freshness import describe_stale
 from pipeline.ingest.sources import NO_SOURCE
+from pipeline.results import (
+    BacktestSummary,
+    ForecastSummary,
+    Freshness,
+    IngestSummary,
+    ModelSummary,
+    RetentionSummary,
+    RunSummary,
+    SequencesSummary,
+)
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -56,20 +67,20 @@ class Stages:
     out over shards); ``local_stages`` with the plain functions.
     """
 
-    ingest: Callable[..., dict[str, Any]]
+    ingest: Callable[..., IngestSummary]
     latest_price_date: Callable[..., dt.date | None]
-    freshness: Callable[..., dict[str, Any]]
-    unchanged_run: Callable[..., dict[str, Any] | None]
-    sequences: Callable[..., dict[str, Any]]
-    train: Callable[..., dict[str, Any]]
-    forecast: Callable[..., dict[str, Any]]
-    backtest_summary: Callable[..., dict[str, Any] | None]
-    retention: Callable[..., dict[str, Any]]
+    freshness: Callable[..., Freshness]
+    unchanged_run: Callable[..., RunSummary | None]
+    sequences: Callable[..., SequencesSummary]
+    train: Callable[..., ModelSummary]
+    forecast: Callable[..., ForecastSummary]
+    backtest_summary: Callable[..., BacktestSummary | None]
+    retention: Callable[..., RetentionSummary]
     report: Callable[..., str]
     record_run: Callable[..., None]
     forecast_rows: Callable[..., list[dict]]
     #: Called with the finished (or unchanged) summary and its forecast rows.
-    publish: Callable[[dict[str, Any], list[dict]], None] = lambda summary, rows: None
+    publish: Callable[[RunSummary, list[dict]], None] = lambda summary, rows: None
 
 
 def local_stages() -> Stages:
@@ -154,7 +165,7 @@ def daily_run(
     run_id: str,
     now: dt.datetime,
     rerun: bool = False,
-) -> dict[str, Any]:
+) -> RunSummary:
     """One daily run under the rules of this module; the caller holds the run lock.
 
     Args:
@@ -167,8 +178,9 @@ def daily_run(
         rerun: run every stage even when nothing changed.
 
     Returns:
-        The run's summary (as stored in ``run_states``): database, home, as-of date,
-        stale tickers and the summary of each stage, ``unchanged`` when it stopped early.
+        The run's summary (stored in ``run_states`` as its ``model_dump(mode="json")``):
+        database, home, as-of date, stale tickers and the result of each stage,
+        ``unchanged`` when it stopped early.
 
     Raises:
         MissingDataError: no prices to forecast from.
@@ -180,124 +192,123 @@ def daily_run(
     if not settings.sources:
         logger.warning(NO_SOURCE)
     ingested = stages.ingest(url, settings.sources, as_of, wanted, settings, run_id)
-    if ingested["rows_quarantined"] or ingested["inputs_rejected"]:
+    if ingested.rows_quarantined or ingested.inputs_rejected:
         logger.warning(
             "%d rows quarantined, %d inputs rejected whole: %s",
-            ingested["rows_quarantined"],
-            ingested["inputs_rejected"],
-            "; ".join(ingested["errors"]) or "see rejected_prices",
+            ingested.rows_quarantined,
+            ingested.inputs_rejected,
+            "; ".join(ingested.errors) or "see rejected_prices",
         )
     as_of = _settle_as_of(stages, url, as_of, wanted, bool(settings.sources))
 
     fresh = stages.freshness(url, as_of, wanted)
-    stale = fresh["stale"]
-    tickers = fresh_tickers(fresh["tickers"], stale, as_of, settings.stale_policy)
+    tickers = fresh_tickers(fresh.tickers, fresh.stale, as_of, settings.stale_policy)
 
     key = run_key(DAILY_RUN, as_of, tickers, run_settings(settings, home, mode))
     previous = None if rerun else stages.unchanged_run(url, key, as_of)
     if previous is not None:
-        summary = {**previous, "ingest": ingested, "unchanged": True}
+        summary = previous.model_copy(update={"ingest": ingested, "unchanged": True})
         logger.info(
             "nothing changed since the run that finished at %s (same prices, champion v%s "
             "and forecasts): its %d forecasts as of %s stand; rerun=True runs every stage",
-            previous["finished_at"],
-            summary["model"]["champion_version"],
-            summary["forecast"]["forecasts_written"],
+            previous.finished_at,
+            summary.model.champion_version,
+            summary.forecast.forecasts_written,
             as_of,
         )
-        stages.publish(
-            summary, stages.forecast_rows(url, as_of, summary["model"]["champion_version"])
-        )
+        stages.publish(summary, stages.forecast_rows(url, as_of, summary.model.champion_version))
         return summary
 
     built = stages.sequences(url, home, as_of, tickers, settings.sequence_config())
-    if built["skipped"]:
-        logger.warning("tickers without enough history, skipped: %s", built["skipped"])
+    if built.skipped:
+        logger.warning("tickers without enough history, skipped: %s", built.skipped)
     trained = stages.train(
         url,
         home,
         as_of,
-        built["tickers"],
+        built.tickers,
         mode,
         settings.sequence_config(),
         settings.training_config(),
     )
     logger.info(
         "model v%s: %s (%s); forecasting with champion v%s",
-        trained["model_version"],
-        trained["action"],
-        trained["reason"],
-        trained["champion_version"],
+        trained.model_version,
+        trained.action,
+        trained.reason,
+        trained.champion_version,
     )
-    if trained["created"]:
-        logger.info("v%s %s", trained["model_version"], trained["decision"])
+    if trained.created:
+        logger.info("v%s %s", trained.model_version, trained.decision)
     forecasted = stages.forecast(
-        url, as_of, built["tickers"], settings.horizon, trained["champion_version"]
+        url, as_of, built.tickers, settings.horizon, trained.champion_version
     )
-    summary = {
-        "database": describe_url(url),
-        "home": home,
-        "as_of": as_of.isoformat(),
-        "stale": {ticker: day and day.isoformat() for ticker, day in stale.items()},
-        "ingest": ingested,
-        "sequences": built,
-        "model": trained,
-        "forecast": forecasted,
-        "backtest": stages.backtest_summary(url),
-    }
-    summary["retention"] = stages.retention(
+    backtest = stages.backtest_summary(url)
+    retention = stages.retention(
         url, home, as_of, settings.keep_unpromoted, settings.keep_days, now
     )
-    summary["report"] = stages.report(url, home, as_of)
-    summary["unchanged"] = False
+    summary = RunSummary(
+        database=describe_url(url),
+        home=home,
+        as_of=as_of,
+        stale=fresh.stale,
+        ingest=ingested,
+        sequences=built,
+        model=trained,
+        forecast=forecasted,
+        backtest=backtest,
+        retention=retention,
+        report=stages.report(url, home, as_of),
+        unchanged=False,
+    )
     stages.record_run(url, key, DAILY_RUN, as_of, summary)
-    stages.publish(summary, stages.forecast_rows(url, as_of, trained["champion_version"]))
+    stages.publish(summary, stages.forecast_rows(url, as_of, trained.champion_version))
     logger.info(
         "done: %d tickers, %d rows ingested, model v%s (%s), champion v%s, %d forecasts written",
-        len(forecasted["tickers"]),
-        ingested["rows_loaded"],
-        trained["model_version"],
-        trained["action"],
-        trained["champion_version"],
-        forecasted["forecasts_written"],
+        len(forecasted.tickers),
+        ingested.rows_loaded,
+        trained.model_version,
+        trained.action,
+        trained.champion_version,
+        forecasted.forecasts_written,
     )
     return summary
 
 
 def merge_sequence_summaries(
-    as_of: dt.date, summaries: Sequence[dict[str, Any]], shards: Sequence[Sequence[str]]
-) -> dict[str, Any]:
+    as_of: dt.date, summaries: Sequence[SequencesSummary], shards: Sequence[Sequence[str]]
+) -> SequencesSummary:
     """The summary ``build_sequences`` gives for all the shards' tickers at once.
 
     Raises:
         MissingDataError: no shard built anything because none of its tickers had a price.
     """
-    if not any(summary["tickers"] for summary in summaries):
+    if not any(summary.tickers for summary in summaries):
         wanted = ", ".join(ticker for shard in shards for ticker in shard)
         raise MissingDataError(f"no prices for {wanted} on or before {as_of}; ingest prices first")
     skipped: dict[str, str] = {}
     for summary in summaries:
-        skipped.update(summary["skipped"])
-    return {
-        "as_of": as_of.isoformat(),
-        "tickers": [ticker for summary in summaries for ticker in summary["tickers"]],
-        "train_windows": sum(summary["train_windows"] for summary in summaries),
-        "validation_windows": sum(summary["validation_windows"] for summary in summaries),
-        "skipped": dict(sorted(skipped.items())),
-    }
+        skipped.update(summary.skipped)
+    return SequencesSummary(
+        as_of=as_of,
+        tickers=[ticker for summary in summaries for ticker in summary.tickers],
+        train_windows=sum(summary.train_windows for summary in summaries),
+        validation_windows=sum(summary.validation_windows for summary in summaries),
+        skipped=dict(sorted(skipped.items())),
+    )
 
 
-def merge_forecast_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def merge_forecast_summaries(summaries: Sequence[ForecastSummary]) -> ForecastSummary:
     """The summary ``forecast`` gives for all the shards' tickers at once."""
-    stale: dict[str, str] = {}
+    stale: dict[str, dt.date] = {}
     for summary in summaries:
-        stale.update(summary["stale"])
+        stale.update(summary.stale)
     first = summaries[0]
-    return {
-        "as_of": first["as_of"],
-        "model_version": first["model_version"],
-        "horizon": first["horizon"],
-        "tickers": [ticker for summary in summaries for ticker in summary["tickers"]],
-        "forecasts_written": sum(summary["forecasts_written"] for summary in summaries),
-        "stale": dict(sorted(stale.items())),
-    }
+    return ForecastSummary(
+        as_of=first.as_of,
+        model_version=first.model_version,
+        horizon=first.horizon,
+        tickers=[ticker for summary in summaries for ticker in summary.tickers],
+        forecasts_written=sum(summary.forecasts_written for summary in summaries),
+        stale=dict(sorted(stale.items())),
+    )

@@ -2,11 +2,12 @@
 
 Each function opens the database from its URL (one engine per URL and
 process), calls one stage of the library in its own transaction and returns
-plain values (dictionaries, dates, paths), never engines or models. That is
-what lets an orchestrator run it anywhere: ``flows.tasks`` wraps each one as a
-Prefect task, unchanged, and may run it in another process or on another
-machine of a Dask cluster; ``pipeline.run`` strings them together into the
-daily run; tests call them directly, without Prefect.
+plain values (a stage's typed result from ``pipeline.results``, dates, paths),
+never engines or models. That is what lets an orchestrator run it anywhere:
+``flows.tasks`` wraps each one as a Prefect task, unchanged, and may run it in
+another process or on another machine of a Dask cluster; ``pipeline.run``
+strings them together into the daily run; tests call them directly, without
+Prefect.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import logging
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.db.engine import sqlite_path
@@ -44,10 +47,23 @@ from pipeline.model.config import ModelConfig
 from pipeline.model.forecast import forecast
 from pipeline.model.train import train
 from pipeline.report import report_path, write_report
+from pipeline.results import (
+    BacktestResult,
+    BacktestSummary,
+    ForecastSummary,
+    Freshness,
+    IngestSummary,
+    ModelSummary,
+    RetentionSummary,
+    RunSummary,
+    SequencesSummary,
+)
 from pipeline.retention import collect
 from pipeline.sequences.build import build_sequences
 from pipeline.sequences.config import SequenceConfig
 from pipeline.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=8)
@@ -87,7 +103,7 @@ def ingest_sources(
     tickers: list[str] | None,
     settings: Settings,
     run_id: str,
-) -> dict[str, Any]:
+) -> IngestSummary:
     """Ingest every source: valid rows into ``prices``, the rest into the quarantine.
     With no source, nothing (an empty report)."""
     built = build_sources(sources, http_options=settings.http_options()) if sources else []
@@ -111,7 +127,7 @@ def latest_price_date(database_url: str, tickers: list[str] | None) -> dt.date |
         return latest_trade_date(conn, tickers)
 
 
-def freshness(database_url: str, as_of: dt.date, tickers: list[str] | None) -> dict[str, Any]:
+def freshness(database_url: str, as_of: dt.date, tickers: list[str] | None) -> Freshness:
     """The tickers to process (``tickers``, else every active one), and which of them
     lack the last trading day's close."""
     with database(database_url).connect() as conn:
@@ -119,7 +135,7 @@ def freshness(database_url: str, as_of: dt.date, tickers: list[str] | None) -> d
             inactive = inactive_tickers(conn)
             tickers = [ticker for ticker in list_tickers(conn) if ticker not in inactive]
         stale = stale_tickers(conn, as_of, tickers)
-    return {"tickers": list(tickers), "stale": stale}
+    return Freshness(tickers=list(tickers), stale=stale)
 
 
 def sequences(
@@ -128,7 +144,7 @@ def sequences(
     as_of: dt.date,
     tickers: list[str] | None,
     config: SequenceConfig,
-) -> dict[str, Any]:
+) -> SequencesSummary:
     """Build the scaled windows of each ticker as of ``as_of``."""
     with database(database_url).begin() as conn:
         return build_sequences(conn, Path(home), as_of, tickers, config).summary()
@@ -140,7 +156,7 @@ def sequences_shard(
     as_of: dt.date,
     tickers: list[str],
     config: SequenceConfig,
-) -> dict[str, Any]:
+) -> SequencesSummary:
     """``sequences`` for one shard of tickers; a shard none of whose tickers has a
     price reports them skipped (the merged summary fails when no shard built any)."""
     try:
@@ -149,18 +165,18 @@ def sequences_shard(
     except MissingDataError:
         with database(database_url).connect() as conn:
             inactive = inactive_tickers(conn)
-        return {
-            "as_of": as_of.isoformat(),
-            "tickers": [],
-            "train_windows": 0,
-            "validation_windows": 0,
-            "skipped": {
+        return SequencesSummary(
+            as_of=as_of,
+            tickers=[],
+            train_windows=0,
+            validation_windows=0,
+            skipped={
                 ticker: "inactive; `pricecast tickers add` reactivates it"
                 if ticker in inactive
                 else f"no prices on or before {as_of}"
                 for ticker in tickers
             },
-        }
+        )
 
 
 def train_model(
@@ -171,7 +187,7 @@ def train_model(
     mode: str,
     sequence_config: SequenceConfig,
     model_config: ModelConfig,
-) -> dict[str, Any]:
+) -> ModelSummary:
     """Retrain, fine-tune or reuse the model; returns the version to forecast with."""
     with database(database_url).begin() as conn:
         return train(
@@ -185,7 +201,7 @@ def forecast_prices(
     tickers: list[str] | None,
     horizon: int,
     model_version: int,
-) -> dict[str, Any]:
+) -> ForecastSummary:
     """Write the next ``horizon`` trading days' forecasts."""
     with database(database_url).begin() as conn:
         return forecast(conn, as_of, tickers, horizon, model_version).summary()
@@ -197,7 +213,7 @@ def forecast_shard(
     tickers: list[str],
     horizon: int,
     model_version: int,
-) -> dict[str, Any]:
+) -> ForecastSummary:
     """``forecast_prices`` for one shard of tickers."""
     with shard_transaction(database_url) as conn:
         return forecast(conn, as_of, tickers, horizon, model_version).summary()
@@ -217,7 +233,7 @@ def forecast_rows(database_url: str, as_of: dt.date, model_version: int) -> list
     ]
 
 
-def backtest_summary(database_url: str) -> dict[str, Any] | None:
+def backtest_summary(database_url: str) -> BacktestSummary | None:
     """The newest stored backtest's one-step MASE per model, if any."""
     with database(database_url).connect() as conn:
         return latest_backtest_summary(conn)
@@ -230,7 +246,7 @@ def retention(
     keep_unpromoted: int,
     keep_days: int,
     now: dt.datetime,
-) -> dict[str, Any]:
+) -> RetentionSummary:
     """Delete the model files and reports the retention policy no longer keeps."""
     with database(database_url).begin() as conn:
         return collect(
@@ -249,18 +265,36 @@ def report(database_url: str, home: str, as_of: dt.date) -> str:
         return str(write_report(conn, report_path(Path(home), as_of), as_of))
 
 
-def unchanged_run(database_url: str, key: str, as_of: dt.date) -> dict[str, Any] | None:
-    """The summary of the completed run with this key, if nothing it depends on changed."""
+def unchanged_run(database_url: str, key: str, as_of: dt.date) -> RunSummary | None:
+    """The summary of the completed run with this key, if nothing it depends on changed.
+
+    A stored summary that is not a ``RunSummary`` (one an older pricecast wrote in
+    another shape) counts as no completed run: the run runs every stage, and stores
+    its own.
+    """
     with database(database_url).connect() as conn:
-        return completed_run(conn, key, run_inputs(conn, as_of))
+        stored = completed_run(conn, key, run_inputs(conn, as_of))
+    if stored is None:
+        return None
+    try:
+        return RunSummary.model_validate(stored)
+    except ValidationError as exc:
+        logger.warning(
+            "the stored summary of the completed run as of %s does not read as a run "
+            "summary (%d problems, first: %s); running every stage again",
+            as_of,
+            exc.error_count(),
+            exc.errors()[0]["msg"],
+        )
+        return None
 
 
 def record_completed_run(
-    database_url: str, key: str, flow_name: str, as_of: dt.date, summary: dict[str, Any]
+    database_url: str, key: str, flow_name: str, as_of: dt.date, summary: RunSummary
 ) -> None:
     """Record a completed run, so that a rerun with nothing new returns at once."""
     with database(database_url).begin() as conn:
-        record_run(conn, key, flow_name, as_of, summary)
+        record_run(conn, key, flow_name, as_of, summary.model_dump(mode="json"))
 
 
 def backtest_units_plan(
@@ -300,7 +334,7 @@ def store_backtest_units(
     config: BacktestConfig,
     parts: list[list[Any]],
     points_path: str | None = None,
-) -> dict[str, Any]:
+) -> BacktestResult:
     """Merge the units' points into the backtest's metrics and store them (and write
     the points to ``points_path``, if given)."""
     with database(database_url).begin() as conn:
@@ -319,7 +353,7 @@ def backtest(
     config: BacktestConfig,
     settings: Settings,
     points_path: str | None = None,
-) -> dict[str, Any]:
+) -> BacktestResult:
     """Walk-forward backtest of the variants and baselines; metrics into the database
     (and every forecast point to ``points_path``, if given)."""
     chosen = variants(variant_names, settings.sequence_config(), settings.training_config())
@@ -328,12 +362,12 @@ def backtest(
     return _backtest_summary(run, points_path)
 
 
-def _backtest_summary(run: Any, points_path: str | None) -> dict[str, Any]:
+def _backtest_summary(run: Any, points_path: str | None) -> BacktestResult:
     if points_path:
         run.result.write_points(Path(points_path))
-    return {
-        "run_id": run.run_id,
-        "as_of": run.as_of.isoformat(),
-        "table": run.result.table().to_dict("records"),
-        "records": run.result.records(),
-    }
+    return BacktestResult(
+        run_id=run.run_id,
+        as_of=run.as_of,
+        table=run.result.table().to_dict("records"),
+        records=run.result.records(),
+    )

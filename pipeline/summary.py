@@ -5,49 +5,49 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.freshness import describe_stale
+from pipeline.results import RunSummary
 
 
 def _number(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def render_markdown(summary: dict[str, Any]) -> str:
+def render_markdown(summary: RunSummary) -> str:
     """A short report of one daily run: freshness, ingestion, training, accuracy, forecasts.
 
     Args:
-        summary: the ``daily-pipeline`` flow's result.
+        summary: the daily run's summary (``pipeline.run.daily_run``).
     """
-    ingest, model, forecast = summary["ingest"], summary["model"], summary["forecast"]
+    ingest, model, forecast = summary.ingest, summary.model, summary.forecast
     lines = [
-        f"# pricecast as of {summary['as_of']}",
+        f"# pricecast as of {summary.as_of}",
         "",
-        f"Database `{summary['database']}`.",
+        f"Database `{summary.database}`.",
         "",
     ]
-    if summary.get("unchanged"):
+    if summary.unchanged:
         lines += [
             "**Nothing changed** since the run that finished at "
-            f"{summary.get('finished_at', '?')}: same prices, champion and forecasts; "
+            f"{summary.finished_at or '?'}: same prices, champion and forecasts; "
             "its results below stand and no stage ran again.",
             "",
         ]
     lines += [
         "## Data",
         "",
-        f"- Inputs: {ingest['inputs']} ({ingest['inputs_loaded']} loaded, "
-        f"{ingest['inputs_unchanged']} unchanged, {ingest['inputs_rejected']} rejected whole)",
-        f"- Rows: {ingest['rows_read']} read, {ingest['rows_loaded']} loaded, "
-        f"{ingest['rows_quarantined']} quarantined (`rejected_prices`), "
-        f"{ingest['rows_deferred']} deferred to a later as-of date",
+        f"- Inputs: {ingest.inputs} ({ingest.inputs_loaded} loaded, "
+        f"{ingest.inputs_unchanged} unchanged, {ingest.inputs_rejected} rejected whole)",
+        f"- Rows: {ingest.rows_read} read, {ingest.rows_loaded} loaded, "
+        f"{ingest.rows_quarantined} quarantined (`rejected_prices`), "
+        f"{ingest.rows_deferred} deferred to a later as-of date",
     ]
-    stale = summary.get("stale") or {}
-    if stale:
-        lines.append(f"- **Stale, not forecast**: {describe_stale(stale)}")
+    if summary.stale:
+        lines.append(f"- **Stale, not forecast**: {describe_stale(summary.stale)}")
     else:
         lines.append("- Freshness: every ticker has the close of the last trading day")
-    for error in ingest.get("errors", []):
+    for error in ingest.errors:
         lines.append(f"- Rejected: {error}")
-    mase = model.get("champion_val_mase")
+    mase = model.champion_val_mase
     verdict = ""
     if mase is not None:
         verdict = (
@@ -57,37 +57,37 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Model",
         "",
-        f"- Decision: **{model['action']}**, {model['reason']}",
+        f"- Decision: **{model.action}**, {model.reason}",
     ]
-    if model.get("created"):
-        lines.append(f"- New version v{model['model_version']}: {model['decision']}")
+    if model.created:
+        lines.append(f"- New version v{model.model_version}: {model.decision}")
     lines += [
-        f"- Forecasting with champion v{model['champion_version']}; "
+        f"- Forecasting with champion v{model.champion_version}; "
         f"validation MASE {_number(mase)}{verdict}",
     ]
-    backtest = summary.get("backtest")
+    backtest = summary.backtest
     if backtest:
         lines += [
             "",
-            f"## Backtest (run {backtest['run_id'][:12]}, as of {backtest['as_of']}, one step)",
+            f"## Backtest (run {backtest.run_id[:12]}, as of {backtest.as_of}, one step)",
             "",
             "| model | MASE | coverage |",
             "|---|---|---|",
         ]
-        for row in backtest["models"]:
-            name = row["model"]
-            if row["default"] and name != "default":
+        for row in backtest.models:
+            name = row.model
+            if row.default and name != "default":
                 name += " (default)"
-            lines.append(f"| {name} | {_number(row['mase'])} | {_number(row['coverage'], 3)} |")
+            lines.append(f"| {name} | {_number(row.mase)} | {_number(row.coverage, 3)} |")
     lines += [
         "",
         "## Forecasts",
         "",
-        f"{forecast['forecasts_written']} forecasts for {len(forecast['tickers'])} tickers, "
-        f"{forecast['horizon']} trading days after {summary['as_of']}.",
+        f"{forecast.forecasts_written} forecasts for {len(forecast.tickers)} tickers, "
+        f"{forecast.horizon} trading days after {summary.as_of}.",
     ]
-    if summary.get("report"):
-        lines += ["", f"Report: `{summary['report']}`"]
+    if summary.report:
+        lines += ["", f"Report: `{summary.report}`"]
     return "\n".join(lines) + "\n"
 
 

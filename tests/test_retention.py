@@ -70,7 +70,7 @@ def test_the_policy_keeps_the_lineage_recent_champions_and_the_newest_challenger
 
     with engine.begin() as conn:
         done = collect(conn, home, as_of, keep_unpromoted=2, keep_days=30, now=NOW)
-    assert done.summary() == {**dry.summary(), "dry_run": False}
+    assert done.summary() == dry.summary().model_copy(update={"dry_run": False})
     assert sorted(v for v, path in paths.items() if path.exists()) == [4, 5, 6, 7, 8]
     assert sorted(p.name for p in reports.iterdir()) == [
         "report-2024-02-10.html",

@@ -14,6 +14,7 @@ from helpers import TINY_OVERRIDES, synthetic_prices, table_snapshot, write_long
 from pipeline.db.migrate import open_database
 from pipeline.errors import MissingDataError, StaleDataError
 from pipeline.ingest.sources import NO_SOURCE
+from pipeline.results import ForecastSummary, SequencesSummary
 from pipeline.run import (
     daily_run,
     fresh_tickers,
@@ -43,25 +44,25 @@ def test_a_run_writes_every_stage_then_a_rerun_stops_after_ingesting(tmp_path: P
     )
 
     first = daily_run(stages, settings, None, "auto", run_id="one", now=NOW)
-    assert first["as_of"] == "2024-03-22" and first["unchanged"] is False
-    assert first["ingest"]["rows_loaded"] == 120
-    assert first["sequences"]["tickers"] == ["AAA", "BBB"]
-    assert first["model"]["action"] == "retrain" and first["model"]["champion_version"] == 1
-    assert first["forecast"]["forecasts_written"] == 2 * settings.horizon
-    assert Path(first["report"]).is_file()
+    assert first.as_of == dt.date(2024, 3, 22) and first.unchanged is False
+    assert first.ingest.rows_loaded == 120
+    assert first.sequences.tickers == ["AAA", "BBB"]
+    assert first.model.action == "retrain" and first.model.champion_version == 1
+    assert first.forecast.forecasts_written == 2 * settings.horizon
+    assert Path(first.report).is_file()
     assert published[-1][0] is first and len(published[-1][1]) == 2 * settings.horizon
 
     engine = open_database(settings.resolved_database_url)
     before = table_snapshot(engine)
     second = daily_run(stages, settings, None, "auto", run_id="two", now=NOW)
-    assert second["unchanged"] is True
-    assert second["model"] == first["model"] and second["forecast"] == first["forecast"]
-    assert second["ingest"]["inputs_unchanged"] == 1
+    assert second.unchanged is True
+    assert second.model == first.model and second.forecast == first.forecast
+    assert second.ingest.inputs_unchanged == 1
     assert table_snapshot(engine) == before
     assert published[-1][0] is second and published[-1][1] == published[0][1]
 
     third = daily_run(stages, settings, None, "auto", run_id="three", now=NOW, rerun=True)
-    assert third["unchanged"] is False and third["model"]["action"] == "reuse"
+    assert third.unchanged is False and third.model.action == "reuse"
     assert table_snapshot(engine, exclude=("run_states",)) == {
         name: rows for name, rows in before.items() if name != "run_states"
     }
@@ -85,8 +86,8 @@ def test_a_stale_ticker_is_skipped_or_fails_the_run_by_policy(tmp_path: Path) ->
 
     skipping = _settings(tmp_path, source=[str(source)])
     summary = daily_run(local_stages(), skipping, as_of, "auto", run_id="y", now=NOW)
-    assert summary["stale"] == {"BBB": "2024-03-21"}
-    assert summary["forecast"]["tickers"] == ["AAA"]
+    assert summary.stale == {"BBB": dt.date(2024, 3, 21)}
+    assert summary.forecast.tickers == ["AAA"]
 
 
 def test_fresh_tickers_under_each_policy() -> None:
@@ -108,48 +109,59 @@ def test_shard_summaries_merge_into_one_stage_summary() -> None:
     merged = merge_sequence_summaries(
         as_of,
         [
-            {
-                "tickers": ["AAA"],
-                "train_windows": 40,
-                "validation_windows": 8,
-                "skipped": {"BBB": "too short"},
-            },
-            {"tickers": ["CCC"], "train_windows": 30, "validation_windows": 6, "skipped": {}},
+            SequencesSummary(
+                as_of=as_of,
+                tickers=["AAA"],
+                train_windows=40,
+                validation_windows=8,
+                skipped={"BBB": "too short"},
+            ),
+            SequencesSummary(
+                as_of=as_of, tickers=["CCC"], train_windows=30, validation_windows=6, skipped={}
+            ),
         ],
         shards,
     )
-    assert merged == {
+    assert merged.model_dump(mode="json") == {
         "as_of": "2024-03-22",
         "tickers": ["AAA", "CCC"],
         "train_windows": 70,
         "validation_windows": 14,
         "skipped": {"BBB": "too short"},
     }
-    empty = {"tickers": [], "train_windows": 0, "validation_windows": 0, "skipped": {}}
+    empty = SequencesSummary(
+        as_of=as_of, tickers=[], train_windows=0, validation_windows=0, skipped={}
+    )
     with pytest.raises(MissingDataError, match="no prices for AAA, BBB, CCC on or before"):
         merge_sequence_summaries(as_of, [empty, empty], shards)
     forecasts = merge_forecast_summaries(
         [
-            {
-                "as_of": "2024-03-22",
-                "model_version": 3,
-                "horizon": 5,
-                "tickers": ["AAA"],
-                "forecasts_written": 5,
-                "stale": {"AAA": "2024-03-21"},
-            },
-            {
-                "as_of": "2024-03-22",
-                "model_version": 3,
-                "horizon": 5,
-                "tickers": ["CCC"],
-                "forecasts_written": 5,
-                "stale": {},
-            },
+            ForecastSummary(
+                as_of=as_of,
+                model_version=3,
+                horizon=5,
+                tickers=["AAA"],
+                forecasts_written=5,
+                stale={"AAA": dt.date(2024, 3, 21)},
+            ),
+            ForecastSummary(
+                as_of=as_of,
+                model_version=3,
+                horizon=5,
+                tickers=["CCC"],
+                forecasts_written=5,
+                stale={},
+            ),
         ]
     )
-    assert forecasts["tickers"] == ["AAA", "CCC"] and forecasts["forecasts_written"] == 10
-    assert forecasts["stale"] == {"AAA": "2024-03-21"}
+    assert forecasts.model_dump(mode="json") == {
+        "as_of": "2024-03-22",
+        "model_version": 3,
+        "horizon": 5,
+        "tickers": ["AAA", "CCC"],
+        "forecasts_written": 10,
+        "stale": {"AAA": "2024-03-21"},
+    }
 
 
 @pytest.mark.parametrize("damage", ["deleted", "random bytes"])
@@ -170,27 +182,27 @@ def test_a_damaged_champion_heals_by_retraining_even_when_nothing_else_changed(
 
     with caplog.at_level(logging.WARNING):
         second = daily_run(local_stages(), settings, None, "auto", run_id="two", now=NOW)
-    assert second["unchanged"] is False
-    model = second["model"]
-    assert (model["action"], model["created"], model["promoted"]) == ("retrain", True, True)
-    assert model["champion_version"] == 2
-    assert model["reason"].startswith(f"the files of model v1 at {path} ")
-    assert model["damaged_files"] and model["damaged_files"][0] in model["reason"]
-    assert second["forecast"]["model_version"] == 2
-    assert second["forecast"]["forecasts_written"] == first["forecast"]["forecasts_written"]
+    assert second.unchanged is False
+    model = second.model
+    assert (model.action, model.created, model.promoted) == ("retrain", True, True)
+    assert model.champion_version == 2
+    assert model.reason.startswith(f"the files of model v1 at {path} ")
+    assert model.damaged_files and model.damaged_files[0] in model.reason
+    assert second.forecast.model_version == 2
+    assert second.forecast.forecasts_written == first.forecast.forecasts_written
     warnings = [record.getMessage() for record in caplog.records]
     assert any("every stage runs again" in message for message in warnings)
     assert any(str(path) in message and "retrained" in message for message in warnings)
     # Healed: the next run has nothing to do.
     third = daily_run(local_stages(), settings, None, "auto", run_id="three", now=NOW)
-    assert third["unchanged"] is True and third["model"]["champion_version"] == 2
+    assert third.unchanged is True and third.model.champion_version == 2
 
 
 def test_a_deleted_report_is_written_again(tmp_path: Path) -> None:
     source = write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), tmp_path / "p.csv")
     settings = _settings(tmp_path, source=[str(source)])
     first = daily_run(local_stages(), settings, None, "auto", run_id="one", now=NOW)
-    Path(first["report"]).unlink()
+    Path(first.report).unlink()
     second = daily_run(local_stages(), settings, None, "auto", run_id="two", now=NOW)
-    assert second["unchanged"] is False and second["model"]["action"] == "reuse"
-    assert Path(second["report"]).is_file()
+    assert second.unchanged is False and second.model.action == "reuse"
+    assert Path(second.report).is_file()

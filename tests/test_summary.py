@@ -2,42 +2,75 @@
 
 from __future__ import annotations
 
+from pipeline.results import RunSummary
 from pipeline.summary import render_markdown
 
-SUMMARY = {
-    "as_of": "2024-03-22",
-    "database": "sqlite:////tmp/x.db",
-    "stale": {"BBB": "2024-03-19", "CCC": None},
-    "ingest": {
-        "inputs": 2,
-        "inputs_loaded": 1,
-        "inputs_unchanged": 0,
-        "inputs_rejected": 1,
-        "rows_read": 10,
-        "rows_loaded": 8,
-        "rows_quarantined": 2,
-        "rows_deferred": 0,
-        "errors": ["/d/bad.csv, line 1: the input is an HTML page, not CSV"],
-    },
-    "model": {
-        "action": "finetune",
-        "reason": "3 training windows are new since champion v4",
-        "created": True,
-        "model_version": 5,
-        "decision": "not promoted: MAE 1.2 ... worse than champion v4's 1.1",
-        "champion_version": 4,
-        "champion_val_mase": 1.0123,
-    },
-    "forecast": {"forecasts_written": 5, "tickers": ["AAA"], "horizon": 5},
-    "backtest": {
-        "run_id": "0123456789abcdef",
-        "as_of": "2024-03-01",
-        "models": [
-            {"model": "naive", "default": False, "mase": 1.0, "coverage": None},
-            {"model": "default", "default": True, "mase": 1.003, "coverage": 0.9},
-        ],
-    },
-}
+SUMMARY = RunSummary.model_validate(
+    {
+        "database": "sqlite:////tmp/x.db",
+        "home": "/tmp/home",
+        "as_of": "2024-03-22",
+        "stale": {"BBB": "2024-03-19", "CCC": None},
+        "ingest": {
+            "run_id": "run",
+            "inputs": 2,
+            "inputs_loaded": 1,
+            "inputs_unchanged": 0,
+            "inputs_rejected": 1,
+            "rows_read": 10,
+            "rows_loaded": 8,
+            "rows_quarantined": 2,
+            "rows_deferred": 0,
+            "flags": 0,
+            "tickers": ["AAA"],
+            "errors": ["/d/bad.csv, line 1: the input is an HTML page, not CSV"],
+        },
+        "sequences": {
+            "as_of": "2024-03-22",
+            "tickers": ["AAA"],
+            "train_windows": 40,
+            "validation_windows": 8,
+            "skipped": {},
+        },
+        "model": {
+            "model_version": 5,
+            "champion_version": 4,
+            "action": "finetune",
+            "reason": "3 training windows are new since champion v4",
+            "created": True,
+            "promoted": False,
+            "decision": "not promoted: MAE 1.2 ... worse than champion v4's 1.1",
+            "data_through": "2024-03-22",
+            "tickers": ["AAA"],
+            "champion_val_mase": 1.0123,
+        },
+        "forecast": {
+            "as_of": "2024-03-22",
+            "model_version": 4,
+            "horizon": 5,
+            "tickers": ["AAA"],
+            "forecasts_written": 5,
+            "stale": {},
+        },
+        "backtest": {
+            "run_id": "0123456789abcdef",
+            "as_of": "2024-03-01",
+            "models": [
+                {"model": "naive", "default": False, "mase": 1.0, "coverage": None},
+                {"model": "default", "default": True, "mase": 1.003, "coverage": 0.9},
+            ],
+        },
+        "retention": {
+            "as_of": "2024-03-22",
+            "model_versions": [],
+            "reports": [],
+            "bytes_freed": 0,
+            "dry_run": False,
+        },
+        "report": "/tmp/home/reports/report-2024-03-22.html",
+        "unchanged": False,
+    }
+)
 
 
 def test_the_summary_says_what_was_stale_rejected_decided_and_how_good_it_is() -> None:

@@ -101,7 +101,8 @@ def run_inputs(conn: Connection, as_of: dt.date) -> str:
 
 
 def completed_run(conn: Connection, key: str, inputs: str) -> dict[str, Any] | None:
-    """The summary of the completed run with this key and these inputs, if any, and
+    """The summary of the completed run with this key and these inputs (without the
+    report digest recorded with it), if any, and
     only if the files it vouches for are intact (``files_vouched_for``): otherwise
     ``None``, with a warning saying what is damaged, so that the run runs every stage
     and repairs it."""
@@ -122,7 +123,8 @@ def completed_run(conn: Connection, key: str, inputs: str) -> dict[str, Any] | N
     finished = row.finished_at
     if finished.tzinfo is not None:  # PostgreSQL; SQLite and MariaDB give UTC without a zone
         finished = finished.astimezone(dt.UTC).replace(tzinfo=None)
-    return {**row.summary, "finished_at": f"{finished:%Y-%m-%d %H:%M:%S} UTC"}
+    summary = {key: value for key, value in row.summary.items() if key != REPORT_SHA256}
+    return {**summary, "finished_at": f"{finished:%Y-%m-%d %H:%M:%S} UTC"}
 
 
 def files_vouched_for(conn: Connection, summary: Mapping[str, Any]) -> list[str]:

@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -29,6 +28,7 @@ from pipeline.evaluate.backtest import (
 )
 from pipeline.evaluate.variants import Variant
 from pipeline.files import sha256_json
+from pipeline.results import BacktestScore, BacktestSummary
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def run_backtest(
     return store_backtest(conn, as_of, series, variants, config, result, now=now)
 
 
-def latest_backtest_summary(conn: Connection) -> dict[str, Any] | None:
+def latest_backtest_summary(conn: Connection) -> BacktestSummary | None:
     """The newest backtest's one-step MASE, coverage and MSIS per model (folds and tickers
     pooled by mean), or ``None`` when no backtest was stored."""
     run = (
@@ -183,17 +183,17 @@ def latest_backtest_summary(conn: Connection) -> dict[str, Any] | None:
         .group_by(backtest_metrics.c.model, backtest_metrics.c.is_default)
         .order_by(sa.func.avg(backtest_metrics.c.mase))
     ).all()
-    return {
-        "run_id": run["run_id"],
-        "as_of": run[c.AS_OF_DATE].isoformat(),
-        "models": [
-            {
-                "model": model,
-                "default": bool(default),
-                "mase": None if mase is None else float(mase),
-                "coverage": None if coverage is None else float(coverage),
-                "msis": None if msis is None else float(msis),
-            }
+    return BacktestSummary(
+        run_id=run["run_id"],
+        as_of=run[c.AS_OF_DATE],
+        models=[
+            BacktestScore(
+                model=model,
+                default=bool(default),
+                mase=None if mase is None else float(mase),
+                coverage=None if coverage is None else float(coverage),
+                msis=None if msis is None else float(msis),
+            )
             for model, default, mase, coverage, msis in rows
         ],
-    }
+    )

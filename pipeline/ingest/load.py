@@ -63,6 +63,7 @@ from pipeline.ingest.validate import (
     validate_batch,
     whole_dates,
 )
+from pipeline.results import IngestSummary
 from pipeline.trading_calendar import DEFAULT_EXCHANGE
 
 logger = logging.getLogger(__name__)
@@ -120,22 +121,22 @@ class IngestReport:
         """Inputs that ended with ``status``."""
         return sum(report.status == status for report in self.inputs)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> IngestSummary:
         """Counts for logs and flow results."""
-        return {
-            "run_id": self.run_id,
-            "inputs": len(self.inputs),
-            "inputs_loaded": self.count(LOADED),
-            "inputs_unchanged": self.count(UNCHANGED),
-            "inputs_rejected": self.count(REJECTED) + self.count(FAILED),
-            "rows_read": self.rows_read,
-            "rows_loaded": self.rows_loaded,
-            "rows_quarantined": self.rows_quarantined,
-            "rows_deferred": self.rows_deferred,
-            "flags": self._total("flags"),
-            "tickers": self.tickers,
-            "errors": [f"{r.origin}: {r.error}" for r in self.inputs if r.error],
-        }
+        return IngestSummary(
+            run_id=self.run_id,
+            inputs=len(self.inputs),
+            inputs_loaded=self.count(LOADED),
+            inputs_unchanged=self.count(UNCHANGED),
+            inputs_rejected=self.count(REJECTED) + self.count(FAILED),
+            rows_read=self.rows_read,
+            rows_loaded=self.rows_loaded,
+            rows_quarantined=self.rows_quarantined,
+            rows_deferred=self.rows_deferred,
+            flags=self._total("flags"),
+            tickers=self.tickers,
+            errors=[f"{r.origin}: {r.error}" for r in self.inputs if r.error],
+        )
 
 
 def previous_closes(

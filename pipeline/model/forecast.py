@@ -36,6 +36,7 @@ from pipeline.model.predictor import load_predictor
 from pipeline.model.scale import LOOKBACK, ewma_volatility
 from pipeline.model.validation import IntervalCalibration
 from pipeline.precision import decimals
+from pipeline.results import ForecastSummary
 from pipeline.scoring.metrics import quantile_name
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions
 
@@ -53,16 +54,16 @@ class ForecastResult:
     rows: int
     stale: dict[str, dt.date]
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> ForecastSummary:
         """Fields for logs and flow results."""
-        return {
-            "as_of": self.as_of.isoformat(),
-            "model_version": self.model_version,
-            "horizon": self.horizon,
-            "tickers": self.tickers,
-            "forecasts_written": self.rows,
-            "stale": {ticker: day.isoformat() for ticker, day in self.stale.items()},
-        }
+        return ForecastSummary(
+            as_of=self.as_of,
+            model_version=self.model_version,
+            horizon=self.horizon,
+            tickers=self.tickers,
+            forecasts_written=self.rows,
+            stale=self.stale,
+        )
 
 
 def _recent_closes(

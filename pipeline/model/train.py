@@ -87,6 +87,7 @@ from pipeline.model.validation import (
     span_series,
     with_long_run_volatility,
 )
+from pipeline.results import ModelSummary
 from pipeline.sequences.build import build_sequences, read_sequence_file
 from pipeline.sequences.config import SequenceConfig
 
@@ -116,27 +117,27 @@ class TrainResult:
     #: What was wrong with registered versions' files (``store.Damage.describe``).
     damaged_files: tuple[str, ...] = ()
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> ModelSummary:
         """Fields for logs and flow results."""
-        return {
-            "model_version": self.version,
-            "champion_version": self.champion_version,
-            "action": self.action,
-            "reason": self.reason,
-            "created": self.created,
-            "promoted": self.promoted,
-            "decision": self.decision,
-            "data_through": self.data_through.isoformat(),
-            "tickers": self.tickers,
-            "val_loss": self.val_loss,
-            "val_mase": self.val_mase,
-            "champion_val_mase": self.champion_val_mase,
-            "epochs_run": self.epochs_run,
-            "train_samples": self.train_samples,
-            "fit_seconds": self.fit_seconds,
-            "samples_per_second": self.samples_per_second,
-            "damaged_files": list(self.damaged_files),
-        }
+        return ModelSummary(
+            model_version=self.version,
+            champion_version=self.champion_version,
+            action=self.action,
+            reason=self.reason,
+            created=self.created,
+            promoted=self.promoted,
+            decision=self.decision,
+            data_through=self.data_through,
+            tickers=self.tickers,
+            val_loss=self.val_loss,
+            val_mase=self.val_mase,
+            champion_val_mase=self.champion_val_mase,
+            epochs_run=self.epochs_run,
+            train_samples=self.train_samples,
+            fit_seconds=self.fit_seconds,
+            samples_per_second=self.samples_per_second,
+            damaged_files=list(self.damaged_files),
+        )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from pipeline.db.sequences import upsert_sequence_files
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
 from pipeline.files import sha256_bytes, sha256_file, write_atomically
+from pipeline.results import SequencesSummary
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.scaling import get_scaler
 from pipeline.sequences.windows import build_windows, split_counts
@@ -60,15 +61,15 @@ class SequenceResult:
     def tickers(self) -> list[str]:
         return [row[c.TICKER] for row in self.files]
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> SequencesSummary:
         """Counts for logs and flow results."""
-        return {
-            "as_of": self.as_of.isoformat(),
-            "tickers": self.tickers,
-            "train_windows": sum(row["train_windows"] for row in self.files),
-            "validation_windows": sum(row["validation_windows"] for row in self.files),
-            "skipped": self.skipped,
-        }
+        return SequencesSummary(
+            as_of=self.as_of,
+            tickers=self.tickers,
+            train_windows=sum(row["train_windows"] for row in self.files),
+            validation_windows=sum(row["validation_windows"] for row in self.files),
+            skipped=self.skipped,
+        )
 
 
 def sequence_path(home: Path, ticker: str) -> Path:

@@ -98,10 +98,7 @@ def test_a_backfill_writes_exactly_what_the_daily_runs_would_have(tmp_path: Path
     assert [run["as_of"] for run in result["runs"]] == [day.isoformat() for day in DAYS]
     assert [
         (run["action"], run["model_version"], run["champion_version"]) for run in result["runs"]
-    ] == [
-        (s["model"]["action"], s["model"]["model_version"], s["model"]["champion_version"])
-        for s in daily
-    ]
+    ] == [(s.model.action, s.model.model_version, s.model.champion_version) for s in daily]
     # The comparison covers a retrain and the fine-tunes that follow it.
     actions = [run["action"] for run in result["runs"]]
     assert actions[0] == "retrain" and "finetune" in actions

@@ -37,7 +37,7 @@ def test_the_backtest_flow_stores_metrics_and_writes_json(tmp_path: Path) -> Non
     }
     assert all(r["default"] == (r["model"] == "default") for r in records)
     with engine.connect() as conn:
-        metrics = read_backtest_metrics(conn, result["run_id"])
+        metrics = read_backtest_metrics(conn, result.run_id)
     # 7 models x 2 tickers x 2 folds x 2 steps.
     assert len(metrics) == 56
     # The points file: every point of every model, and the stored coverage recomputed from it.

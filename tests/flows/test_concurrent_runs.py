@@ -11,6 +11,7 @@ from helpers import TINY_OVERRIDES, synthetic_prices, write_long_csv
 
 from flows.daily import daily_pipeline
 from pipeline.db.migrate import open_database
+from pipeline.results import RunSummary
 
 
 def test_two_daily_runs_at_once_are_serialised(tmp_path: Path) -> None:
@@ -38,7 +39,7 @@ def test_two_daily_runs_at_once_are_serialised(tmp_path: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join(600)
-    assert all(isinstance(result, dict) for result in results.values()), results
+    assert all(isinstance(result, RunSummary) for result in results.values()), results
     engine = open_database(url)
     with engine.connect() as conn:
         versions = conn.execute(sa.text("SELECT version, data_through FROM models")).all()

@@ -16,9 +16,15 @@ from flows.daily import daily_pipeline, scheduled_as_of
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.migrate import open_database
 from pipeline.files import sha256_file
+from pipeline.results import RunSummary
 
 
-def _run(tmp_path: Path, source: Path, overrides_extra: dict | None = None, **params) -> dict:  # noqa: ANN003
+def _run(
+    tmp_path: Path,
+    source: Path,
+    overrides_extra: dict | None = None,
+    **params,  # noqa: ANN003
+) -> RunSummary:
     return daily_pipeline(
         sources=[str(source)],
         database_url=f"sqlite:///{tmp_path / 'flow.db'}",
@@ -31,34 +37,35 @@ def _run(tmp_path: Path, source: Path, overrides_extra: dict | None = None, **pa
 def test_the_flow_runs_every_stage_and_a_rerun_changes_nothing(tmp_path: Path) -> None:
     source = write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), tmp_path / "p.csv")
     first = _run(tmp_path, source)
-    assert first["as_of"] == "2024-03-22"  # the newest price
-    assert first["ingest"]["rows_loaded"] == 120
-    assert first["model"]["action"] == "retrain" and first["model"]["model_version"] == 1
-    assert first["forecast"]["forecasts_written"] == 10
+    assert first.as_of == dt.date(2024, 3, 22)  # the newest price
+    assert first.ingest.rows_loaded == 120
+    assert first.model.action == "retrain" and first.model.model_version == 1
+    assert first.forecast.forecasts_written == 10
     engine = open_database(f"sqlite:///{tmp_path / 'flow.db'}")
     before = table_snapshot(engine)
     files = {path: sha256_file(path) for path in (tmp_path / "home").rglob("*") if path.is_file()}
 
     # Nothing changed: the run stops after ingesting and reports the first run.
     second = _run(tmp_path, source)
-    assert second["unchanged"] is True and first["unchanged"] is False
-    assert second["model"] == first["model"]
-    assert second["forecast"] == first["forecast"]
-    assert second["ingest"]["inputs_unchanged"] == 1 and second["ingest"]["rows_loaded"] == 0
+    assert second.unchanged is True and first.unchanged is False
+    assert second.model == first.model
+    assert second.forecast == first.forecast
+    assert second.ingest.inputs_unchanged == 1 and second.ingest.rows_loaded == 0
     assert table_snapshot(engine) == before
     assert {p: sha256_file(p) for p in (tmp_path / "home").rglob("*") if p.is_file()} == files
 
     # Every stage again, by request: the model is reused and nothing changes either.
     third = _run(tmp_path, source, rerun=True)
-    assert third["unchanged"] is False
-    assert third["model"] == {
-        **first["model"],
-        "action": "reuse",
-        "created": False,
-        "reason": third["model"]["reason"],
-        # Nothing was fitted this time.
-        **dict.fromkeys(("epochs_run", "train_samples", "fit_seconds", "samples_per_second")),
-    }
+    assert third.unchanged is False
+    assert third.model == first.model.model_copy(
+        update={
+            "action": "reuse",
+            "created": False,
+            "reason": third.model.reason,
+            # Nothing was fitted this time.
+            **dict.fromkeys(("epochs_run", "train_samples", "fit_seconds", "samples_per_second")),
+        }
+    )
     assert table_snapshot(engine, exclude=("run_states",)) == {
         name: rows for name, rows in before.items() if name != "run_states"
     }
@@ -71,18 +78,18 @@ def test_a_new_price_or_a_new_setting_runs_every_stage_again(tmp_path: Path) -> 
         prices[prices["trade_date"] < prices["trade_date"].max()], tmp_path / "p.csv"
     )
     first = _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22))
-    assert _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22))["unchanged"] is True
+    assert _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22)).unchanged is True
     # A different horizon is a different run.
     other = _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22), horizon=2)
-    assert other["unchanged"] is False and other["forecast"]["horizon"] == 2
+    assert other.unchanged is False and other.forecast.horizon == 2
     # A corrected file for the same dates: the prices changed, every stage runs.
     corrected = prices[prices["trade_date"] < prices["trade_date"].max()].copy()
     corrected.loc[corrected.index[-1], "close"] *= 1.01
     write_long_csv(corrected, source)
     again = _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22))
-    assert again["unchanged"] is False
-    assert again["ingest"]["rows_loaded"] > 0
-    assert again["forecast"]["forecasts_written"] == first["forecast"]["forecasts_written"]
+    assert again.unchanged is False
+    assert again.ingest.rows_loaded > 0
+    assert again.forecast.forecasts_written == first.forecast.forecasts_written
 
 
 def test_an_explicit_as_of_date_and_tickers(tmp_path: Path) -> None:
@@ -95,14 +102,14 @@ def test_an_explicit_as_of_date_and_tickers(tmp_path: Path) -> None:
         horizon=2,
         mode="retrain",
     )
-    assert summary["as_of"] == "2024-03-15"
-    assert summary["forecast"]["tickers"] == ["AAA", "CCC"]
+    assert summary.as_of == dt.date(2024, 3, 15)
+    assert summary.forecast.tickers == ["AAA", "CCC"]
     engine = open_database(f"sqlite:///{tmp_path / 'flow.db'}")
     with engine.connect() as conn:
         rows = read_forecasts(conn)
     assert rows["target_date"].tolist() == [dt.date(2024, 3, 18), dt.date(2024, 3, 19)] * 2
     # Files load whole: all three tickers up to the as-of date; the last week is deferred.
-    assert (summary["ingest"]["rows_loaded"], summary["ingest"]["rows_deferred"]) == (165, 15)
+    assert (summary.ingest.rows_loaded, summary.ingest.rows_deferred) == (165, 15)
 
 
 @pytest.mark.parametrize(
@@ -132,8 +139,8 @@ def test_stale_tickers_are_reported_and_skipped_or_fail_the_run(tmp_path: Path) 
     frame = frame[~((frame["ticker"] == "BBB") & (frame["trade_date"] > "2024-03-19"))]
     source = write_long_csv(frame, tmp_path / "p.csv")
     summary = _run(tmp_path, source, as_of_date=dt.date(2024, 3, 22))
-    assert summary["stale"] == {"BBB": "2024-03-19"}
-    assert summary["forecast"]["tickers"] == ["AAA"]
+    assert summary.stale == {"BBB": dt.date(2024, 3, 19)}
+    assert summary.forecast.tickers == ["AAA"]
     with pytest.raises(
         StaleDataError, match=r"stale as of 2024-03-22: BBB \(newest 2024-03-19\)"
     ) as failed:
@@ -172,21 +179,21 @@ def test_each_run_publishes_a_forecast_table_and_a_summary(tmp_path: Path) -> No
     markdown = asyncio.run(latest("daily-summary"))
     rows = table.data if isinstance(table.data, list) else json.loads(table.data)
     assert len(rows) == 5 and {row["ticker"] for row in rows} == {"AAA"}
-    assert f"# pricecast as of {summary['as_of']}" in markdown.data
+    assert f"# pricecast as of {summary.as_of}" in markdown.data
     assert "## Model" in markdown.data and "validation MASE" in markdown.data
     # The report's content reaches the UI: the per-ticker table, and where the HTML is.
     report = asyncio.run(latest("report"))
     assert report.type == "markdown"
-    assert f"# Forecasts as of {summary['as_of']} (model v" in report.data
+    assert f"# Forecasts as of {summary.as_of} (model v" in report.data
     assert "| AAA | 2024-03-25 |" in report.data
-    assert f"`{summary['report']}` on the machine that ran the flow" in report.data
+    assert f"`{summary.report}` on the machine that ran the flow" in report.data
 
 
 def test_the_run_writes_the_html_report_and_links_it(tmp_path: Path) -> None:
     source = write_long_csv(synthetic_prices(("AAA",), days=60), tmp_path / "p.csv")
     summary = _run(tmp_path, source)
-    report = Path(summary["report"])
-    assert report == tmp_path / "home" / "reports" / f"report-{summary['as_of']}.html"
+    report = Path(summary.report)
+    assert report == tmp_path / "home" / "reports" / f"report-{summary.as_of}.html"
     assert report.read_text().lstrip().lower().startswith("<!doctype html>")
 
 
@@ -208,8 +215,8 @@ def test_without_a_source_nothing_is_ingested_and_the_run_says_how_to_set_one(
     again = daily_pipeline(
         sources=None, database_url=url, home=str(tmp_path / "home"), overrides=TINY, rerun=True
     )
-    assert again["ingest"]["inputs"] == 0 and again["ingest"]["rows_read"] == 0
-    assert again["forecast"]["forecasts_written"] == 10
+    assert again.ingest.inputs == 0 and again.ingest.rows_read == 0
+    assert again.forecast.forecasts_written == 10
     engine = open_database(url)
     with engine.connect() as conn:
         tickers = set(read_forecasts(conn, dt.date(2024, 3, 22))["ticker"])

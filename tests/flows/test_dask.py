@@ -81,14 +81,14 @@ def test_the_daily_flow_on_a_dask_cluster_writes_the_local_forecasts(
             dask_address=address,
         )
     local, dask = runs["local"], runs["dask"]
-    assert dask["forecast"] == local["forecast"]
-    assert dask["sequences"] == local["sequences"]
-    assert local["forecast"]["forecasts_written"] == 15  # 3 tickers x 5 trading days
+    assert dask.forecast == local.forecast
+    assert dask.sequences == local.sequences
+    assert local.forecast.forecasts_written == 15  # 3 tickers x 5 trading days
     # Two worker threads: two shards per stage, and each ran as a task on the cluster.
     assert _completed_on_cluster(cluster, "sequences_shard") >= 2
     assert _completed_on_cluster(cluster, "forecast_shard") >= 2
 
-    expected, actual = _forecasts(runs["local"]["database"]), _forecasts(runs["dask"]["database"])
+    expected, actual = _forecasts(runs["local"].database), _forecasts(runs["dask"].database)
     keys = [column for column in expected.columns if column not in FLOAT_COLUMNS]
     pd.testing.assert_frame_equal(actual[keys], expected[keys])
     np.testing.assert_allclose(
@@ -109,9 +109,9 @@ def test_a_backtest_on_a_dask_cluster_stores_the_local_metrics(
             folds=2, horizon=2, database_url=url, overrides=TINY_OVERRIDES, dask_address=address
         )
         with engine.connect() as conn:
-            metrics[name] = read_backtest_metrics(conn, results[name]["run_id"])
+            metrics[name] = read_backtest_metrics(conn, results[name].run_id)
         engine.dispose()
-    assert results["dask"]["run_id"] == results["local"]["run_id"]
+    assert results["dask"].run_id == results["local"].run_id
     # Per fold: the baselines and the default variant, each a task on the cluster.
     assert _completed_on_cluster(cluster, "backtest_unit") >= 4
     # The GARCH fit (arch's SLSQP optimiser) is not bitwise the same in another process
@@ -185,9 +185,9 @@ def test_shards_on_local_threads_write_the_serial_forecasts(tmp_path: Path, db_u
         conn.execute(sa.delete(forecasts))
     engine.dispose()
     threads = daily_pipeline(**params, overrides={**TINY_OVERRIDES, "workers": 2})
-    assert threads["model"]["action"] == "reuse"
-    assert threads["forecast"] == serial["forecast"]
-    assert threads["sequences"] == serial["sequences"]
+    assert threads.model.action == "reuse"
+    assert threads.forecast == serial.forecast
+    assert threads.sequences == serial.sequences
     pd.testing.assert_frame_equal(_forecasts(db_url), expected)
 
 

@@ -408,7 +408,7 @@ def test_a_good_ticker_loads_while_another_fails(engine: Engine, feed_server: Fe
         (aaa_url, FEED, LOADED, 4, 4, None),
         (bbb_url, FEED, FAILED, 0, 0, "HTTP 500 Internal Server Error after 2 attempts"),
     ]
-    assert report.summary()["errors"] == [
+    assert report.summary().errors == [
         f"{bbb_url}: HTTP 500 Internal Server Error after 2 attempts"
     ]
     with engine.connect() as conn:

@@ -415,7 +415,7 @@ def test_a_damaged_champion_is_retrained_as_a_new_version(
     assert healed.reason.startswith(f"the files of model v{first.version} at {path} ")
     assert healed.reason.endswith("; retraining from the database")
     assert f"registered {row['file_sha256']}" in healed.reason
-    assert healed.summary()["damaged_files"] == [healed.reason.split("; retraining")[0]]
+    assert healed.summary().damaged_files == [healed.reason.split("; retraining")[0]]
     warned = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
     assert warned and "it is the champion, so it is retrained" in warned[0]
     with engine.begin() as conn:
@@ -424,7 +424,7 @@ def test_a_damaged_champion_is_retrained_as_a_new_version(
             f"promoted: champion v{first.version}'s files are damaged"
         )
         written = forecast(conn, DATES[59], None, 2, healed.version)
-    assert written.summary()["forecasts_written"] == 4
+    assert written.summary().forecasts_written == 4
     # The next run finds a healthy champion and reuses it.
     again = train_isolated(engine, home, DATES[59], "auto")
     assert (again.version, again.created) == (healed.version, False)
