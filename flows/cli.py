@@ -746,6 +746,7 @@ def _train(args: Args, settings: Settings) -> int:
             args.mode,
             settings.sequence_config(),
             settings.training_config(),
+            workers=settings.train_workers,
         )
     _print(
         [

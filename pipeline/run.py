@@ -230,6 +230,7 @@ def daily_run(
         mode,
         settings.sequence_config(),
         settings.training_config(),
+        settings.train_workers,
     )
     logger.info(
         "model v%s: %s (%s); forecasting with champion v%s",

@@ -124,6 +124,15 @@ class Settings(BaseSettings, SequenceFields, ModelFields, DatabaseFields):
         "pool; default 1, or on a Dask cluster its worker threads.",
     )
 
+    train_workers: int = Field(
+        default=1,
+        ge=0,
+        description="Processes that fit the networks: 1 fits them in a worker process, "
+        "replaced every 8 networks, so TensorFlow's memory goes back to the system; 0 fits "
+        "them in the run's own process (no worker start-up, about 5 s; the memory stays); "
+        "more fits per-ticker networks at once. The weights are the same either way.",
+    )
+
     @field_validator("source", "tickers", mode="before")
     @classmethod
     def _parse_list(cls, value: object) -> object:

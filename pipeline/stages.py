@@ -187,11 +187,13 @@ def train_model(
     mode: str,
     sequence_config: SequenceConfig,
     model_config: ModelConfig,
+    workers: int = 1,
 ) -> ModelSummary:
-    """Retrain, fine-tune or reuse the model; returns the version to forecast with."""
+    """Retrain, fine-tune or reuse the model; returns the version to forecast with.
+    ``workers``: processes to fit in (``train``'s; 0: this process)."""
     with database(database_url).begin() as conn:
         return train(
-            conn, Path(home), as_of, tickers, mode, sequence_config, model_config
+            conn, Path(home), as_of, tickers, mode, sequence_config, model_config, workers=workers
         ).summary()
 
 

@@ -29,6 +29,11 @@ from pipeline.db.engine import connect
 from pipeline.db.migrate import open_database
 from pipeline.errors import DatabaseUnavailableError
 
+# Tests train tiny networks in their own process: a worker process would spend
+# about 5 s starting TensorFlow for each of them. The tests of the workers
+# themselves (tests/model/test_memory.py, tests/test_orphans.py) ask for them.
+os.environ.setdefault("PRICECAST_TRAIN_WORKERS", "0")
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "PRICECAST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

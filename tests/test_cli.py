@@ -22,6 +22,8 @@ TINY_ENV = {
     "PRICECAST_UNITS": "8",
     "PRICECAST_EPOCHS": "1",
     "PRICECAST_BATCH_SIZE": "16",
+    # Tiny networks fit in the command's process: no worker start-up (about 5 s).
+    "PRICECAST_TRAIN_WORKERS": "0",
 }
 
 

@@ -53,7 +53,7 @@ from pipeline.model.validation import (
 )
 from pipeline.sequences.scaling import Params, get_scaler
 
-#: Networks a worker process fits before it is replaced (see ``train``'s ``isolate``).
+#: Networks a worker process fits before it is replaced (see ``train``'s ``workers``).
 NETWORKS_PER_WORKER = 10
 
 

@@ -191,7 +191,7 @@ def train(
     sequence_config: SequenceConfig | None = None,
     model_config: ModelConfig | None = None,
     trained_at: dt.datetime | None = None,
-    isolate: bool = True,
+    workers: int = 1,
     networks_per_worker: int = NETWORKS_PER_WORKER,
 ) -> TrainResult:
     """Train, fine-tune or reuse a model on the sequences built as of ``as_of``.
@@ -205,11 +205,11 @@ def train(
         sequence_config: the windowing the sequences must have been built with.
         model_config: network, training and policy parameters.
         trained_at: time stamp recorded in the registry; defaults to now (UTC).
-        isolate: fit the networks (and judge the champion) in a worker process,
-            replaced after ``networks_per_worker`` networks, so that the memory
-            TensorFlow keeps of every network goes back to the system and this
-            process never imports TensorFlow (``network.Workers``); ``False``
-            does everything in this process. The weights are the same either way.
+        workers: processes to fit the networks (and judge the champion) in
+            (``network.Workers``): a worker is replaced after ``networks_per_worker``
+            networks, so that the memory TensorFlow keeps of every network goes back
+            to the system and this process never imports TensorFlow; 0 does
+            everything in this process. The weights are the same either way.
         networks_per_worker: networks a worker fits before it is replaced.
 
     Raises:
@@ -218,7 +218,7 @@ def train(
     """
     sequence_config = sequence_config or SequenceConfig()
     model_config = model_config or ModelConfig()
-    with Workers(1 if isolate else 0, networks_per_worker) as pool:
+    with Workers(workers, networks_per_worker) as pool:
         return _train(
             conn, home, as_of, tickers, mode, sequence_config, model_config, trained_at, pool
         )

@@ -40,7 +40,7 @@ def trained(engine: Engine, home: Path, as_of: dt.date, config: ModelConfig = UN
     with engine.begin() as conn:
         upsert_prices(conn, PRICES)
         build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
-        return train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, config).version
+        return train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, config, workers=0).version
 
 
 class _Tomorrow:
@@ -251,7 +251,7 @@ def test_forecast_prices_have_the_decimals_of_the_input(engine: Engine, home: Pa
     with engine.begin() as conn:
         upsert_prices(conn, cents)
         build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
-        train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL)
+        train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL, workers=0)
         forecast(conn, as_of, horizon=3)
     with engine.connect() as conn:
         rows = read_forecasts(conn, as_of)
@@ -311,7 +311,8 @@ def test_the_same_data_parameters_and_seed_give_the_same_forecasts(tmp_path: Pat
         with engine.begin() as conn:
             upsert_prices(conn, PRICES)
             build_sequences(conn, tmp_path / name, DATES[59], config=TINY_SEQUENCES)
-            train(conn, tmp_path / name, DATES[59], None, "auto", TINY_SEQUENCES, TINY_MODEL)
+            home = tmp_path / name
+            train(conn, home, DATES[59], None, "auto", TINY_SEQUENCES, TINY_MODEL, workers=0)
             forecast(conn, DATES[59], horizon=3)
             tables.append(read_forecasts(conn, DATES[59]))
         engine.dispose()
@@ -346,7 +347,7 @@ def test_a_model_file_replaced_by_another_versions_is_refused(engine: Engine, ho
     with engine.begin() as conn:
         upsert_prices(conn, PRICES)
         build_sequences(conn, home, DATES[64], config=TINY_SEQUENCES)
-        second = train(conn, home, DATES[64], None, "retrain", TINY_SEQUENCES, UNDAMPED)
+        second = train(conn, home, DATES[64], None, "retrain", TINY_SEQUENCES, UNDAMPED, workers=0)
         paths = {row: Path(get_model(conn, row)["file_path"]) for row in (first, second.version)}
     paths[first].write_bytes(paths[second.version].read_bytes())
     with engine.begin() as conn, pytest.raises(ModelStoreError, match="are not the ones it was"):

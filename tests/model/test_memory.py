@@ -41,7 +41,7 @@ def pid_and_square(number: int) -> tuple[int, int]:
     return os.getpid(), number * number
 
 
-def train_twice(home: Path, isolate: bool, networks_per_worker: int) -> list[dict]:
+def train_twice(home: Path, workers: int, networks_per_worker: int) -> list[dict]:
     """A per-ticker retrain, then a fine-tune; each version's weights and registry figures."""
     engine = open_database(f"sqlite:///{home}.db")
     versions = []
@@ -58,7 +58,7 @@ def train_twice(home: Path, isolate: bool, networks_per_worker: int) -> list[dic
                 mode,
                 TINY_SEQUENCES,
                 PER_TICKER,
-                isolate=isolate,
+                workers=workers,
                 networks_per_worker=networks_per_worker,
             )
             row = get_model(conn, result.version)
@@ -95,8 +95,8 @@ def train_twice(home: Path, isolate: bool, networks_per_worker: int) -> list[dic
 def test_worker_processes_train_the_weights_this_process_trains(tmp_path: Path) -> None:
     """Networks fitted in two worker processes in turn, or all in this process: bit for
     bit the same weights, validation figures, damping and intervals; a fine-tune too."""
-    isolated = train_twice(tmp_path / "workers", isolate=True, networks_per_worker=2)
-    local = train_twice(tmp_path / "local", isolate=False, networks_per_worker=1)
+    isolated = train_twice(tmp_path / "workers", workers=1, networks_per_worker=2)
+    local = train_twice(tmp_path / "local", workers=0, networks_per_worker=1)
     assert [version["row"]["mode"] for version in local] == ["retrain", "finetune"]
     for ours, theirs in zip(isolated, local, strict=True):
         assert ours["row"] == theirs["row"]

@@ -47,7 +47,7 @@ def run_train(  # noqa: ANN201
 ):
     config = TINY_MODEL.replace(**changes)
     with engine.begin() as conn:
-        return train(conn, home, as_of, None, mode, sequences, config)
+        return train(conn, home, as_of, None, mode, sequences, config, workers=0)
 
 
 def test_retrain_registers_a_promoted_version_with_its_scalers_and_errors(
@@ -364,7 +364,7 @@ def test_a_damaged_sequence_file_is_rebuilt_from_the_database(
         path.unlink()
     with engine.begin() as conn, caplog.at_level(logging.WARNING):
         result = train(
-            conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL, isolate=False
+            conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL, workers=0
         )
     assert result.created and result.tickers == ["AAA", "BBB"]
     assert path.read_bytes() == built
@@ -394,7 +394,7 @@ def test_a_damaged_champion_is_retrained_as_a_new_version(
     """A deleted, truncated, random or swapped champion file once failed every later
     run; now the run reports it and retrains from the database, whatever the mode."""
     prepare(engine, home, DATES[59])
-    first = train_isolated(engine, home, DATES[59], "retrain")
+    first = run_train(engine, home, DATES[59], "retrain")
     with engine.connect() as conn:
         row = get_model(conn, first.version)
     path = Path(row["file_path"])
@@ -403,13 +403,13 @@ def test_a_damaged_champion_is_retrained_as_a_new_version(
         prepare(engine, home, DATES[49])
         with engine.begin() as conn:
             older = train(
-                conn, home, DATES[49], None, "retrain", TINY_SEQUENCES, TINY_MODEL, isolate=False
+                conn, home, DATES[49], None, "retrain", TINY_SEQUENCES, TINY_MODEL, workers=0
             )
             other = Path(get_model(conn, older.version)["file_path"])
         prepare(engine, home, DATES[59])
     _damage(path, how, other)
     with caplog.at_level(logging.WARNING):
-        healed = train_isolated(engine, home, DATES[59], mode)
+        healed = run_train(engine, home, DATES[59], mode)
     assert healed.created and healed.promoted and healed.action == "retrain"
     assert healed.champion_version == healed.version > first.version
     assert healed.reason.startswith(f"the files of model v{first.version} at {path} ")
@@ -426,7 +426,7 @@ def test_a_damaged_champion_is_retrained_as_a_new_version(
         written = forecast(conn, DATES[59], None, 2, healed.version)
     assert written.summary().forecasts_written == 4
     # The next run finds a healthy champion and reuses it.
-    again = train_isolated(engine, home, DATES[59], "auto")
+    again = run_train(engine, home, DATES[59], "auto")
     assert (again.version, again.created) == (healed.version, False)
 
 
@@ -434,8 +434,8 @@ def test_a_damaged_file_of_another_version_is_only_reported(
     engine: Engine, home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     prepare(engine, home, DATES[59])
-    train_isolated(engine, home, DATES[59], "retrain")
-    train_isolated(engine, home, DATES[59], "retrain", seed=8)  # promoted or not
+    run_train(engine, home, DATES[59], "retrain")
+    run_train(engine, home, DATES[59], "retrain", seed=8)  # promoted or not
     with engine.connect() as conn:
         champion = champion_model(conn, DATES[59])["version"]
         other = 3 - champion
@@ -443,7 +443,7 @@ def test_a_damaged_file_of_another_version_is_only_reported(
         count = count_models(conn)
     path.unlink()
     with caplog.at_level(logging.WARNING):
-        result = train_isolated(engine, home, DATES[59], "auto")
+        result = run_train(engine, home, DATES[59], "auto")
     assert (result.version, result.created, result.action) == (champion, False, "reuse")
     (noted,) = result.damaged_files
     assert noted.startswith(f"the files of model v{other} at {path} are missing")
@@ -451,9 +451,3 @@ def test_a_damaged_file_of_another_version_is_only_reported(
     with engine.connect() as conn:
         assert count_models(conn) == count
 
-
-def train_isolated(engine: Engine, home: Path, as_of: dt.date, mode: str, **changes):  # noqa: ANN003, ANN201
-    """``train`` in this process (no worker): fast enough for many tiny trainings."""
-    config = TINY_MODEL.replace(**changes)
-    with engine.begin() as conn:
-        return train(conn, home, as_of, None, mode, TINY_SEQUENCES, config, isolate=False)
