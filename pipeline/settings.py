@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pipeline.ingest.fetch import MAX_INPUT_BYTES
 from pipeline.model.config import ModelConfig, ModelFields
 from pipeline.sequences.config import SequenceConfig, SequenceFields
 from pipeline.trading_calendar import DEFAULT_EXCHANGE
@@ -68,6 +69,13 @@ class Settings(BaseSettings, SequenceFields, ModelFields):
         gt=0.0,
         description="Prices above it are quarantined as implausible (a 1e308 close once "
         "reached the model).",
+    )
+    max_input_bytes: int = Field(
+        default=MAX_INPUT_BYTES,
+        gt=0,
+        description="The largest input read, in bytes (4 GiB): a larger file is rejected "
+        "unread, a longer HTTP body is cut off, a gzipped file may not decompress past it "
+        "(a 5,000-ticker 10-year OHLCV CSV weighs about 1 GiB).",
     )
     jump_threshold: float = Field(
         default=0.25, gt=0.0, description="Flag one-day moves beyond this fraction."

@@ -52,8 +52,15 @@ from pipeline.db.tickers import (
     ticker_exchanges,
 )
 from pipeline.errors import ConfigurationError, DatabaseUnavailableError
-from pipeline.ingest.batch import BatchRejected
-from pipeline.ingest.fetch import FILE, FetchContext, FetchedInput, PriceSource
+from pipeline.files import sha256_bytes
+from pipeline.ingest.batch import BatchRejected, InputTooLarge
+from pipeline.ingest.fetch import (
+    FILE,
+    MAX_INPUT_BYTES,
+    FetchContext,
+    FetchedInput,
+    PriceSource,
+)
 from pipeline.ingest.readers import TICKER_PATTERN
 from pipeline.ingest.sources import FileSource
 from pipeline.ingest.validate import (
@@ -210,6 +217,7 @@ def ingest(
     exchange: str = DEFAULT_EXCHANGE,
     now: dt.datetime | None = None,
     max_price: float = MAX_PRICE,
+    max_input_bytes: int | None = MAX_INPUT_BYTES,
 ) -> IngestReport:
     """Ingest every input of ``sources``.
 
@@ -223,6 +231,8 @@ def ingest(
         jump_threshold: one-day moves beyond this fraction are flagged.
         exchange: the exchange of tickers seen for the first time.
         max_price: prices above it are quarantined (``implausible``).
+        max_input_bytes: an input larger than this is rejected whole without being
+            read (a file) or read no further (a response); ``None``: no limit.
         now: the time of the run, recorded in the manifest and quarantine; rows dated
             after their exchange's latest session at that time are quarantined
             (``future``). Default: now (UTC).
@@ -240,7 +250,12 @@ def ingest(
         max_price=max_price,
     )
     wanted = list(tickers) if tickers else active_tickers(conn)
-    context = FetchContext(as_of=as_of, tickers=wanted, last_dates=_last_dates(conn))
+    context = FetchContext(
+        as_of=as_of,
+        tickers=wanted,
+        last_dates=_last_dates(conn),
+        max_input_bytes=max_input_bytes,
+    )
     for source in sources:
         logger.info("ingesting from %s", source.describe())
         first = len(report.inputs)
@@ -355,6 +370,9 @@ def _ingest_one(
     try:
         batch = fetched.parse()
     except BatchRejected as exc:
+        if isinstance(exc, InputTooLarge):
+            # Recorded under a version of its own limit: with a higher limit it is read again.
+            manifest["version"] = sha256_bytes(f"{fetched.version}|over {exc.limit}".encode())
         record_input(
             conn,
             {

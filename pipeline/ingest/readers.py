@@ -39,8 +39,10 @@ from pipeline.ingest.batch import (
     RAW_COLUMNS,
     SHAPE_ERROR,
     BatchRejected,
+    InputTooLarge,
     RawBatch,
 )
+from pipeline.ingest.fetch import over_limit
 
 #: Suffixes of the files a folder source picks up.
 PRICE_FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -426,22 +428,45 @@ def read_file_batch(path: Path) -> RawBatch:
     return parse_file_bytes(path, payload, sha256_bytes(payload))
 
 
-def parse_file_bytes(path: Path, payload: bytes, version: str) -> RawBatch:
+def parse_file_bytes(
+    path: Path, payload: bytes, version: str, max_bytes: int | None = None
+) -> RawBatch:
     """Parse the bytes of a price file named ``path`` into a raw batch.
 
+    Args:
+        path: the file's path, for messages and its layout (by suffix).
+        payload: its bytes.
+        version: their SHA-256.
+        max_bytes: the most bytes a gzipped file may decompress to (a small file
+            can hold gigabytes of text); ``None``: no limit.
+
     Raises:
-        BatchRejected: the content cannot be read at all.
+        BatchRejected: the content cannot be read at all, or decompresses past ``max_bytes``.
     """
     origin = str(path)
     suffix = _suffix(path)
     if suffix == ".parquet":
         return _parquet_batch(payload, path, version)
     if suffix == ".csv.gz" or payload[:2] == b"\x1f\x8b":
-        try:
-            payload = gzip.decompress(payload)
-        except (OSError, EOFError) as exc:
-            raise BatchRejected(origin, f"not a readable gzip file: {exc}") from exc
+        payload = _gunzip(payload, origin, max_bytes)
     return parse_csv_text(_decode(payload, origin), origin, path.name, version)
+
+
+def _gunzip(payload: bytes, origin: str, max_bytes: int | None) -> bytes:
+    """The decompressed bytes of a gzip file, read no further than ``max_bytes``.
+
+    Raises:
+        BatchRejected: not gzip, or more than ``max_bytes`` once decompressed.
+    """
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(payload)) as stream:
+            text = stream.read(-1 if max_bytes is None else max_bytes + 1)
+    except (OSError, EOFError) as exc:
+        raise BatchRejected(origin, f"not a readable gzip file: {exc}") from exc
+    if max_bytes is not None and len(text) > max_bytes:
+        problem = "decompressed, " + over_limit(None, max_bytes, "rejected")
+        raise InputTooLarge(origin, problem, max_bytes)
+    return text
 
 
 def _parquet_batch(payload: bytes, path: Path, version: str) -> RawBatch:

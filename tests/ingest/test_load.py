@@ -15,6 +15,7 @@ from helpers import synthetic_prices, table_snapshot, write_long_csv
 from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
+from pipeline.db.manifest import read_manifest
 from pipeline.db.migrate import open_database
 from pipeline.db.prices import read_closes
 from pipeline.db.schema import metadata, prices
@@ -155,3 +156,78 @@ def test_a_folder_is_one_info_line_and_each_file_a_debug_line(
         "BBB.csv",
         "CCC.csv",
     ]
+
+
+# --- bounded inputs --------------------------------------------------------------------------
+
+
+def test_a_file_over_the_size_limit_is_rejected_unread_and_the_others_load(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for ticker in ("AAA", "CCC"):
+        write_long_csv(synthetic_prices((ticker,), days=5), folder / f"{ticker}.csv")
+    big = folder / "BBB.csv"
+    big.write_text("ticker,date,close\n" + "BBB,2024-01-02,1.0\n" * 1000)
+    size = big.stat().st_size
+    read = []
+    original = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        read.append(self.name)
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+    report = _ingest(engine, folder, max_input_bytes=size - 1)
+
+    assert read == ["AAA.csv", "CCC.csv"]  # BBB.csv was never opened
+    assert [(Path(r.origin).name, r.status, r.rows_loaded) for r in report.inputs] == [
+        ("AAA.csv", "loaded", 5),
+        ("BBB.csv", "rejected", 0),
+        ("CCC.csv", "loaded", 5),
+    ]
+    error = report.inputs[1].error
+    assert error == (
+        f"{big}: {size:,} bytes (0.0 MiB), over the size limit of {size - 1:,} bytes "
+        "(PRICECAST_MAX_INPUT_BYTES); rejected unread: split the input, or raise the limit"
+    )
+    assert report.summary()["inputs_rejected"] == 1
+    with engine.connect() as conn:
+        manifest = read_manifest(conn).set_index("origin")
+    assert manifest.loc[str(big), ["status", "error", "rows_read"]].tolist() == [
+        "rejected",
+        error,
+        0,
+    ]
+    # each run rejects it again, unread; with a higher limit it loads
+    read.clear()
+    again = _ingest(engine, folder, max_input_bytes=size - 1)
+    assert [r.status for r in again.inputs] == ["unchanged", "rejected", "unchanged"]
+    assert read == ["AAA.csv", "CCC.csv"]  # hashed to see they are unchanged
+    raised = _ingest(engine, folder, max_input_bytes=size)
+    assert [(r.status, r.rows_read) for r in raised.inputs] == [
+        ("unchanged", 0),
+        ("loaded", 1000),
+        ("unchanged", 0),
+    ]
+
+
+def test_a_gzipped_file_may_not_decompress_past_the_limit(engine: Engine, tmp_path: Path) -> None:
+    import gzip
+
+    text = ("ticker,date,close\n" + "BBB,2024-01-02,1.0\n" * 10_000).encode()
+    path = tmp_path / "BBB.csv.gz"
+    path.write_bytes(gzip.compress(text))
+    assert path.stat().st_size < 10_000 < len(text)
+
+    report = _ingest(engine, path, max_input_bytes=10_000)
+
+    (result,) = report.inputs
+    assert result.status == "rejected"
+    assert result.error == (
+        f"{path}: decompressed, more than 10,000 bytes, over the size limit of 10,000 bytes "
+        "(PRICECAST_MAX_INPUT_BYTES); rejected: split the input, or raise the limit"
+    )
+    assert _ingest(engine, path, max_input_bytes=len(text)).inputs[0].rows_read == 10_000
