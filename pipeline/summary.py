@@ -38,7 +38,12 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"{ingest['inputs_unchanged']} unchanged, {ingest['inputs_rejected']} rejected whole)",
         f"- Rows: {ingest['rows_read']} read, {ingest['rows_loaded']} loaded, "
         f"{ingest['rows_quarantined']} quarantined (`rejected_prices`), "
-        f"{ingest['rows_deferred']} deferred to a later as-of date",
+        f"{ingest['rows_deferred']} deferred to a later as-of date"
+        + (
+            f", {ingest['rows_superseded']} superseded by another input's row"
+            if ingest.get("rows_superseded")
+            else ""
+        ),
     ]
     stale = summary.get("stale") or {}
     if stale:

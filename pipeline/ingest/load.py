@@ -11,7 +11,9 @@ For each input (a file, or a feed's response for one ticker):
 3. every row is validated (``validate``): valid rows are upserted into
    ``prices``, failed rows go to ``rejected_prices`` with their raw values,
    source, line and reasons, and rows dated after the as-of date are deferred.
-   For every input, rows read = rows loaded + rows quarantined + rows deferred;
+   A valid row that loses to a row of another input (below) is superseded:
+   for every input, rows read = rows loaded + rows quarantined + rows deferred
+   + rows superseded;
 4. new tickers join the universe (``tickers``, active, on the default exchange).
 
 **Which row wins.** Within an input, the last occurrence of a ticker and
@@ -21,6 +23,13 @@ table one clean load of all of them in name order gives (name drops by date,
 e.g. ``prices-2024-03-01.csv``). A changed file (same path, new content)
 replaces its own rows: rows it no longer holds are deleted. Rows from feeds
 (HTTP, Yahoo) always replace what is stored, and are replaced by files.
+
+**Superseded rows.** A valid row is counted loaded only if it is in ``prices``
+when the ingest ends. One that a stored row from a later file keeps out is
+superseded, not loaded; one that a later input of the same ingest replaces
+(two files of a folder with the same ticker and date, or a feed after a file)
+moves from the earlier input's loaded rows to its superseded rows, in the
+report and in the manifest.
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ from pipeline.db.tickers import (
 )
 from pipeline.errors import ConfigurationError, DatabaseUnavailableError
 from pipeline.files import sha256_bytes
-from pipeline.ingest.batch import BatchRejected, InputTooLarge
+from pipeline.ingest.batch import FEED_MARK, BatchRejected, InputTooLarge
 from pipeline.ingest.fetch import (
     FILE,
     MAX_INPUT_BYTES,
@@ -88,6 +97,7 @@ class InputReport:
     rows_loaded: int = 0
     rows_quarantined: int = 0
     rows_deferred: int = 0
+    rows_superseded: int = 0
     flags: int = 0
     tickers: list[str] = field(default_factory=list)
     error: str | None = None
@@ -95,7 +105,8 @@ class InputReport:
 
 @dataclass
 class IngestReport:
-    """What one ingest run did; for every input, read = loaded + quarantined + deferred."""
+    """What one ingest run did; for every input, read = loaded + quarantined + deferred
+    + superseded."""
 
     run_id: str
     inputs: list[InputReport] = field(default_factory=list)
@@ -120,6 +131,10 @@ class IngestReport:
         return self._total("rows_deferred")
 
     @property
+    def rows_superseded(self) -> int:
+        return self._total("rows_superseded")
+
+    @property
     def tickers(self) -> list[str]:
         return sorted({ticker for report in self.inputs for ticker in report.tickers})
 
@@ -139,6 +154,7 @@ class IngestReport:
             "rows_loaded": self.rows_loaded,
             "rows_quarantined": self.rows_quarantined,
             "rows_deferred": self.rows_deferred,
+            "rows_superseded": self.rows_superseded,
             "flags": self._total("flags"),
             "tickers": self.tickers,
             "errors": [f"{r.origin}: {r.error}" for r in self.inputs if r.error],
@@ -256,15 +272,53 @@ def ingest(
         last_dates=_last_dates(conn),
         max_input_bytes=max_input_bytes,
     )
+    loaded: dict[str, _Loaded] = {}  # this ingest's loaded inputs, by their rows' source
     for source in sources:
         logger.info("ingesting from %s", source.describe())
         first = len(report.inputs)
         for fetched in source.fetch(context):
-            result = _ingest_isolated(conn, fetched, report.run_id, rules)
-            report.inputs.append(result)
-            _log(result)
+            outcome = _ingest_isolated(conn, fetched, report.run_id, rules, loaded)
+            report.inputs.append(outcome.report)
+            _supersede(conn, loaded, outcome.displaced)
+            if outcome.loaded is not None:
+                loaded[outcome.loaded.source] = outcome.loaded
+            _log(outcome.report)
         _log_source(source.describe(), report.inputs[first:])
     return report
+
+
+@dataclass
+class _Loaded:
+    """An input this ingest loaded: its report and manifest row, which a later input
+    of the same ingest may move rows of from loaded to superseded."""
+
+    source: str
+    report: InputReport
+    manifest: dict[str, Any]
+
+
+@dataclass
+class _Outcome:
+    """What ingesting one input gave: its report; the rows of earlier inputs of this
+    ingest it replaced, by their source; itself, when it loaded rows."""
+
+    report: InputReport
+    displaced: dict[str, int] = field(default_factory=dict)
+    loaded: _Loaded | None = None
+
+
+def _supersede(conn: Connection, loaded: dict[str, _Loaded], displaced: dict[str, int]) -> None:
+    """Move rows that a later input replaced from their input's loaded to its superseded
+    rows, in the report and the manifest."""
+    for source, count in displaced.items():
+        earlier = loaded.get(source)
+        if earlier is None or not count:
+            continue
+        earlier.report.rows_loaded -= count
+        earlier.report.rows_superseded += count
+        earlier.manifest["rows_loaded"] = earlier.report.rows_loaded
+        earlier.manifest["rows_superseded"] = earlier.report.rows_superseded
+        record_input(conn, earlier.manifest)
 
 
 def _log_source(description: str, results: Sequence[InputReport]) -> None:
@@ -274,7 +328,7 @@ def _log_source(description: str, results: Sequence[InputReport]) -> None:
     rejected = sum(bool(result.error) for result in results)
     logger.info(
         "%s: %d inputs (%d unchanged, %d rejected); %d rows read, %d loaded, %d quarantined, "
-        "%d deferred, %d flagged",
+        "%d deferred, %d superseded, %d flagged",
         description,
         len(results),
         unchanged,
@@ -283,6 +337,7 @@ def _log_source(description: str, results: Sequence[InputReport]) -> None:
         sum(result.rows_loaded for result in results),
         sum(result.rows_quarantined for result in results),
         sum(result.rows_deferred for result in results),
+        sum(result.rows_superseded for result in results),
         sum(result.flags for result in results),
     )
 
@@ -295,12 +350,13 @@ def _log(result: InputReport) -> None:
         logger.warning("%s: rejected whole: %s", result.origin, result.error)
     else:
         logger.debug(
-            "%s: %d rows read, %d loaded, %d quarantined, %d deferred, %d flagged",
+            "%s: %d rows read, %d loaded, %d quarantined, %d deferred, %d superseded, %d flagged",
             result.origin,
             result.rows_read,
             result.rows_loaded,
             result.rows_quarantined,
             result.rows_deferred,
+            result.rows_superseded,
             result.flags,
         )
 
@@ -311,15 +367,19 @@ _DATABASE_FAILURES = (sa_exc.OperationalError, sa_exc.InterfaceError, DatabaseUn
 
 
 def _ingest_isolated(
-    conn: Connection, fetched: FetchedInput, run_id: str, rules: ValidationRules
-) -> InputReport:
+    conn: Connection,
+    fetched: FetchedInput,
+    run_id: str,
+    rules: ValidationRules,
+    loaded: dict[str, _Loaded],
+) -> _Outcome:
     """``_ingest_one`` under a savepoint: an input that fails in a way no rule foresaw (a
     value the database refuses, a bug) is undone and reported rejected whole, naming
     it, and the next input goes on; one poison file never stops a folder. Failures of
     the database itself and configuration errors stop the ingest."""
     savepoint = conn.begin_nested()
     try:
-        result = _ingest_one(conn, fetched, run_id, rules)
+        result = _ingest_one(conn, fetched, run_id, rules, loaded)
     except (*_DATABASE_FAILURES, ConfigurationError):
         savepoint.rollback()
         raise
@@ -342,16 +402,21 @@ def _ingest_isolated(
                 "rows_loaded": 0,
                 "rows_quarantined": 0,
                 "rows_deferred": 0,
+                "rows_superseded": 0,
             },
         )
-        return InputReport(fetched.origin, fetched.kind, REJECTED, error=error)
+        return _Outcome(InputReport(fetched.origin, fetched.kind, REJECTED, error=error))
     savepoint.commit()
     return result
 
 
 def _ingest_one(
-    conn: Connection, fetched: FetchedInput, run_id: str, base_rules: ValidationRules
-) -> InputReport:
+    conn: Connection,
+    fetched: FetchedInput,
+    run_id: str,
+    base_rules: ValidationRules,
+    loaded_before: dict[str, _Loaded],
+) -> _Outcome:
     as_of, stamp, exchange = base_rules.as_of, base_rules.now, base_rules.default_exchange
     entry = manifest_entry(conn, fetched.origin)
     manifest = {
@@ -364,9 +429,9 @@ def _ingest_one(
     }
     if fetched.error is not None or fetched.parse is None:
         error = fetched.error or "nothing was fetched"
-        return InputReport(fetched.origin, fetched.kind, FAILED, error=error)
+        return _Outcome(InputReport(fetched.origin, fetched.kind, FAILED, error=error))
     if is_unchanged(entry, fetched.version, as_of):
-        return InputReport(fetched.origin, fetched.kind, UNCHANGED)
+        return _Outcome(InputReport(fetched.origin, fetched.kind, UNCHANGED))
     try:
         batch = fetched.parse()
     except BatchRejected as exc:
@@ -383,9 +448,10 @@ def _ingest_one(
                 "rows_loaded": 0,
                 "rows_quarantined": 0,
                 "rows_deferred": 0,
+                "rows_superseded": 0,
             },
         )
-        return InputReport(fetched.origin, fetched.kind, REJECTED, error=str(exc))
+        return _Outcome(InputReport(fetched.origin, fetched.kind, REJECTED, error=str(exc)))
 
     rules = dataclasses.replace(base_rules, exchanges=ticker_exchanges(conn))
     firsts = {}
@@ -404,9 +470,11 @@ def _ingest_one(
             logger.info(
                 "%s changed: %d rows it no longer holds were deleted", fetched.origin, removed
             )
-    loaded = upsert_prices(conn, validated.valid.drop(columns="line"))
-    if loaded:
+    lost, displaced = _contests(conn, batch.source, validated.valid, loaded_before)
+    submitted = upsert_prices(conn, validated.valid.drop(columns="line"))
+    if submitted:
         bump_data_version(conn, PRICES)
+    loaded = submitted - lost
     quarantined = quarantine_rows(
         conn,
         validated.rejected,
@@ -425,23 +493,66 @@ def _ingest_one(
         rows_loaded=loaded,
         rows_quarantined=quarantined,
         rows_deferred=validated.deferred,
+        rows_superseded=lost,
         flags=flagged,
         tickers=loaded_tickers,
     )
-    assert result.rows_read == loaded + quarantined + validated.deferred, asdict(result)
-    record_input(
-        conn,
-        {
-            **manifest,
-            "status": LOADED,
-            "error": None,
-            "rows_read": result.rows_read,
-            "rows_loaded": loaded,
-            "rows_quarantined": quarantined,
-            "rows_deferred": validated.deferred,
-        },
+    assert result.rows_read == loaded + quarantined + validated.deferred + lost, asdict(result)
+    row = {
+        **manifest,
+        "status": LOADED,
+        "error": None,
+        "rows_read": result.rows_read,
+        "rows_loaded": loaded,
+        "rows_quarantined": quarantined,
+        "rows_deferred": validated.deferred,
+        "rows_superseded": lost,
+    }
+    record_input(conn, row)
+    return _Outcome(result, displaced, _Loaded(batch.source, result, row))
+
+
+#: Above this many tickers, the stored rows an input contests are looked up by date
+#: range alone (a bound list of thousands of symbols costs more than it filters).
+_TICKER_FILTER_MAX = 500
+
+
+def _contests(
+    conn: Connection, source: str, valid: pd.DataFrame, loaded_before: dict[str, _Loaded]
+) -> tuple[int, dict[str, int]]:
+    """Which of ``valid`` (rows of ``source`` about to be upserted) meet a stored row of
+    another source: how many lose to it (a later file's row stays), and, by source, how
+    many rows of earlier inputs of this ingest they replace.
+
+    Mirrors ``pipeline.db.prices._source_precedence``: a feed row replaces and is
+    replaced; between files, the later name (byte order) wins.
+    """
+    if valid.empty:
+        return 0, {}
+    days = pd.to_datetime(valid[c.TRADE_DATE]).dt.date
+    tickers = sorted(valid[c.TICKER].unique())
+    query = sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.SOURCE]).where(
+        prices.c[c.SOURCE] != source,
+        prices.c[c.TRADE_DATE].between(days.min(), days.max()),
     )
-    return result
+    if len(tickers) <= _TICKER_FILTER_MAX:
+        query = query.where(prices.c[c.TICKER].in_(tickers))
+    stored = conn.execute(query).all()
+    if not stored:
+        return 0, {}
+    incoming = set(zip(valid[c.TICKER], days, strict=True))
+    incoming_feed = FEED_MARK in source
+    lost = 0
+    displaced: dict[str, int] = {}
+    for ticker, day, other in stored:
+        if (ticker, day) not in incoming:
+            continue
+        if incoming_feed or FEED_MARK in other or source >= other:
+            if other in loaded_before:
+                displaced[other] = displaced.get(other, 0) + 1
+        else:
+            lost += 1
+    return lost, displaced
 
 
 def ingest_paths(

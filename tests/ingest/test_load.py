@@ -149,7 +149,7 @@ def test_a_folder_is_one_info_line_and_each_file_a_debug_line(
     assert len(info) == 2 and info[0].startswith("ingesting from")
     assert info[1].endswith(
         ": 3 inputs (0 unchanged, 0 rejected); 15 rows read, 15 loaded, 0 quarantined, "
-        "0 deferred, 3 flagged"  # 2024-01-01, a holiday, flagged once per ticker
+        "0 deferred, 0 superseded, 3 flagged"  # 2024-01-01, a holiday, flagged once per ticker
     )
     assert sorted(line.split(": ")[0].rsplit("/", 1)[-1] for line in debug) == [
         "AAA.csv",
@@ -231,3 +231,94 @@ def test_a_gzipped_file_may_not_decompress_past_the_limit(engine: Engine, tmp_pa
         "(PRICECAST_MAX_INPUT_BYTES); rejected: split the input, or raise the limit"
     )
     assert _ingest(engine, path, max_input_bytes=len(text)).inputs[0].rows_read == 10_000
+
+
+# --- superseded rows -------------------------------------------------------------------------
+
+
+def _counts(report: object) -> list[tuple]:
+    return [
+        (
+            Path(r.origin).name,
+            r.rows_read,
+            r.rows_loaded,
+            r.rows_quarantined,
+            r.rows_deferred,
+            r.rows_superseded,
+        )
+        for r in report.inputs  # type: ignore[attr-defined]
+    ]
+
+
+def _manifest_counts(engine: Engine) -> dict[str, list[int]]:
+    names = ["rows_read", "rows_loaded", "rows_quarantined", "rows_deferred", "rows_superseded"]
+    with engine.connect() as conn:
+        manifest = read_manifest(conn)
+    return {
+        Path(origin).name: [int(value) for value in values]
+        for origin, *values in manifest[["origin", *names]].itertuples(index=False)
+    }
+
+
+def test_a_row_replaced_by_a_later_file_of_the_same_ingest_is_superseded(
+    engine: Engine, tmp_path: Path
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    _write(folder / "prices-1.csv", ["AAA,2024-01-02,10", "AAA,2024-01-03,11"])
+    _write(folder / "prices-2.csv", ["AAA,2024-01-03,11.5", "AAA,2024-01-04,12"])
+
+    report = _ingest(engine, folder)
+
+    assert _counts(report) == [
+        ("prices-1.csv", 2, 1, 0, 0, 1),
+        ("prices-2.csv", 2, 2, 0, 0, 0),
+    ]
+    assert (report.rows_read, report.rows_loaded, report.rows_superseded) == (4, 3, 1)
+    assert report.summary()["rows_superseded"] == 1
+    assert len(_prices(engine)) == report.rows_loaded
+    assert _manifest_counts(engine) == {
+        "prices-1.csv": [2, 1, 0, 0, 1],
+        "prices-2.csv": [2, 2, 0, 0, 0],
+    }
+
+
+def test_a_row_kept_out_by_a_stored_later_file_is_superseded(
+    engine: Engine, tmp_path: Path
+) -> None:
+    later = _write(tmp_path / "prices-2.csv", ["AAA,2024-01-03,11.5", "AAA,2024-01-04,12"])
+    earlier = _write(tmp_path / "prices-1.csv", ["AAA,2024-01-02,10", "AAA,2024-01-03,11"])
+    _ingest(engine, later)
+
+    report = _ingest(engine, earlier)
+
+    assert _counts(report) == [("prices-1.csv", 2, 1, 0, 0, 1)]
+    assert _manifest_counts(engine)["prices-1.csv"] == [2, 1, 0, 0, 1]
+    stored = {row[1]: (row[5], row[-1]) for row in _prices(engine)}
+    assert stored[dt.date(2024, 1, 3)] == (11.5, "prices-2.csv")
+
+
+def test_a_file_row_replaced_by_a_feed_of_the_same_ingest_is_superseded(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from pipeline.ingest.fetch import FEED, FetchedInput
+    from pipeline.ingest.load import ingest
+    from pipeline.ingest.readers import parse_csv_text
+    from pipeline.ingest.sources import FileSource
+
+    path = _write(tmp_path / "prices.csv", ["AAA,2024-01-02,10", "AAA,2024-01-03,11"])
+    url = "https://feed.example/AAA.csv"
+    text = "ticker,date,close\nAAA,2024-01-03,11.25\n"
+
+    class Feed:
+        def describe(self) -> str:
+            return "a feed"
+
+        def fetch(self, context: object) -> object:
+            yield FetchedInput(url, FEED, "v1", parse=lambda: parse_csv_text(text, url, url, "v1"))
+
+    with engine.begin() as conn:
+        report = ingest(conn, [FileSource([path]), Feed()])
+
+    assert _counts(report) == [("prices.csv", 2, 1, 0, 0, 1), ("AAA.csv", 1, 1, 0, 0, 0)]
+    assert len(_prices(engine)) == report.rows_loaded == 2
