@@ -322,3 +322,94 @@ def test_a_file_row_replaced_by_a_feed_of_the_same_ingest_is_superseded(
 
     assert _counts(report) == [("prices.csv", 2, 1, 0, 0, 1), ("AAA.csv", 1, 1, 0, 0, 0)]
     assert len(_prices(engine)) == report.rows_loaded == 2
+
+
+def _rejected_rows(engine: Engine) -> int:
+    from pipeline.db.schema import rejected_prices
+
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(rejected_prices)).scalar_one()
+
+
+def test_a_file_that_is_not_prices_is_rejected_after_its_first_rows(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from pipeline.ingest.readers import PROBE_ROWS
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    write_long_csv(synthetic_prices(("AAA",), days=5), folder / "AAA.csv")
+    junk = folder / "junk.csv"
+    junk.write_text(
+        "ticker,date,close\n"
+        + "".join(f"row {n},see the attached,page {n}\n" for n in range(50_000))
+    )
+
+    report = _ingest(engine, folder)
+
+    assert [(Path(r.origin).name, r.status, r.rows_read) for r in report.inputs] == [
+        ("AAA.csv", "loaded", 5),
+        ("junk.csv", "rejected", 0),
+    ]
+    assert report.inputs[1].error == (
+        f"{junk}: not prices: 0 of its first {PROBE_ROWS:,} rows have a whole YYYY-MM-DD date "
+        "and a numeric close (line 2 reads 'row 0,see the attached,page 0'); "
+        "rejected whole, the rest unread"
+    )
+    assert _rejected_rows(engine) == 0  # not 50,000 quarantined rows
+    with engine.connect() as conn:
+        manifest = read_manifest(conn).set_index("origin")
+    assert manifest.loc[str(junk), "status"] == "rejected"
+    assert manifest.loc[str(junk), "error"].startswith(f"{junk}: not prices: 0 of its first")
+
+
+def test_junk_without_a_price_header_is_rejected_before_its_rows_are_read(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.ingest.readers as readers
+
+    junk = tmp_path / "server.csv"
+    junk.write_text(
+        'when,"what happened"\n' + "".join(f'{n},"a ""log"" line"\n' for n in range(20_000))
+    )
+    monkeypatch.setattr(readers, "_from_rows", None)  # the rows are never split
+
+    (result,) = _ingest(engine, junk).inputs
+
+    assert result.status == "rejected"
+    assert result.error == (
+        f"{junk}, line 1: no date column (expected one of date, trade_date, datetime, "
+        "timestamp); the header is when,what happened"
+    )
+
+
+def test_a_large_file_with_some_prices_among_bad_rows_is_read_row_by_row(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.ingest.readers as readers
+
+    monkeypatch.setattr(readers, "PROBE_ROWS", 20)
+    monkeypatch.setattr(readers, "PROBE_MIN_PRICES", 2)
+    path = tmp_path / "prices.csv"
+    bad = [f"AAA,2024-01-0{n % 9 + 1},n/a" for n in range(18)]
+    _write(path, [*bad, "AAA,2024-01-02,10", "AAA,2024-01-03,11", "AAA,2024-01-04,12"])
+
+    (result,) = _ingest(engine, path).inputs
+
+    assert (result.status, result.rows_read, result.rows_loaded) == ("loaded", 21, 3)
+    assert result.rows_quarantined == 18
+
+
+def test_a_parquet_file_that_is_not_prices_is_rejected(engine: Engine, tmp_path: Path) -> None:
+    import pipeline.ingest.readers as readers
+
+    path = tmp_path / "junk.parquet"
+    pd.DataFrame(
+        {"date": ["soon"] * readers.PROBE_ROWS, "close": ["high"] * readers.PROBE_ROWS}
+    ).to_parquet(path)
+
+    (result,) = _ingest(engine, path).inputs
+
+    assert result.status == "rejected"
+    assert "not prices: 0 of its first" in (result.error or "")
+    assert _rejected_rows(engine) == 0
