@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -432,6 +433,7 @@ def _ingest_one(
         return _Outcome(InputReport(fetched.origin, fetched.kind, FAILED, error=error))
     if is_unchanged(entry, fetched.version, as_of):
         return _Outcome(InputReport(fetched.origin, fetched.kind, UNCHANGED))
+    progress = _Progress(fetched.origin)
     try:
         batch = fetched.parse()
     except BatchRejected as exc:
@@ -453,6 +455,7 @@ def _ingest_one(
         )
         return _Outcome(InputReport(fetched.origin, fetched.kind, REJECTED, error=str(exc)))
 
+    progress.note("read", batch.rows, batch.rows)
     rules = dataclasses.replace(base_rules, exchanges=ticker_exchanges(conn))
     firsts = {}
     if not batch.frame.empty:
@@ -462,6 +465,7 @@ def _ingest_one(
         earliest = dates[symbols].groupby(upper[symbols]).min().dropna()
         firsts = {ticker: day.date() for ticker, day in earliest.items()}
     validated = validate_batch(batch, rules, previous_closes(conn, firsts))
+    progress.note("validated", batch.rows, batch.rows)
     loaded_tickers = sorted(validated.valid[c.TICKER].unique())
     add_tickers(conn, loaded_tickers, exchange, activate=False)
     if fetched.kind == FILE and entry is not None and entry["version"] != fetched.version:
@@ -471,7 +475,7 @@ def _ingest_one(
                 "%s changed: %d rows it no longer holds were deleted", fetched.origin, removed
             )
     lost, displaced = _contests(conn, batch.source, validated.valid, loaded_before)
-    submitted = upsert_prices(conn, validated.valid.drop(columns="line"))
+    submitted = _upsert_in_steps(conn, validated.valid.drop(columns="line"), progress)
     if submitted:
         bump_data_version(conn, PRICES)
     loaded = submitted - lost
@@ -485,6 +489,7 @@ def _ingest_one(
     )
     flagged = record_flags(conn, validated.flags, source=batch.origin, run_id=run_id)
     refresh_date_spans(conn, loaded_tickers)
+    progress.note("done", batch.rows, batch.rows)
     result = InputReport(
         fetched.origin,
         fetched.kind,
@@ -510,6 +515,51 @@ def _ingest_one(
     }
     record_input(conn, row)
     return _Outcome(result, displaced, _Loaded(batch.source, result, row))
+
+
+#: A large input's progress is logged at INFO (rows so far, rate) after each stage and
+#: every ``PROGRESS_ROWS`` rows upserted; any input's, when ``PROGRESS_SECONDS`` have
+#: passed since its last line. Smaller, quicker inputs log one DEBUG line at the end.
+PROGRESS_ROWS = 1_000_000
+PROGRESS_SECONDS = 30.0
+
+
+class _Progress:
+    """Progress lines of one input (``PROGRESS_ROWS``, ``PROGRESS_SECONDS``)."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.started = self.last = time.monotonic()
+
+    def note(self, stage: str, done: int, total: int) -> None:
+        """Log ``done`` of ``total`` rows through ``stage`` if the input is large or slow."""
+        now = time.monotonic()
+        if total < PROGRESS_ROWS and now - self.last < PROGRESS_SECONDS:
+            return
+        self.last = now
+        elapsed = now - self.started
+        logger.info(
+            "%s: %s %s of %s rows in %.1f s (%s rows/s)",
+            self.origin,
+            stage,
+            f"{done:,}",
+            f"{total:,}",
+            elapsed,
+            f"{done / elapsed:,.0f}" if elapsed > 0 else "-",
+        )
+
+
+def _upsert_in_steps(conn: Connection, frame: pd.DataFrame, progress: _Progress) -> int:
+    """``upsert_prices`` of ``frame`` in steps of ``PROGRESS_ROWS`` rows, noting each."""
+    total = len(frame)
+    step = max(PROGRESS_ROWS, 1)
+    if total <= step:
+        return upsert_prices(conn, frame)
+    submitted = 0
+    for start in range(0, total, step):
+        submitted += upsert_prices(conn, frame.iloc[start : start + step])
+        progress.note("upserted", start + min(step, total - start), total)
+    return submitted
 
 
 #: Above this many tickers, the stored rows an input contests are looked up by date

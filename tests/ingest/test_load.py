@@ -413,3 +413,54 @@ def test_a_parquet_file_that_is_not_prices_is_rejected(engine: Engine, tmp_path:
     assert result.status == "rejected"
     assert "not prices: 0 of its first" in (result.error or "")
     assert _rejected_rows(engine) == 0
+
+
+# --- progress of large inputs ----------------------------------------------------------------
+
+
+def test_a_large_file_logs_its_progress(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import pipeline.ingest.load as load
+
+    monkeypatch.setattr(load, "PROGRESS_ROWS", 10)
+    path = write_long_csv(synthetic_prices(("AAA",), days=25), tmp_path / "AAA.csv")
+    small = write_long_csv(synthetic_prices(("BBB",), days=5), tmp_path / "BBB.csv")
+    caplog.set_level(logging.INFO, logger="pipeline.ingest.load")
+
+    report = _ingest(engine, path, small)
+
+    assert report.rows_loaded == 30
+    lines = [r.getMessage() for r in caplog.records if r.message.startswith(str(path))]
+    stages = [line.split(": ", 1)[1].split(" rows in ")[0] for line in lines]
+    assert stages == [
+        "read 25 of 25",
+        "validated 25 of 25",
+        "upserted 10 of 25",
+        "upserted 20 of 25",
+        "upserted 25 of 25",
+        "done 25 of 25",
+    ]
+    assert all(line.endswith(" rows/s)") for line in lines)
+    assert not [r for r in caplog.records if r.getMessage().startswith(str(small))]
+
+
+def test_a_slow_input_logs_its_progress_whatever_its_size(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import pipeline.ingest.load as load
+
+    monkeypatch.setattr(load, "PROGRESS_SECONDS", 0.0)
+    path = write_long_csv(synthetic_prices(("AAA",), days=5), tmp_path / "AAA.csv")
+    caplog.set_level(logging.INFO, logger="pipeline.ingest.load")
+
+    _ingest(engine, path)
+
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(path))]
+    assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["read", "validated", "done"]
