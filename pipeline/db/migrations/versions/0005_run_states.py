@@ -20,7 +20,9 @@ def upgrade() -> None:
     op.create_table(
         "data_versions",
         sa.Column("name", sa.String(64), nullable=False, comment="What changed, e.g. prices."),
-        sa.Column("version", sa.BigInteger, nullable=False, comment="Raised by every write to it."),
+        sa.Column(
+            "version", sa.BigInteger, nullable=False, comment="Raised by every write to it."
+        ),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name="pk_data_versions"),
         comment="A counter per kind of data, raised in the transaction of every write to it.",
