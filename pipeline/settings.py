@@ -16,7 +16,6 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pipeline.ingest.fetch import MAX_INPUT_BYTES
 from pipeline.model.config import ModelConfig, ModelFields
 from pipeline.sequences.config import SequenceConfig, SequenceFields
 from pipeline.trading_calendar import DEFAULT_EXCHANGE
@@ -71,7 +70,7 @@ class Settings(BaseSettings, SequenceFields, ModelFields):
         "reached the model).",
     )
     max_input_bytes: int = Field(
-        default=MAX_INPUT_BYTES,
+        default=4 * 2**30,  # pipeline.ingest.fetch.MAX_INPUT_BYTES, measured there
         gt=0,
         description="The largest input read, in bytes (4 GiB): a larger file is rejected "
         "unread, a longer HTTP body is cut off, a gzipped file may not decompress past it "

@@ -581,27 +581,39 @@ def _contests(
         return 0, {}
     days = pd.to_datetime(valid[c.TRADE_DATE]).dt.date
     tickers = sorted(valid[c.TICKER].unique())
-    query = sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.SOURCE]).where(
+    where = [
         prices.c[c.SOURCE] != source,
         prices.c[c.TRADE_DATE].between(days.min(), days.max()),
-    )
+    ]
     if len(tickers) <= _TICKER_FILTER_MAX:
-        query = query.where(prices.c[c.TICKER].in_(tickers))
-    stored = conn.execute(query).all()
-    if not stored:
-        return 0, {}
-    incoming = set(zip(valid[c.TICKER], days, strict=True))
+        where.append(prices.c[c.TICKER].in_(tickers))
     incoming_feed = FEED_MARK in source
-    lost = 0
-    displaced: dict[str, int] = {}
-    for ticker, day, other in stored:
-        if (ticker, day) not in incoming:
-            continue
-        if incoming_feed or FEED_MARK in other or source >= other:
-            if other in loaded_before:
-                displaced[other] = displaced.get(other, 0) + 1
-        else:
-            lost += 1
+
+    def wins(other: str) -> bool:
+        return incoming_feed or FEED_MARK in other or source >= other
+
+    # The sources met first (no rows fetched): most inputs meet none that matter, e.g.
+    # a corrected file under a new name meets only earlier files of earlier ingests.
+    met = conn.execute(sa.select(prices.c[c.SOURCE]).where(*where).group_by(prices.c[c.SOURCE]))
+    relevant = [other for other in met.scalars() if not wins(other) or other in loaded_before]
+    if not relevant:
+        return 0, {}
+    stored = pd.DataFrame(
+        conn.execute(
+            sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.SOURCE]).where(
+                *where, prices.c[c.SOURCE].in_(relevant)
+            )
+        ).all(),
+        columns=[c.TICKER, c.TRADE_DATE, c.SOURCE],
+    )
+    keys = pd.DataFrame({c.TICKER: valid[c.TICKER].to_numpy(), c.TRADE_DATE: days.to_numpy()})
+    counts = stored.merge(keys, on=[c.TICKER, c.TRADE_DATE])[c.SOURCE].value_counts()
+    lost = sum(int(count) for other, count in counts.items() if not wins(other))
+    displaced = {
+        other: int(count)
+        for other, count in counts.items()
+        if wins(other) and other in loaded_before
+    }
     return lost, displaced
 
 
