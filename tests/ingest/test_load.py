@@ -283,6 +283,23 @@ def test_a_row_replaced_by_a_later_file_of_the_same_ingest_is_superseded(
     }
 
 
+def test_superseded_rows_are_counted_on_every_engine(portable_db_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    _write(folder / "prices-1.csv", ["AAA,2024-01-02,10", "AAA,2024-01-03,11"])
+    _write(folder / "prices-2.csv", ["AAA,2024-01-03,11.5", "AAA,2024-01-04,12"])
+    late = _write(tmp_path / "prices-0.csv", ["AAA,2024-01-04,13", "AAA,2024-01-05,14"])
+    engine = open_database(portable_db_url)
+    try:
+        first = _ingest(engine, folder)
+        second = _ingest(engine, late)
+        assert [r.rows_superseded for r in first.inputs] == [1, 0]
+        assert _counts(second) == [("prices-0.csv", 2, 1, 0, 0, 1)]
+        assert len(_prices(engine)) == 4
+    finally:
+        engine.dispose()
+
+
 def test_a_row_kept_out_by_a_stored_later_file_is_superseded(
     engine: Engine, tmp_path: Path
 ) -> None:
