@@ -598,13 +598,17 @@ def _contests(
     relevant = [other for other in met.scalars() if not wins(other) or other in loaded_before]
     if not relevant:
         return 0, {}
+    rows = conn.execute(
+        sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.SOURCE]).where(
+            *where, prices.c[c.SOURCE].in_(relevant)
+        )
+    ).all()
+    # Column by column: a frame built from Row objects probes each one's attributes
+    # (2.7 s for 252,000 rows, against 0.1 s).
+    names = [c.TICKER, c.TRADE_DATE, c.SOURCE]
     stored = pd.DataFrame(
-        conn.execute(
-            sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.SOURCE]).where(
-                *where, prices.c[c.SOURCE].in_(relevant)
-            )
-        ).all(),
-        columns=[c.TICKER, c.TRADE_DATE, c.SOURCE],
+        {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=False)},
+        columns=names,
     )
     keys = pd.DataFrame({c.TICKER: valid[c.TICKER].to_numpy(), c.TRADE_DATE: days.to_numpy()})
     counts = stored.merge(keys, on=[c.TICKER, c.TRADE_DATE])[c.SOURCE].value_counts()
