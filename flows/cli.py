@@ -574,6 +574,7 @@ def _ingest_lines(summary: IngestSummary) -> list[tuple[str, object]]:
         ("rows loaded", summary.rows_loaded),
         ("quarantined", summary.rows_quarantined),
         ("deferred", f"{summary.rows_deferred} (dated after the as-of date)"),
+        ("superseded", f"{summary.rows_superseded} (lost to another input's row)"),
         ("flagged", summary.flags),
         ("tickers", ", ".join(summary.tickers) or "-"),
     ]
@@ -600,6 +601,7 @@ def _ingest(args: Args, settings: Settings) -> int:
             tickers=settings.tickers,
             jump_threshold=settings.jump_threshold,
             max_price=settings.max_price,
+            max_input_bytes=settings.max_input_bytes,
             exchange=settings.exchange,
         )
     summary = report.summary()

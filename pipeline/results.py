@@ -29,7 +29,7 @@ class StageResult(BaseModel):
 
 class IngestSummary(StageResult):
     """What one ingest did (``pipeline.ingest.load.IngestReport``); for every input,
-    rows read = loaded + quarantined + deferred."""
+    rows read = loaded + quarantined + deferred + superseded."""
 
     run_id: str
     inputs: int
@@ -43,6 +43,8 @@ class IngestSummary(StageResult):
     rows_quarantined: int
     #: Rows dated after the as-of date, left for a later run.
     rows_deferred: int
+    #: Rows that lost to another input's row for the same ticker and date.
+    rows_superseded: int = 0
     flags: int
     tickers: list[str]
     #: ``<origin>: <error>`` per input that was rejected or failed.

@@ -72,6 +72,13 @@ class Settings(BaseSettings, SequenceFields, ModelFields, DatabaseFields):
         description="Prices above it are quarantined as implausible (a 1e308 close once "
         "reached the model).",
     )
+    max_input_bytes: int = Field(
+        default=4 * 2**30,  # pipeline.ingest.fetch.MAX_INPUT_BYTES, measured there
+        gt=0,
+        description="The largest input read, in bytes (4 GiB): a larger file is rejected "
+        "unread, a longer HTTP body is cut off, a gzipped file may not decompress past it "
+        "(a 5,000-ticker 10-year OHLCV CSV weighs about 1 GiB).",
+    )
     jump_threshold: float = Field(
         default=0.25, gt=0.0, description="Flag one-day moves beyond this fraction."
     )

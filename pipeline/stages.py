@@ -116,6 +116,7 @@ def ingest_sources(
             run_id=run_id,
             jump_threshold=settings.jump_threshold,
             max_price=settings.max_price,
+            max_input_bytes=settings.max_input_bytes,
             exchange=settings.exchange,
         )
     return report.summary()

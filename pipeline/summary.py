@@ -39,7 +39,12 @@ def render_markdown(summary: RunSummary) -> str:
         f"{ingest.inputs_unchanged} unchanged, {ingest.inputs_rejected} rejected whole)",
         f"- Rows: {ingest.rows_read} read, {ingest.rows_loaded} loaded, "
         f"{ingest.rows_quarantined} quarantined (`rejected_prices`), "
-        f"{ingest.rows_deferred} deferred to a later as-of date",
+        f"{ingest.rows_deferred} deferred to a later as-of date"
+        + (
+            f", {ingest.rows_superseded} superseded by another input's row"
+            if ingest.rows_superseded
+            else ""
+        ),
     ]
     if summary.stale:
         lines.append(f"- **Stale, not forecast**: {describe_stale(summary.stale)}")

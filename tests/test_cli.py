@@ -218,6 +218,22 @@ def test_ingest_reports_quarantined_rows(tmp_path: Path) -> None:
     assert "inputs:      1 (0 loaded, 1 unchanged, 0 rejected)" in again.stdout
 
 
+def test_ingest_applies_the_size_limit_setting(tmp_path: Path) -> None:
+    big = write_long_csv(synthetic_prices(("AAA",), days=30), tmp_path / "big.csv")
+    small = write_long_csv(synthetic_prices(("BBB",), days=3), tmp_path / "small.csv")
+    env = {
+        "PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "PRICECAST_MAX_INPUT_BYTES": str(big.stat().st_size - 1),
+    }
+    result = pricecast("ingest", str(big), str(small), env=env)
+    assert result.returncode == 3, result.stderr
+    assert f"rejected: {big}" in result.stderr
+    assert f"{big}: {big.stat().st_size:,} bytes" in result.stderr
+    assert "PRICECAST_MAX_INPUT_BYTES" in result.stderr
+    assert "rows loaded: 3" in result.stdout
+    assert "superseded:  0 (lost to another input's row)" in result.stdout
+
+
 def test_exit_codes_say_when_input_was_rejected(tmp_path: Path) -> None:
     env = {"PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
     # A row quarantined: success, unless --strict.

@@ -125,3 +125,16 @@ def test_a_flow_override_that_names_no_setting_is_refused() -> None:
     # Read by every process that connects, from its environment: an override would be lost.
     with pytest.raises(ConfigurationError, match="set PRICECAST_STATEMENT_TIMEOUT there"):
         build_settings(overrides={"statement_timeout": 60})
+
+
+def test_the_size_limit_defaults_to_the_ingest_default_and_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.ingest.fetch import MAX_INPUT_BYTES
+
+    assert Settings().max_input_bytes == MAX_INPUT_BYTES == 4 * 2**30
+    monkeypatch.setenv("PRICECAST_MAX_INPUT_BYTES", "1000")
+    assert Settings().max_input_bytes == 1000
+    monkeypatch.setenv("PRICECAST_MAX_INPUT_BYTES", "0")
+    with pytest.raises(ValidationError):
+        Settings()

@@ -219,6 +219,13 @@ ingested_inputs = sa.Table(
     sa.Column("rows_loaded", sa.Integer, nullable=False),
     sa.Column("rows_quarantined", sa.Integer, nullable=False),
     sa.Column("rows_deferred", sa.Integer, nullable=False, comment="Dated after as_of_date."),
+    sa.Column(
+        "rows_superseded",
+        sa.Integer,
+        nullable=False,
+        server_default="0",
+        comment="Valid rows that lost to another input's row for the same ticker and date.",
+    ),
     sa.Column(c.AS_OF_DATE, sa.Date, comment="The as-of date it was ingested with."),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),

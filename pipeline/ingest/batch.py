@@ -43,6 +43,14 @@ class BatchRejected(InputFileError):
         self.line = line
 
 
+class InputTooLarge(BatchRejected):
+    """An input over the size limit of ``limit`` bytes (``PRICECAST_MAX_INPUT_BYTES``)."""
+
+    def __init__(self, origin: str, problem: str, limit: int) -> None:
+        super().__init__(origin, problem)
+        self.limit = limit
+
+
 @dataclass
 class RawBatch:
     """The rows of one input, as text.

@@ -32,6 +32,9 @@ Rules, for each ticker of the run (sorted, each once):
   ``error`` (``timed out after 4 attempts``, ``HTTP 500 Internal Server Error
   after 4 attempts``, ``HTTP 404 Not Found; not retried ...``) and the run
   goes on with the next ticker. The ingest stage reports it with the URL.
+* **Size.** A body over the run's ``max_input_bytes`` (``PRICECAST_MAX_INPUT_BYTES``)
+  is rejected whole, not retried: unread when its ``Content-Length`` says so,
+  else reading stops at the limit (the limit counts decoded bytes).
 * **Content.** A response's version is the SHA-256 of its body, so an
   unchanged answer to the same URL is skipped by the manifest. Its ``parse``
   reads the body as UTF-8 (a BOM is dropped) CSV in any layout the readers
@@ -59,7 +62,7 @@ import httpx
 from pipeline.errors import ConfigurationError
 from pipeline.files import sha256_bytes
 from pipeline.ingest.batch import BatchRejected, RawBatch
-from pipeline.ingest.fetch import FEED, FetchContext, FetchedInput
+from pipeline.ingest.fetch import FEED, FetchContext, FetchedInput, over_limit, too_large_input
 from pipeline.ingest.readers import parse_csv_text
 
 logger = logging.getLogger(__name__)
@@ -84,6 +87,18 @@ class _Retryable(Exception):
 
 class _Final(Exception):
     """A failure not worth repeating; the message is the whole one-line error."""
+
+
+class _TooLarge(Exception):
+    """A body over the size limit: declared so (``size``), or found so while reading
+    (``size`` ``None``; ``prefix`` holds the bytes read before stopping)."""
+
+    def __init__(self, size: int | None, limit: int, prefix: bytes = b"") -> None:
+        outcome = "rejected unread" if size is not None else "stopped reading there"
+        super().__init__(over_limit(size, limit, outcome))
+        self.size = size
+        self.limit = limit
+        self.prefix = prefix
 
 
 def template_fields(template: str) -> set[str]:
@@ -207,16 +222,22 @@ class HttpCsvSource:
                     logger.debug("%s: up to date through %s; not requested", ticker, end)
                     continue
                 url = self.url(ticker, start, end)
-                yield self._fetch_one(client, ticker, url)
+                yield self._fetch_one(client, ticker, url, context.max_input_bytes)
         finally:
             if self.client is None:
                 client.close()
 
-    def _fetch_one(self, client: httpx.Client, ticker: str, url: str) -> FetchedInput:
+    def _fetch_one(
+        self, client: httpx.Client, ticker: str, url: str, limit: int | None = None
+    ) -> FetchedInput:
         attempts = self.retries + 1
         for attempt in range(attempts):
             try:
-                response = self._get(client, ticker, url)
+                response, body = self._get(client, ticker, url, limit)
+            except _TooLarge as exc:
+                logger.warning("%s: %s", url, exc)
+                stamp = exc.prefix + f"|{exc.size}|{exc.limit}".encode()
+                return too_large_input(url, FEED, sha256_bytes(stamp), str(exc), exc.limit)
             except _Final as exc:
                 logger.warning("%s: %s", url, exc)
                 return FetchedInput(url, FEED, "", error=str(exc))
@@ -238,14 +259,20 @@ class HttpCsvSource:
                 )
                 time.sleep(wait)
                 continue
-            return _fetched(response, ticker, url)
+            return _fetched(response, body, ticker, url)
         raise AssertionError("unreachable: the loop returns on its last attempt")
 
-    def _get(self, client: httpx.Client, ticker: str, url: str) -> httpx.Response:
-        """One GET; raises ``_Retryable`` or ``_Final`` unless the answer is a 2xx."""
+    def _get(
+        self, client: httpx.Client, ticker: str, url: str, limit: int | None
+    ) -> tuple[httpx.Response, bytes]:
+        """One GET: the response and its body. Raises ``_Retryable`` or ``_Final`` unless
+        the answer is a 2xx, ``_TooLarge`` when the body is over ``limit`` bytes (read no
+        further than that)."""
         logger.debug("GET %s", url)
         try:
-            response = client.get(url, timeout=self.timeout)
+            with client.stream("GET", url, timeout=self.timeout) as response:
+                _check_status(response, ticker)
+                body = _read_body(response, limit)
         except httpx.TimeoutException as exc:
             raise _Retryable("timed out") from exc
         except httpx.RemoteProtocolError as exc:
@@ -254,18 +281,6 @@ class HttpCsvSource:
             raise _Retryable(f"connection failed ({_one_line(exc)})") from exc
         except httpx.HTTPError as exc:
             raise _Final(f"request failed: {type(exc).__name__}: {_one_line(exc)}") from exc
-        status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
-        if response.status_code == 429 or response.status_code >= 500:
-            raise _Retryable(status, _retry_after(response))
-        if response.status_code >= 400:
-            hint = (
-                f" (does the feed know the ticker {ticker!r}?)"
-                if response.status_code == 404
-                else ""
-            )
-            raise _Final(f"{status}; not retried{hint}")
-        if response.status_code >= 300:
-            raise _Final(f"{status}: a redirect that was not followed")
         expected = response.headers.get("Content-Length")
         if expected is not None and expected.isdigit():
             received = response.num_bytes_downloaded
@@ -273,11 +288,44 @@ class HttpCsvSource:
                 raise _Retryable(
                     f"the response was cut short (received {received} bytes, expected {expected})"
                 )
-        return response
+        return response, body
 
 
-def _fetched(response: httpx.Response, ticker: str, url: str) -> FetchedInput:
-    body = response.content
+def _check_status(response: httpx.Response, ticker: str) -> None:
+    """Raises ``_Retryable`` or ``_Final`` unless the status is a 2xx."""
+    status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    if response.status_code == 429 or response.status_code >= 500:
+        raise _Retryable(status, _retry_after(response))
+    if response.status_code >= 400:
+        hint = (
+            f" (does the feed know the ticker {ticker!r}?)" if response.status_code == 404 else ""
+        )
+        raise _Final(f"{status}; not retried{hint}")
+    if response.status_code >= 300:
+        raise _Final(f"{status}: a redirect that was not followed")
+
+
+def _read_body(response: httpx.Response, limit: int | None) -> bytes:
+    """The body, decoded from its Content-Encoding, read no further than ``limit`` bytes.
+
+    Raises:
+        _TooLarge: the declared length or the bytes read pass ``limit``.
+    """
+    declared = response.headers.get("Content-Length", "")
+    encoded = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if limit is not None and encoded == "identity" and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(int(declared), limit)
+    chunks: list[bytes] = []
+    total = 0
+    for chunk in response.iter_bytes():
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise _TooLarge(None, limit, b"".join(chunks))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _fetched(response: httpx.Response, body: bytes, ticker: str, url: str) -> FetchedInput:
     version = sha256_bytes(body)
     content_type = response.headers.get("Content-Type", "")
     return FetchedInput(url, FEED, version, parse=_parser(body, content_type, ticker, url, version))

@@ -26,7 +26,14 @@ from pathlib import Path
 
 from pipeline.errors import ConfigurationError, InputFileError
 from pipeline.files import sha256_bytes
-from pipeline.ingest.fetch import FILE, FetchContext, FetchedInput, PriceSource
+from pipeline.ingest.fetch import (
+    FILE,
+    FetchContext,
+    FetchedInput,
+    PriceSource,
+    over_limit,
+    too_large_input,
+)
 from pipeline.ingest.readers import expand_sources, parse_file_bytes
 from pipeline.ingest.yahoo import YahooSource
 
@@ -74,11 +81,19 @@ class FileSource:
         return expand_sources(self.paths)
 
     def fetch(self, context: FetchContext) -> Iterator[FetchedInput]:
+        """Each file in turn; one over ``context.max_input_bytes`` is rejected unread."""
+        limit = context.max_input_bytes
         for path in self.check():
             try:
-                payload = path.read_bytes()
+                size = path.stat().st_size
+                unread = limit is not None and size > limit
+                payload = b"" if unread else path.read_bytes()
             except OSError as exc:
                 yield FetchedInput(str(path), FILE, "", error=f"cannot read: {exc.strerror}")
+                continue
+            if unread:
+                assert limit is not None
+                yield _oversized_file(path, size, limit)
                 continue
             version = sha256_bytes(payload)
             yield FetchedInput(
@@ -86,9 +101,17 @@ class FileSource:
                 FILE,
                 version,
                 parse=lambda path=path, payload=payload, version=version: parse_file_bytes(
-                    path, payload, version
+                    path, payload, version, max_bytes=limit
                 ),
             )
+
+
+def _oversized_file(path: Path, size: int, limit: int) -> FetchedInput:
+    """A file over the size limit, rejected without reading it. Its version is not a
+    content hash (the content was not read) but one of its size and modification time."""
+    stamp = f"unread:{size}:{path.stat().st_mtime_ns}"
+    problem = over_limit(size, limit)
+    return too_large_input(str(path), FILE, sha256_bytes(stamp.encode()), problem, limit)
 
 
 def build_source(spec: str, *, http_options: Mapping[str, object] | None = None) -> PriceSource:

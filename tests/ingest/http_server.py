@@ -26,7 +26,8 @@ class Reply:
         delay: seconds to wait before answering (to make the client time out).
         content_length: the Content-Length header; default the body's length.
             A larger value, with the connection closed after the body, is a
-            truncated response.
+            truncated response; -1 sends none (the body ends when the connection
+            closes).
         headers: more headers.
     """
 
@@ -116,7 +117,8 @@ class FeedServer:
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", reply.content_type)
-                    self.send_header("Content-Length", str(length))
+                    if length >= 0:
+                        self.send_header("Content-Length", str(length))
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
                     if length != len(reply.body):

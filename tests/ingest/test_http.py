@@ -550,3 +550,72 @@ def test_build_source_makes_an_http_feed_with_its_options() -> None:
     assert feed.url("^GSPC", dt.date(2024, 1, 2), AS_OF) == (
         "https://feed.invalid/q/d/l/?s=%5EGSPC&d1=20240102&d2=20240105"
     )
+
+
+# --- size: a body over the limit is cut off -------------------------------------------------
+
+
+def test_a_body_declared_over_the_limit_is_rejected_unread(
+    engine: Engine, feed_server: FeedServer
+) -> None:
+    feed_server.route("/big/AAA.csv", csv_reply(GOOD_CSV))
+    feed_server.route("/big/BBB.csv", csv_reply(HEADER + "2024-01-02,5,5,5,5,1\n"))
+    limit = len(GOOD_CSV) - 1
+
+    with engine.begin() as conn:
+        report = ingest(
+            conn,
+            [source(feed_server, "/big/{ticker}.csv")],
+            as_of=AS_OF,
+            tickers=["AAA", "BBB"],
+            max_input_bytes=limit,
+        )
+
+    url = f"{feed_server.base_url}/big/AAA.csv"
+    aaa, bbb = report.inputs
+    assert (aaa.status, aaa.rows_read, bbb.status, bbb.rows_loaded) == ("rejected", 0, LOADED, 1)
+    assert aaa.error == (
+        f"{url}: {len(GOOD_CSV)} bytes (0.0 MiB), over the size limit of {limit} bytes "
+        "(PRICECAST_MAX_INPUT_BYTES); rejected unread: split the input, or raise the limit"
+    )
+    assert len(feed_server.requests_to("/big/AAA.csv")) == 1  # not retried
+    assert report.summary().inputs_rejected == 1
+    with engine.connect() as conn:
+        manifest = read_manifest(conn).set_index("origin")
+    assert manifest.loc[url, "status"] == "rejected"
+    assert "PRICECAST_MAX_INPUT_BYTES" in manifest.loc[url, "error"]
+
+
+def test_a_body_without_a_length_is_cut_off_at_the_limit(feed_server: FeedServer) -> None:
+    body = (HEADER + "2024-01-02,10.0,10.5,9.5,10.2,1000\n" * 200_000).encode()  # 7 MB
+    feed_server.route("/stream/AAA.csv", Reply(body, content_length=-1))
+    feed = source(feed_server, "/stream/{ticker}.csv", timeout=5)
+
+    started = time.monotonic()
+    (fetched,) = list(feed.fetch(FetchContext(AS_OF, ["AAA"], {}, max_input_bytes=100_000)))
+
+    assert time.monotonic() - started < 5
+    assert fetched.error is None and fetched.parse is not None
+    with pytest.raises(BatchRejected) as raised:
+        fetched.parse()
+    assert raised.value.problem == (
+        "more than 100,000 bytes, over the size limit of 100,000 bytes "
+        "(PRICECAST_MAX_INPUT_BYTES); stopped reading there: split the input, or raise the limit"
+    )
+
+
+def test_a_compressed_body_is_limited_by_its_decoded_size(feed_server: FeedServer) -> None:
+    import gzip
+
+    text = (HEADER + "2024-01-02,10.0,10.5,9.5,10.2,1000\n" * 50_000).encode()
+    packed = gzip.compress(text)
+    assert len(packed) < 100_000 < len(text)
+    feed_server.route("/gz/AAA.csv", Reply(packed, headers={"Content-Encoding": "gzip"}))
+    feed = source(feed_server, "/gz/{ticker}.csv")
+
+    (small,) = list(feed.fetch(FetchContext(AS_OF, ["AAA"], {}, max_input_bytes=100_000)))
+    (enough,) = list(feed.fetch(FetchContext(AS_OF, ["AAA"], {}, max_input_bytes=len(text))))
+
+    with pytest.raises(BatchRejected, match="stopped reading there"):
+        small.parse()  # type: ignore[misc]
+    assert enough.parse().rows == 50_000  # type: ignore[misc]

@@ -15,6 +15,7 @@ from helpers import synthetic_prices, table_snapshot, write_long_csv
 from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
+from pipeline.db.manifest import read_manifest
 from pipeline.db.migrate import open_database
 from pipeline.db.prices import read_closes
 from pipeline.db.schema import metadata, prices
@@ -148,10 +149,335 @@ def test_a_folder_is_one_info_line_and_each_file_a_debug_line(
     assert len(info) == 2 and info[0].startswith("ingesting from")
     assert info[1].endswith(
         ": 3 inputs (0 unchanged, 0 rejected); 15 rows read, 15 loaded, 0 quarantined, "
-        "0 deferred, 3 flagged"  # 2024-01-01, a holiday, flagged once per ticker
+        "0 deferred, 0 superseded, 3 flagged"  # 2024-01-01, a holiday, flagged once per ticker
     )
     assert sorted(line.split(": ")[0].rsplit("/", 1)[-1] for line in debug) == [
         "AAA.csv",
         "BBB.csv",
         "CCC.csv",
     ]
+
+
+# --- bounded inputs --------------------------------------------------------------------------
+
+
+def test_a_file_over_the_size_limit_is_rejected_unread_and_the_others_load(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for ticker in ("AAA", "CCC"):
+        write_long_csv(synthetic_prices((ticker,), days=5), folder / f"{ticker}.csv")
+    big = folder / "BBB.csv"
+    big.write_text("ticker,date,close\n" + "BBB,2024-01-02,1.0\n" * 1000)
+    size = big.stat().st_size
+    read = []
+    original = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        read.append(self.name)
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+    report = _ingest(engine, folder, max_input_bytes=size - 1)
+
+    assert read == ["AAA.csv", "CCC.csv"]  # BBB.csv was never opened
+    assert [(Path(r.origin).name, r.status, r.rows_loaded) for r in report.inputs] == [
+        ("AAA.csv", "loaded", 5),
+        ("BBB.csv", "rejected", 0),
+        ("CCC.csv", "loaded", 5),
+    ]
+    error = report.inputs[1].error
+    assert error == (
+        f"{big}: {size:,} bytes (0.0 MiB), over the size limit of {size - 1:,} bytes "
+        "(PRICECAST_MAX_INPUT_BYTES); rejected unread: split the input, or raise the limit"
+    )
+    assert report.summary().inputs_rejected == 1
+    with engine.connect() as conn:
+        manifest = read_manifest(conn).set_index("origin")
+    assert manifest.loc[str(big), ["status", "error", "rows_read"]].tolist() == [
+        "rejected",
+        error,
+        0,
+    ]
+    # each run rejects it again, unread; with a higher limit it loads
+    read.clear()
+    again = _ingest(engine, folder, max_input_bytes=size - 1)
+    assert [r.status for r in again.inputs] == ["unchanged", "rejected", "unchanged"]
+    assert read == ["AAA.csv", "CCC.csv"]  # hashed to see they are unchanged
+    raised = _ingest(engine, folder, max_input_bytes=size)
+    assert [(r.status, r.rows_read) for r in raised.inputs] == [
+        ("unchanged", 0),
+        ("loaded", 1000),
+        ("unchanged", 0),
+    ]
+
+
+def test_a_gzipped_file_may_not_decompress_past_the_limit(engine: Engine, tmp_path: Path) -> None:
+    import gzip
+
+    text = ("ticker,date,close\n" + "BBB,2024-01-02,1.0\n" * 10_000).encode()
+    path = tmp_path / "BBB.csv.gz"
+    path.write_bytes(gzip.compress(text))
+    assert path.stat().st_size < 10_000 < len(text)
+
+    report = _ingest(engine, path, max_input_bytes=10_000)
+
+    (result,) = report.inputs
+    assert result.status == "rejected"
+    assert result.error == (
+        f"{path}: decompressed, more than 10,000 bytes, over the size limit of 10,000 bytes "
+        "(PRICECAST_MAX_INPUT_BYTES); rejected: split the input, or raise the limit"
+    )
+    assert _ingest(engine, path, max_input_bytes=len(text)).inputs[0].rows_read == 10_000
+
+
+# --- superseded rows -------------------------------------------------------------------------
+
+
+def _counts(report: object) -> list[tuple]:
+    return [
+        (
+            Path(r.origin).name,
+            r.rows_read,
+            r.rows_loaded,
+            r.rows_quarantined,
+            r.rows_deferred,
+            r.rows_superseded,
+        )
+        for r in report.inputs  # type: ignore[attr-defined]
+    ]
+
+
+def _manifest_counts(engine: Engine) -> dict[str, list[int]]:
+    names = ["rows_read", "rows_loaded", "rows_quarantined", "rows_deferred", "rows_superseded"]
+    with engine.connect() as conn:
+        manifest = read_manifest(conn)
+    return {
+        Path(origin).name: [int(value) for value in values]
+        for origin, *values in manifest[["origin", *names]].itertuples(index=False)
+    }
+
+
+def test_a_row_replaced_by_a_later_file_of_the_same_ingest_is_superseded(
+    engine: Engine, tmp_path: Path
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    _write(folder / "prices-1.csv", ["AAA,2024-01-02,10", "AAA,2024-01-03,11"])
+    _write(folder / "prices-2.csv", ["AAA,2024-01-03,11.5", "AAA,2024-01-04,12"])
+
+    report = _ingest(engine, folder)
+
+    assert _counts(report) == [
+        ("prices-1.csv", 2, 1, 0, 0, 1),
+        ("prices-2.csv", 2, 2, 0, 0, 0),
+    ]
+    assert (report.rows_read, report.rows_loaded, report.rows_superseded) == (4, 3, 1)
+    assert report.summary().rows_superseded == 1
+    assert len(_prices(engine)) == report.rows_loaded
+    assert _manifest_counts(engine) == {
+        "prices-1.csv": [2, 1, 0, 0, 1],
+        "prices-2.csv": [2, 2, 0, 0, 0],
+    }
+
+
+def test_superseded_rows_are_counted_on_every_engine(portable_db_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    _write(folder / "prices-1.csv", ["AAA,2024-01-02,10", "AAA,2024-01-03,11"])
+    _write(folder / "prices-2.csv", ["AAA,2024-01-03,11.5", "AAA,2024-01-04,12"])
+    late = _write(tmp_path / "prices-0.csv", ["AAA,2024-01-04,13", "AAA,2024-01-05,14"])
+    engine = open_database(portable_db_url)
+    try:
+        first = _ingest(engine, folder)
+        second = _ingest(engine, late)
+        assert [r.rows_superseded for r in first.inputs] == [1, 0]
+        assert _counts(second) == [("prices-0.csv", 2, 1, 0, 0, 1)]
+        assert len(_prices(engine)) == 4
+    finally:
+        engine.dispose()
+
+
+def test_a_row_kept_out_by_a_stored_later_file_is_superseded(
+    engine: Engine, tmp_path: Path
+) -> None:
+    later = _write(tmp_path / "prices-2.csv", ["AAA,2024-01-03,11.5", "AAA,2024-01-04,12"])
+    earlier = _write(tmp_path / "prices-1.csv", ["AAA,2024-01-02,10", "AAA,2024-01-03,11"])
+    _ingest(engine, later)
+
+    report = _ingest(engine, earlier)
+
+    assert _counts(report) == [("prices-1.csv", 2, 1, 0, 0, 1)]
+    assert _manifest_counts(engine)["prices-1.csv"] == [2, 1, 0, 0, 1]
+    stored = {row[1]: (row[5], row[-1]) for row in _prices(engine)}
+    assert stored[dt.date(2024, 1, 3)] == (11.5, "prices-2.csv")
+
+
+def test_a_file_row_replaced_by_a_feed_of_the_same_ingest_is_superseded(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from pipeline.ingest.fetch import FEED, FetchedInput
+    from pipeline.ingest.load import ingest
+    from pipeline.ingest.readers import parse_csv_text
+    from pipeline.ingest.sources import FileSource
+
+    path = _write(tmp_path / "prices.csv", ["AAA,2024-01-02,10", "AAA,2024-01-03,11"])
+    url = "https://feed.example/AAA.csv"
+    text = "ticker,date,close\nAAA,2024-01-03,11.25\n"
+
+    class Feed:
+        def describe(self) -> str:
+            return "a feed"
+
+        def fetch(self, context: object) -> object:
+            yield FetchedInput(url, FEED, "v1", parse=lambda: parse_csv_text(text, url, url, "v1"))
+
+    with engine.begin() as conn:
+        report = ingest(conn, [FileSource([path]), Feed()])
+
+    assert _counts(report) == [("prices.csv", 2, 1, 0, 0, 1), ("AAA.csv", 1, 1, 0, 0, 0)]
+    assert len(_prices(engine)) == report.rows_loaded == 2
+
+
+def _rejected_rows(engine: Engine) -> int:
+    from pipeline.db.schema import rejected_prices
+
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(rejected_prices)).scalar_one()
+
+
+def test_a_file_that_is_not_prices_is_rejected_after_its_first_rows(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from pipeline.ingest.readers import PROBE_ROWS
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    write_long_csv(synthetic_prices(("AAA",), days=5), folder / "AAA.csv")
+    junk = folder / "junk.csv"
+    junk.write_text(
+        "ticker,date,close\n"
+        + "".join(f"row {n},see the attached,page {n}\n" for n in range(50_000))
+    )
+
+    report = _ingest(engine, folder)
+
+    assert [(Path(r.origin).name, r.status, r.rows_read) for r in report.inputs] == [
+        ("AAA.csv", "loaded", 5),
+        ("junk.csv", "rejected", 0),
+    ]
+    assert report.inputs[1].error == (
+        f"{junk}: not prices: 0 of its first {PROBE_ROWS:,} rows have a whole YYYY-MM-DD date "
+        "and a numeric close (line 2 reads 'row 0,see the attached,page 0'); "
+        "rejected whole, the rest unread"
+    )
+    assert _rejected_rows(engine) == 0  # not 50,000 quarantined rows
+    with engine.connect() as conn:
+        manifest = read_manifest(conn).set_index("origin")
+    assert manifest.loc[str(junk), "status"] == "rejected"
+    assert manifest.loc[str(junk), "error"].startswith(f"{junk}: not prices: 0 of its first")
+
+
+def test_junk_without_a_price_header_is_rejected_before_its_rows_are_read(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.ingest.readers as readers
+
+    junk = tmp_path / "server.csv"
+    junk.write_text(
+        'when,"what happened"\n' + "".join(f'{n},"a ""log"" line"\n' for n in range(20_000))
+    )
+    monkeypatch.setattr(readers, "_from_rows", None)  # the rows are never split
+
+    (result,) = _ingest(engine, junk).inputs
+
+    assert result.status == "rejected"
+    assert result.error == (
+        f"{junk}, line 1: no date column (expected one of date, trade_date, datetime, "
+        "timestamp); the header is when,what happened"
+    )
+
+
+def test_a_large_file_with_some_prices_among_bad_rows_is_read_row_by_row(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.ingest.readers as readers
+
+    monkeypatch.setattr(readers, "PROBE_ROWS", 20)
+    monkeypatch.setattr(readers, "PROBE_MIN_PRICES", 2)
+    path = tmp_path / "prices.csv"
+    bad = [f"AAA,2024-01-0{n % 9 + 1},n/a" for n in range(18)]
+    _write(path, [*bad, "AAA,2024-01-02,10", "AAA,2024-01-03,11", "AAA,2024-01-04,12"])
+
+    (result,) = _ingest(engine, path).inputs
+
+    assert (result.status, result.rows_read, result.rows_loaded) == ("loaded", 21, 3)
+    assert result.rows_quarantined == 18
+
+
+def test_a_parquet_file_that_is_not_prices_is_rejected(engine: Engine, tmp_path: Path) -> None:
+    import pipeline.ingest.readers as readers
+
+    path = tmp_path / "junk.parquet"
+    pd.DataFrame(
+        {"date": ["soon"] * readers.PROBE_ROWS, "close": ["high"] * readers.PROBE_ROWS}
+    ).to_parquet(path)
+
+    (result,) = _ingest(engine, path).inputs
+
+    assert result.status == "rejected"
+    assert "not prices: 0 of its first" in (result.error or "")
+    assert _rejected_rows(engine) == 0
+
+
+# --- progress of large inputs ----------------------------------------------------------------
+
+
+def test_a_large_file_logs_its_progress(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import pipeline.ingest.load as load
+
+    monkeypatch.setattr(load, "PROGRESS_ROWS", 10)
+    path = write_long_csv(synthetic_prices(("AAA",), days=25), tmp_path / "AAA.csv")
+    small = write_long_csv(synthetic_prices(("BBB",), days=5), tmp_path / "BBB.csv")
+    caplog.set_level(logging.INFO, logger="pipeline.ingest.load")
+
+    report = _ingest(engine, path, small)
+
+    assert report.rows_loaded == 30
+    lines = [r.getMessage() for r in caplog.records if r.message.startswith(str(path))]
+    stages = [line.split(": ", 1)[1].split(" rows in ")[0] for line in lines]
+    assert stages == [
+        "read 25 of 25",
+        "validated 25 of 25",
+        "upserted 10 of 25",
+        "upserted 20 of 25",
+        "upserted 25 of 25",
+        "done 25 of 25",
+    ]
+    assert all(line.endswith(" rows/s)") for line in lines)
+    assert not [r for r in caplog.records if r.getMessage().startswith(str(small))]
+
+
+def test_a_slow_input_logs_its_progress_whatever_its_size(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import pipeline.ingest.load as load
+
+    monkeypatch.setattr(load, "PROGRESS_SECONDS", 0.0)
+    path = write_long_csv(synthetic_prices(("AAA",), days=5), tmp_path / "AAA.csv")
+    caplog.set_level(logging.INFO, logger="pipeline.ingest.load")
+
+    _ingest(engine, path)
+
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(path))]
+    assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["read", "validated", "done"]

@@ -363,9 +363,7 @@ def test_a_damaged_sequence_file_is_rebuilt_from_the_database(
     else:
         path.unlink()
     with engine.begin() as conn, caplog.at_level(logging.WARNING):
-        result = train(
-            conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL, workers=0
-        )
+        result = train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL, workers=0)
     assert result.created and result.tickers == ["AAA", "BBB"]
     assert path.read_bytes() == built
     warned = [r.getMessage() for r in caplog.records if "rebuilding it" in r.getMessage()]
@@ -450,4 +448,3 @@ def test_a_damaged_file_of_another_version_is_only_reported(
     assert any("it is not the champion" in r.getMessage() for r in caplog.records)
     with engine.connect() as conn:
         assert count_models(conn) == count
-
