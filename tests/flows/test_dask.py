@@ -207,8 +207,9 @@ def test_the_backtest_command_on_local_threads_prints_the_serial_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import flows.cli
+    import flows.commands
 
-    monkeypatch.setattr(flows.cli, "_quiet_console_tracebacks", lambda *args: None)  # cosmetic
+    monkeypatch.setattr(flows.commands, "quiet_console_tracebacks", lambda *args: None)  # cosmetic
     for name, value in TINY_OVERRIDES.items():
         monkeypatch.setenv(f"PRICECAST_{name.upper()}", str(value))
     monkeypatch.delenv("PRICECAST_DASK_ADDRESS", raising=False)
