@@ -22,6 +22,8 @@ from pipeline.trading_calendar import trading_days
 #: Ten New York trading days around Presidents' Day (Monday 2024-02-19, closed).
 START, END = dt.date(2024, 2, 12), dt.date(2024, 2, 26)
 DAYS = [dt.date(2024, 2, day) for day in (12, 13, 14, 15, 16, 20, 21, 22, 23, 26)]
+#: The backfill compared with daily runs: five of them, across the holiday.
+BACKFILLED = DAYS[3:8]
 
 FORECAST_COLUMNS = (
     c.TICKER,
@@ -91,11 +93,11 @@ def test_a_backfill_writes_exactly_what_the_daily_runs_would_have(tmp_path: Path
             "overrides": TINY,
         }
 
-    daily = [daily_pipeline(as_of_date=day, **params("daily")) for day in DAYS]
-    result = backfill(start_date=START, end_date=END, **params("backfill"))
+    daily = [daily_pipeline(as_of_date=day, **params("daily")) for day in BACKFILLED]
+    result = backfill(start_date=BACKFILLED[0], end_date=BACKFILLED[-1], **params("backfill"))
 
-    assert result["trading_days"] == [day.isoformat() for day in DAYS]
-    assert [run["as_of"] for run in result["runs"]] == [day.isoformat() for day in DAYS]
+    assert result["trading_days"] == [day.isoformat() for day in BACKFILLED]
+    assert [run["as_of"] for run in result["runs"]] == [day.isoformat() for day in BACKFILLED]
     assert [
         (run["action"], run["model_version"], run["champion_version"]) for run in result["runs"]
     ] == [(s.model.action, s.model.model_version, s.model.champion_version) for s in daily]
@@ -105,7 +107,7 @@ def test_a_backfill_writes_exactly_what_the_daily_runs_would_have(tmp_path: Path
 
     daily_url, backfill_url = params("daily")["database_url"], params("backfill")["database_url"]
     expected = _rows(daily_url, forecasts, FORECAST_COLUMNS)
-    assert len(expected) == len(DAYS) * 2 * 5  # days x tickers x horizon
+    assert len(expected) == len(BACKFILLED) * 2 * 5  # days x tickers x horizon
     assert _rows(backfill_url, forecasts, FORECAST_COLUMNS) == expected
     assert _rows(backfill_url, models, MODEL_COLUMNS) == _rows(daily_url, models, MODEL_COLUMNS)
 
