@@ -18,6 +18,10 @@ records itself. The rules:
   prices, champion and forecasts since (``pipeline.db.runs``), returns that
   run's summary marked ``unchanged`` after ingesting; ``rerun`` runs every
   stage anyway.
+* **The lock**: before each stage and before recording itself, a run checks
+  that it still holds the database's lock (``pipeline.db.lock.assert_lock_held``);
+  if the lock's connection was lost, the server released the lock and another
+  run may have started, so the run stops there with ``LockLostError``.
 * **Shards**: per-shard summaries merge into the summary of one stage over
   all the tickers (``merge_sequence_summaries``, ``merge_forecast_summaries``).
 
@@ -37,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.db.engine import describe_url
+from pipeline.db.lock import assert_lock_held
 from pipeline.db.runs import run_key
 from pipeline.errors import MissingDataError, StaleDataError
 from pipeline.freshness import describe_stale
@@ -185,8 +190,10 @@ def daily_run(
     Raises:
         MissingDataError: no prices to forecast from.
         StaleDataError: under the freshness rule above.
+        LockLostError: the run's lock was lost (checked before each stage).
     """
     url = settings.resolved_database_url
+    assert_lock_held(url, "ingesting")
     home = str(settings.home_path)
     wanted = settings.tickers
     if not settings.sources:
@@ -219,9 +226,11 @@ def daily_run(
         stages.publish(summary, stages.forecast_rows(url, as_of, summary.model.champion_version))
         return summary
 
+    assert_lock_held(url, "building sequences")
     built = stages.sequences(url, home, as_of, tickers, settings.sequence_config())
     if built.skipped:
         logger.warning("tickers without enough history, skipped: %s", built.skipped)
+    assert_lock_held(url, "training")
     trained = stages.train(
         url,
         home,
@@ -241,13 +250,16 @@ def daily_run(
     )
     if trained.created:
         logger.info("v%s %s", trained.model_version, trained.decision)
+    assert_lock_held(url, "forecasting")
     forecasted = stages.forecast(
         url, as_of, built.tickers, settings.horizon, trained.champion_version
     )
     backtest = stages.backtest_summary(url)
+    assert_lock_held(url, "collecting old files")
     retention = stages.retention(
         url, home, as_of, settings.keep_unpromoted, settings.keep_days, now
     )
+    assert_lock_held(url, "writing the report")
     summary = RunSummary(
         database=describe_url(url),
         home=home,
@@ -262,6 +274,7 @@ def daily_run(
         report=stages.report(url, home, as_of),
         unchanged=False,
     )
+    assert_lock_held(url, "recording the run")
     stages.record_run(url, key, DAILY_RUN, as_of, summary)
     stages.publish(summary, stages.forecast_rows(url, as_of, trained.champion_version))
     logger.info(

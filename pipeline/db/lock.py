@@ -23,8 +23,15 @@ database without it (new, or older than revision ``0010_pipeline_lock``) has
 its schema created or upgraded first (``ensure_schema`` serialises itself).
 
 If the lock's connection is lost during the run, the server has released the
-lock; the release at the end then logs that (the run's own outcome, error or
-not, is what the caller sees) rather than fail with an error of its own.
+lock and another run may start. ``assert_lock_held`` (or the ``assert_held``
+of what ``pipeline_lock`` yields) pings the lock's connection (PostgreSQL: is
+the table lock still granted to its session) and raises ``LockLostError``
+once it is gone; the daily run's policy (``pipeline.run.daily_run``) calls it
+before each stage and before recording the run, so such a run stops at the
+next stage boundary with that as its error. A check costs one round trip; a
+run that does not hold the lock (a test calling the policy directly) is not
+checked. The release at the end also logs a loss (the run's own outcome, error
+or not, is what the caller sees) rather than fail with an error of its own.
 
 A second run waits for the first (up to ``wait_seconds``, then a clear
 error). The lock is re-entrant within one run: a backfill holds it and the
@@ -37,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -53,7 +61,6 @@ logger = logging.getLogger(__name__)
 #: How long a run waits for another run's lock by default.
 DEFAULT_WAIT_SECONDS = 6 * 3600
 _POLL_SECONDS = 0.5
-_HELD: ContextVar[frozenset[str]] = ContextVar("pricecast_held_locks", default=frozenset())
 
 
 class LockTimeoutError(PricecastError):
@@ -64,6 +71,58 @@ class LockRefusedError(PricecastError):
     """The role connecting may not take the lock: it is the read-only role."""
 
 
+class LockLostError(PricecastError):
+    """The connection holding the lock was lost during the run: the server released it."""
+
+
+class HeldLock:
+    """The pipeline lock a run holds: ``assert_held`` checks that it still does."""
+
+    def __init__(self, database_url: str, conn: sa.Connection | None = None) -> None:
+        self.database = describe_url(database_url)
+        self._conn = conn
+        self._guard = threading.Lock()
+        #: Why the lock was lost (the driver's message), once a check found it gone.
+        self.lost: str | None = None
+
+    def assert_held(self, before: str = "") -> None:
+        """Ping the lock's connection; raise if the lock is gone.
+
+        Raises:
+            LockLostError: the connection was lost (or reset), so the server released
+                the lock and another run may have started.
+        """
+        if self._conn is not None and self.lost is None:
+            with self._guard:
+                try:
+                    if not _held_now(self._conn):
+                        self.lost = "its session no longer holds the lock"
+                except sa.exc.SQLAlchemyError as exc:
+                    orig = getattr(exc, "orig", None) or exc
+                    self.lost = " ".join(str(orig).split())[:200] or type(orig).__name__
+        if self.lost is not None:
+            where = f"; the run stopped before {before}, writing nothing more" if before else ""
+            raise LockLostError(
+                f"the connection holding the pipeline lock on {self.database} was lost "
+                f"({self.lost}): the server released the lock, so another run may have "
+                f"started meanwhile{where}"
+            )
+
+
+_HELD: ContextVar[dict[str, HeldLock]] = ContextVar("pricecast_held_locks", default={})  # noqa: B039
+
+
+def assert_lock_held(database_url: str, before: str = "") -> None:
+    """Check the lock this run holds on the database, if it holds one (``HeldLock.assert_held``).
+
+    Raises:
+        LockLostError: the lock's connection was lost since the lock was taken.
+    """
+    held = _HELD.get().get(lock_key(database_url))
+    if held is not None:
+        held.assert_held(before)
+
+
 def lock_key(database_url: str) -> str:
     """A hash of the URL without the password: which locks this run already holds
     (re-entrance). The lock itself belongs to the database, whatever its URL's spelling."""
@@ -71,24 +130,28 @@ def lock_key(database_url: str) -> str:
 
 
 @contextlib.contextmanager
-def pipeline_lock(database_url: str, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> Iterator[None]:
-    """Hold the database's pipeline lock for the block (see the module docstring).
+def pipeline_lock(
+    database_url: str, wait_seconds: float = DEFAULT_WAIT_SECONDS
+) -> Iterator[HeldLock]:
+    """Hold the database's pipeline lock for the block (see the module docstring); the
+    block gets the ``HeldLock`` (the outer one when re-entered).
 
     Raises:
         LockTimeoutError: another run held it for more than ``wait_seconds``.
     """
     key = lock_key(database_url)
-    if key in _HELD.get():
-        yield
+    outer = _HELD.get().get(key)
+    if outer is not None:
+        yield outer
         return
     started = time.monotonic()
-    with _acquire(database_url, key, wait_seconds):
+    with _acquire(database_url, wait_seconds) as held:
         waited = time.monotonic() - started
         if waited > 1:
             logger.info("waited %.0f s for another run to release the database", waited)
-        token = _HELD.set(_HELD.get() | {key})
+        token = _HELD.set({**_HELD.get(), key: held})
         try:
-            yield
+            yield held
         finally:
             _HELD.reset(token)
 
@@ -108,16 +171,16 @@ _MYSQL_IDLE_SECONDS = 31536000
 
 
 @contextlib.contextmanager
-def _acquire(database_url: str, key: str, wait_seconds: float) -> Iterator[None]:
+def _acquire(database_url: str, wait_seconds: float) -> Iterator[HeldLock]:
     url = parse_url(database_url)
     path = sqlite_path(url)
-    if url.get_backend_name() == "sqlite":
+    if url.get_backend_name() == "sqlite":  # a file lock is never lost
         if path is None:  # in-memory: nothing else can see it
-            yield
+            yield HeldLock(database_url)
             return
         path = path.resolve()
         with _file_lock(path.with_name(path.name + ".lock"), database_url, wait_seconds):
-            yield
+            yield HeldLock(database_url)
         return
     # ``connect`` turns an unreachable server or a missing driver into the same
     # one-line errors as the rest of the pipeline gives. No statement timeout: the
@@ -163,10 +226,13 @@ def _acquire(database_url: str, key: str, wait_seconds: float) -> Iterator[None]
                         raise _timeout(database_url, wait_seconds) from None
                     if postgres:  # MariaDB/MySQL waited a second in ``take``
                         time.sleep(_POLL_SECONDS)
+            held = HeldLock(database_url, conn)
             try:
-                yield
+                yield held
             finally:
-                _release(conn, database_url)
+                with held._guard:
+                    if held.lost is None:
+                        _release(conn, database_url)
     finally:
         engine.dispose()
 
@@ -209,12 +275,13 @@ def _refused(exc: sa.exc.DBAPIError, database_url: str) -> PricecastError:
     )
 
 
-def _release(conn: sa.Connection, database_url: str) -> None:
-    """Release the lock; a lost connection (the server released it then) is logged,
-    never raised over the run's own outcome."""
-    try:
-        if conn.dialect.name == "postgresql":
-            held = conn.execute(
+def _held_now(conn: sa.Connection) -> bool:
+    """Whether the lock's session still holds it (one round trip). PostgreSQL: the
+    table lock granted to the session; MariaDB/MySQL: the session answers (its table
+    locks end only with it)."""
+    if conn.dialect.name == "postgresql":
+        return bool(
+            conn.execute(
                 sa.text(
                     "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
                     "AND locktype = 'relation' AND relation = CAST(:t AS regclass) "
@@ -222,6 +289,17 @@ def _release(conn: sa.Connection, database_url: str) -> None:
                 ),
                 {"t": LOCK_TABLE},
             ).scalar()
+        )
+    conn.execute(sa.text("SELECT 1")).scalar()
+    return True
+
+
+def _release(conn: sa.Connection, database_url: str) -> None:
+    """Release the lock; a lost connection (the server released it then) is logged,
+    never raised over the run's own outcome."""
+    try:
+        if conn.dialect.name == "postgresql":
+            held = _held_now(conn)
             conn.rollback()
         else:
             conn.execute(sa.text("UNLOCK TABLES"))
