@@ -1,0 +1,156 @@
+"""``kill -9`` at each stage boundary of a daily run, then a plain rerun: the database and
+the model files converge to those of a run that was never killed.
+
+The killed run is a subprocess (``_KILLED``) that runs ``daily_run`` under the
+pipeline lock with one stage replaced by a ``SIGKILL`` of its own process: no
+``finally``, no rollback but the database's, exactly as a machine that loses
+power between two stages. The rerun and the reference run happen here. What
+is compared: every row of every table (times, model file digests and what the
+run itself ingested made neutral: they differ between any two runs) and the
+files under ``models/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from helpers import TINY_OVERRIDES, synthetic_prices, write_long_csv
+
+from pipeline import stages
+from pipeline.db.lock import pipeline_lock
+from pipeline.db.migrate import open_database
+from pipeline.db.schema import metadata
+from pipeline.run import daily_run, local_stages
+from pipeline.settings import Settings
+
+NOW = dt.datetime(2024, 3, 25, 22, 0, tzinfo=dt.UTC)
+
+#: The killed run: ``daily_run`` with the stage named in argv[1] replaced by SIGKILL.
+_KILLED = """
+import dataclasses, datetime as dt, os, signal, sys
+from pipeline.db.lock import pipeline_lock
+from pipeline.run import daily_run, local_stages
+from pipeline.settings import Settings
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+stages = dataclasses.replace(local_stages(), **{sys.argv[1]: killed})
+settings = Settings()
+with pipeline_lock(settings.resolved_database_url):
+    daily_run(stages, settings, None, "auto", run_id="run",
+              now=dt.datetime(2024, 3, 25, 22, 0, tzinfo=dt.UTC))
+"""
+
+#: Columns whose values differ between any two runs, whatever happened: times, and the
+#: digests of model files (a ``.keras`` file is a zip that records when it was written).
+_VOLATILE_COLUMNS = ("trained_at", "created_at", "ingested_at", "finished_at", "changed_at")
+_VOLATILE_COLUMNS += ("file_sha256",)
+#: Keys of a run's stored summary that differ between any two runs: the digest of the
+#: report (which says when it was written), and what the run itself ingested (after a
+#: kill, the killed run ingested and the next run finds its input unchanged).
+_VOLATILE_SUMMARY = ("ingest", "report_sha256")
+#: What a run's summary says of the model that every run converging on one state must
+#: agree on; the rest says what that run did (after a kill past training, the next run
+#: reuses the model the killed run trained, and fitted nothing itself).
+_MODEL_OUTCOME = ("model_version", "champion_version", "promoted", "data_through", "tickers")
+
+
+def _environment(folder: Path, source: Path) -> dict[str, str]:
+    return {
+        "PRICECAST_DATABASE_URL": f"sqlite:///{folder / 'pricecast.db'}",
+        "PRICECAST_HOME": str(folder / "home"),
+        "PRICECAST_SOURCE": str(source),
+        "PRICECAST_TRAIN_WORKERS": "0",
+        **{f"PRICECAST_{key.upper()}": str(value) for key, value in TINY_OVERRIDES.items()},
+    }
+
+
+def _run(environment: dict[str, str]) -> None:
+    settings = Settings(
+        database_url=environment["PRICECAST_DATABASE_URL"],
+        home=environment["PRICECAST_HOME"],
+        source=[environment["PRICECAST_SOURCE"]],
+        train_workers=0,
+        **TINY_OVERRIDES,
+    )
+    with pipeline_lock(settings.resolved_database_url):
+        daily_run(local_stages(), settings, None, "auto", run_id="run", now=NOW)
+
+
+def _neutral(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    row = {
+        name: "<varies>" if name in _VOLATILE_COLUMNS and value is not None else value
+        for name, value in row.items()
+    }
+    if table == "run_states":
+        summary = {k: v for k, v in row["summary"].items() if k not in _VOLATILE_SUMMARY}
+        summary["model"] = {key: summary["model"][key] for key in _MODEL_OUTCOME}
+        row["summary"] = summary
+    return row
+
+
+def _state(environment: dict[str, str]) -> dict[str, Any]:
+    """Every row of every table, with what differs between any two runs made neutral, and
+    the model files."""
+    engine = open_database(environment["PRICECAST_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            tables = {
+                table.name: sorted(
+                    repr(_neutral(table.name, dict(row._mapping)))
+                    for row in conn.execute(sa.select(table))
+                )
+                for table in metadata.sorted_tables
+            }
+    finally:
+        engine.dispose()
+    models = Path(environment["PRICECAST_HOME"]) / "models"
+    files = sorted(str(path.relative_to(models)) for path in models.rglob("*") if path.is_file())
+    return {"tables": tables, "model files": files}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("prices")
+    return write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), folder / "p.csv")
+
+
+@pytest.mark.parametrize(
+    "stage", ["sequences", "train", "forecast", "retention", "report", "record_run", "publish"]
+)
+def test_a_run_killed_before_a_stage_converges_on_the_next_run(
+    tmp_path: Path, source: Path, stage: str
+) -> None:
+    # The reference and the killed run use one folder, in turn: paths are part of a
+    # run's key and of the rows.
+    environment = _environment(tmp_path / "run", source)
+    _run(environment)
+    reference = _state(environment)
+    assert reference["model files"] and reference["tables"]["forecasts"]
+    stages.database(environment["PRICECAST_DATABASE_URL"]).dispose()  # of the removed file
+    stages.database.cache_clear()
+    shutil.rmtree(tmp_path / "run")
+
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED, stage],
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    _run(environment)  # the next run, as the schedule would start it
+    state = _state(environment)
+    assert state["model files"] == reference["model files"]
+    for table, rows in reference["tables"].items():
+        assert set(state["tables"][table]) ^ set(rows) == set(), table
