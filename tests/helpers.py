@@ -86,3 +86,27 @@ def drop_everything(engine: Engine) -> None:
             conn.execute(sa.text(f"DROP VIEW IF EXISTS {view}"))
         metadata.drop_all(conn)
         conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+
+
+def terminate_lock_backend(admin_url: str) -> None:
+    """Kill, from an admin connection, the PostgreSQL session holding the pipeline lock
+    (as a lost network or a server restart would end it)."""
+    from pipeline.db.engine import connect
+
+    admin = connect(admin_url)
+    try:
+        with admin.connect() as conn:
+            killed = (
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                        "WHERE locktype = 'relation' AND relation = 'pipeline_lock'::regclass "
+                        "AND mode = 'ExclusiveLock' AND granted AND pid <> pg_backend_pid()"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert killed == [True]
+    finally:
+        admin.dispose()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import terminate_lock_backend
 
 from pipeline.db.lock import LockTimeoutError, pipeline_lock
 
@@ -124,26 +125,8 @@ def test_every_spelling_names_one_lock_on_mariadb(mariadb_server_url: str, tmp_p
 def test_a_lost_lock_connection_is_reported_not_raised_over_the_run(
     postgres_server_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import sqlalchemy as sa
-
-    from pipeline.db.engine import connect
-
-    admin = connect(postgres_server_url)
     with pipeline_lock(postgres_server_url, wait_seconds=5):
-        with admin.connect() as conn:
-            killed = (
-                conn.execute(
-                    sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                        "WHERE locktype = 'relation' AND relation = 'pipeline_lock'::regclass "
-                        "AND mode = 'ExclusiveLock' AND granted AND pid <> pg_backend_pid()"
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        assert killed == [True]
-    admin.dispose()
+        terminate_lock_backend(postgres_server_url)
     assert "was lost during the run" in caplog.text
     with pipeline_lock(postgres_server_url, wait_seconds=1):  # free again
         pass

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers import TINY_OVERRIDES, drop_everything, synthetic_prices, write_long_csv
+from helpers import (
+    TINY_OVERRIDES,
+    drop_everything,
+    synthetic_prices,
+    terminate_lock_backend,
+    write_long_csv,
+)
 
 from pipeline.db import engine as engines
 from pipeline.db.engine import connect
@@ -170,26 +176,6 @@ def test_a_dropped_lock_connection_is_found_by_the_next_check(
         pass
 
 
-def _terminate_lock_backend(admin_url: str) -> None:
-    admin = connect(admin_url)
-    try:
-        with admin.connect() as conn:
-            killed = (
-                conn.execute(
-                    sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                        "WHERE locktype = 'relation' AND relation = 'pipeline_lock'::regclass "
-                        "AND mode = 'ExclusiveLock' AND granted AND pid <> pg_backend_pid()"
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        assert killed == [True]
-    finally:
-        admin.dispose()
-
-
 @pytest.mark.postgres
 def test_a_run_whose_lock_connection_is_killed_stops_at_the_next_stage(
     postgres_db_url: str, tmp_path: Path
@@ -208,7 +194,7 @@ def test_a_run_whose_lock_connection_is_killed_stops_at_the_next_stage(
 
     def ingest(*args: object):  # noqa: ANN202
         summary = stages.ingest(*args)
-        _terminate_lock_backend(postgres_db_url)
+        terminate_lock_backend(postgres_db_url)
         return summary
 
     def later(name: str):  # noqa: ANN202
