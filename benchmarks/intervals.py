@@ -71,7 +71,7 @@ def run(data: Path, variants: list[str], horizons: list[int], work: Path) -> dic
     """Ingest ``data`` into a new SQLite database and backtest every variant per horizon."""
     from pipeline.db.migrate import open_database
     from pipeline.db.prices import latest_trade_date
-    from pipeline.evaluate.backtest import BacktestConfig
+    from pipeline.evaluate.plan import BacktestConfig
     from pipeline.evaluate.stage import run_backtest
     from pipeline.evaluate.variants import variants as build_variants
     from pipeline.ingest.load import ingest_paths

@@ -21,7 +21,7 @@ from flows.tasks import (
     store_backtest_task,
 )
 from pipeline.errors import ConfigurationError, MissingDataError
-from pipeline.evaluate.backtest import BacktestConfig
+from pipeline.evaluate.plan import BacktestConfig
 from pipeline.evaluate.variants import variants as build_variants
 from pipeline.files import write_text
 from pipeline.results import BacktestResult

@@ -395,7 +395,7 @@ def report_command(args: Args, settings: Settings) -> int:
 def backtest_command(args: Args, settings: Settings) -> int:
     from pathlib import Path
 
-    from pipeline.evaluate.backtest import BacktestConfig
+    from pipeline.evaluate.plan import BacktestConfig
     from pipeline.evaluate.stage import run_backtest
     from pipeline.evaluate.variants import variants
     from pipeline.files import write_text

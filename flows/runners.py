@@ -39,7 +39,7 @@ from flows.tasks import (
     sequences_task,
 )
 from pipeline.errors import ConfigurationError
-from pipeline.evaluate.backtest import BacktestConfig
+from pipeline.evaluate.plan import BacktestConfig
 from pipeline.evaluate.variants import Variant
 from pipeline.results import ForecastSummary, SequencesSummary
 from pipeline.run import merge_forecast_summaries, merge_sequence_summaries

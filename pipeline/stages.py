@@ -31,7 +31,8 @@ from pipeline.db.prices import latest_trade_date, list_tickers
 from pipeline.db.runs import completed_run, record_run, run_inputs
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
-from pipeline.evaluate.backtest import BacktestConfig, BacktestUnit, merge_units, run_unit
+from pipeline.evaluate.backtest import merge_units, run_unit
+from pipeline.evaluate.plan import BacktestConfig, BacktestUnit
 from pipeline.evaluate.stage import (
     backtest_plan,
     backtest_series,

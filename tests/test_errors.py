@@ -153,7 +153,7 @@ def test_a_transient_write_error_is_raised_as_it_is(tmp_path: Path) -> None:
 def test_each_writer_names_its_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every file the pipeline writes goes through ``write_atomically``: the sequence
     Parquet, the model (``store.save_network``), the report, the backtest's points."""
-    from pipeline.evaluate.backtest import BacktestResult
+    from pipeline.evaluate.scores import BacktestResult
     from pipeline.sequences.build import write_sequence_file
 
     def disk_full(self: Path, *args: object, **kwargs: object) -> None:

@@ -17,16 +17,10 @@ from pipeline.db.prices import read_closes
 from pipeline.db.schema import backtest_metrics, backtest_runs
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import ConfigurationError, MissingDataError
-from pipeline.evaluate.backtest import (
-    DEFAULT_BASELINES,
-    BacktestConfig,
-    BacktestPlan,
-    BacktestResult,
-    backtest,
-    describe_variants,
-    plan_backtest,
-)
-from pipeline.evaluate.variants import Variant
+from pipeline.evaluate.backtest import DEFAULT_BASELINES, backtest
+from pipeline.evaluate.plan import BacktestConfig, BacktestPlan, plan_backtest
+from pipeline.evaluate.scores import BacktestResult
+from pipeline.evaluate.variants import Variant, describe_variants
 from pipeline.files import sha256_json
 from pipeline.results import BacktestScore, BacktestSummary
 
@@ -80,7 +74,7 @@ def backtest_plan(
     config: BacktestConfig,
     tickers: Sequence[str] | None = None,
 ) -> BacktestPlan:
-    """The plan of a backtest on the stored prices (``pipeline.evaluate.backtest``), from
+    """The plan of a backtest on the stored prices (``pipeline.evaluate.plan``), from
     which each unit can be computed on its own.
 
     Raises:

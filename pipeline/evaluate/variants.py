@@ -11,8 +11,9 @@ that came before the distributional network.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.model.config import ModelConfig
 from pipeline.sequences.config import SequenceConfig
@@ -94,3 +95,16 @@ def variants(names: list[str], sequence: SequenceConfig, model: ModelConfig) -> 
             f"unknown model variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
         )
     return [VARIANTS[name](sequence, model) for name in names]
+
+
+def describe_variants(variants: Sequence[Variant]) -> list[dict[str, Any]]:
+    """JSON-ready parameters of each variant, for the runs table."""
+    return [
+        {
+            "name": variant.name,
+            "default": variant.is_default,
+            "sequence": variant.sequence.to_dict(),
+            "model": variant.model.to_dict(),
+        }
+        for variant in variants
+    ]

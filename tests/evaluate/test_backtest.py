@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,16 +17,9 @@ from pipeline import columns as c
 from pipeline.db.backtests import read_backtest_metrics
 from pipeline.db.prices import upsert_prices
 from pipeline.errors import ConfigurationError
-from pipeline.evaluate.backtest import (
-    BacktestConfig,
-    BacktestUnit,
-    Fold,
-    backtest,
-    fold_bounds,
-    merge_units,
-    plan_backtest,
-    run_unit,
-)
+from pipeline.evaluate.backtest import backtest, merge_units, run_unit
+from pipeline.evaluate.plan import BacktestConfig, BacktestUnit, Fold, fold_bounds, plan_backtest
+from pipeline.evaluate.scores import BacktestResult
 from pipeline.evaluate.stage import backtest_plan, run_backtest
 from pipeline.evaluate.variants import Variant, variants
 
@@ -290,3 +284,22 @@ def test_the_stage_plans_from_the_stored_prices(engine: Engine) -> None:
             backtest_plan(conn, dt.date(2024, 1, 19), [TINY], config)
     assert sorted(plan.folds) == ["AAA", "BBB"]
     np.testing.assert_array_equal(plan.prepared["AAA"][1], SERIES["AAA"][1])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_the_written_points_score_alone_as_the_backtest_did(tmp_path: Path, suffix: str) -> None:
+    # The scores module needs nothing of the run but its points: read back from the
+    # file ``pricecast backtest --points`` writes, they give the same metrics and table.
+    config = BacktestConfig(folds=2, horizon=2, test_fraction=0.2)
+    result = backtest(SERIES, [], config)
+    path = result.write_points(tmp_path / f"points{suffix}")
+    read = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+    assert list(read.columns[:2]) == ["model", "is_default"] and set(read["level"]) == {0.9}
+    again = BacktestResult(
+        points=read.drop(columns=["is_default", "level"]), defaults={}, level=read["level"][0]
+    )
+    # Parquet keeps every bit; the CSV 10 significant digits.
+    close = {"check_exact": True} if suffix == ".parquet" else {"rtol": 1e-6}
+    pd.testing.assert_frame_equal(again.metrics(), result.metrics(), **close)
+    pd.testing.assert_frame_equal(again.table(), result.table(), **close)
+    assert len(again.records()) == len(result.records())
