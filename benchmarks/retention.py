@@ -75,7 +75,7 @@ def main() -> int:
         engine.dispose()
         after = disk(home)
     record = {
-        "days": len(result["runs"]),
+        "days": len(result.runs),
         "backfill_seconds": seconds,
         "before": before,
         "after": after,

@@ -18,6 +18,7 @@ from flows import show_library_logs
 from flows.daily import build_settings, daily_pipeline
 from flows.heartbeats import without_heartbeats
 from pipeline.db.lock import pipeline_lock
+from pipeline.results import BackfillDay, BackfillSummary
 from pipeline.trading_calendar import trading_days
 
 
@@ -33,7 +34,7 @@ def backfill(
     home: str | None = None,
     overrides: dict[str, Any] | None = None,
     dask_address: str | None = None,
-) -> dict[str, Any]:
+) -> BackfillSummary:
     """Run the daily pipeline as of every trading day from ``start_date`` to ``end_date``.
 
     Trading days are those of ``PRICECAST_EXCHANGE`` (XNYS by default). The
@@ -55,7 +56,9 @@ def backfill(
 
     Returns:
         The range, the trading days run, and per day its as-of date, model
-        version and action, champion and forecasts written.
+        version and action, champion and forecasts written
+        (``model_dump(mode="json")`` gives the dictionary this flow returned
+        before it was typed, key for key).
     """
     show_library_logs()
     logger = get_run_logger()
@@ -88,29 +91,16 @@ def backfill(
                     overrides=overrides,
                     dask_address=dask_address,
                 )
-            model, written = summary.model, summary.forecast.forecasts_written
+            run = BackfillDay.of_run(summary)
             logger.info(
                 "%d/%d as of %s: model v%s (%s), champion v%s, %d forecasts written",
                 number,
                 len(days),
                 day,
-                model.model_version,
-                model.action,
-                model.champion_version,
-                written,
+                run.model_version,
+                run.action,
+                run.champion_version,
+                run.forecasts_written,
             )
-            runs.append(
-                {
-                    "as_of": summary.as_of.isoformat(),
-                    "model_version": model.model_version,
-                    "action": model.action,
-                    "champion_version": model.champion_version,
-                    "forecasts_written": written,
-                }
-            )
-    return {
-        "start_date": start_date.isoformat(),
-        "end_date": end_date.isoformat(),
-        "trading_days": [day.isoformat() for day in days],
-        "runs": runs,
-    }
+            runs.append(run)
+    return BackfillSummary(start_date=start_date, end_date=end_date, trading_days=days, runs=runs)

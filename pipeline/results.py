@@ -180,3 +180,36 @@ class RunSummary(StageResult):
         if self.finished_at is None:
             dumped.pop("finished_at", None)
         return dumped
+
+
+class BackfillDay(StageResult):
+    """One day of a backfill: the daily run as of that trading day."""
+
+    as_of: dt.date
+    model_version: int
+    #: ``retrain``, ``finetune`` or ``reuse``.
+    action: str
+    champion_version: int
+    forecasts_written: int
+
+    @classmethod
+    def of_run(cls, summary: RunSummary) -> BackfillDay:
+        """The row of the daily run that ``summary`` describes."""
+        return cls(
+            as_of=summary.as_of,
+            model_version=summary.model.model_version,
+            action=summary.model.action,
+            champion_version=summary.model.champion_version,
+            forecasts_written=summary.forecast.forecasts_written,
+        )
+
+
+class BackfillSummary(StageResult):
+    """What a backfill ran (the ``backfill`` flow's result): the range asked for, its
+    trading days, and one row per day run, in order."""
+
+    start_date: dt.date
+    end_date: dt.date
+    #: The exchange's sessions from ``start_date`` to ``end_date``.
+    trading_days: list[dt.date]
+    runs: list[BackfillDay]

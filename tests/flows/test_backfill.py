@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,13 @@ from pipeline.db.engine import connect
 from pipeline.db.migrate import open_database
 from pipeline.db.schema import forecasts, models
 from pipeline.errors import ConfigurationError
+from pipeline.results import BackfillSummary, RunSummary
 from pipeline.trading_calendar import trading_days
+
+#: What the backfill flow returned for the range of the test below (from
+#: ``test_a_backfill_writes_exactly_what_the_daily_runs_would_have``) when it built
+#: its result as a dictionary, before ``BackfillSummary``: ``json.dumps(result, indent=1)``.
+SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "backfill_summary.json"
 
 #: Ten New York trading days around Presidents' Day (Monday 2024-02-19, closed).
 START, END = dt.date(2024, 2, 12), dt.date(2024, 2, 26)
@@ -79,6 +86,38 @@ def _rows(url: str, table: sa.Table, columns: tuple[str, ...]) -> list[tuple]:
         engine.dispose()
 
 
+def _untyped_result(
+    start: dt.date, end: dt.date, days: list[dt.date], summaries: list[RunSummary]
+) -> dict:
+    """The backfill's result as the flow built it before ``BackfillSummary`` (its code)."""
+    runs = []
+    for summary in summaries:
+        model, written = summary.model, summary.forecast.forecasts_written
+        runs.append(
+            {
+                "as_of": summary.as_of.isoformat(),
+                "model_version": model.model_version,
+                "action": model.action,
+                "champion_version": model.champion_version,
+                "forecasts_written": written,
+            }
+        )
+    return {
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "trading_days": [day.isoformat() for day in days],
+        "runs": runs,
+    }
+
+
+def test_the_typed_result_dumps_to_what_the_untyped_flow_returned() -> None:
+    text = SNAPSHOT.read_text()
+    summary = BackfillSummary.model_validate_json(text)
+    assert summary.trading_days[2] == dt.date(2024, 2, 20)  # dates, not strings
+    assert summary.runs[1].action == "finetune" and summary.runs[1].model_version == 2
+    assert json.dumps(summary.model_dump(mode="json"), indent=1) == text.rstrip("\n")
+
+
 def test_a_backfill_writes_exactly_what_the_daily_runs_would_have(tmp_path: Path) -> None:
     # Prices through 2024-03-08: every day of the range defers the closes after it.
     source = write_long_csv(
@@ -96,13 +135,18 @@ def test_a_backfill_writes_exactly_what_the_daily_runs_would_have(tmp_path: Path
     daily = [daily_pipeline(as_of_date=day, **params("daily")) for day in BACKFILLED]
     result = backfill(start_date=BACKFILLED[0], end_date=BACKFILLED[-1], **params("backfill"))
 
-    assert result["trading_days"] == [day.isoformat() for day in BACKFILLED]
-    assert [run["as_of"] for run in result["runs"]] == [day.isoformat() for day in BACKFILLED]
-    assert [
-        (run["action"], run["model_version"], run["champion_version"]) for run in result["runs"]
-    ] == [(s.model.action, s.model.model_version, s.model.champion_version) for s in daily]
+    assert isinstance(result, BackfillSummary)
+    assert result.trading_days == BACKFILLED
+    assert [run.as_of for run in result.runs] == BACKFILLED
+    assert [(run.action, run.model_version, run.champion_version) for run in result.runs] == [
+        (s.model.action, s.model.model_version, s.model.champion_version) for s in daily
+    ]
+    # Its JSON is the dictionary the flow returned before it was typed, key for key.
+    assert json.dumps(result.model_dump(mode="json"), indent=1) == json.dumps(
+        _untyped_result(BACKFILLED[0], BACKFILLED[-1], BACKFILLED, daily), indent=1
+    )
     # The comparison covers a retrain and the fine-tunes that follow it.
-    actions = [run["action"] for run in result["runs"]]
+    actions = [run.action for run in result.runs]
     assert actions[0] == "retrain" and "finetune" in actions
 
     daily_url, backfill_url = params("daily")["database_url"], params("backfill")["database_url"]
