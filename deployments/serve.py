@@ -10,7 +10,9 @@ package). The ``env`` of the work pool's job variables is applied to this
 process's environment where not set, so flow runs see the same variables.
 
 Run ``pricecast serve`` or ``python -m deployments.serve`` (from any folder:
-``prefect.yaml`` is read from the installed package), or call :func:`main`.
+``prefect.yaml`` is read from the installed package), or call :func:`main`;
+``python -m deployments.serve --prefect-file`` prints where that file is, for
+``prefect deploy --prefect-file`` (deployments/README.md).
 Stop it with Ctrl-C; its schedules are then paused until it serves again.
 Do not serve while a worker deployment of the same names is in use: serving
 re-registers ``daily-pipeline/daily`` and the others without a work pool.
@@ -18,9 +20,11 @@ re-registers ``daily-pipeline/daily`` and the others without a work pool.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -56,20 +60,23 @@ def read_deployment_configs(path: Traversable = PREFECT_FILE) -> list[dict[str, 
 
 
 def load_flow(entrypoint: str) -> Flow[..., Any]:
-    """The flow of a file entrypoint such as ``flows/daily.py:daily_pipeline``, by module.
+    """The flow of a module-path entrypoint such as ``flows.daily.daily_pipeline``.
 
-    The flow is imported from its package (``flows.daily``), so served runs
-    do not depend on the working directory.
+    The flow is imported from its installed package, so served runs do not
+    depend on the working directory (as a worker's runs of the same
+    entrypoints do not: Prefect imports a module path without a pull step).
 
     Raises:
         ConfigurationError: the entrypoint does not name a flow of an importable module.
     """
-    path, _, name = entrypoint.rpartition(":")
-    module_name = path.removesuffix(".py").replace("/", ".")
+    module_name, _, name = entrypoint.rpartition(".")
     try:
         found = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigurationError(f"entrypoint {entrypoint!r} names no importable flow") from exc
+        raise ConfigurationError(
+            f"entrypoint {entrypoint!r} names no importable flow (expected a module path, "
+            "package.module.flow)"
+        ) from exc
     if not isinstance(found, Flow):
         raise ConfigurationError(f"entrypoint {entrypoint!r} is not a Prefect flow")
     return found
@@ -149,5 +156,23 @@ def main() -> None:
     serve(*build_deployments())
 
 
-if __name__ == "__main__":
+def command_line(argv: Sequence[str]) -> int:
+    """``python -m deployments.serve``: serve; with ``--prefect-file``, print where the
+    installed ``prefect.yaml`` is (for ``prefect deploy --prefect-file``) and exit."""
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.serve", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--prefect-file",
+        action="store_true",
+        help="print the path of the installed prefect.yaml and exit",
+    )
+    if parser.parse_args(argv).prefect_file:
+        sys.stdout.write(f"{PREFECT_FILE}\n")
+        return 0
     main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(command_line(sys.argv[1:]))

@@ -2,7 +2,8 @@
 
 What a Prefect worker's image gets from ``pip install pricecast-*.whl``: the
 package must carry what it reads (the views of ``sql/``, the migrations,
-``prefect.yaml``, the sample) and find them without a checkout beside it.
+``prefect.yaml``, the sample) and find them without a checkout beside it, and
+Prefect must load every deployment's flow from its entrypoint there.
 
 The wheel is built from a copy of the source tree (a build writes ``build/``
 and ``*.egg-info`` beside the sources) by pip, which fetches the build backend
@@ -38,18 +39,27 @@ TINY_ENV = {
     "PRICECAST_BATCH_SIZE": "256",
     "PRICECAST_HORIZON": "2",
 }
-#: Where an installed pricecast says it found its files (run in the new virtualenv).
+#: Where an installed pricecast says it found its files (run in the new virtualenv), and
+#: every deployment's entrypoint loaded as ``prefect deploy`` and a worker's flow run load
+#: it (``load_flow_from_entrypoint``; a module path, nothing pulled): its flow's name and
+#: the file the flow was imported from.
 LOCATIONS = """
-import json, os
+import json, os, sys
 before = dict(os.environ)
 import flows
 imported_flows_changed_environ = dict(os.environ) != before
 from alembic.script import ScriptDirectory
+from prefect.flows import load_flow_from_entrypoint
 import deployments.serve, pipeline
 from pipeline.db.migrate import alembic_config
 from pipeline.db.views import SQL_DIR
 from pipeline.settings import bundled_sample_path
 scripts = ScriptDirectory.from_config(alembic_config(None))
+entrypoints = {}
+for config in deployments.serve.read_deployment_configs():
+    flow = load_flow_from_entrypoint(config["entrypoint"], use_placeholder_flow=False)
+    module = sys.modules[flow.fn.__module__]
+    entrypoints[config["name"]] = [config["entrypoint"], flow.name, module.__file__]
 print(json.dumps({
     "environ_changed": imported_flows_changed_environ,
     "pipeline": pipeline.__file__,
@@ -61,6 +71,7 @@ print(json.dumps({
     "prefect_yaml": str(deployments.serve.PREFECT_FILE),
     "deployment_names": [d["name"] for d in deployments.serve.read_deployment_configs()],
     "sample": str(bundled_sample_path()),
+    "entrypoints": entrypoints,
 }))
 """
 
@@ -155,6 +166,16 @@ def test_the_wheel_installs_and_runs_the_pipeline_from_another_folder(tmp_path: 
     assert Path(found["sample"]).resolve().is_relative_to(venv)
     assert found["revisions"] == len(revisions)
     assert found["deployment_names"] == ["daily", "weekly-retrain", "backfill"]
+
+    loaded = found["entrypoints"]
+    assert {name: flow for name, (_, flow, _) in loaded.items()} == {
+        "daily": "daily-pipeline",
+        "weekly-retrain": "daily-pipeline",
+        "backfill": "backfill",
+    }
+    for entrypoint, _, module_file in loaded.values():
+        assert ":" not in entrypoint  # a module path, imported without a checkout
+        assert Path(module_file).resolve().is_relative_to(venv), (entrypoint, module_file)
 
     result = _run([str(bin_dir / "pricecast"), "run", "--source", "demo"], cwd=elsewhere, env=env)
     assert "forecasts: 10 written" in result.stdout, result.stdout

@@ -30,7 +30,6 @@ from helpers import TINY_OVERRIDES, synthetic_prices, write_long_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
-PREFECT_FILE = "deployments/prefect.yaml"
 POOL = "pricecast"
 START_TIMEOUT = 120
 RUN_TIMEOUT = 300
@@ -98,11 +97,11 @@ def _start(
         )
 
 
-def _prefect(server: PrefectServer, *args: str, timeout: float = 120) -> str:
+def _prefect(server: PrefectServer, *args: str, timeout: float = 120, cwd: Path = ROOT) -> str:
     """Run one Prefect command against the server; returns its output, fails with it."""
     done = subprocess.run(
         [PREFECT, "--no-prompt", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=server.env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -209,7 +208,21 @@ def test_prefect_yaml_deploys_and_a_worker_runs_the_daily_deployment(
 ) -> None:
     server = prefect_server
     _prefect(server, "work-pool", "create", POOL, "--type", "process", "--overwrite")
-    _prefect(server, "deploy", "--all", "--prefect-file", PREFECT_FILE)
+    # Deployed and run from a folder outside the checkout, as from a wheel: the file
+    # is the installed package's, and the flows are imported by their module paths.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    prefect_file = subprocess.run(
+        [sys.executable, "-m", "deployments.serve", "--prefect-file"],
+        cwd=elsewhere,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert Path(prefect_file).name == "prefect.yaml"
+    _prefect(server, "deploy", "--all", "--prefect-file", prefect_file, cwd=elsewhere)
 
     daily = server.deployment("daily-pipeline/daily")
     weekly = server.deployment("daily-pipeline/weekly-retrain")
@@ -228,13 +241,11 @@ def test_prefect_yaml_deploys_and_a_worker_runs_the_daily_deployment(
         assert deployment["work_pool_name"] == POOL
         assert deployment["global_concurrency_limit"]["limit"] == 1
         assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-        assert deployment["pull_steps"] == [
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
-        ]
+        assert not deployment["pull_steps"]  # nothing to pull: the flows are installed
         assert deployment["job_variables"]["env"]["PREFECT_LOGGING_EXTRA_LOGGERS"] == "pipeline"
-    assert daily["entrypoint"] == "flows/daily.py:daily_pipeline"
+    assert daily["entrypoint"] == "flows.daily.daily_pipeline"
     assert daily["parameters"]["as_of_date"] is None  # scheduled runs take their own date
-    assert backfill["entrypoint"] == "flows/backfill.py:backfill"
+    assert backfill["entrypoint"] == "flows.backfill.backfill"
     assert backfill["parameter_openapi_schema"]["required"] == ["start_date", "end_date"]
 
     # No horizon parameter: PRICECAST_HORIZON of the worker's environment reaches the run.
@@ -249,6 +260,7 @@ def test_prefect_yaml_deploys_and_a_worker_runs_the_daily_deployment(
         [PREFECT, "worker", "start", "--pool", POOL, "--run-once"],
         {**server.env, "PRICECAST_HORIZON": "3"},
         log,
+        cwd=elsewhere,
     )
     try:
         worker.wait(timeout=RUN_TIMEOUT)
@@ -267,6 +279,7 @@ def test_prefect_yaml_deploys_and_a_worker_runs_the_daily_deployment(
     with sqlite3.connect(tmp_path / "pricecast.db") as conn:
         models = conn.execute("select version, mode, promoted, data_through from models").fetchall()
     assert models == [(1, "retrain", 1, "2024-03-15")]
+    assert not list(elsewhere.iterdir())  # neither deploy nor the worker wrote there
 
 
 def test_serve_registers_the_same_deployments_and_runs_a_backfill(

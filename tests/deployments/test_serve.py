@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.flows import load_flow_from_entrypoint
 
 from deployments.serve import (
+    PREFECT_FILE,
     build_deployments,
+    command_line,
     concurrency_from_config,
     job_environment,
     load_flow,
@@ -56,12 +60,36 @@ def test_the_served_deployments_are_those_of_prefect_yaml() -> None:
 
 
 def test_entrypoints_load_the_flows_of_the_package() -> None:
-    assert load_flow("flows/daily.py:daily_pipeline") is daily_pipeline
-    assert load_flow("flows/backfill.py:backfill") is backfill
+    assert load_flow("flows.daily.daily_pipeline") is daily_pipeline
+    assert load_flow("flows.backfill.backfill") is backfill
     with pytest.raises(ConfigurationError, match="names no importable flow"):
-        load_flow("flows/daily.py:nothing")
+        load_flow("flows.daily.nothing")
+    with pytest.raises(ConfigurationError, match="names no importable flow"):
+        load_flow("flows/daily.py:daily_pipeline")  # a file path: not what prefect.yaml holds
     with pytest.raises(ConfigurationError, match="is not a Prefect flow"):
-        load_flow("flows/daily.py:build_settings")
+        load_flow("flows.daily.build_settings")
+
+
+def test_prefect_loads_every_entrypoint_as_a_module_with_nothing_to_pull() -> None:
+    # What `prefect deploy` and a worker's flow run call for a module-path entrypoint
+    # (one without a colon: prefect.flows.load_flow_from_flow_run imports it after the
+    # deployment's pull steps, of which there are none).
+    document = yaml.safe_load(PREFECT_FILE.read_text())
+    assert document["pull"] == [] and document["build"] is None
+    flows = {"flows.daily.daily_pipeline": daily_pipeline, "flows.backfill.backfill": backfill}
+    for config in read_deployment_configs():
+        assert ":" not in config["entrypoint"]
+        loaded = load_flow_from_entrypoint(config["entrypoint"], use_placeholder_flow=False)
+        assert loaded is flows[config["entrypoint"]]
+
+
+def test_the_command_line_says_where_the_installed_prefect_file_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert command_line(["--prefect-file"]) == 0
+    printed = Path(capsys.readouterr().out.strip())
+    assert printed == Path(str(PREFECT_FILE)) and printed.name == "prefect.yaml"
+    assert yaml.safe_load(printed.read_text())["name"] == "pricecast"
 
 
 def test_schedules_and_concurrency_limits_from_yaml_fields() -> None:
