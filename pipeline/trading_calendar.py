@@ -115,17 +115,29 @@ def previous_session(on_or_before: dt.date, exchange: str = DEFAULT_EXCHANGE) ->
     return calendar.date_to_session(stamp, direction="previous").date()
 
 
+@functools.cache
+def _session_days(exchange: str) -> np.ndarray:
+    """The exchange's sessions as sorted ``datetime64[D]``."""
+    import numpy as np
+
+    calendar = _calendar(exchange)
+    return np.asarray(calendar.sessions.to_numpy(), dtype="datetime64[D]")
+
+
 def closed_days(
-    dates: Sequence[dt.date] | pd.Series, exchange: str = DEFAULT_EXCHANGE
+    dates: Sequence[dt.date] | pd.Series | np.ndarray, exchange: str = DEFAULT_EXCHANGE
 ) -> np.ndarray:
     """A mask of the dates on which the exchange did not trade.
 
     Dates outside the calendar's range are never marked closed.
     """
-    calendar = _calendar(exchange)
+    import numpy as np
     import pandas as pd
 
-    stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(dates)).to_numpy()).normalize()
-    inside = (stamps >= calendar.first_session) & (stamps <= calendar.last_session)
-    sessions = calendar.sessions_in_range(calendar.first_session, calendar.last_session)
-    return inside & ~stamps.isin(sessions)
+    sessions = _session_days(exchange)
+    days = pd.to_datetime(pd.Series(dates)).to_numpy().astype("datetime64[D]")
+    if not len(sessions):
+        return np.zeros(len(days), dtype=bool)
+    inside = (days >= sessions[0]) & (days <= sessions[-1])
+    at = np.clip(np.searchsorted(sessions, days), 0, len(sessions) - 1)
+    return inside & (sessions[at] != days)

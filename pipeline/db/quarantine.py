@@ -70,16 +70,22 @@ def quarantine_rows(
 
 def record_flags(conn: Connection, flags: pd.DataFrame, *, source: str, run_id: str) -> int:
     """Store flags (the ``validate`` layout) of loaded rows."""
+    if flags.empty:
+        return 0
+    days = pd.DatetimeIndex(pd.to_datetime(flags[c.TRADE_DATE])).date
+    details = flags["detail"].astype(str).str.slice(0, 512)
     rows = [
         {
-            c.TICKER: record.ticker,
-            c.TRADE_DATE: pd.Timestamp(record.trade_date).date(),
-            "flag": record.flag,
-            "detail": str(record.detail)[:512],
+            c.TICKER: ticker,
+            c.TRADE_DATE: day,
+            "flag": flag,
+            "detail": detail,
             "source": source,
             "run_id": run_id,
         }
-        for record in flags.itertuples(index=False)
+        for ticker, day, flag, detail in zip(
+            flags[c.TICKER].tolist(), days, flags["flag"].tolist(), details.tolist(), strict=True
+        )
     ]
     _insert_new(conn, price_flags, rows)
     return len(rows)

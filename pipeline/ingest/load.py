@@ -39,7 +39,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,14 +71,12 @@ from pipeline.ingest.fetch import (
     FetchedInput,
     PriceSource,
 )
-from pipeline.ingest.readers import TICKER_PATTERN
 from pipeline.ingest.sources import FileSource
 from pipeline.ingest.validate import (
     MAX_PRICE,
     ValidatedBatch,
     ValidationRules,
     validate_batch,
-    whole_dates,
 )
 from pipeline.results import IngestSummary
 from pipeline.trading_calendar import DEFAULT_EXCHANGE
@@ -163,20 +161,50 @@ class IngestReport:
         )
 
 
+#: Tickers per query of ``previous_closes`` (two bound values each).
+_PREVIOUS_CLOSES_CHUNK = 2000
+
+
 def previous_closes(
-    conn: Connection, first_dates: dict[str, dt.date]
+    conn: Connection, first_dates: Mapping[str, dt.date]
 ) -> dict[str, tuple[dt.date, float]]:
-    """Per ticker, the newest stored close before the given date."""
+    """Per ticker, the newest stored close before the given date.
+
+    One query for up to ``_PREVIOUS_CLOSES_CHUNK`` tickers: the pairs as a ``VALUES``
+    list, each joined to its row by the primary key (a query per ticker cost 0.3 s
+    for 1,000 tickers on SQLite, nearly all of it statement overhead).
+    """
     found: dict[str, tuple[dt.date, float]] = {}
-    for ticker, first in first_dates.items():
-        row = conn.execute(
-            sa.select(prices.c[c.TRADE_DATE], prices.c[c.CLOSE])
-            .where(prices.c[c.TICKER] == ticker, prices.c[c.TRADE_DATE] < first)
-            .order_by(prices.c[c.TRADE_DATE].desc())
-            .limit(1)
-        ).first()
-        if row is not None:
-            found[ticker] = (row[0], row[1])
+    pairs = list(first_dates.items())
+    for start in range(0, len(pairs), _PREVIOUS_CLOSES_CHUNK):
+        wanted = (
+            sa.values(
+                sa.column("ticker", prices.c[c.TICKER].type),
+                sa.column("first_date", sa.Date()),
+                name="wanted",
+            )
+            .data(pairs[start : start + _PREVIOUS_CLOSES_CHUNK])
+            .cte("wanted")
+        )
+        earlier = prices.alias("earlier")
+        newest = (
+            sa.select(sa.func.max(earlier.c[c.TRADE_DATE]))
+            .where(
+                earlier.c[c.TICKER] == wanted.c.ticker,
+                earlier.c[c.TRADE_DATE] < wanted.c.first_date,
+            )
+            .correlate(wanted)
+            .scalar_subquery()
+        )
+        rows = conn.execute(
+            sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.CLOSE])
+            .select_from(wanted)
+            .join(
+                prices,
+                sa.and_(prices.c[c.TICKER] == wanted.c.ticker, prices.c[c.TRADE_DATE] == newest),
+            )
+        )
+        found.update((ticker, (day, close)) for ticker, day, close in rows)
     return found
 
 
@@ -458,14 +486,7 @@ def _ingest_one(
 
     progress.note("read", batch.rows, batch.rows)
     rules = dataclasses.replace(base_rules, exchanges=ticker_exchanges(conn))
-    firsts = {}
-    if not batch.frame.empty:
-        dates = whole_dates(batch.frame["date"].astype(str).str.strip())
-        upper = batch.frame[c.TICKER].astype(str).str.strip().str.upper()
-        symbols = upper.str.match(TICKER_PATTERN).to_numpy(dtype=bool)  # others are rejected
-        earliest = dates[symbols].groupby(upper[symbols]).min().dropna()
-        firsts = {ticker: day.date() for ticker, day in earliest.items()}
-    validated = validate_batch(batch, rules, previous_closes(conn, firsts))
+    validated = validate_batch(batch, rules, lambda firsts: previous_closes(conn, firsts))
     progress.note("validated", batch.rows, batch.rows)
     loaded_tickers = sorted(validated.valid[c.TICKER].unique())
     add_tickers(conn, loaded_tickers, exchange, activate=False)

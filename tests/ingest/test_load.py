@@ -481,3 +481,51 @@ def test_a_slow_input_logs_its_progress_whatever_its_size(
 
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(path))]
     assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["read", "validated", "done"]
+
+
+def test_spans_and_jumps_against_stored_closes_on_every_engine(
+    portable_db_url: str, tmp_path: Path
+) -> None:
+    """``refresh_date_spans`` (one UPDATE) and ``previous_closes`` (one VALUES query) on
+    every engine: each ticker's stored close just before its first valid row of a new
+    file is the one its jump is measured from; a bad earlier row of the file does not
+    move that point; a ticker never seen before has no jump to measure."""
+    from pipeline.db.quarantine import read_flags
+
+    engine = open_database(portable_db_url)
+    try:
+        _ingest(
+            engine,
+            _write(
+                tmp_path / "prices-1.csv",
+                ["AAA,2024-01-02,10", "AAA,2024-01-03,11", "BBB,2024-01-02,50"],
+            ),
+        )
+        _ingest(
+            engine,
+            _write(
+                tmp_path / "prices-2.csv",
+                [
+                    "AAA,2024-01-01,oops",  # quarantined: not the first valid row
+                    "AAA,2024-01-04,22",  # +100% from 11 (2024-01-03)
+                    "BBB,2024-01-04,51",  # +2% from 50: no flag
+                    "CCC,2024-01-04,7",  # nothing stored before it
+                    "CCC,2024-01-05,7.1",
+                ],
+            ),
+        )
+        with engine.connect() as conn:
+            flags = read_flags(conn)
+            universe = {row["symbol"]: row for row in read_tickers(conn)}
+        assert flags[["ticker", "trade_date", "flag", "detail"]].values.tolist() == [
+            ["AAA", dt.date(2024, 1, 4), "jump", "close moved 100.0% from 11.0"]
+        ]
+        assert {
+            symbol: (row["first_date"], row["last_date"]) for symbol, row in universe.items()
+        } == {
+            "AAA": (dt.date(2024, 1, 2), dt.date(2024, 1, 4)),
+            "BBB": (dt.date(2024, 1, 2), dt.date(2024, 1, 4)),
+            "CCC": (dt.date(2024, 1, 4), dt.date(2024, 1, 5)),
+        }
+    finally:
+        engine.dispose()
