@@ -79,7 +79,7 @@ from pipeline.ingest.validate import (
     validate_batch,
 )
 from pipeline.results import IngestSummary
-from pipeline.trading_calendar import DEFAULT_EXCHANGE
+from pipeline.trading_calendar import DEFAULT_EXCHANGE, prepare_calendars
 
 logger = logging.getLogger(__name__)
 
@@ -295,6 +295,8 @@ def ingest(
         now=stamp,
         max_price=max_price,
     )
+    # Validation needs the exchanges' calendars: built meanwhile, while inputs are read.
+    prepare_calendars({exchange, *ticker_exchanges(conn).values()})
     wanted = list(tickers) if tickers else active_tickers(conn)
     context = FetchContext(
         as_of=as_of,

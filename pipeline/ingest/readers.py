@@ -260,13 +260,9 @@ def _plain_lines(text: str) -> bool:
     """Whether every physical line of ``text`` is one record: no quotes (which may
     hold line breaks), no blank line, and no line ending other than ``\n``/``\r\n``.
     Then a record's line number is its position among the lines."""
-    return (
-        '"' not in text
-        and "\n\n" not in text
-        and "\n\r\n" not in text
-        and text.count("\r") == text.count("\r\n")
-        and not text.startswith(("\n", "\r"))
-    )
+    if '"' in text or "\n\n" in text or text.startswith(("\n", "\r")):
+        return False
+    return "\r" not in text or ("\n\r\n" not in text and text.count("\r") == text.count("\r\n"))
 
 
 def _arrow_batch(
@@ -312,7 +308,8 @@ def _arrow_batch(
             read_options=pacsv.ReadOptions(use_threads=False, skip_rows=1, column_names=keys),
             parse_options=pacsv.ParseOptions(invalid_row_handler=keep),
             convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(keys, pa.string()),
+                # pandas' own string type holds large strings: no conversion later.
+                column_types=dict.fromkeys(keys, pa.large_string()),
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),

@@ -210,22 +210,33 @@ _MISSING_TEXTS = pa.array(sorted(MISSING_TOKENS), type=pa.large_string())
 def _numbers(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """Parsed values, a mask of absent values, and a mask of unparseable ones.
 
-    Plain decimals (nearly every field) are cast by Arrow; the rest (``inf``,
-    ``1_000``, words) by ``pd.to_numeric`` as before, which reads them one by one.
+    Plain decimals (nearly every field) are cast by Arrow; the rest (absent values,
+    ``inf``, ``1_000``, words) are looked at alone, by ``pd.to_numeric`` as before.
     """
     array = pa.array(text, type=pa.large_string())
-    absent = pc.is_in(pc.utf8_lower(array), value_set=_MISSING_TEXTS)
-    absent = absent.to_numpy(zero_copy_only=False)
     plain = pc.match_substring_regex(array, _PLAIN_NUMBER)
-    cast = pc.cast(pc.if_else(plain, array, pa.scalar(None, pa.large_string())), pa.float64())
-    values = np.array(cast.to_numpy(zero_copy_only=False), dtype=np.float64)
-    other = ~absent & ~plain.to_numpy(zero_copy_only=False)
-    if other.any():
-        positions = np.flatnonzero(other)
-        odd = text.iloc[positions]
+    size = len(array)
+    if pc.all(plain).as_py() is not False:  # every field a plain number (or no field)
+        values = np.array(pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False))
+        nothing = np.zeros(size, dtype=bool)
+        return pd.Series(values, index=text.index), nothing, nothing
+    plain_mask = plain.to_numpy(zero_copy_only=False)
+    values = np.full(size, np.nan)
+    if plain_mask.any():
+        positions = np.flatnonzero(plain_mask)
+        values[positions] = pc.cast(array.take(positions), pa.float64()).to_numpy()
+    others = np.flatnonzero(~plain_mask)
+    rest = array.take(others)
+    absent = np.zeros(size, dtype=bool)
+    absent[others] = pc.is_in(pc.utf8_lower(rest), value_set=_MISSING_TEXTS).to_numpy(
+        zero_copy_only=False
+    )
+    odd = np.flatnonzero(~plain_mask & ~absent)
+    if len(odd):
+        odd_text = text.iloc[odd]
         # float() would read "1_000" as 1000; a feed that writes that is not trusted.
-        cleaned = odd.where(~odd.str.contains("_", regex=False), "not a number")
-        values[positions] = pd.to_numeric(cleaned, errors="coerce").astype(float).to_numpy()
+        cleaned = odd_text.where(~odd_text.str.contains("_", regex=False), "not a number")
+        values[odd] = pd.to_numeric(cleaned, errors="coerce").astype(float).to_numpy()
     unparseable = np.isnan(values) & ~absent
     return pd.Series(values, index=text.index), absent, unparseable
 
@@ -486,7 +497,7 @@ def _flagged(
     """Flag the rows of ``rows`` at ``positions``; ``detail`` per flagged row, or one text."""
     return pd.DataFrame(
         {
-            c.TICKER: rows[c.TICKER].to_numpy()[positions],
+            c.TICKER: rows[c.TICKER].iloc[positions].to_numpy(),
             c.TRADE_DATE: rows[c.TRADE_DATE].to_numpy()[positions],
             "flag": flag,
             "detail": detail if isinstance(detail, str) else detail.to_numpy(),
@@ -512,7 +523,7 @@ def _flags(
     previous = np.empty(len(valid))
     previous[1:] = close[:-1]
     previous[starts] = np.nan
-    first_tickers = tickers.to_numpy()[starts]
+    first_tickers = tickers[starts].to_numpy()
     if callable(previous_closes):
         first_days = pd.DatetimeIndex(valid[c.TRADE_DATE].to_numpy()[starts]).date
         previous_closes = previous_closes(dict(zip(first_tickers, first_days, strict=True)))
