@@ -441,9 +441,9 @@ def test_a_large_file_logs_its_progress(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import pipeline.ingest.load as load
+    import pipeline.ingest.progress as progress
 
-    monkeypatch.setattr(load, "PROGRESS_ROWS", 10)
+    monkeypatch.setattr(progress, "PROGRESS_ROWS", 10)
     path = write_long_csv(synthetic_prices(("AAA",), days=25), tmp_path / "AAA.csv")
     small = write_long_csv(synthetic_prices(("BBB",), days=5), tmp_path / "BBB.csv")
     caplog.set_level(logging.INFO, logger="pipeline.ingest.load")
@@ -471,9 +471,9 @@ def test_a_slow_input_logs_its_progress_whatever_its_size(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import pipeline.ingest.load as load
+    import pipeline.ingest.progress as progress
 
-    monkeypatch.setattr(load, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)
     path = write_long_csv(synthetic_prices(("AAA",), days=5), tmp_path / "AAA.csv")
     caplog.set_level(logging.INFO, logger="pipeline.ingest.load")
 
