@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
+from pipeline.days import as_days
 from pipeline.db.manifest import record_input
 from pipeline.db.schema import prices
 from pipeline.ingest.batch import FEED_MARK
@@ -73,11 +74,13 @@ def count_contests(
     """
     if valid.empty:
         return 0, {}
-    days = pd.to_datetime(valid[c.TRADE_DATE]).dt.date
+    # Dates as datetime64 (a date object per row cost 0.1 s per 252,000 rows).
+    days = pd.to_datetime(valid[c.TRADE_DATE]).to_numpy().astype("datetime64[D]")
+    first, last = (pd.Timestamp(day).date() for day in (days.min(), days.max()))
     tickers = sorted(valid[c.TICKER].unique())
     where = [
         prices.c[c.SOURCE] != source,
-        prices.c[c.TRADE_DATE].between(days.min(), days.max()),
+        prices.c[c.TRADE_DATE].between(first, last),
     ]
     if len(tickers) <= _TICKER_FILTER_MAX:
         where.append(prices.c[c.TICKER].in_(tickers))
@@ -99,12 +102,11 @@ def count_contests(
     ).all()
     # Column by column: a frame built from Row objects probes each one's attributes
     # (2.7 s for 252,000 rows, against 0.1 s).
-    names = [c.TICKER, c.TRADE_DATE, c.SOURCE]
+    stored_tickers, stored_days, sources = (list(values) for values in zip(*rows, strict=True))
     stored = pd.DataFrame(
-        {name: list(values) for name, values in zip(names, zip(*rows, strict=True), strict=False)},
-        columns=names,
+        {c.TICKER: stored_tickers, c.TRADE_DATE: as_days(stored_days), c.SOURCE: sources}
     )
-    keys = pd.DataFrame({c.TICKER: valid[c.TICKER].to_numpy(), c.TRADE_DATE: days.to_numpy()})
+    keys = pd.DataFrame({c.TICKER: valid[c.TICKER].to_numpy(), c.TRADE_DATE: days})
     counts = stored.merge(keys, on=[c.TICKER, c.TRADE_DATE])[c.SOURCE].value_counts()
     lost = sum(int(count) for other, count in counts.items() if not wins(other))
     displaced = {
