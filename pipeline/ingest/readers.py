@@ -265,6 +265,16 @@ def _plain_lines(text: str) -> bool:
     return "\r" not in text or ("\n\r\n" not in text and text.count("\r") == text.count("\r\n"))
 
 
+#: The characters ``str.strip`` removes that an ASCII text may hold, line ends aside.
+_ASCII_SPACES = (" ", "\t", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+
+
+def _may_need_trimming(text: str) -> bool:
+    """Whether some field of ``text`` may start or end with white space: not when the
+    text is ASCII without any (a few fast scans, against trimming every column)."""
+    return not text.isascii() or any(space in text for space in _ASCII_SPACES)
+
+
 def _arrow_batch(
     text: str, origin: str, source: str, version: str, ticker: str | None
 ) -> RawBatch | None:
@@ -284,7 +294,8 @@ def _arrow_batch(
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    first = text.split("\n", 1)[0]
+    end = text.find("\n")
+    first = text if end < 0 else text[:end]  # not split(): it would copy the rest
     header = next(csv.reader([first.rstrip("\r")], skipinitialspace=True), [])
     names = [str(name).strip() for name in header]
     by_name = _header_index(names, origin)
@@ -342,10 +353,9 @@ def _arrow_batch(
         shapes.iloc[at] = [f"expected {width} fields, found {len(row)}" for _, row in misshapen]
         raw[at] = [dict(zip(names, row, strict=False)) for _, row in misshapen]
     # Arrow-backed columns (pandas' own string type): no Python object per field.
+    trim = pc.utf8_trim_whitespace if _may_need_trimming(text) else (lambda values: values)
     fields = {
-        index: pd.Series(
-            pc.utf8_trim_whitespace(table.column(index)).to_pandas(), index=pd.RangeIndex(count)
-        )
+        index: pd.Series(trim(table.column(index)).to_pandas(), index=pd.RangeIndex(count))
         for index in range(width)
     }
     if ticker_index is None and ticker is None:
