@@ -74,6 +74,9 @@ class RawBatch:
     #: reader left ``frame[RAW]`` empty (``None``) rather than build a dictionary for
     #: every row: only rejected rows need theirs (``raw_of``).
     fields: dict[str, np.ndarray] | None = None
+    #: Whether every value of ``frame`` is already stripped of surrounding white space
+    #: (the readers strip them; validation then need not strip them again).
+    stripped: bool = False
 
     @property
     def rows(self) -> int:

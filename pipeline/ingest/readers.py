@@ -368,7 +368,7 @@ def _arrow_batch(
     columns = {
         LINE: lines,
         SHAPE_ERROR: shapes,
-        c.TICKER: pd.Series(ticker, index=pd.RangeIndex(count), dtype="str")
+        c.TICKER: pd.Series(ticker.strip(), index=pd.RangeIndex(count), dtype="str")
         if ticker_index is None
         else column(ticker_index),
         DATE: column(date_index),
@@ -378,7 +378,7 @@ def _arrow_batch(
     layout = "single" if ticker_index is None else "long"
     frame = pd.DataFrame(columns, columns=RAW_COLUMNS)
     originals = {name: fields[index] for index, name in enumerate(names)}
-    return RawBatch(origin, source, version, layout, frame, fields=originals)
+    return RawBatch(origin, source, version, layout, frame, fields=originals, stripped=True)
 
 
 def _header_columns(

@@ -108,9 +108,11 @@ def _matches(text: pd.Series, pattern: re.Pattern[str]) -> np.ndarray:
     return found[codes]
 
 
-def _stripped(values: pd.Series) -> pd.Series:
-    """``values`` as stripped text (pandas' Arrow-backed strings), ``""`` for a null."""
-    return values.astype(str).str.strip().fillna("")
+def _stripped(values: pd.Series, stripped: bool = False) -> pd.Series:
+    """``values`` as stripped text (pandas' Arrow-backed strings), ``""`` for a null;
+    not stripped again when the reader did (``stripped``)."""
+    text = values.astype(str)
+    return (text if stripped else text.str.strip()).fillna("")
 
 
 #: Per ticker, the newest stored ``(date, close)`` before a date; or a function giving
@@ -214,13 +216,17 @@ def _numbers(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     ``inf``, ``1_000``, words) are looked at alone, by ``pd.to_numeric`` as before.
     """
     array = pa.array(text, type=pa.large_string())
-    plain = pc.match_substring_regex(array, _PLAIN_NUMBER)
     size = len(array)
-    if pc.all(plain).as_py() is not False:  # every field a plain number (or no field)
+    try:
+        # Arrow's parser gives a finite double only for a plain decimal (its other forms
+        # are inf, infinity and nan): when every value is finite, every field was one.
         values = np.array(pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False))
+    except pa.ArrowInvalid:
+        values = None
+    if values is not None and np.isfinite(values).all():
         nothing = np.zeros(size, dtype=bool)
         return pd.Series(values, index=text.index), nothing, nothing
-    plain_mask = plain.to_numpy(zero_copy_only=False)
+    plain_mask = pc.match_substring_regex(array, _PLAIN_NUMBER).to_numpy(zero_copy_only=False)
     values = np.full(size, np.nan)
     if plain_mask.any():
         positions = np.flatnonzero(plain_mask)
@@ -285,11 +291,12 @@ def validate_batch(
     misshapen = (frame[SHAPE_ERROR].astype(str).fillna("") != "").to_numpy(dtype=bool)
     reasons.add(misshapen, "shape", lambda: frame[SHAPE_ERROR].astype(str))
 
-    tickers = _stripped(frame[c.TICKER]).str.upper()
+    done = batch.stripped
+    tickers = _stripped(frame[c.TICKER], done).str.upper()
     bad_ticker = ~_matches(tickers, TICKER_PATTERN)
     _add_ticker_reasons(reasons, bad_ticker, tickers, frame[c.TICKER])
 
-    date_text = _stripped(frame[DATE])
+    date_text = _stripped(frame[DATE], done)
     dates = whole_dates(date_text)
     too_early = (dates < pd.Timestamp(rules.earliest)).to_numpy()
     dates = dates.where(~too_early)
@@ -334,7 +341,7 @@ def validate_batch(
     values: dict[str, pd.Series] = {}
     absent: dict[str, np.ndarray] = {}
     for name in NUMBER_FIELDS:
-        text = _stripped(frame[name])
+        text = _stripped(frame[name], done)
         parsed, missing, unparseable = _numbers(text)
         values[name], absent[name] = parsed, missing
         if name == c.CLOSE:
