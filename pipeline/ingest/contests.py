@@ -58,8 +58,14 @@ def supersede(
 
 
 #: Above this many tickers, the stored rows an input contests are looked up by date
-#: range alone (a bound list of thousands of symbols costs more than it filters).
+#: range alone (a bound list of thousands of symbols costs more than it filters)...
 _TICKER_FILTER_MAX = 500
+#: ... unless the input spans at most this many days (and binds at most
+#: ``_TICKER_FILTER_LIMIT`` symbols): a daily file of 1,000 tickers against 2.52 million
+#: stored rows on SQLite took 0.4 to 0.7 s by date range (the primary key starts with the
+#: ticker, so every row is read) and 0.03 s by its tickers.
+_SHORT_SPAN_DAYS = 31
+_TICKER_FILTER_LIMIT = 10_000
 
 
 def count_contests(
@@ -82,7 +88,8 @@ def count_contests(
         prices.c[c.SOURCE] != source,
         prices.c[c.TRADE_DATE].between(first, last),
     ]
-    if len(tickers) <= _TICKER_FILTER_MAX:
+    short = (last - first).days <= _SHORT_SPAN_DAYS and len(tickers) <= _TICKER_FILTER_LIMIT
+    if len(tickers) <= _TICKER_FILTER_MAX or short:
         where.append(prices.c[c.TICKER].in_(tickers))
     incoming_feed = FEED_MARK in source
 

@@ -203,8 +203,8 @@ class _Reasons:
         return mask
 
 
-#: A number as files write them (``12.5``, ``-3``, ``.5``, ``1e6``): read by Arrow's cast,
-#: which gives the same doubles as ``pd.to_numeric`` for this form and no other is tried.
+#: A number as files write them (``12.5``, ``-3``, ``.5``, ``1e6``): Arrow's cast gives the
+#: same doubles as ``pd.to_numeric`` for this form (tests/ingest/test_validate.py).
 _PLAIN_NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 _MISSING_TEXTS = pa.array(sorted(MISSING_TOKENS), type=pa.large_string())
 

@@ -529,3 +529,20 @@ def test_spans_and_jumps_against_stored_closes_on_every_engine(
         }
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("days", [1, 40])  # by tickers (a short span), by date range alone
+def test_contests_of_a_wide_universe_are_counted_by_either_lookup(
+    engine: Engine, tmp_path: Path, days: int
+) -> None:
+    """600 tickers (over ``_TICKER_FILTER_MAX``): a daily file looks the stored rows up by
+    its tickers, a longer one by date range alone; both count the same superseded rows."""
+    dates = pd.bdate_range("2024-01-02", periods=days).strftime("%Y-%m-%d")
+    symbols = [f"T{index:03d}" for index in range(600)]
+    rows = [f"{symbol},{day},10" for symbol in symbols for day in dates]
+    later = _write(tmp_path / "prices-2.csv", rows)
+    earlier = _write(tmp_path / "prices-1.csv", [row[:-2] + "11" for row in rows])
+    _ingest(engine, later)
+    report = _ingest(engine, earlier)
+    count = 600 * days
+    assert _counts(report) == [("prices-1.csv", count, 0, 0, 0, count)]
