@@ -209,6 +209,11 @@ def previous_closes(
     return found
 
 
+def _has_feeds(sources: Sequence[PriceSource]) -> bool:
+    """Whether some source is not a file source (only feeds read ``last_dates``)."""
+    return any(not isinstance(source, FileSource) for source in sources)
+
+
 def _last_dates(conn: Connection) -> dict[str, dt.date]:
     query = sa.select(prices.c[c.TICKER], sa.func.max(prices.c[c.TRADE_DATE])).group_by(
         prices.c[c.TICKER]
@@ -302,7 +307,9 @@ def ingest(
     context = FetchContext(
         as_of=as_of,
         tickers=wanted,
-        last_dates=_last_dates(conn),
+        # Only feeds read them; a GROUP BY over every stored row (0.75 s for 2.52 million
+        # rows on SQLite) is not run for files alone.
+        last_dates=_last_dates(conn) if _has_feeds(sources) else {},
         max_input_bytes=max_input_bytes,
     )
     loaded: dict[str, LoadedInput] = {}  # this ingest's loaded inputs, by their rows' source

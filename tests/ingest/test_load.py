@@ -546,3 +546,23 @@ def test_contests_of_a_wide_universe_are_counted_by_either_lookup(
     report = _ingest(engine, earlier)
     count = 600 * days
     assert _counts(report) == [("prices-1.csv", count, 0, 0, 0, count)]
+
+
+def test_files_alone_do_not_read_every_ticker_s_newest_date(engine: Engine, tmp_path: Path) -> None:
+    """Only feeds read each ticker's newest stored date (a GROUP BY over all of
+    ``prices``); an ingest of files does not run that query."""
+    path = write_long_csv(synthetic_prices(("AAA", "BBB"), days=5), tmp_path / "p.csv")
+    _ingest(engine, path)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        statements.append(" ".join(statement.lower().split()))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        later = write_long_csv(synthetic_prices(("AAA",), days=8), tmp_path / "q.csv")
+        assert _ingest(engine, later).rows_read == 8
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    grouped = [s for s in statements if "from prices group by prices.ticker" in s]
+    assert statements and not grouped
