@@ -16,6 +16,13 @@ prices; per engine, in the same run and on fresh databases:
 The ratio is baseline seconds over ours: the share of the libraries' raw speed the
 stage keeps (issue 14's target: at least 0.5). JSON in
 ``benchmarks/results/ingest_rate.json``.
+
+``--steps`` then ingests the file once more, into a fresh SQLite database, with
+each step of the stage timed (its thread's CPU seconds and wall seconds; reading the
+file's bytes and their SHA-256 happen in the source, outside the steps), and builds
+the exchange calendar in a new process for its CPU seconds: in the stage it is built
+on a background thread (``pipeline.trading_calendar.prepare_calendars``) while the
+file is read, once per process, so this second ingest finds it built.
 """
 
 from __future__ import annotations
@@ -110,6 +117,79 @@ def postgres_baseline(url: str, path: Path) -> float:
         return time.perf_counter() - started
 
 
+#: The steps ``--steps`` times: (module, function, label); each is replaced, for that
+#: ingest, by a wrapper that adds up its thread's CPU time and its wall time.
+STEPS = [
+    ("pipeline.ingest.sources", "parse_file_bytes", "parse (decode, probe, pyarrow, columns)"),
+    ("pipeline.ingest.load", "validate_batch", "validate"),
+    ("pipeline.ingest.validate", "_latest_sessions", "  of which latest sessions (the calendar)"),
+    ("pipeline.ingest.validate", "_flags", "  of which flags (jumps, closed days)"),
+    ("pipeline.ingest.load", "previous_closes", "  of which previous closes (1 query)"),
+    ("pipeline.ingest.load", "add_tickers", "universe"),
+    ("pipeline.ingest.load", "count_contests", "contested rows"),
+    ("pipeline.ingest.load", "upsert_prices", "upsert prices"),
+    ("pipeline.ingest.load", "quarantine_rows", "quarantine"),
+    ("pipeline.ingest.load", "record_flags", "flags"),
+    ("pipeline.ingest.load", "refresh_date_spans", "date spans (1 UPDATE)"),
+    ("pipeline.ingest.load", "record_input", "manifest"),
+]
+
+#: The calendar's build in a new process that has imported what the stage's has.
+_CALENDAR_CODE = """
+import time
+import pandas, pyarrow, sqlalchemy
+from pipeline.ingest.load import ingest_paths
+from pipeline.trading_calendar import DEFAULT_EXCHANGE, _calendar
+started = time.thread_time()
+_calendar(DEFAULT_EXCHANGE)
+print(time.thread_time() - started)
+"""
+
+
+def step_seconds(folder: Path, path: Path) -> dict[str, tuple[float, float]]:
+    """CPU and wall seconds of each of ``STEPS`` in one more ingest of ``path`` into a
+    fresh SQLite database, the whole stage with its commit, and (in a new process) the
+    CPU seconds of building the exchange calendar, import included."""
+    import importlib
+    import subprocess
+    import sys
+    from contextlib import ExitStack
+    from unittest import mock
+
+    spent: dict[str, list[float]] = {}
+
+    def timed(label: str, function):  # noqa: ANN001, ANN202 - any step
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            cpu, wall = time.thread_time(), time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                total = spent.setdefault(label, [0.0, 0.0])
+                total[0] += time.thread_time() - cpu
+                total[1] += time.perf_counter() - wall
+
+        return wrapper
+
+    engine = open_database(f"sqlite:///{folder / 'steps.db'}")
+    with ExitStack() as patches:
+        for module_name, name, label in STEPS:
+            module = importlib.import_module(module_name)
+            wrapper = timed(label, getattr(module, name))
+            patches.enter_context(mock.patch.object(module, name, wrapper))
+        cpu, wall = time.thread_time(), time.perf_counter()
+        with engine.begin() as conn:
+            ingest_paths(conn, [path])
+        whole = (time.thread_time() - cpu, time.perf_counter() - wall)
+    engine.dispose()
+    seconds = {label: tuple(spent.get(label, [0.0, 0.0])) for _, _, label in STEPS}
+    seconds["whole stage and commit"] = whole
+    built = subprocess.run(
+        [sys.executable, "-c", _CALENDAR_CODE], capture_output=True, text=True, check=True
+    )
+    seconds["calendar, new process (background thread)"] = (float(built.stdout), float("nan"))
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=252_000)
@@ -117,8 +197,13 @@ def main() -> int:
     parser.add_argument("--engines", default="sqlite,postgres")
     parser.add_argument("--postgres", default=os.environ.get("PRICECAST_TEST_POSTGRES_URL"))
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument(
+        "--steps", action="store_true", help="then profile one more ingest on SQLite, by step"
+    )
     args = parser.parse_args()
+    load_before = os.getloadavg()
     results = []
+    steps: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="pricecast-ingest-") as name:
         folder = Path(name)
         path = folder / "prices.csv"
@@ -133,6 +218,7 @@ def main() -> int:
                     seconds, loaded = ours(url, path)
                     base = postgres_baseline(url, path)
             assert loaded == args.rows, (loaded, args.rows)
+            print(f"{engine}: ours {seconds:.2f} s, baseline {base:.2f} s", flush=True)
             results.append(
                 {
                     "engine": engine,
@@ -144,6 +230,8 @@ def main() -> int:
                     "ratio": base / seconds,
                 }
             )
+        if args.steps:
+            steps = step_seconds(folder, path)
     print(f"{'engine':<9} {'rows':>8} {'ours s':>8} {'baseline s':>11} {'ratio':>6}")
     for row in results:
         print(
@@ -151,13 +239,21 @@ def main() -> int:
             f"{row['baseline_seconds']:>11.2f} {row['ratio']:>6.2f}"
         )
     print("ratio = baseline / ours; issue 14's target: at least 0.5")
+    if steps:
+        print(f"\n{'step (SQLite, the same file again)':<45} {'CPU s':>6} {'wall s':>6}")
+        for label, (cpu, wall) in steps.items():
+            print(f"{label:<45} {cpu:>6.3f} {wall:>6.3f}")
+    load_after = os.getloadavg()
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
             {
                 "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "load_average": os.getloadavg(),
+                "load_average_before": load_before,
+                "load_average": load_after,
                 "results": results,
+                "steps_cpu_seconds": steps,
             },
             indent=2,
         )

@@ -86,28 +86,29 @@ def set_active(conn: Connection, symbols: Sequence[str], active: bool) -> list[s
     return sorted(set(symbols) - known)
 
 
+#: Symbols per statement of ``refresh_date_spans``.
+_SPAN_CHUNK = 5000
+
+
 def refresh_date_spans(conn: Connection, symbols: Iterable[str]) -> None:
-    """Set ``first_date`` and ``last_date`` of ``symbols`` from the stored prices."""
+    """Set ``first_date`` and ``last_date`` of ``symbols`` from the stored prices
+    (symbols without prices are left as they are).
+
+    One ``UPDATE`` per ``_SPAN_CHUNK`` symbols, each span read by the primary key
+    (an ``UPDATE`` per symbol cost 0.4 s for 1,000 symbols on SQLite).
+    """
     wanted = sorted(set(symbols))
-    if not wanted:
-        return
-    spans = conn.execute(
-        sa.select(
-            prices.c[c.TICKER],
-            sa.func.min(prices.c[c.TRADE_DATE]),
-            sa.func.max(prices.c[c.TRADE_DATE]),
-        )
-        .where(prices.c[c.TICKER].in_(wanted))
-        .group_by(prices.c[c.TICKER])
-    ).all()
-    rows = [
-        {"symbol": symbol, "first_date": first, "last_date": last} for symbol, first, last in spans
-    ]
-    for row in rows:
+    of_symbol = prices.c[c.TICKER] == tickers.c.symbol
+    earliest = sa.select(sa.func.min(prices.c[c.TRADE_DATE])).where(of_symbol).scalar_subquery()
+    latest = sa.select(sa.func.max(prices.c[c.TRADE_DATE])).where(of_symbol).scalar_subquery()
+    for start in range(0, len(wanted), _SPAN_CHUNK):
         conn.execute(
             sa.update(tickers)
-            .where(tickers.c.symbol == row["symbol"])
-            .values(first_date=row["first_date"], last_date=row["last_date"])
+            .where(
+                tickers.c.symbol.in_(wanted[start : start + _SPAN_CHUNK]),
+                sa.exists().where(of_symbol),
+            )
+            .values(first_date=earliest, last_date=latest)
         )
 
 

@@ -73,7 +73,10 @@ class RawBatch:
     #: The input's fields by header name, aligned with ``frame``'s rows, where the
     #: reader left ``frame[RAW]`` empty (``None``) rather than build a dictionary for
     #: every row: only rejected rows need theirs (``raw_of``).
-    fields: dict[str, np.ndarray] | None = None
+    fields: dict[str, pd.Series | np.ndarray] | None = None
+    #: Whether every value of ``frame`` is already stripped of surrounding white space
+    #: (the readers strip them; validation then need not strip them again).
+    stripped: bool = False
 
     @property
     def rows(self) -> int:
@@ -82,16 +85,30 @@ class RawBatch:
     def raw_of(self, positions: np.ndarray) -> list[dict[str, str]]:
         """The original fields of the rows at ``positions`` (of ``frame``), for the quarantine."""
         stored = self.frame[RAW].to_numpy()
-        return [
-            stored[position]
-            if stored[position] is not None or self.fields is None
-            else {name: str(values[position]) for name, values in self.fields.items()}
-            for position in positions
-        ]
+        rows = [stored[position] for position in positions]
+        built = [index for index, row in enumerate(rows) if row is None]
+        if self.fields is None or not built:
+            return rows
+        # Column by column: a field looked up row by row costs 20 µs in a pandas Series.
+        at = np.asarray(positions, dtype=np.int64)[built]
+        columns = {
+            name: [str(value) for value in _values_at(values, at)]
+            for name, values in self.fields.items()
+        }
+        for number, index in enumerate(built):
+            rows[index] = {name: column[number] for name, column in columns.items()}
+        return rows
 
     @property
     def is_feed(self) -> bool:
         return FEED_MARK in self.source
+
+
+def _values_at(values: pd.Series | np.ndarray, positions: np.ndarray) -> list:
+    """The values at ``positions`` (of a Series, by position), as Python objects."""
+    if isinstance(values, pd.Series):
+        return values.iloc[positions].tolist()
+    return np.asarray(values, dtype=object)[positions].tolist()
 
 
 def empty_frame() -> pd.DataFrame:

@@ -260,13 +260,19 @@ def _plain_lines(text: str) -> bool:
     """Whether every physical line of ``text`` is one record: no quotes (which may
     hold line breaks), no blank line, and no line ending other than ``\n``/``\r\n``.
     Then a record's line number is its position among the lines."""
-    return (
-        '"' not in text
-        and "\n\n" not in text
-        and "\n\r\n" not in text
-        and text.count("\r") == text.count("\r\n")
-        and not text.startswith(("\n", "\r"))
-    )
+    if '"' in text or "\n\n" in text or text.startswith(("\n", "\r")):
+        return False
+    return "\r" not in text or ("\n\r\n" not in text and text.count("\r") == text.count("\r\n"))
+
+
+#: The characters ``str.strip`` removes that an ASCII text may hold, line ends aside.
+_ASCII_SPACES = (" ", "\t", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+
+
+def _may_need_trimming(text: str) -> bool:
+    """Whether some field of ``text`` may start or end with white space: not when the
+    text is ASCII without any (a few fast scans, against trimming every column)."""
+    return not text.isascii() or any(space in text for space in _ASCII_SPACES)
 
 
 def _arrow_batch(
@@ -288,7 +294,8 @@ def _arrow_batch(
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    first = text.split("\n", 1)[0]
+    end = text.find("\n")
+    first = text if end < 0 else text[:end]  # not split(): it would copy the rest
     header = next(csv.reader([first.rstrip("\r")], skipinitialspace=True), [])
     names = [str(name).strip() for name in header]
     by_name = _header_index(names, origin)
@@ -312,7 +319,8 @@ def _arrow_batch(
             read_options=pacsv.ReadOptions(use_threads=False, skip_rows=1, column_names=keys),
             parse_options=pacsv.ParseOptions(invalid_row_handler=keep),
             convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(keys, pa.string()),
+                # pandas' own string type holds large strings: no conversion later.
+                column_types=dict.fromkeys(keys, pa.large_string()),
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -322,54 +330,55 @@ def _arrow_batch(
     lines_total = text.count("\n") + (0 if text.endswith("\n") else 1)
     if table.num_rows + len(misshapen) != lines_total - 1:
         return None  # not one record per line after all
-    bad_lines = np.array([line for line, _ in misshapen], dtype=np.int64)
-    good_lines = np.setdiff1d(np.arange(2, lines_total + 1, dtype=np.int64), bad_lines)
-    padded = [
-        [value.strip() for value in fields] + [""] * (width - len(fields))
-        for _, fields in misshapen
-    ]
-    fields = {
-        index: np.concatenate(
-            [
-                pc.utf8_trim_whitespace(table.column(index)).to_numpy(zero_copy_only=False),
-                np.array([row[index] for row in padded], dtype=object),
-            ]
+    count = lines_total - 1
+    lines = np.arange(2, lines_total + 1, dtype=np.int64)
+    shapes = pd.Series("", index=pd.RangeIndex(count), dtype="str")
+    raw = np.full(count, None, dtype=object)
+    if misshapen:
+        # The misshapen rows, padded to the header's width, go back to their lines.
+        bad_lines = np.array([line for line, _ in misshapen], dtype=np.int64)
+        extra = pa.table(
+            {
+                key: pa.array(
+                    [(row[index].strip() if index < len(row) else "") for _, row in misshapen],
+                    type=table.schema.field(key).type,
+                )
+                for index, key in enumerate(keys)
+            }
         )
+        good_lines = np.setdiff1d(lines, bad_lines)
+        order = np.argsort(np.concatenate([good_lines, bad_lines]), kind="stable")
+        table = pa.concat_tables([table, extra]).take(order)
+        at = bad_lines - 2  # positions of the misshapen rows in line order
+        shapes.iloc[at] = [f"expected {width} fields, found {len(row)}" for _, row in misshapen]
+        raw[at] = [dict(zip(names, row, strict=False)) for _, row in misshapen]
+    # Arrow-backed columns (pandas' own string type): no Python object per field.
+    trim = pc.utf8_trim_whitespace if _may_need_trimming(text) else (lambda values: values)
+    fields = {
+        index: pd.Series(trim(table.column(index)).to_pandas(), index=pd.RangeIndex(count))
         for index in range(width)
     }
-    lines = np.concatenate([good_lines, bad_lines])
-    order = np.argsort(lines, kind="stable")
-    count = len(lines)
-    shapes = np.array(
-        [""] * table.num_rows
-        + [f"expected {width} fields, found {len(row)}" for _, row in misshapen],
-        dtype=object,
-    )
-    raw = np.array(
-        [None] * table.num_rows + [dict(zip(names, row, strict=False)) for _, row in misshapen],
-        dtype=object,
-    )
     if ticker_index is None and ticker is None:
         ticker = _file_ticker(origin)
-    empty = np.full(count, "", dtype=object)
+    empty = pd.Series("", index=pd.RangeIndex(count), dtype="str")
 
-    def column(index: int | None) -> np.ndarray:
-        return empty if index is None else fields[index][order]
+    def column(index: int | None) -> pd.Series:
+        return empty if index is None else fields[index]
 
     columns = {
-        LINE: lines[order],
-        SHAPE_ERROR: shapes[order],
-        c.TICKER: np.full(count, ticker, dtype=object)
+        LINE: lines,
+        SHAPE_ERROR: shapes,
+        c.TICKER: pd.Series(ticker.strip(), index=pd.RangeIndex(count), dtype="str")
         if ticker_index is None
         else column(ticker_index),
         DATE: column(date_index),
         **{name: column(_pick(by_name, aliases)) for name, aliases in _FIELD_ALIASES.items()},
-        RAW: raw[order],
+        RAW: raw,
     }
     layout = "single" if ticker_index is None else "long"
     frame = pd.DataFrame(columns, columns=RAW_COLUMNS)
-    originals = {name: fields[index][order] for index, name in enumerate(names)}
-    return RawBatch(origin, source, version, layout, frame, fields=originals)
+    originals = {name: fields[index] for index, name in enumerate(names)}
+    return RawBatch(origin, source, version, layout, frame, fields=originals, stripped=True)
 
 
 def _header_columns(

@@ -441,9 +441,9 @@ def test_a_large_file_logs_its_progress(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import pipeline.ingest.load as load
+    import pipeline.ingest.progress as progress
 
-    monkeypatch.setattr(load, "PROGRESS_ROWS", 10)
+    monkeypatch.setattr(progress, "PROGRESS_ROWS", 10)
     path = write_long_csv(synthetic_prices(("AAA",), days=25), tmp_path / "AAA.csv")
     small = write_long_csv(synthetic_prices(("BBB",), days=5), tmp_path / "BBB.csv")
     caplog.set_level(logging.INFO, logger="pipeline.ingest.load")
@@ -471,9 +471,9 @@ def test_a_slow_input_logs_its_progress_whatever_its_size(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import pipeline.ingest.load as load
+    import pipeline.ingest.progress as progress
 
-    monkeypatch.setattr(load, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.0)
     path = write_long_csv(synthetic_prices(("AAA",), days=5), tmp_path / "AAA.csv")
     caplog.set_level(logging.INFO, logger="pipeline.ingest.load")
 
@@ -481,3 +481,88 @@ def test_a_slow_input_logs_its_progress_whatever_its_size(
 
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(path))]
     assert [line.split(": ", 1)[1].split(" ")[0] for line in lines] == ["read", "validated", "done"]
+
+
+def test_spans_and_jumps_against_stored_closes_on_every_engine(
+    portable_db_url: str, tmp_path: Path
+) -> None:
+    """``refresh_date_spans`` (one UPDATE) and ``previous_closes`` (one VALUES query) on
+    every engine: each ticker's stored close just before its first valid row of a new
+    file is the one its jump is measured from; a bad earlier row of the file does not
+    move that point; a ticker never seen before has no jump to measure."""
+    from pipeline.db.quarantine import read_flags
+
+    engine = open_database(portable_db_url)
+    try:
+        _ingest(
+            engine,
+            _write(
+                tmp_path / "prices-1.csv",
+                ["AAA,2024-01-02,10", "AAA,2024-01-03,11", "BBB,2024-01-02,50"],
+            ),
+        )
+        _ingest(
+            engine,
+            _write(
+                tmp_path / "prices-2.csv",
+                [
+                    "AAA,2024-01-01,oops",  # quarantined: not the first valid row
+                    "AAA,2024-01-04,22",  # +100% from 11 (2024-01-03)
+                    "BBB,2024-01-04,51",  # +2% from 50: no flag
+                    "CCC,2024-01-04,7",  # nothing stored before it
+                    "CCC,2024-01-05,7.1",
+                ],
+            ),
+        )
+        with engine.connect() as conn:
+            flags = read_flags(conn)
+            universe = {row["symbol"]: row for row in read_tickers(conn)}
+        assert flags[["ticker", "trade_date", "flag", "detail"]].values.tolist() == [
+            ["AAA", dt.date(2024, 1, 4), "jump", "close moved 100.0% from 11.0"]
+        ]
+        assert {
+            symbol: (row["first_date"], row["last_date"]) for symbol, row in universe.items()
+        } == {
+            "AAA": (dt.date(2024, 1, 2), dt.date(2024, 1, 4)),
+            "BBB": (dt.date(2024, 1, 2), dt.date(2024, 1, 4)),
+            "CCC": (dt.date(2024, 1, 4), dt.date(2024, 1, 5)),
+        }
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("days", [1, 40])  # by tickers (a short span), by date range alone
+def test_contests_of_a_wide_universe_are_counted_by_either_lookup(
+    engine: Engine, tmp_path: Path, days: int
+) -> None:
+    """600 tickers (over ``_TICKER_FILTER_MAX``): a daily file looks the stored rows up by
+    its tickers, a longer one by date range alone; both count the same superseded rows."""
+    dates = pd.bdate_range("2024-01-02", periods=days).strftime("%Y-%m-%d")
+    symbols = [f"T{index:03d}" for index in range(600)]
+    rows = [f"{symbol},{day},10" for symbol in symbols for day in dates]
+    later = _write(tmp_path / "prices-2.csv", rows)
+    earlier = _write(tmp_path / "prices-1.csv", [row[:-2] + "11" for row in rows])
+    _ingest(engine, later)
+    report = _ingest(engine, earlier)
+    count = 600 * days
+    assert _counts(report) == [("prices-1.csv", count, 0, 0, 0, count)]
+
+
+def test_files_alone_do_not_read_every_ticker_s_newest_date(engine: Engine, tmp_path: Path) -> None:
+    """Only feeds read each ticker's newest stored date (a GROUP BY over all of
+    ``prices``); an ingest of files does not run that query."""
+    path = write_long_csv(synthetic_prices(("AAA", "BBB"), days=5), tmp_path / "p.csv")
+    _ingest(engine, path)
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        statements.append(" ".join(statement.lower().split()))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        later = write_long_csv(synthetic_prices(("AAA",), days=8), tmp_path / "q.csv")
+        assert _ingest(engine, later).rows_read == 8
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    grouped = [s for s in statements if "from prices group by prices.ticker" in s]
+    assert statements and not grouped

@@ -316,3 +316,38 @@ def test_a_nul_in_a_field_is_quarantined_on_every_engine(engine: Engine, tmp_pat
         rejected = read_rejected(conn)
     assert rejected.iloc[0].ticker == "A\\x00A"
     assert rejected.iloc[0].reason_code == "ticker"
+
+
+def test_a_flag_keeps_its_first_sighting_on_every_engine(portable_db_url: str) -> None:
+    """``record_flags`` writes through ``bulk_upsert`` with a rule that never replaces: a
+    flag seen again (another run, another detail) stays as first stored; new ones land."""
+    from pipeline.db.migrate import open_database
+    from pipeline.db.quarantine import record_flags
+
+    def flags(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "ticker": [ticker for ticker, _, _ in rows],
+                "trade_date": pd.to_datetime([day for _, day, _ in rows]),
+                "flag": "closed_day",
+                "detail": [detail for _, _, detail in rows],
+                "line": range(2, 2 + len(rows)),
+            }
+        )
+
+    engine = open_database(portable_db_url)
+    try:
+        with engine.begin() as conn:
+            first = flags([("AAA", "2024-01-06", "first"), ("BBB", "2024-01-06", "first")])
+            assert record_flags(conn, first, source="a.csv", run_id="run-1") == 2
+        with engine.begin() as conn:
+            again = flags([("AAA", "2024-01-06", "second"), ("AAA", "2024-01-07", "second")])
+            assert record_flags(conn, again, source="b.csv", run_id="run-2") == 2
+            stored = read_flags(conn)
+        assert stored[["ticker", "trade_date", "detail", "source", "run_id"]].values.tolist() == [
+            ["AAA", dt.date(2024, 1, 6), "first", "a.csv", "run-1"],
+            ["AAA", dt.date(2024, 1, 7), "second", "b.csv", "run-2"],
+            ["BBB", dt.date(2024, 1, 6), "first", "a.csv", "run-1"],
+        ]
+    finally:
+        engine.dispose()

@@ -203,6 +203,9 @@ def test_a_float32_parquet_column_reads_as_the_shortest_text(tmp_path: Path) -> 
         ),
         ("XOM.csv", "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,1,2,0.5,1.5,1.4,7\n"),
         ("header_only.csv", "ticker,date,close\n"),
+        # white space to trim: a tab (ASCII), no-break and em spaces (not ASCII)
+        ("tab.csv", "ticker,date,close\nAAA,2024-01-02,\t1.5\n"),
+        ("unicode.csv", "ticker,date,close\nAAA,2024-01-02,\u00a01.5\u2003\n"),
     ],
 )
 def test_the_fast_reader_reads_what_the_row_by_row_reader_reads(
