@@ -110,20 +110,19 @@ def ewma_volatility(
     squared = np.concatenate([np.full(lookback + 1, np.nan), np.diff(np.log(prices)) ** 2])
     # Returns (end - lookback, end] of each origin, oldest first; NaN before its series.
     offsets = np.arange(1, lookback + 1)
+    weights = (1.0 - lam) * lam ** np.arange(lookback - 1, -1, -1, dtype=float)
     result = np.empty(len(ends))
     for chunk in range(0, len(ends), _EWMA_CHUNK):  # bounds the (origins, lookback) block
         rows = slice(chunk, chunk + _EWMA_CHUNK)
         positions = ends[rows, None] + offsets[None, :]  # shifted by lookback
         block = squared[positions]
         block[positions <= starts[rows, None] + lookback] = np.nan
-        variance = np.nanmean(block, axis=1)
-        updated = np.empty_like(variance)
-        for column in range(lookback):
-            values = block[:, column]
-            np.multiply(variance, lam, out=updated)
-            updated += (1.0 - lam) * values
-            np.copyto(variance, updated, where=~np.isnan(values))
-        result[rows] = variance
+        present = ~np.isnan(block)
+        start = np.nanmean(block, axis=1)
+        # The recursion v <- lam * v + (1 - lam) * r over the present returns, a suffix
+        # of the lookback (the missing ones come before the series), in closed form:
+        # lam ** present * v0 + sum of (1 - lam) * lam ** (returns after r) * r.
+        result[rows] = lam ** present.sum(axis=1) * start + np.where(present, block, 0.0) @ weights
     return np.maximum(np.sqrt(result), MINIMUM_SCALE)
 
 

@@ -53,8 +53,15 @@ class SpanSeries:
 
 def span_series(frame: pd.DataFrame, window: int) -> SpanSeries:
     """A ticker's closes and validation target positions, from its sequence file."""
-    first = frame[c.raw_window_columns(window)].iloc[0].to_numpy(dtype=float)
-    closes = np.concatenate([first, frame[c.TARGET_CLOSE].to_numpy(dtype=float)])
+    targets = frame[c.TARGET_CLOSE].to_numpy(dtype=float)
+    if len(frame) >= window:
+        # Window i starts at close i, so the first raw column holds closes 0..n-1 and
+        # the last ``window`` targets the rest: two columns instead of a row lookup.
+        oldest = frame[c.raw_window_columns(window)[0]].to_numpy(dtype=float)
+        closes = np.concatenate([oldest, targets[len(frame) - window :]])
+    else:
+        first = frame[c.raw_window_columns(window)].iloc[0].to_numpy(dtype=float)
+        closes = np.concatenate([first, targets])
     validation = np.flatnonzero((frame[c.SPLIT] == c.SPLIT_VALIDATION).to_numpy())
     return SpanSeries(closes=closes, targets=validation + window)
 
