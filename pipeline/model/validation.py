@@ -119,15 +119,6 @@ def finite(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _windows(closes: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
-    """Rows ``closes[end - window : end]`` for each ``end``."""
-    return (
-        np.stack([closes[end - window : end] for end in ends])
-        if len(ends)
-        else np.empty((0, window))
-    )
-
-
 #: Damping factors tried on the validation span.
 DAMPING_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 
