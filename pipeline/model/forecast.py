@@ -86,6 +86,13 @@ def _recent_closes(
     return pd.concat([recent[~recent[c.TICKER].isin(short)], whole], ignore_index=True)
 
 
+def _last_volatility(recent: list[np.ndarray]) -> np.ndarray:
+    """Each ticker's EWMA volatility at its newest close, every ticker in one call."""
+    lengths = np.array([len(values) for values in recent])
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return ewma_volatility(np.concatenate(recent), first + lengths - 1, first=first)
+
+
 #: The forecast quantiles stored beside ``yhat`` (the median) for a fan chart.
 FAN_LEVELS = (0.05, 0.25, 0.75, 0.95)
 
@@ -204,18 +211,18 @@ def forecast(
             )
 
     predictor = load_predictor(conn, model_row, wanted)
-    volatility = (
-        np.array([ewma_volatility(values, [len(values) - 1])[0] for values in recent])
-        if predictor.distributional
-        else None
-    )
+    volatility = _last_volatility(recent) if predictor.distributional else None
     paths, spreads = predictor.predict_paths(wanted, np.stack(windows), horizon, volatility)
     scalers = model_scalers(conn, version)
     exchanges = ticker_exchanges(conn)
     level = float(params.get("interval_level", 0.9))
     rows = []
+    sessions: dict[str, list[dt.date]] = {}  # per exchange: one calendar lookup each
     for ticker, path, network_spread, values in zip(wanted, paths, spreads, recent, strict=True):
-        targets = next_sessions(as_of, horizon, exchanges.get(ticker, DEFAULT_EXCHANGE))
+        exchange = exchanges.get(ticker, DEFAULT_EXCHANGE)
+        if exchange not in sessions:
+            sessions[exchange] = next_sessions(as_of, horizon, exchange)
+        targets = sessions[exchange]
         calibration = IntervalCalibration.from_json(scalers[ticker].get("interval_q"), level)
         places = decimals(values)
         spread = _spread(calibration, path, network_spread, values, level, places)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy.engine import Connection
 
 from pipeline.db.models import model_scalers
@@ -98,11 +99,25 @@ class Predictor:
         """Whether the networks predict a scale too (and need the volatility)."""
         return any(outputs_of(network) == 2 for network in self.networks.values())
 
-    def _groups(self, tickers: Sequence[str]) -> dict[str, np.ndarray]:
-        keys = np.array(
-            [GLOBAL if GLOBAL in self.networks else ticker for ticker in tickers], dtype=object
-        )
-        return {key: np.flatnonzero(keys == key) for key in dict.fromkeys(keys.tolist())}
+    def _groups(self, codes: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The rows of each network, from the rows' ticker codes (``_codes``)."""
+        if not len(codes):
+            return {}
+        if GLOBAL in self.networks:
+            return {GLOBAL: np.arange(len(codes))}
+        order = np.argsort(codes, kind="stable")
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        return {names[codes[rows[0]]]: rows for rows in np.split(order, bounds) if len(rows)}
+
+    def _row_params(self, names: Sequence[str], codes: np.ndarray) -> Params:
+        """Each row's scaler parameters, stacked (``stack_params``), looked up once per
+        ticker rather than once per row."""
+        rows = [self.params[name] for name in names]
+        # The keys every ticker has (the scaler's); a missing long-run volatility is
+        # reported by ``_feature``.
+        keys = set.intersection(*(set(row) for row in rows)) if rows else set()
+        stacked = stack_params([{key: row[key] for key in keys} for row in rows])
+        return {key: values[codes] for key, values in stacked.items()}
 
     def predict_next(
         self, tickers: Sequence[str], windows: np.ndarray, volatility: np.ndarray | None = None
@@ -128,16 +143,19 @@ class Predictor:
         windows = np.asarray(windows, dtype=float)
         if windows.ndim != 2 or windows.shape[1] != self.window:
             raise ValueError(f"expected windows of shape (n, {self.window}), got {windows.shape}")
+        names, codes = _codes(tickers)
+        every = self._row_params(names, codes)
         result = np.empty(len(windows))
         spread = np.full(len(windows), np.nan)
-        for key, rows in self._groups(tickers).items():
-            params = stack_params([self.params[tickers[row]] for row in rows])
+        for key, rows in self._groups(codes, names).items():
+            params = {name: values[rows] for name, values in every.items()}
             encoded = self.scaler.encode(windows[rows], params)
             network = self.networks[key]
             two = outputs_of(network) == 2
             if two:
                 encoded = np.stack(
-                    [encoded, self._feature(tickers, rows, windows, volatility)], axis=-1
+                    [encoded, self._feature(names, codes[rows], windows[rows], volatility, rows)],
+                    axis=-1,
                 )
             predicted = np.concatenate(
                 [
@@ -156,7 +174,7 @@ class Predictor:
                 )
             else:
                 result[rows] = self.scaler.decode(predicted, windows[rows], params)
-        factors = np.array([self.damping.get(ticker, 1.0) for ticker in tickers], dtype=float)
+        factors = np.array([self.damping.get(name, 1.0) for name in names], dtype=float)[codes]
         if np.any(factors != 1.0):
             last = windows[:, -1]
             result = last + factors * (result - last)
@@ -164,23 +182,24 @@ class Predictor:
 
     def _feature(
         self,
-        tickers: Sequence[str],
-        rows: np.ndarray,
+        names: Sequence[str],
+        codes: np.ndarray,
         windows: np.ndarray,
         volatility: np.ndarray | None,
+        rows: np.ndarray,
     ) -> np.ndarray:
         if volatility is None:
             raise ValueError("a distributional network needs the volatility at each origin")
+        used = np.unique(codes)
         missing = sorted(
-            {tickers[row] for row in rows if VOLATILITY_PARAM not in self.params[tickers[row]]}
+            names[code] for code in used if VOLATILITY_PARAM not in self.params[names[code]]
         )
         if missing:
             raise ValueError(f"no long-run volatility for {', '.join(missing)}")
-        long_run = np.array(
-            [self.params[tickers[row]][VOLATILITY_PARAM] for row in rows], dtype=float
-        )
+        long_run = np.zeros(len(names))
+        long_run[used] = [self.params[names[code]][VOLATILITY_PARAM] for code in used]
         return volatility_feature(
-            windows[rows], np.asarray(volatility, float).reshape(-1)[rows], long_run
+            windows, np.asarray(volatility, float).reshape(-1)[rows], long_run[codes]
         )
 
     def predict_path(
@@ -227,6 +246,12 @@ class Predictor:
                 variance = EWMA_LAMBDA * variance + (1.0 - EWMA_LAMBDA) * (move**2 + deviation**2)
             current = np.concatenate([current[:, 1:], path[:, step : step + 1]], axis=1)
         return path, spread
+
+
+def _codes(tickers: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct tickers, in order of first appearance, and each row's index among them."""
+    codes, names = pd.factorize(np.asarray(tickers, dtype=object), sort=False)
+    return [str(name) for name in names], codes.astype(np.intp)
 
 
 def load_predictor(

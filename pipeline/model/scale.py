@@ -56,6 +56,8 @@ EWMA_WEIGHT = 0.9
 LOOKBACK = 100
 #: The scale never falls below this (a ticker whose price did not move at all).
 MINIMUM_SCALE = 1e-6
+#: Origins whose lookback block is computed at once (memory: this times LOOKBACK floats).
+_EWMA_CHUNK = 65536
 
 
 def ewma_volatility(
@@ -63,15 +65,21 @@ def ewma_volatility(
     origins: ArrayLike,
     lookback: int = LOOKBACK,
     lam: float = EWMA_LAMBDA,
+    first: ArrayLike | None = None,
 ) -> np.ndarray:
     """The EWMA volatility of the next daily log return at each origin.
 
     Args:
-        closes: One ticker's closes, oldest first, positive.
+        closes: One ticker's closes, oldest first, positive; or several tickers' closes
+            one after the other, with ``first``.
         origins: Positions of the last observed close of each forecast (at least 1:
             one return is needed).
         lookback: Returns the recursion runs over, the origin's included.
         lam: The decay of the EWMA.
+        first: With several tickers' closes, the position in ``closes`` of the first
+            close of each origin's ticker: returns before it are not its own and are
+            left out, as before the start of a single series. The result is the one
+            each ticker's own call would give, computed for all origins at once.
 
     Returns:
         Array ``(n,)`` of standard deviations of daily log returns.
@@ -83,24 +91,39 @@ def ewma_volatility(
     ends = np.asarray(origins, dtype=np.intp).reshape(-1)
     if prices.ndim != 1 or not np.all(np.isfinite(prices)) or (prices <= 0).any():
         raise ValueError("volatility needs a 1-D series of positive, finite closes")
-    if len(ends) and (ends.min() < 1 or ends.max() >= len(prices)):
+    starts = (
+        np.zeros(len(ends), dtype=np.intp)
+        if first is None
+        else np.asarray(first, dtype=np.intp).reshape(-1)
+    )
+    if len(starts) != len(ends):
+        raise ValueError(f"first has {len(starts)} positions for {len(ends)} origins")
+    if len(ends) and ((ends - starts).min() < 1 or ends.max() >= len(prices)):
         raise ValueError(
             f"origins must lie in [1, {len(prices) - 1}] (one return before each), "
-            f"got [{ends.min()}, {ends.max()}]"
+            f"got [{(ends - starts).min()}, {ends.max()}]"
         )
     if lookback < 1 or not 0.0 < lam < 1.0:
         raise ValueError(f"lookback must be at least 1 and lam in (0, 1), got {lookback}, {lam}")
-    squared = np.concatenate([[np.nan], np.diff(np.log(prices)) ** 2])
-    # Returns (end - lookback, end] of each origin, oldest first; NaN before the series.
-    offsets = np.arange(-lookback + 1, 1)
-    positions = ends[:, None] + offsets[None, :]
-    block = np.where(positions >= 1, squared[np.clip(positions, 0, None)], np.nan)
-    variance = np.nanmean(block, axis=1)
-    for column in range(lookback):
-        values = block[:, column]
-        present = ~np.isnan(values)
-        variance = np.where(present, lam * variance + (1.0 - lam) * values, variance)
-    return np.maximum(np.sqrt(variance), MINIMUM_SCALE)
+    # Squared returns, position p + lookback holding the return into close p (NaN
+    # before the series), so that every lookback position indexes without clipping.
+    squared = np.concatenate([np.full(lookback + 1, np.nan), np.diff(np.log(prices)) ** 2])
+    # Returns (end - lookback, end] of each origin, oldest first; NaN before its series.
+    offsets = np.arange(1, lookback + 1)
+    weights = (1.0 - lam) * lam ** np.arange(lookback - 1, -1, -1, dtype=float)
+    result = np.empty(len(ends))
+    for chunk in range(0, len(ends), _EWMA_CHUNK):  # bounds the (origins, lookback) block
+        rows = slice(chunk, chunk + _EWMA_CHUNK)
+        positions = ends[rows, None] + offsets[None, :]  # shifted by lookback
+        block = squared[positions]
+        block[positions <= starts[rows, None] + lookback] = np.nan
+        present = ~np.isnan(block)
+        start = np.nanmean(block, axis=1)
+        # The recursion v <- lam * v + (1 - lam) * r over the present returns, a suffix
+        # of the lookback (the missing ones come before the series), in closed form:
+        # lam ** present * v0 + sum of (1 - lam) * lam ** (returns after r) * r.
+        result[rows] = lam ** present.sum(axis=1) * start + np.where(present, block, 0.0) @ weights
+    return np.maximum(np.sqrt(result), MINIMUM_SCALE)
 
 
 def step_scales(volatility: ArrayLike, horizon: int) -> np.ndarray:

@@ -22,15 +22,16 @@ from pipeline import columns as c
 from pipeline.model.numpy_lstm import read_networks
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
 from pipeline.model.scale import (
+    EWMA_WEIGHT,
     ewma_volatility,
     long_run_volatility,
     predicted_volatility,
     step_scales,
 )
 from pipeline.scoring.intervals import (
+    _positive_matrix,
     conformal_quantile,
-    fit_conformal,
-    fit_normalised_conformal,
+    conformal_rank,
 )
 from pipeline.scoring.metrics import msis, naive_scale
 from pipeline.sequences.scaling import Params, get_scaler
@@ -52,8 +53,15 @@ class SpanSeries:
 
 def span_series(frame: pd.DataFrame, window: int) -> SpanSeries:
     """A ticker's closes and validation target positions, from its sequence file."""
-    first = frame[c.raw_window_columns(window)].iloc[0].to_numpy(dtype=float)
-    closes = np.concatenate([first, frame[c.TARGET_CLOSE].to_numpy(dtype=float)])
+    targets = frame[c.TARGET_CLOSE].to_numpy(dtype=float)
+    if len(frame) >= window:
+        # Window i starts at close i, so the first raw column holds closes 0..n-1 and
+        # the last ``window`` targets the rest: two columns instead of a row lookup.
+        oldest = frame[c.raw_window_columns(window)[0]].to_numpy(dtype=float)
+        closes = np.concatenate([oldest, targets[len(frame) - window :]])
+    else:
+        first = frame[c.raw_window_columns(window)].iloc[0].to_numpy(dtype=float)
+        closes = np.concatenate([first, targets])
     validation = np.flatnonzero((frame[c.SPLIT] == c.SPLIT_VALIDATION).to_numpy())
     return SpanSeries(closes=closes, targets=validation + window)
 
@@ -111,15 +119,6 @@ def finite(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _windows(closes: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
-    """Rows ``closes[end - window : end]`` for each ``end``."""
-    return (
-        np.stack([closes[end - window : end] for end in ends])
-        if len(ends)
-        else np.empty((0, window))
-    )
-
-
 #: Damping factors tried on the validation span.
 DAMPING_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 
@@ -157,35 +156,134 @@ def origin_volatility(
     return ewma_volatility(closes, np.maximum(origins, 1))
 
 
-def _one_step(predictor: Predictor, series: Mapping[str, SpanSeries]) -> dict[str, OneStep]:
-    """Per ticker, the one-step points of the validation span."""
-    names: list[str] = []
-    windows, actual, naive, volatility = [], [], [], []
+@dataclass(frozen=True)
+class _Points:
+    """Validation points of many tickers at once, grouped by ticker.
+
+    The points of ``names[k]`` are rows ``starts[k]:starts[k + 1]``, in the order of
+    their targets; ``closes`` holds those tickers' closes one after the other,
+    ``first`` the position of each point's ticker's first close in it, and ``ends``
+    the position of each point's target. Per-ticker figures are grouped reductions
+    over these rows (``sums``), never a Python loop over windows.
+    """
+
+    names: list[str]
+    starts: np.ndarray
+    closes: np.ndarray
+    first: np.ndarray
+    ends: np.ndarray
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+    @property
+    def owner(self) -> np.ndarray:
+        """The index in ``names`` of each point's ticker."""
+        return np.repeat(np.arange(len(self.names)), self.counts)
+
+    def row_tickers(self) -> list[str]:
+        return np.array(self.names, dtype=object)[self.owner].tolist()
+
+    def windows(self, window: int) -> np.ndarray:
+        """The ``window`` closes before each target, ``(n, window)``."""
+        return self.closes[self.ends[:, None] + np.arange(-window, 0)[None, :]]
+
+    def following(self, horizon: int) -> np.ndarray:
+        """The target and the closes after it, ``(n, horizon)``."""
+        return self.closes[self.ends[:, None] + np.arange(horizon)[None, :]]
+
+    def volatility(self, predictor: Predictor) -> np.ndarray | None:
+        """The EWMA volatility at each origin (the close before the target), when
+        ``predictor`` needs it (``origin_volatility`` for all tickers at once)."""
+        if not predictor.distributional:
+            return None
+        return ewma_volatility(self.closes, self.ends - 1, first=self.first)
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """Per ticker, the sum of ``values`` over its points (along the first axis)."""
+        return np.add.reduceat(values, self.starts[:-1], axis=0)
+
+    def means(self, values: np.ndarray) -> np.ndarray:
+        counts = self.counts
+        return self.sums(values) / (counts if np.ndim(values) == 1 else counts[:, None])
+
+    def quantile(self, scores: np.ndarray, level: float) -> np.ndarray:
+        """Per ticker, ``conformal_quantile`` of its points' ``scores`` (``(n,)`` or
+        ``(n, H)``): the same order statistic, every ticker sorted at once."""
+        values = np.asarray(scores, dtype=float)
+        flat = values.ndim == 1
+        values = values.reshape(len(values), -1)
+        counts = self.counts
+        # NaN pads sort last, after the ticker's own values (NaN included), as alone.
+        padded = np.full((len(self.names), int(counts.max()), values.shape[1]), np.nan)
+        padded[self.owner, np.arange(len(values)) - np.repeat(self.starts[:-1], counts)] = values
+        padded.sort(axis=1)
+        ranks = np.array([conformal_rank(int(n), level) for n in counts])
+        out = padded[np.arange(len(counts)), np.minimum(ranks, counts) - 1]
+        out[ranks > counts] = np.inf
+        return out[:, 0] if flat else out
+
+
+def _stack(
+    predictor: Predictor, series: Mapping[str, SpanSeries], horizon: int = 0
+) -> tuple[_Points | None, list[str]]:
+    """The validation points of every ticker ``predictor`` knows, stacked (``_Points``;
+    None when there are none), and the tickers left without a point. A point needs
+    ``predictor.window`` closes before its target and, with a ``horizon``, the
+    ``horizon - 1`` closes after it."""
+    names, empty, pieces, ends, first = [], [], [], [], []
+    offset = 0
     for ticker, data in sorted(series.items()):
         if ticker not in predictor.params:
             continue
-        ends = data.targets[data.targets >= predictor.window]
-        if not len(ends):
+        keep = data.targets >= predictor.window
+        if horizon:
+            keep &= data.targets + horizon <= len(data.closes)
+        targets = data.targets[keep]
+        if not len(targets):
+            empty.append(ticker)
             continue
-        names.extend([ticker] * len(ends))
-        windows.append(_windows(data.closes, ends, predictor.window))
-        actual.append(data.closes[ends])
-        naive.append(data.closes[ends - 1])
-        volatility.append(origin_volatility(predictor, data.closes, ends - 1))
+        names.append(ticker)
+        pieces.append(data.closes)
+        ends.append(targets + offset)
+        first.append(np.full(len(targets), offset))
+        offset += len(data.closes)
     if not names:
-        return {}
-    predicted, spread = predictor.predict_distribution(
-        names,
-        np.concatenate(windows),
-        np.concatenate(volatility) if predictor.distributional else None,
+        return None, empty
+    ends_all = np.concatenate(ends).astype(np.intp)
+    points = _Points(
+        names=names,
+        starts=np.concatenate([[0], np.cumsum([len(e) for e in ends])]).astype(np.intp),
+        closes=np.concatenate(pieces).astype(float),
+        first=np.concatenate(first).astype(np.intp),
+        ends=ends_all,
     )
-    actual_all, naive_all = np.concatenate(actual), np.concatenate(naive)
-    tickers = np.array(names, dtype=object)
-    result = {}
-    for ticker in dict.fromkeys(names):
-        rows = tickers == ticker
-        result[ticker] = OneStep(actual_all[rows], predicted[rows], naive_all[rows], spread[rows])
-    return result
+    return points, empty
+
+
+@dataclass(frozen=True)
+class _OneStepAll:
+    """``OneStep`` of every ticker at once: rows grouped as ``points``."""
+
+    points: _Points
+    actual: np.ndarray
+    predicted: np.ndarray
+    naive: np.ndarray
+    spread: np.ndarray
+
+
+def _one_step(predictor: Predictor, series: Mapping[str, SpanSeries]) -> _OneStepAll | None:
+    """The one-step points of the validation span of every ticker, in one forward pass."""
+    points, _ = _stack(predictor, series)
+    if points is None:
+        return None
+    predicted, spread = predictor.predict_distribution(
+        points.row_tickers(), points.windows(predictor.window), points.volatility(predictor)
+    )
+    return _OneStepAll(
+        points, points.closes[points.ends], predicted, points.closes[points.ends - 1], spread
+    )
 
 
 def fit_damping(predictor: Predictor, series: Mapping[str, SpanSeries]) -> dict[str, float]:
@@ -195,14 +293,19 @@ def fit_damping(predictor: Predictor, series: Mapping[str, SpanSeries]) -> dict[
     The network's own predictions are used (any damping ``predictor`` has is ignored).
     """
     undamped = Predictor(predictor.window, predictor.scaler, predictor.params, predictor.networks)
-    result = {}
-    for ticker, point in _one_step(undamped, series).items():
-        actual, predicted, naive = point.actual, point.predicted, point.naive
-        candidates = naive[None, :] + DAMPING_GRID[:, None] * (predicted - naive)[None, :]
-        errors = np.abs(candidates - actual[None, :]).mean(axis=1)
-        best = np.flatnonzero(errors <= errors.min() + 1e-12)[-1]
-        result[ticker] = float(DAMPING_GRID[best])
-    return result
+    step = _one_step(undamped, series)
+    if step is None:
+        return {}
+    move = step.predicted - step.naive
+    errors = np.column_stack(
+        [
+            step.points.means(np.abs(step.naive + factor * move - step.actual))
+            for factor in DAMPING_GRID
+        ]
+    )
+    within = errors <= errors.min(axis=1, keepdims=True) + 1e-12
+    best = len(DAMPING_GRID) - 1 - np.argmax(within[:, ::-1], axis=1)
+    return {name: float(DAMPING_GRID[b]) for name, b in zip(step.points.names, best, strict=True)}
 
 
 def evaluate_span(
@@ -216,24 +319,68 @@ def evaluate_span(
     Targets with fewer than ``predictor.window`` closes before them are left out.
     With a ``level``, each ticker's row also has ``msis``: the MSIS of one-step
     intervals drawn by ``method`` and calibrated on these same points
-    (``span_msis``), so that two models are compared on equal terms.
+    (``span_msis``, computed for every ticker at once), so that two models are
+    compared on equal terms.
     """
     errors = SpanErrors()
-    for ticker, point in _one_step(predictor, series).items():
-        actual, predicted, naive = point.actual, point.predicted, point.naive
-        mae = float(np.mean(np.abs(actual - predicted)))
-        naive_mae = float(np.mean(np.abs(actual - naive)))
-        errors.per_ticker[ticker] = {
-            "n": len(actual),
-            "mae": mae,
-            "naive_mae": naive_mae,
-            "mase": mae / naive_mae if naive_mae > 0 else float("nan"),
+    step = _one_step(predictor, series)
+    if step is None:
+        return errors
+    points = step.points
+    mae = points.means(np.abs(step.actual - step.predicted))
+    naive_mae = points.means(np.abs(step.actual - step.naive))
+    scores = _span_msis_all(series, step, level, method) if level is not None else None
+    for index, ticker in enumerate(points.names):
+        row: dict[str, Any] = {
+            "n": int(points.counts[index]),
+            "mae": float(mae[index]),
+            "naive_mae": float(naive_mae[index]),
+            "mase": float(mae[index] / naive_mae[index]) if naive_mae[index] > 0 else float("nan"),
         }
-        if level is not None:
-            data = series[ticker]
-            ends = data.targets[data.targets >= predictor.window]
-            errors.per_ticker[ticker]["msis"] = span_msis(data, ends, point, level, method)
+        if scores is not None:
+            row["msis"] = scores[index]
+        errors.per_ticker[ticker] = row
     return errors
+
+
+def _span_msis_all(
+    series: Mapping[str, SpanSeries], step: _OneStepAll, level: float, method: str
+) -> list[float | None]:
+    """``span_msis`` of every ticker of ``step``, with grouped array operations."""
+    points = step.points
+    actual, predicted = step.actual, step.predicted
+    owner = points.owner
+    train = [series[name].training_closes for name in points.names]
+    denominator = np.array([naive_scale(closes) for closes in train])
+    good = np.isfinite(actual) & np.isfinite(predicted) & (actual > 0) & (predicted > 0)
+    if method == "static":
+        scale = np.ones(len(actual))
+    elif method == "network":
+        scale = step.spread
+        good &= np.isfinite(scale)
+    else:
+        long_run = np.array([long_run_volatility(closes) for closes in train])
+        ewma = ewma_volatility(points.closes, points.ends - 1, first=points.first)
+        scale = np.sqrt(EWMA_WEIGHT * ewma**2 + (1.0 - EWMA_WEIGHT) * long_run[owner] ** 2)
+    usable = points.sums(good.astype(int)) == points.counts
+    rows = usable[owner]
+    ratio = np.divide(actual, predicted, out=np.ones(len(actual)), where=rows)
+    normalised = np.divide(np.abs(np.log(ratio)), scale, out=np.zeros(len(actual)), where=rows)
+    multiplier = points.quantile(normalised, level)
+    width = np.where(rows, multiplier[owner] * np.where(rows, scale, 0.0), 0.0)
+    width = np.where(np.isfinite(width), width, 0.0)
+    lower, upper = predicted * np.exp(-width), predicted * np.exp(width)
+    alpha = 1.0 - level
+    interval = (upper - lower) + (2.0 / alpha) * (
+        np.clip(lower - actual, 0.0, None) + np.clip(actual - upper, 0.0, None)
+    )
+    result = points.means(np.where(rows, interval, 0.0)) / np.where(
+        denominator > 0, denominator, 1.0
+    )
+    return [
+        float(value) if ok and np.isfinite(m) and d > 0 else None
+        for value, ok, m, d in zip(result, usable, multiplier, denominator, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -459,38 +606,57 @@ def calibrate_intervals(
     ``pipeline.scoring.intervals.fit_conformal``) or divided by the predicted
     scale (``network``: the network's spread of the path; ``ewma``: the EWMA
     scale; ``fit_normalised_conformal``). A ticker with too few origins for a
-    level gets ``None`` (no intervals).
+    level gets ``None`` (no intervals). Every ticker's paths come from one
+    recursive forward pass, and the quantiles from one grouped sort.
+
+    Raises:
+        ValueError: a forecast or close is not positive and finite, or a network
+            interval lacks the network's spread.
     """
     levels = sorted({float(level), *FAN_CENTRAL_LEVELS})
-    result: dict[str, IntervalCalibration | None] = {}
-    for ticker, data in sorted(series.items()):
-        if ticker not in predictor.params:
-            continue
-        ends = data.targets[
-            (data.targets >= predictor.window) & (data.targets + horizon <= len(data.closes))
-        ]
-        if not len(ends):
-            result[ticker] = None
-            continue
-        paths, spread = predictor.predict_paths(
-            [ticker] * len(ends),
-            _windows(data.closes, ends, predictor.window),
-            horizon,
-            origin_volatility(predictor, data.closes, ends - 1),
-        )
-        actual = np.stack([data.closes[end : end + horizon] for end in ends])
-        long_run = long_run_volatility(data.training_closes) if method == "ewma" else None
-        # The scales the calibrated intervals will be drawn with (None: static).
-        scale = IntervalCalibration(method, {}, long_run).scales(
-            data.closes, ends - 1, spread, horizon
-        )
-        multipliers = {}
-        for central in levels:
-            if scale is None:
-                factors = fit_conformal(actual, paths, central)
-            else:
-                factors = fit_normalised_conformal(actual, paths, scale, central)
-            multipliers[central] = [float(q) for q in factors]
+    points, empty = _stack(predictor, series, horizon)
+    result: dict[str, IntervalCalibration | None] = dict.fromkeys(empty)
+    if points is None:
+        return dict(sorted(result.items()))
+    paths, spread = predictor.predict_paths(
+        points.row_tickers(),
+        points.windows(predictor.window),
+        horizon,
+        points.volatility(predictor),
+    )
+    actual = _positive_matrix("y_true", points.following(horizon))
+    paths = _positive_matrix("y_pred", paths)
+    long_run = (
+        np.array([long_run_volatility(series[name].training_closes) for name in points.names])
+        if method == "ewma"
+        else None
+    )
+    # The scales the calibrated intervals will be drawn with (None: static), as
+    # ``IntervalCalibration.scales`` draws them.
+    if method == "static":
+        scores = np.abs(np.log(actual / paths))
+    else:
+        if method == "network":
+            if not np.all(np.isfinite(spread)):
+                raise ValueError("network intervals need the spread the network predicted")
+            scale = np.asarray(spread, dtype=float)[:, :horizon]
+        else:
+            assert long_run is not None
+            ewma = ewma_volatility(points.closes, points.ends - 1, first=points.first)
+            sigma = np.sqrt(
+                EWMA_WEIGHT * ewma**2 + (1.0 - EWMA_WEIGHT) * long_run[points.owner] ** 2
+            )
+            scale = step_scales(sigma, horizon)
+        scores = np.abs(np.log(actual / paths)) / _positive_matrix("scale", scale)
+    factors = {central: points.quantile(scores, central) for central in levels}
+    for index, ticker in enumerate(points.names):
+        multipliers = {central: [float(q) for q in factors[central][index]] for central in levels}
         finite = all(np.all(np.isfinite(m)) for m in multipliers.values())
-        result[ticker] = IntervalCalibration(method, multipliers, long_run) if finite else None
-    return result
+        result[ticker] = (
+            IntervalCalibration(
+                method, multipliers, None if long_run is None else float(long_run[index])
+            )
+            if finite
+            else None
+        )
+    return dict(sorted(result.items()))

@@ -159,12 +159,23 @@ def write_sequence_file(path: Path, table: pa.Table) -> str:
 
     Only the two text columns are dictionary-encoded: trying a dictionary on
     every float column made writing three times slower and the files larger.
+    No column statistics: the files are always read whole, and leaving them out
+    halved the time to encode a file (about 2.5 ms of 24 columns of 750 rows) and cut
+    a third of the time to read it back, at the same size
+    (``benchmarks/README.md``, ``incremental_day``).
 
     Returns:
         The SHA-256 of the file.
     """
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", use_dictionary=[c.TICKER, c.SPLIT])
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        compression_level=1,
+        use_dictionary=[c.TICKER, c.SPLIT],
+        write_statistics=False,
+    )
     payload = sink.getvalue().to_pybytes()
     digest = sha256_bytes(payload)
     if path.exists() and sha256_file(path) == digest:
@@ -193,7 +204,10 @@ def read_sequence_file(path: Path, sha256: str | None = None) -> pd.DataFrame:
             f"{sha256_bytes(payload)[:12]}..., recorded {sha256[:12]}...): it was changed or "
             "replaced since; rebuild it with `pricecast sequences` (the daily run does)"
         )
-    return pq.read_table(pa.BufferReader(payload)).to_pandas()
+    # A file is small (one ticker): without pre-buffering and threads, reading 1,000 of
+    # them took a third less CPU (``benchmarks/README.md``, ``incremental_day``).
+    table = pq.read_table(pa.BufferReader(payload), pre_buffer=False, use_threads=False)
+    return table.to_pandas(use_threads=False)
 
 
 def build_sequences(

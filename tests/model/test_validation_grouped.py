@@ -1,0 +1,233 @@
+"""The validation span judged for every ticker at once equals each ticker judged alone
+(to float32 rounding: the forward pass runs in float32 over other batches).
+
+``fit_damping``, ``evaluate_span`` and ``calibrate_intervals`` stack every ticker's
+points into one forward pass and grouped reductions; the references here go
+ticker by ticker, window by window, with the per-ticker functions
+(``span_msis``, ``fit_conformal``, ``fit_normalised_conformal``, one
+``ewma_volatility`` call per ticker) and a forward pass per ticker.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.model.numpy_lstm import NumpyLSTM
+from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
+from pipeline.model.scale import (
+    ewma_volatility,
+    long_run_volatility,
+    predicted_volatility,
+    step_scales,
+)
+from pipeline.model.store import GLOBAL
+from pipeline.model.validation import (
+    DAMPING_GRID,
+    OneStep,
+    SpanSeries,
+    calibrate_intervals,
+    evaluate_span,
+    fit_damping,
+    span_msis,
+)
+from pipeline.scoring.intervals import fit_conformal, fit_normalised_conformal
+from pipeline.sequences.scaling import get_scaler
+
+WINDOW = 4
+HORIZON = 3
+
+
+def _network(features: int, outputs: int, seed: int, units: int = 8) -> NumpyLSTM:
+    rng = np.random.default_rng(seed)
+    return NumpyLSTM(
+        kernel=rng.normal(0, 0.5, (features, 4 * units)).astype(np.float32),
+        recurrent_kernel=rng.normal(0, 0.5, (units, 4 * units)).astype(np.float32),
+        bias=rng.normal(0, 0.1, 4 * units).astype(np.float32),
+        dense_kernel=rng.normal(0, 0.3, (units, outputs)).astype(np.float32),
+        dense_bias=np.zeros(outputs, np.float32),
+    )
+
+
+def _series(seed: int = 7) -> dict[str, SpanSeries]:
+    """Tickers of different lengths and volatilities; ``SHORT`` has two validation
+    targets (too few for the calibration's levels), ``TINY`` none with a full window."""
+    rng = np.random.default_rng(seed)
+    lengths = {"AAA": 60, "BBB": 41, "CCC": 75, "DDD": 33, "SHORT": 14, "TINY": 6}
+    result = {}
+    for index, (name, length) in enumerate(lengths.items()):
+        returns = rng.normal(0.0005, 0.01 + 0.005 * index, length)
+        closes = 20.0 * (index + 1) * np.exp(np.cumsum(returns))
+        validation = max(2, length // 3)
+        targets = np.arange(length - validation, length)
+        if name == "TINY":
+            targets = np.arange(2, WINDOW)  # fewer than WINDOW closes before each
+        result[name] = SpanSeries(closes=closes, targets=targets)
+    return result
+
+
+def _predictor(distributional: bool, scope: str, scaling: str) -> Predictor:
+    series = _series()
+    scaler = get_scaler(scaling)
+    params = {}
+    for name, data in series.items():
+        if name == "DDD":
+            continue  # a ticker the model does not cover is left out
+        fitted = scaler.fit(data.training_closes)
+        if distributional:
+            fitted[VOLATILITY_PARAM] = long_run_volatility(data.training_closes)
+        params[name] = fitted
+    features, outputs = (2, 2) if distributional else (1, 1)
+    if scope == "global":
+        networks = {GLOBAL: _network(features, outputs, 1)}
+    else:
+        networks = {name: _network(features, outputs, i + 2) for i, name in enumerate(params)}
+    return Predictor(WINDOW, scaler, params, networks)
+
+
+def _alone(predictor: Predictor, ticker: str) -> Predictor:
+    """The predictor of one ticker only."""
+    networks = predictor.networks
+    if GLOBAL not in networks:
+        networks = {ticker: networks[ticker]}
+    return Predictor(
+        predictor.window,
+        predictor.scaler,
+        {ticker: predictor.params[ticker]},
+        networks,
+        {ticker: predictor.damping[ticker]} if ticker in predictor.damping else {},
+    )
+
+
+def _one_step_alone(predictor: Predictor, ticker: str, data: SpanSeries) -> OneStep | None:
+    ends = data.targets[data.targets >= predictor.window]
+    if not len(ends):
+        return None
+    windows = np.stack([data.closes[end - predictor.window : end] for end in ends])
+    volatility = (
+        np.array([ewma_volatility(data.closes, [end - 1])[0] for end in ends])
+        if predictor.distributional
+        else None
+    )
+    single = _alone(predictor, ticker)
+    predicted, spread = single.predict_distribution([ticker] * len(ends), windows, volatility)
+    return OneStep(data.closes[ends], predicted, data.closes[ends - 1], spread)
+
+
+CASES = [
+    pytest.param(True, "global", "log_ratio", "network", id="distributional-global-network"),
+    pytest.param(True, "per_ticker", "log_ratio", "ewma", id="distributional-per-ticker-ewma"),
+    pytest.param(False, "global", "minmax", "static", id="point-global-minmax-static"),
+    pytest.param(False, "per_ticker", "log_ratio", "ewma", id="point-per-ticker-ewma"),
+]
+
+
+@pytest.mark.parametrize(("distributional", "scope", "scaling", "method"), CASES)
+def test_damping_and_span_errors_equal_each_ticker_alone(
+    distributional: bool, scope: str, scaling: str, method: str
+) -> None:
+    series = _series()
+    predictor = _predictor(distributional, scope, scaling)
+    damping = fit_damping(predictor, series)
+    predictor.damping = damping
+    errors = evaluate_span(predictor, series, 0.5, method)
+
+    expected_tickers = ["AAA", "BBB", "CCC", "SHORT"]  # DDD uncovered, TINY has no full window
+    assert sorted(damping) == expected_tickers
+    assert sorted(errors.per_ticker) == expected_tickers
+    for ticker in expected_tickers:
+        data = series[ticker]
+        undamped = _one_step_alone(
+            Predictor(WINDOW, predictor.scaler, predictor.params, predictor.networks), ticker, data
+        )
+        assert undamped is not None
+        candidates = undamped.naive[None, :] + DAMPING_GRID[:, None] * (
+            undamped.predicted - undamped.naive
+        )
+        mae = np.abs(candidates - undamped.actual[None, :]).mean(axis=1)
+        best = np.flatnonzero(mae <= mae.min() + 1e-12)[-1]
+        assert damping[ticker] == DAMPING_GRID[best]
+
+        point = _one_step_alone(predictor, ticker, data)
+        assert point is not None
+        row = errors.per_ticker[ticker]
+        assert row["n"] == len(point.actual)
+        assert row["mae"] == pytest.approx(np.mean(np.abs(point.actual - point.predicted)))
+        assert row["naive_mae"] == pytest.approx(np.mean(np.abs(point.actual - point.naive)))
+        ends = data.targets[data.targets >= WINDOW]
+        alone = span_msis(data, ends, point, 0.5, method)
+        if alone is None:
+            assert row["msis"] is None
+        else:
+            assert row["msis"] == pytest.approx(alone, rel=1e-6)
+    # SHORT has 2 points: too few for a 0.9 interval, so no MSIS.
+    assert evaluate_span(predictor, series, 0.9, method).per_ticker["SHORT"]["msis"] is None
+
+
+@pytest.mark.parametrize(("distributional", "scope", "scaling", "method"), CASES)
+def test_interval_calibration_equals_each_ticker_alone(
+    distributional: bool, scope: str, scaling: str, method: str
+) -> None:
+    series = _series()
+    predictor = _predictor(distributional, scope, scaling)
+    predictor.damping = fit_damping(predictor, series)
+    calibrations = calibrate_intervals(predictor, series, HORIZON, 0.8, method)
+
+    # Every covered ticker has an entry; TINY has no origin with a full window.
+    assert list(calibrations) == ["AAA", "BBB", "CCC", "SHORT", "TINY"]
+    assert calibrations["TINY"] is None
+    for ticker in ("AAA", "BBB", "CCC", "SHORT"):
+        data = series[ticker]
+        ends = data.targets[(data.targets >= WINDOW) & (data.targets + HORIZON <= len(data.closes))]
+        windows = np.stack([data.closes[end - WINDOW : end] for end in ends])
+        volatility = (
+            np.array([ewma_volatility(data.closes, [end - 1])[0] for end in ends])
+            if distributional
+            else None
+        )
+        paths, spread = _alone(predictor, ticker).predict_paths(
+            [ticker] * len(ends), windows, HORIZON, volatility
+        )
+        actual = np.stack([data.closes[end : end + HORIZON] for end in ends])
+        long_run = long_run_volatility(data.training_closes) if method == "ewma" else None
+        if method == "network":
+            scale = spread
+        elif method == "ewma":
+            scale = step_scales(predicted_volatility(data.closes, ends - 1, long_run), HORIZON)
+        else:
+            scale = None
+        expected = {
+            central: fit_conformal(actual, paths, central)
+            if scale is None
+            else fit_normalised_conformal(actual, paths, scale, central)
+            for central in (0.5, 0.8, 0.9)
+        }
+        calibration = calibrations[ticker]
+        if not all(np.all(np.isfinite(q)) for q in expected.values()):
+            assert ticker == "SHORT"  # two origins: too few for 0.8 and 0.9
+            assert calibration is None
+            continue
+        assert calibration is not None
+        assert calibration.method == method
+        assert calibration.long_run == (None if long_run is None else pytest.approx(long_run))
+        assert sorted(calibration.multipliers) == sorted(expected)
+        for central, multipliers in calibration.multipliers.items():
+            np.testing.assert_allclose(multipliers, expected[central], rtol=1e-6)
+
+
+def test_the_volatility_of_several_tickers_at_once_is_each_tickers_own() -> None:
+    series = _series()
+    closes = np.concatenate([data.closes for data in series.values()])
+    offsets = np.cumsum([0, *(len(data.closes) for data in series.values())])[:-1]
+    origins, first, expected = [], [], []
+    for offset, data in zip(offsets, series.values(), strict=True):
+        own = np.arange(1, len(data.closes))
+        origins.append(own + offset)
+        first.append(np.full(len(own), offset))
+        expected.append(ewma_volatility(data.closes, own, lookback=20))
+    together = ewma_volatility(
+        closes, np.concatenate(origins), lookback=20, first=np.concatenate(first)
+    )
+    np.testing.assert_array_equal(together, np.concatenate(expected))
+    with pytest.raises(ValueError, match="origins must lie"):
+        ewma_volatility(closes, [offsets[1]], first=[offsets[1]])  # no return of its own
