@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,30 @@ def pricecast(*args: str, env: dict[str, str] | None = None, home: Path | None =
     return subprocess.run(
         [PRICECAST, *args], capture_output=True, text=True, env=environment, timeout=600
     )
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Prefect server for the commands of these tests (one per xdist worker), with
+    its own home: each ``pricecast run`` would otherwise start and stop a temporary one
+    (about 10 s of CPU). The temporary server itself is what
+    ``test_a_background_prefect_server_is_reused_by_later_commands`` (which unsets
+    ``PREFECT_API_URL``), ``tests/test_orphans.py`` and ``tests/test_wheel.py`` exercise."""
+    from flows import server
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    with pytest.MonkeyPatch.context() as patch:
+        # The server's own database lives in its home, not in a PREFECT_HOME shared with
+        # the other xdist worker's server.
+        patch.setenv("PREFECT_HOME", str(home / "prefect"))
+        url = server.start(home)
+    yield url
+    server.stop(home)
+
+
+@pytest.fixture(autouse=True)
+def _use_prefect_api(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
