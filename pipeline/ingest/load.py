@@ -104,6 +104,13 @@ class InputReport:
     tickers: list[str] = field(default_factory=list)
     error: str | None = None
 
+    def named_error(self) -> str | None:
+        """The error naming the input once: a rejected input's error names it already
+        (``BatchRejected``), a failed fetch's does not."""
+        if self.error is None or self.error.startswith(self.origin):
+            return self.error
+        return f"{self.origin}: {self.error}"
+
 
 @dataclass
 class IngestReport:
@@ -159,7 +166,7 @@ class IngestReport:
             rows_superseded=self.rows_superseded,
             flags=self._total("flags"),
             tickers=self.tickers,
-            errors=[f"{r.origin}: {r.error}" for r in self.inputs if r.error],
+            errors=[r.named_error() for r in self.inputs if r.error],
         )
 
 
@@ -349,7 +356,7 @@ def _log(result: InputReport) -> None:
     if result.status == UNCHANGED:
         logger.debug("%s: unchanged since it was ingested; skipped", result.origin)
     elif result.error:
-        logger.warning("%s: rejected whole: %s", result.origin, result.error)
+        logger.warning("rejected whole: %s", result.named_error())
     else:
         logger.debug(
             "%s: %d rows read, %d loaded, %d quarantined, %d deferred, %d superseded, %d flagged",
@@ -412,6 +419,12 @@ def _ingest_isolated(
     return result
 
 
+#: The counts of a manifest row for an input of which no row was read.
+_NOTHING_READ = dict.fromkeys(
+    ("rows_read", "rows_loaded", "rows_quarantined", "rows_deferred", "rows_superseded"), 0
+)
+
+
 def _ingest_one(
     conn: Connection,
     fetched: FetchedInput,
@@ -431,7 +444,19 @@ def _ingest_one(
     }
     if fetched.error is not None or fetched.parse is None:
         error = fetched.error or "nothing was fetched"
-        return _Outcome(InputReport(fetched.origin, fetched.kind, FAILED, error=error))
+        failed = InputReport(fetched.origin, fetched.kind, FAILED, error=error)
+        # Recorded, so that an operator sees the failure in SQL; an empty version never
+        # matches a content's hash, so the next fetch that succeeds is ingested.
+        record_input(
+            conn,
+            {
+                **manifest,
+                **_NOTHING_READ,
+                "status": FAILED,
+                "error": (failed.named_error() or "")[:2000],
+            },
+        )
+        return _Outcome(failed)
     if is_unchanged(entry, fetched.version, as_of):
         return _Outcome(InputReport(fetched.origin, fetched.kind, UNCHANGED))
     progress = _Progress(fetched.origin)
