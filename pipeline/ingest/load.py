@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
+from pipeline.days import as_days
 from pipeline.db.manifest import is_unchanged, manifest_entry, record_input
 from pipeline.db.prices import upsert_prices
 from pipeline.db.quarantine import quarantine_rows, record_flags
@@ -196,38 +198,47 @@ def _last_dates(conn: Connection) -> dict[str, dt.date]:
 
 def _delete_dropped_rows(conn: Connection, source: str, validated: ValidatedBatch) -> int:
     """Delete the rows a changed file no longer holds (rows stored with its name)."""
-    stored = pd.DataFrame(
-        conn.execute(
-            sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE]).where(
-                prices.c[c.SOURCE] == source
-            )
-        ).all(),
-        columns=[c.TICKER, c.TRADE_DATE],
+    result = conn.execute(
+        sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE]).where(prices.c[c.SOURCE] == source)
     )
-    if stored.empty:
+    try:
+        # Column by column from the DBAPI cursor's plain tuples, as ``read_close_arrays``
+        # does: no Row objects, no per-value date parsing.
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+    if not rows:
         return 0
-    kept = set(
-        zip(
-            validated.valid[c.TICKER],
-            pd.to_datetime(validated.valid[c.TRADE_DATE]).dt.date,
-            strict=True,
-        )
+    stored = pd.DataFrame(
+        {
+            c.TICKER: list(map(itemgetter(0), rows)),
+            c.TRADE_DATE: as_days(list(map(itemgetter(1), rows))),
+        }
     )
-    dropped = [
-        (ticker, day)
-        for ticker, day in stored.itertuples(index=False, name=None)
-        if (ticker, day) not in kept
-    ]
-    for ticker, day in dropped:
-        conn.execute(
-            sa.delete(prices).where(
-                prices.c[c.TICKER] == ticker,
-                prices.c[c.TRADE_DATE] == day,
-                prices.c[c.SOURCE] == source,
+    kept = pd.DataFrame(
+        {
+            c.TICKER: validated.valid[c.TICKER].to_numpy(),
+            c.TRADE_DATE: as_days(pd.to_datetime(validated.valid[c.TRADE_DATE]).to_numpy()),
+        }
+    ).drop_duplicates()
+    joined = stored.merge(kept, on=[c.TICKER, c.TRADE_DATE], how="left", indicator=True)
+    dropped = joined[joined["_merge"] == "left_only"]
+    if dropped.empty:
+        return 0
+    conn.execute(
+        sa.delete(prices).where(
+            prices.c[c.TICKER] == sa.bindparam("dropped_ticker"),
+            prices.c[c.TRADE_DATE] == sa.bindparam("dropped_day"),
+            prices.c[c.SOURCE] == source,
+        ),
+        [
+            {"dropped_ticker": ticker, "dropped_day": day}
+            for ticker, day in zip(
+                dropped[c.TICKER].tolist(), dropped[c.TRADE_DATE].dt.date.tolist(), strict=True
             )
-        )
-    if dropped:
-        bump_data_version(conn, PRICES)
+        ],
+    )
+    bump_data_version(conn, PRICES)
     return len(dropped)
 
 
