@@ -25,6 +25,14 @@ class DatabaseUnavailableError(PricecastError):
     """The database URL cannot be connected to."""
 
 
+class FrozenConnectionError(DatabaseUnavailableError):
+    """A server connection sent no answer within ``seconds``: the client closed it."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
 class StatementTimeoutError(PricecastError):
     """A statement ran longer than ``PRICECAST_STATEMENT_TIMEOUT`` and was cancelled."""
 
