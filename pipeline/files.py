@@ -119,7 +119,9 @@ def remove_leftover_temporaries(paths: Sequence[Path]) -> int:
 
 
 def write_text(path: Path, text: str, stage: str = "") -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (``write_atomically``)."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (``write_atomically``), removing first
+    what a writer of ``path`` killed mid-write left (``remove_leftover_temporaries``)."""
+    remove_leftover_temporaries([path])
     write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), stage)
 
 

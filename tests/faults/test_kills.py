@@ -58,6 +58,10 @@ with pipeline_lock(settings.resolved_database_url):
 #: not yet renamed into place).
 _KILLED_INSIDE = """
 import datetime as dt, importlib, os, signal, sys
+# Imported before the patch, so that a name they import stays the original: patching
+# pipeline.files.write_atomically then reaches only callers that look it up at call time.
+import pipeline.model.store, pipeline.model.train, pipeline.report.build
+import pipeline.sequences.build, pipeline.ingest.load
 from pipeline.db.lock import pipeline_lock
 from pipeline.run import daily_run, local_stages
 from pipeline.settings import Settings
@@ -160,7 +164,12 @@ def _state(environment: dict[str, str]) -> dict[str, Any]:
         found = (home / folder).rglob("*")
         return sorted(str(path.relative_to(home / folder)) for path in found if path.is_file())
 
-    return {"tables": tables, "model files": files("models"), "sequence files": files("sequences")}
+    return {
+        "tables": tables,
+        "model files": files("models"),
+        "sequence files": files("sequences"),
+        "reports": files("reports"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +220,9 @@ _INSIDE = {
     "mid model file write": ("pipeline.model.fit", "save_network", "after", 1),
     # The model's file is published, its registry row not committed.
     "after publishing the model file": ("pipeline.model.train", "publish_networks", "after", 1),
+    # The report's content is in its temporary file, not renamed into place (``write_text``
+    # is the one caller that looks ``write_atomically`` up in ``pipeline.files``).
+    "mid report write": ("pipeline.files", "write_atomically", "writing", 1),
 }
 
 
@@ -241,5 +253,6 @@ def test_a_run_killed_inside_a_stage_converges_on_the_next_run(
     state = _state(environment)
     assert state["model files"] == reference["model files"]
     assert state["sequence files"] == reference["sequence files"]
+    assert state["reports"] == reference["reports"]
     for table, rows in reference["tables"].items():
         assert set(state["tables"][table]) ^ set(rows) == set(), table
