@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import socket
 import threading
 import time
@@ -249,6 +250,12 @@ class _Watchdog:
     """
 
     def __init__(self) -> None:
+        self._reset()
+        # A child forked while the thread held the lock would wait on it for ever; it
+        # starts afresh (its parent's connections are not its to watch).
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._changed = threading.Condition()
         self._deadlines: list[_Deadline] = []
         self._wake_at = float("inf")

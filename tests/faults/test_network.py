@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import os
+import signal
 import socket
 import threading
 import time
@@ -411,3 +413,47 @@ def test_the_server_end_of_the_lock_connection_gets_keepalives_too(
         "tcp_keepalives_count": "3",
         "tcp_user_timeout": "12000",
     }
+
+
+@pytest.mark.postgres
+def test_a_child_forked_while_the_watchdog_holds_its_lock_still_connects(
+    postgres_server_url: str,
+) -> None:
+    """The watchdog starts afresh in a forked child, which would otherwise wait for ever
+    on a lock its parent's thread held at the fork."""
+    engine = connect(postgres_server_url)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    engine.dispose()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # as the watchdog's thread does while it looks at its deadlines
+        with engines._WATCHDOG._changed:  # noqa: SLF001
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        status = 1
+        try:
+            forked = connect(postgres_server_url)
+            with forked.connect() as conn:
+                status = 0 if conn.execute(sa.text("SELECT 7")).scalar() == 7 else 2
+        finally:
+            os._exit(status)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung on the watchdog's lock")
+    assert os.waitstatus_to_exitcode(status) == 0
