@@ -9,10 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from helpers import drop_everything
 from http_server import FeedServer, Reply
 from sqlalchemy.engine import Engine
 
 from pipeline.db.manifest import read_manifest
+from pipeline.db.migrate import open_database
 from pipeline.ingest.http import HttpCsvSource
 from pipeline.ingest.load import FAILED, LOADED, ingest
 from pipeline.ingest.sources import FileSource
@@ -100,3 +103,30 @@ def test_a_failed_fetch_is_recorded_in_the_manifest_and_the_next_success_loads(
         1,
     )
     assert second.summary().errors == []
+
+
+@pytest.mark.postgres
+def test_the_status_column_says_failed_after_an_upgrade(postgres_server_url: str) -> None:
+    """Revision 0012_trust_manifest_failed: the comment of ingested_inputs.status names the
+    new status, on a database created at the head and on one upgraded from 0011."""
+    from alembic import command
+
+    from pipeline.db.migrate import alembic_config
+
+    def comment() -> str | None:
+        with engine.connect() as conn:
+            columns = sa.inspect(conn).get_columns("ingested_inputs")
+        return next(column["comment"] for column in columns if column["name"] == "status")
+
+    engine = open_database(postgres_server_url)
+    try:
+        assert comment() == "loaded, rejected (unreadable) or failed (not fetched)."
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0011_rows_superseded")
+        assert comment() == "loaded or rejected."
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+        assert comment() == "loaded, rejected (unreadable) or failed (not fetched)."
+    finally:
+        drop_everything(engine)
+        engine.dispose()
