@@ -105,8 +105,16 @@ def test_a_failed_fetch_is_recorded_in_the_manifest_and_the_next_success_loads(
     assert second.summary().errors == []
 
 
-@pytest.mark.postgres
-def test_the_status_column_says_failed_after_an_upgrade(postgres_server_url: str) -> None:
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("postgres_server_url", marks=pytest.mark.postgres),
+        pytest.param("mariadb_server_url", marks=pytest.mark.mariadb),
+    ],
+)
+def test_the_status_column_says_failed_after_an_upgrade(
+    server: str, request: pytest.FixtureRequest
+) -> None:
     """Revision 0012_trust_manifest_failed: the comment of ingested_inputs.status names the
     new status, on a database created at the head and on one upgraded from 0011."""
     from alembic import command
@@ -118,7 +126,7 @@ def test_the_status_column_says_failed_after_an_upgrade(postgres_server_url: str
             columns = sa.inspect(conn).get_columns("ingested_inputs")
         return next(column["comment"] for column in columns if column["name"] == "status")
 
-    engine = open_database(postgres_server_url)
+    engine = open_database(request.getfixturevalue(server))
     try:
         assert comment() == "loaded, rejected (unreadable) or failed (not fetched)."
         with engine.begin() as conn:
