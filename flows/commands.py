@@ -500,6 +500,18 @@ def pd_isna(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def ingested_line(ingest: IngestSummary) -> str:
+    """The run's ``ingested:`` line: where the rows read went (loaded, quarantined,
+    deferred and, when some lost to another input's row, superseded), from how many
+    inputs."""
+    superseded = f"{ingest.rows_superseded} superseded, " if ingest.rows_superseded else ""
+    return (
+        f"{ingest.rows_loaded} rows loaded, {ingest.rows_quarantined} quarantined, "
+        f"{superseded}{ingest.rows_deferred} deferred of {ingest.rows_read} read from "
+        f"{ingest.inputs} input(s) ({ingest.inputs_unchanged} unchanged)"
+    )
+
+
 def run_command(args: Args, settings: Settings) -> int:
     from pipeline.ingest.sources import build_sources
 
@@ -537,12 +549,7 @@ def run_command(args: Args, settings: Settings) -> int:
             ("home", summary.home),
             ("as of", summary.as_of),
             ("tickers", f"{', '.join(fc.tickers)} ({len(fc.tickers)})"),
-            (
-                "ingested",
-                f"{ingest.rows_loaded} rows loaded, {ingest.rows_quarantined} quarantined, "
-                f"{ingest.rows_deferred} deferred of {ingest.rows_read} read from "
-                f"{ingest.inputs} input(s) ({ingest.inputs_unchanged} unchanged)",
-            ),
+            ("ingested", ingested_line(ingest)),
             ("model", _model_line(summary.model)),
             (
                 "forecasts",

@@ -25,6 +25,14 @@ class DatabaseUnavailableError(PricecastError):
     """The database URL cannot be connected to."""
 
 
+class FrozenConnectionError(DatabaseUnavailableError):
+    """A server connection sent no answer within ``seconds``: the client closed it."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
 class StatementTimeoutError(PricecastError):
     """A statement ran longer than ``PRICECAST_STATEMENT_TIMEOUT`` and was cancelled."""
 
@@ -78,6 +86,9 @@ _DISCONNECTED = (
     "broken pipe",
     "connection reset",
 )
+#: What SQLite says when another connection holds the database (or one of its tables)
+#: for longer than the busy timeout: the writer finishes, so the same call may pass.
+_SQLITE_BUSY = ("database is locked", "database table is locked")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -86,11 +97,12 @@ def is_transient(exc: BaseException) -> bool:
     Transient: a lost or refused connection (``ConnectionError``, ``socket.timeout``,
     an ``OSError`` whose number is in ``TRANSIENT_ERRNOS``, a SQLAlchemy error whose
     connection was invalidated or whose driver says the server went away, a
-    serialization failure or deadlock), and an HTTP request that timed out, failed to
-    connect or got a 5xx or 429 answer. Deterministic, never retried: the pipeline's own
-    errors (``PricecastError``), programming errors (``TypeError``, ``ValueError``...)
-    and any other ``OSError`` (a full disk, a quota, a read-only filesystem, a missing
-    file), which would fail again the same way.
+    serialization failure or deadlock, SQLite's ``database is locked``), and an HTTP
+    request that timed out, failed to connect or got a 5xx or 429 answer.
+    Deterministic, never retried: the pipeline's own errors (``PricecastError``),
+    programming errors (``TypeError``, ``ValueError``...) and any other ``OSError``
+    (a full disk, a quota, a read-only filesystem, a missing file), which would fail
+    again the same way.
 
     A task's own time limit is no transient error (a retry would wait as long again);
     the orchestrator tells it apart (``flows.tasks``).
@@ -101,7 +113,25 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, OSError):
         return exc.errno in TRANSIENT_ERRNOS
-    return _is_transient_database_error(exc) or _is_transient_http_error(exc)
+    return (
+        _is_sqlite_busy(exc) or _is_transient_database_error(exc) or _is_transient_http_error(exc)
+    )
+
+
+def _is_sqlite_busy(exc: BaseException) -> bool:
+    """SQLite's ``database is locked``, raised by ``sqlite3`` itself or wrapped by
+    SQLAlchemy: another writer held the file past the busy timeout."""
+    sqlite3 = sys.modules.get("sqlite3")  # not imported: not its error
+    if sqlite3 is None:
+        return False
+    original = getattr(exc, "orig", None) if not isinstance(exc, sqlite3.Error) else exc
+    if not isinstance(original, sqlite3.OperationalError):
+        return False
+    code = getattr(original, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    message = str(original).lower()
+    return any(words in message for words in _SQLITE_BUSY)
 
 
 def _is_transient_database_error(exc: BaseException) -> bool:

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +90,38 @@ def write_atomically(path: Path, write: Callable[[Path], None], stage: str = "")
         raise
 
 
+def remove_leftover_temporaries(paths: Sequence[Path]) -> int:
+    """Remove the temporary files of ``write_atomically`` that a killed process left
+    beside ``paths`` (``.<name>.<random>.tmp``; a SIGKILL runs no cleanup); one listing
+    per folder. Only the temporaries of the paths given go: call it before writing those
+    paths, holding whatever keeps any other writer of them away (the pipeline lock).
+
+    Returns:
+        How many were removed.
+    """
+    wanted: dict[Path, set[str]] = {}
+    for path in paths:
+        wanted.setdefault(path.parent, set()).add(path.name)
+    removed = 0
+    for folder, names in wanted.items():
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            if name[1:-4].rsplit(".", 1)[0] in names:
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def write_text(path: Path, text: str, stage: str = "") -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (``write_atomically``)."""
+    """Write ``text`` (UTF-8) to ``path`` atomically (``write_atomically``), removing first
+    what a writer of ``path`` killed mid-write left (``remove_leftover_temporaries``)."""
+    remove_leftover_temporaries([path])
     write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), stage)
 
 

@@ -273,7 +273,11 @@ def test_exit_codes_say_when_input_was_rejected(tmp_path: Path) -> None:
     good = write_long_csv(synthetic_prices(("BBB",), days=3), tmp_path / "good.csv")
     result = pricecast("ingest", str(junk), str(good), env=env)
     assert result.returncode == 3, result.stderr
-    assert f"rejected: {junk}" in result.stderr
+    # The input named once (it was printed twice: "rejected: junk.csv: junk.csv, line 1").
+    assert (
+        f"\nrejected: {junk}, line 1: no date column (expected one of date, trade_date, "
+        "datetime, timestamp); the header is hello\n"
+    ) in result.stderr
     assert "inputs:      2 (1 loaded, 0 unchanged, 1 rejected)" in result.stdout
     assert "rows loaded: 3" in result.stdout
     engine = connect(env["PRICECAST_DATABASE_URL"])

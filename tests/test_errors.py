@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -230,3 +231,31 @@ def test_a_real_full_disk_names_the_path_and_keeps_the_old_file(tmp_path: Path) 
     assert message.startswith(f"cannot write {target} (report stage): No space left on device")
     assert "[ENOSPC]; the disk is full; free space on the filesystem of" in message
     assert old == "<html>small</html>"
+
+
+def test_a_real_busy_sqlite_database_is_transient(tmp_path: Path) -> None:
+    """Another connection holds the file past the busy timeout: SQLite's ``database is
+    locked``, raw from ``sqlite3`` and wrapped by SQLAlchemy, is retried (the writer ends)."""
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        waiter = sqlite3.connect(path, timeout=0)
+        with pytest.raises(sqlite3.OperationalError, match="database is locked") as raw:
+            waiter.execute("INSERT INTO t VALUES (1)")
+        waiter.close()
+        assert is_transient(raw.value)
+        engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+        with (
+            pytest.raises(sa_exc.OperationalError, match="database is locked") as wrapped,
+            engine.begin() as conn,
+        ):
+            conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+        engine.dispose()
+        assert is_transient(wrapped.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # Any other SQLite failure stays deterministic.
+    assert not is_transient(sqlite3.OperationalError("no such table: prices"))

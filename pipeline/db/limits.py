@@ -17,6 +17,11 @@ from pipeline.errors import ConfigurationError
 #: A statement stuck behind a lock, or a server that stopped answering, then fails
 #: within the half hour instead of hanging the run until the flow's 8-hour timeout.
 DEFAULT_STATEMENT_TIMEOUT = 1800.0
+#: The default of ``PRICECAST_NETWORK_TIMEOUT``: a minute. A healthy server answers a
+#: TCP keepalive probe, or acknowledges the bytes sent to it, within milliseconds; a
+#: minute tolerates a routing change or a failover of the network in between, and is
+#: what the lock's one-row checks are given.
+DEFAULT_NETWORK_TIMEOUT = 60.0
 
 
 class DatabaseFields(BaseModel):
@@ -30,21 +35,43 @@ class DatabaseFields(BaseModel):
         "stops waiting 30 s later); 0 is no limit. Not applied to the pipeline lock's "
         "connection, which stays idle for the run.",
     )
+    network_timeout: float = Field(
+        default=DEFAULT_NETWORK_TIMEOUT,
+        gt=0,
+        description="Seconds a server connection may stay silent before it is given up: "
+        "TCP keepalives (probes from half of it on) and the kernel's limit on "
+        "unacknowledged data (libpq tcp_user_timeout, TCP_USER_TIMEOUT on MariaDB/MySQL) "
+        "for a network that drops packets, and the client's wait for an answer on the "
+        "pipeline lock's connection, whose checks are one row.",
+    )
 
 
 class _DatabaseSettings(BaseSettings, DatabaseFields):
     model_config = SettingsConfigDict(env_prefix="PRICECAST_", extra="ignore")
 
 
+def _configured() -> _DatabaseSettings:
+    try:
+        return _DatabaseSettings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = f"PRICECAST_{str(error['loc'][0]).upper()}" if error["loc"] else "a setting"
+        raise ConfigurationError(f"invalid {name}: {error['msg']}") from exc
+
+
 def configured_statement_timeout() -> float:
     """``PRICECAST_STATEMENT_TIMEOUT`` from the environment (seconds, 0: no limit).
 
     Raises:
-        ConfigurationError: the variable is not a number of seconds.
+        ConfigurationError: a database setting is not a valid number of seconds.
     """
-    try:
-        return _DatabaseSettings().statement_timeout
-    except ValidationError as exc:
-        raise ConfigurationError(
-            f"invalid PRICECAST_STATEMENT_TIMEOUT: {exc.errors()[0]['msg']}"
-        ) from exc
+    return _configured().statement_timeout
+
+
+def configured_network_timeout() -> float:
+    """``PRICECAST_NETWORK_TIMEOUT`` from the environment (seconds).
+
+    Raises:
+        ConfigurationError: a database setting is not a valid number of seconds.
+    """
+    return _configured().network_timeout

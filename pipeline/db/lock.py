@@ -52,8 +52,16 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from pipeline.db.engine import connect, describe_url, parse_url, sqlite_path
-from pipeline.errors import DatabaseUnavailableError, PricecastError
+from pipeline.db.engine import (
+    Keepalive,
+    connect,
+    describe_url,
+    limit_replies,
+    parse_url,
+    sqlite_path,
+)
+from pipeline.db.limits import configured_network_timeout
+from pipeline.errors import DatabaseUnavailableError, FrozenConnectionError, PricecastError
 from pipeline.files import sha256_bytes
 
 logger = logging.getLogger(__name__)
@@ -97,6 +105,12 @@ class HeldLock:
                 try:
                     if not _held_now(self._conn):
                         self.lost = "its session no longer holds the lock"
+                except FrozenConnectionError as exc:
+                    self.lost = (
+                        f"it sent no answer within {exc.seconds:g} s "
+                        "(PRICECAST_NETWORK_TIMEOUT), so it was closed: the network or the "
+                        "server is frozen"
+                    )
                 except sa.exc.SQLAlchemyError as exc:
                     orig = getattr(exc, "orig", None) or exc
                     self.lost = " ".join(str(orig).split())[:200] or type(orig).__name__
@@ -104,8 +118,8 @@ class HeldLock:
             where = f"; the run stopped before {before}, writing nothing more" if before else ""
             raise LockLostError(
                 f"the connection holding the pipeline lock on {self.database} was lost "
-                f"({self.lost}): the server released the lock, so another run may have "
-                f"started meanwhile{where}"
+                f"({self.lost}): the server releases the lock with its connection, so "
+                f"another run may have started meanwhile{where}"
             )
 
 
@@ -198,8 +212,22 @@ def _acquire(database_url: str, wait_seconds: float) -> Iterator[HeldLock]:
 
                 ensure_schema(engine)
             postgres = conn.dialect.name == "postgresql"
+            # Every statement on this connection is instant (NOWAIT; MariaDB waits a
+            # second): one unanswered for PRICECAST_NETWORK_TIMEOUT means the network or
+            # the server froze, and the check fails instead of hanging the run.
+            network_timeout = configured_network_timeout()
+            limit_replies(conn, network_timeout)
+            keepalive = Keepalive.within(network_timeout)
             for setting in (
-                ["SET idle_in_transaction_session_timeout = 0"]
+                [
+                    "SET idle_in_transaction_session_timeout = 0",
+                    # The server's end too: a client gone behind a broken network is
+                    # noticed within about the same time, and the lock released.
+                    f"SET tcp_keepalives_idle = {keepalive.idle}",
+                    f"SET tcp_keepalives_interval = {keepalive.interval}",
+                    f"SET tcp_keepalives_count = {keepalive.count}",
+                    f"SET tcp_user_timeout = {keepalive.user_timeout_ms}",
+                ]
                 if postgres
                 else [
                     f"SET SESSION wait_timeout = {_MYSQL_IDLE_SECONDS}",
@@ -305,12 +333,13 @@ def _release(conn: sa.Connection, database_url: str) -> None:
             conn.execute(sa.text("UNLOCK TABLES"))
             conn.rollback()
             held = True
-    except sa.exc.DBAPIError as exc:
+    except (sa.exc.DBAPIError, FrozenConnectionError) as exc:
+        reason = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         logger.warning(
             "the connection holding the pipeline lock on %s was lost during the run (%s); "
             "the server released the lock then, so another run may have started meanwhile",
             describe_url(database_url),
-            " ".join(str(exc.orig).split())[:200],
+            " ".join(str(reason).split())[:200],
         )
         return
     if not held:

@@ -213,7 +213,12 @@ ingested_inputs = sa.Table(
     sa.Column("origin", sa.String(2048), nullable=False, comment="File path or URL."),
     sa.Column("kind", sa.String(16), nullable=False, comment="file or feed."),
     sa.Column("version", sa.String(64), nullable=False, comment="SHA-256 of the content."),
-    sa.Column("status", sa.String(16), nullable=False, comment="loaded or rejected."),
+    sa.Column(
+        "status",
+        sa.String(16),
+        nullable=False,
+        comment="loaded, rejected (unreadable) or failed (not fetched).",
+    ),
     sa.Column("error", sa.String(2000), comment="Why a rejected input could not be read."),
     sa.Column("rows_read", sa.Integer, nullable=False),
     sa.Column("rows_loaded", sa.Integer, nullable=False),

@@ -40,6 +40,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
+from pipeline.days import as_days
 from pipeline.db.manifest import is_unchanged, manifest_entry, record_input
 from pipeline.db.prices import upsert_prices
 from pipeline.db.quarantine import quarantine_rows, record_flags
@@ -102,6 +104,13 @@ class InputReport:
     flags: int = 0
     tickers: list[str] = field(default_factory=list)
     error: str | None = None
+
+    def named_error(self) -> str | None:
+        """The error naming the input once: a rejected input's error names it already
+        (``BatchRejected``), a failed fetch's does not."""
+        if self.error is None or self.error.startswith(self.origin):
+            return self.error
+        return f"{self.origin}: {self.error}"
 
 
 @dataclass
@@ -158,7 +167,7 @@ class IngestReport:
             rows_superseded=self.rows_superseded,
             flags=self._total("flags"),
             tickers=self.tickers,
-            errors=[f"{r.origin}: {r.error}" for r in self.inputs if r.error],
+            errors=[r.named_error() for r in self.inputs if r.error],
         )
 
 
@@ -223,38 +232,47 @@ def _last_dates(conn: Connection) -> dict[str, dt.date]:
 
 def _delete_dropped_rows(conn: Connection, source: str, validated: ValidatedBatch) -> int:
     """Delete the rows a changed file no longer holds (rows stored with its name)."""
-    stored = pd.DataFrame(
-        conn.execute(
-            sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE]).where(
-                prices.c[c.SOURCE] == source
-            )
-        ).all(),
-        columns=[c.TICKER, c.TRADE_DATE],
+    result = conn.execute(
+        sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE]).where(prices.c[c.SOURCE] == source)
     )
-    if stored.empty:
+    try:
+        # Column by column from the DBAPI cursor's plain tuples, as ``read_close_arrays``
+        # does: no Row objects, no per-value date parsing.
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+    if not rows:
         return 0
-    kept = set(
-        zip(
-            validated.valid[c.TICKER],
-            pd.to_datetime(validated.valid[c.TRADE_DATE]).dt.date,
-            strict=True,
-        )
+    stored = pd.DataFrame(
+        {
+            c.TICKER: list(map(itemgetter(0), rows)),
+            c.TRADE_DATE: as_days(list(map(itemgetter(1), rows))),
+        }
     )
-    dropped = [
-        (ticker, day)
-        for ticker, day in stored.itertuples(index=False, name=None)
-        if (ticker, day) not in kept
-    ]
-    for ticker, day in dropped:
-        conn.execute(
-            sa.delete(prices).where(
-                prices.c[c.TICKER] == ticker,
-                prices.c[c.TRADE_DATE] == day,
-                prices.c[c.SOURCE] == source,
+    kept = pd.DataFrame(
+        {
+            c.TICKER: validated.valid[c.TICKER].to_numpy(),
+            c.TRADE_DATE: as_days(pd.to_datetime(validated.valid[c.TRADE_DATE]).to_numpy()),
+        }
+    ).drop_duplicates()
+    joined = stored.merge(kept, on=[c.TICKER, c.TRADE_DATE], how="left", indicator=True)
+    dropped = joined[joined["_merge"] == "left_only"]
+    if dropped.empty:
+        return 0
+    conn.execute(
+        sa.delete(prices).where(
+            prices.c[c.TICKER] == sa.bindparam("dropped_ticker"),
+            prices.c[c.TRADE_DATE] == sa.bindparam("dropped_day"),
+            prices.c[c.SOURCE] == source,
+        ),
+        [
+            {"dropped_ticker": ticker, "dropped_day": day}
+            for ticker, day in zip(
+                dropped[c.TICKER].tolist(), dropped[c.TRADE_DATE].dt.date.tolist(), strict=True
             )
-        )
-    if dropped:
-        bump_data_version(conn, PRICES)
+        ],
+    )
+    bump_data_version(conn, PRICES)
     return len(dropped)
 
 
@@ -363,7 +381,7 @@ def _log(result: InputReport) -> None:
     if result.status == UNCHANGED:
         logger.debug("%s: unchanged since it was ingested; skipped", result.origin)
     elif result.error:
-        logger.warning("%s: rejected whole: %s", result.origin, result.error)
+        logger.warning("rejected whole: %s", result.named_error())
     else:
         logger.debug(
             "%s: %d rows read, %d loaded, %d quarantined, %d deferred, %d superseded, %d flagged",
@@ -426,6 +444,12 @@ def _ingest_isolated(
     return result
 
 
+#: The counts of a manifest row for an input of which no row was read.
+_NOTHING_READ = dict.fromkeys(
+    ("rows_read", "rows_loaded", "rows_quarantined", "rows_deferred", "rows_superseded"), 0
+)
+
+
 def _ingest_one(
     conn: Connection,
     fetched: FetchedInput,
@@ -445,7 +469,19 @@ def _ingest_one(
     }
     if fetched.error is not None or fetched.parse is None:
         error = fetched.error or "nothing was fetched"
-        return _Outcome(InputReport(fetched.origin, fetched.kind, FAILED, error=error))
+        failed = InputReport(fetched.origin, fetched.kind, FAILED, error=error)
+        # Recorded, so that an operator sees the failure in SQL; an empty version never
+        # matches a content's hash, so the next fetch that succeeds is ingested.
+        record_input(
+            conn,
+            {
+                **manifest,
+                **_NOTHING_READ,
+                "status": FAILED,
+                "error": (failed.named_error() or "")[:2000],
+            },
+        )
+        return _Outcome(failed)
     if is_unchanged(entry, fetched.version, as_of):
         return _Outcome(InputReport(fetched.origin, fetched.kind, UNCHANGED))
     progress = Progress(fetched.origin, logger)

@@ -26,6 +26,13 @@ Rules, for each ticker of the run (sorted, each once):
   unreachable: yfinance reports all of these as an empty frame), makes the
   ticker's input carry a one-line ``error`` (``Yahoo Finance unreachable:
   ...``); the run goes on with the next ticker.
+* **Size.** yfinance downloads each answer with its own HTTP session, so its bytes
+  cannot be cut off on the way in; what it yields is bounded instead: a history
+  whose CSV text would pass the run's ``max_input_bytes``
+  (``PRICECAST_MAX_INPUT_BYTES``) is rejected whole, naming its origin, before the
+  text is built when its rows alone (at least ``MIN_ROW_BYTES`` each) pass the
+  limit. The window (from the newest stored date) keeps an honest answer small: 25
+  years of one ticker are about 6,300 rows, 0.4 MB.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import pandas as pd
 
 from pipeline.errors import ConfigurationError
 from pipeline.files import sha256_bytes
-from pipeline.ingest.fetch import FEED, FetchContext, FetchedInput
+from pipeline.ingest.fetch import FEED, FetchContext, FetchedInput, over_limit, too_large_input
 from pipeline.ingest.readers import parse_csv_text
 from pipeline.precision import float32_text
 
@@ -58,6 +65,8 @@ HISTORY_COLUMNS = ("Open", "High", "Low", "Close", "Adj Close", "Volume")
 INSTALL_HINT = "pip install 'pricecast[yahoo]'"
 #: Longest error text kept from an exception.
 _MESSAGE_LIMIT = 300
+#: The fewest bytes a row of the CSV text takes: its date and a line break.
+MIN_ROW_BYTES = len("2024-01-02\n")
 
 
 def import_yfinance() -> ModuleType:
@@ -119,10 +128,15 @@ class YahooSource:
             if end is not None and not _has_weekday(start, end):
                 logger.debug("%s: no weekday from %s to %s; not requested", ticker, start, end)
                 continue
-            yield self._fetch_one(yfinance, ticker, start, end)
+            yield self._fetch_one(yfinance, ticker, start, end, context.max_input_bytes)
 
     def _fetch_one(
-        self, yfinance: ModuleType, ticker: str, start: dt.date, end: dt.date | None
+        self,
+        yfinance: ModuleType,
+        ticker: str,
+        start: dt.date,
+        end: dt.date | None,
+        limit: int | None = None,
     ) -> FetchedInput:
         origin = f"yahoo://{ticker}?start={start.isoformat()}"
         if end is not None:
@@ -149,17 +163,31 @@ class YahooSource:
             )
             logger.warning("%s: %s", origin, error)
             return FetchedInput(origin, FEED, "", error=error)
+        if limit is not None and len(frame) * MIN_ROW_BYTES > limit:
+            return _too_large(origin, None, limit, f"{len(frame)} rows")
         try:
             text = history_to_csv(frame, start, end)
         except ValueError as exc:
             return FetchedInput(origin, FEED, "", error=f"Yahoo Finance answered {exc}")
-        version = sha256_bytes(text.encode())
+        content = text.encode()
+        if limit is not None and len(content) > limit:
+            return _too_large(origin, len(content), limit, sha256_bytes(content))
+        version = sha256_bytes(content)
         return FetchedInput(
             origin,
             FEED,
             version,
             parse=lambda: parse_csv_text(text, origin, origin, version, ticker=ticker),
         )
+
+
+def _too_large(origin: str, size: int | None, limit: int, content: str) -> FetchedInput:
+    """A history over the size limit: rejected whole by the ingest, recorded in the
+    manifest (under a version of the content and the limit, so a higher limit reads it)."""
+    problem = over_limit(size, limit, "rejected")
+    logger.warning("%s: %s", origin, problem)
+    version = sha256_bytes(f"{content}|{size}|{limit}".encode())
+    return too_large_input(origin, FEED, version, problem, limit)
 
 
 _EMPTY_HINT = "an unknown or delisted ticker, a market holiday, or Yahoo Finance unreachable"

@@ -36,7 +36,12 @@ from pipeline.db.prices import read_close_arrays
 from pipeline.db.sequences import upsert_sequence_files
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
-from pipeline.files import sha256_bytes, sha256_file, write_atomically
+from pipeline.files import (
+    remove_leftover_temporaries,
+    sha256_bytes,
+    sha256_file,
+    write_atomically,
+)
 from pipeline.results import SequencesSummary
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.scaling import get_scaler
@@ -282,6 +287,8 @@ def build_sequences(
             **description,
         }
 
+    # A run killed while writing a file left its temporary beside it.
+    remove_leftover_temporaries([sequence_path(home, ticker) for ticker, _, _ in series])
     # NumPy, Arrow and Parquet release the GIL: threads keep the cores busy. Each call
     # runs in a copy of this thread's context, so whatever the caller keeps there (a
     # Prefect flow run, which its log handler needs) holds for the logs of the threads.

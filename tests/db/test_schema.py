@@ -253,7 +253,7 @@ def test_pymysql_waits_for_statements_longer_than_the_connect_timeout(
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT SLEEP(2)")).scalar() == 0
     engine.dispose()
-    monkeypatch.setattr(engines, "MYSQL_READ_MARGIN", -58)  # the client gives up at 2 s
+    monkeypatch.setattr(engines, "REPLY_MARGIN", -58)  # the client gives up at 2 s
     engine = connect(mariadb_server_url, statement_timeout=60)
     with engine.connect() as conn, pytest.raises(StatementTimeoutError, match="longer than 60 s"):
         conn.execute(sa.text("SELECT SLEEP(4)"))

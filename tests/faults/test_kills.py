@@ -1,5 +1,6 @@
-"""``kill -9`` at each stage boundary of a daily run, then a plain rerun: the database and
-the model files converge to those of a run that was never killed.
+"""``kill -9`` at each stage boundary of a daily run, and inside stages (mid-transaction,
+mid-file-write, between a model's files and its registration), then a plain rerun: the
+database and the model files converge to those of a run that was never killed.
 
 The killed run is a subprocess (``_KILLED``) that runs ``daily_run`` under the
 pipeline lock with one stage replaced by a ``SIGKILL`` of its own process: no
@@ -48,6 +49,49 @@ stages = dataclasses.replace(local_stages(), **{sys.argv[1]: killed})
 settings = Settings()
 with pipeline_lock(settings.resolved_database_url):
     daily_run(stages, settings, None, "auto", run_id="run",
+              now=dt.datetime(2024, 3, 25, 22, 0, tzinfo=dt.UTC))
+"""
+
+#: The run killed inside a stage: ``daily_run`` with the function argv[2] of module argv[1]
+#: wrapped so that its call number argv[4] ends in SIGKILL: ``after`` it returned, or
+#: while ``writing`` (the content written to the temporary file of ``write_atomically``,
+#: not yet renamed into place).
+_KILLED_INSIDE = """
+import datetime as dt, importlib, os, signal, sys
+# Imported before the patch, so that a name they import stays the original: patching
+# pipeline.files.write_atomically then reaches only callers that look it up at call time.
+import pipeline.model.store, pipeline.model.train, pipeline.report.build
+import pipeline.sequences.build, pipeline.ingest.load
+from pipeline.db.lock import pipeline_lock
+from pipeline.run import daily_run, local_stages
+from pipeline.settings import Settings
+
+module_name, name, when, call = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+module = importlib.import_module(module_name)
+original = getattr(module, name)
+calls = []
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def wrapped(*args, **kwargs):
+    calls.append(name)
+    last = len(calls) == call
+    if when == "writing" and last:
+        path, write, *rest = args
+        def write_then_die(temporary):
+            write(temporary)
+            die()
+        return original(path, write_then_die, *rest, **kwargs)
+    result = original(*args, **kwargs)
+    if when == "after" and last:
+        die()
+    return result
+
+setattr(module, name, wrapped)
+settings = Settings()
+with pipeline_lock(settings.resolved_database_url):
+    daily_run(local_stages(), settings, None, "auto", run_id="run",
               now=dt.datetime(2024, 3, 25, 22, 0, tzinfo=dt.UTC))
 """
 
@@ -114,9 +158,18 @@ def _state(environment: dict[str, str]) -> dict[str, Any]:
             }
     finally:
         engine.dispose()
-    models = Path(environment["PRICECAST_HOME"]) / "models"
-    files = sorted(str(path.relative_to(models)) for path in models.rglob("*") if path.is_file())
-    return {"tables": tables, "model files": files}
+    home = Path(environment["PRICECAST_HOME"])
+
+    def files(folder: str) -> list[str]:
+        found = (home / folder).rglob("*")
+        return sorted(str(path.relative_to(home / folder)) for path in found if path.is_file())
+
+    return {
+        "tables": tables,
+        "model files": files("models"),
+        "sequence files": files("sequences"),
+        "reports": files("reports"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -152,5 +205,54 @@ def test_a_run_killed_before_a_stage_converges_on_the_next_run(
     _run(environment)  # the next run, as the schedule would start it
     state = _state(environment)
     assert state["model files"] == reference["model files"]
+    for table, rows in reference["tables"].items():
+        assert set(state["tables"][table]) ^ set(rows) == set(), table
+
+
+#: Kill points inside stages: (module, function, when, which call).
+_INSIDE = {
+    # The ingest's upsert wrote the prices, its transaction is not committed.
+    "mid-ingest transaction": ("pipeline.ingest.load", "upsert_prices", "after", 1),
+    # The first ticker's sequence file is in place, the second is being written, and
+    # no sequence_files row is.
+    "mid sequence file write": ("pipeline.sequences.build", "write_atomically", "writing", 2),
+    # The network's file is saved in the staging folder, not published.
+    "mid model file write": ("pipeline.model.fit", "save_network", "after", 1),
+    # The model's file is published, its registry row not committed.
+    "after publishing the model file": ("pipeline.model.train", "publish_networks", "after", 1),
+    # The report's content is in its temporary file, not renamed into place (``write_text``
+    # is the one caller that looks ``write_atomically`` up in ``pipeline.files``).
+    "mid report write": ("pipeline.files", "write_atomically", "writing", 1),
+}
+
+
+@pytest.mark.parametrize("point", list(_INSIDE))
+def test_a_run_killed_inside_a_stage_converges_on_the_next_run(
+    tmp_path: Path, source: Path, point: str
+) -> None:
+    """What the transactions and atomic writes promise, tried: the files and rows a
+    killed stage left half done are redone or replaced by the next plain run."""
+    environment = _environment(tmp_path / "run", source)
+    _run(environment)
+    reference = _state(environment)
+    assert reference["model files"] and reference["sequence files"]
+    stages.database(environment["PRICECAST_DATABASE_URL"]).dispose()
+    stages.database.cache_clear()
+    shutil.rmtree(tmp_path / "run")
+
+    module, function, when, call = _INSIDE[point]
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_INSIDE, module, function, when, str(call)],
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    _run(environment)
+    state = _state(environment)
+    assert state["model files"] == reference["model files"]
+    assert state["sequence files"] == reference["sequence files"]
+    assert state["reports"] == reference["reports"]
     for table, rows in reference["tables"].items():
         assert set(state["tables"][table]) ^ set(rows) == set(), table

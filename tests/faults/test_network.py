@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import os
+import signal
 import socket
 import threading
 import time
@@ -23,10 +25,15 @@ from helpers import (
 )
 
 from pipeline.db import engine as engines
-from pipeline.db.engine import connect
+from pipeline.db.engine import _network_limits, connect, describe_url, parse_url
 from pipeline.db.lock import LockLostError, assert_lock_held, pipeline_lock
 from pipeline.db.schema import run_states
-from pipeline.errors import DatabaseUnavailableError, StatementTimeoutError
+from pipeline.errors import (
+    DatabaseUnavailableError,
+    FrozenConnectionError,
+    StatementTimeoutError,
+    is_transient,
+)
 from pipeline.run import daily_run, local_stages
 from pipeline.settings import Settings
 
@@ -246,13 +253,10 @@ def test_a_connection_frozen_while_connecting_fails_within_the_connect_timeout(
 def test_a_statement_on_a_connection_frozen_after_connecting_times_out(
     mariadb_server_url: str, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """MariaDB/MySQL: the client's read timeout (statement limit + margin) ends the wait.
-
-    PostgreSQL has no client-side limit: the server's ``statement_timeout`` cancels
-    the statement, but its answer never crosses a frozen network, and the kernel of a
-    hung middlebox still acknowledges TCP keepalives (see docs/database.md)."""
+    """MariaDB/MySQL: the client's read timeout (statement limit + margin) ends the wait
+    (PostgreSQL: the watchdog, below)."""
     monkeypatch.setenv("PRICECAST_STATEMENT_TIMEOUT", "1")
-    monkeypatch.setattr(engines, "MYSQL_READ_MARGIN", 1)
+    monkeypatch.setattr(engines, "REPLY_MARGIN", 1)
     engine = connect(proxy.url(mariadb_server_url, password=None))
     try:
         with engine.connect() as conn:
@@ -265,3 +269,191 @@ def test_a_statement_on_a_connection_frozen_after_connecting_times_out(
             assert "\n" not in str(failed.value)
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_statement_on_a_connection_frozen_after_connecting_fails_in_its_bound(
+    postgres_server_url: str, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg has no client-side timeout: the watchdog closes the connection once the
+    answer is overdue (statement limit + margin), and the error names the database."""
+    monkeypatch.setattr(engines, "REPLY_MARGIN", 1)
+    engine = connect(proxy.url(postgres_server_url), statement_timeout=1)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+            proxy.freeze()
+            started = time.monotonic()
+            with pytest.raises(FrozenConnectionError) as failed:
+                conn.execute(sa.text("SELECT 2"))
+            waited = time.monotonic() - started
+        assert 1.5 < waited < 10
+        message = str(failed.value)
+        assert message.startswith(
+            f"database {describe_url(proxy.url(postgres_server_url))} sent no answer within "
+            "2 s (SELECT 2), so the connection was closed: the network to it or the server "
+            "is frozen"
+        )
+        assert "\n" not in message and PASSWORD not in message
+        assert not is_transient(failed.value)
+    finally:
+        proxy.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        pytest.param("postgres_server_url", marks=pytest.mark.postgres),
+        pytest.param("mariadb_server_url", marks=pytest.mark.mariadb),
+    ],
+    indirect=True,
+)
+def test_a_frozen_lock_connection_fails_the_next_check_within_the_network_timeout(
+    proxy: Proxy, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's connection has no statement limit (it is idle for the run), so its
+    checks are bounded by PRICECAST_NETWORK_TIMEOUT: libpq's watchdog deadline, PyMySQL's
+    read timeout. Before, the check waited for ever."""
+    monkeypatch.setenv("PRICECAST_NETWORK_TIMEOUT", "2")
+    server = request.getfixturevalue(request.node.callspec.params["proxy"])
+    postgres = server.startswith("postgres")
+    url = proxy.url(server, password=PASSWORD if postgres else None)
+    with pipeline_lock(url, wait_seconds=5) as held:
+        held.assert_held()
+        proxy.freeze()
+        started = time.monotonic()
+        with pytest.raises(LockLostError) as lost:
+            assert_lock_held(url, "training")
+        waited = time.monotonic() - started
+        assert 1.5 < waited < 10
+        message = str(lost.value)
+        assert "\n" not in message and PASSWORD not in message
+        assert message.startswith(
+            f"the connection holding the pipeline lock on {describe_url(url)} was lost ("
+        )
+        assert "stopped before training" in message
+        if postgres:
+            assert "it sent no answer within 2 s (PRICECAST_NETWORK_TIMEOUT)" in message
+        else:
+            assert "timed out" in message
+        proxy.close()  # the server sees its client go, and releases the lock
+    with pipeline_lock(server, wait_seconds=5):
+        pass
+
+
+@pytest.mark.mariadb
+def test_mariadb_connections_get_keepalives_from_the_network_timeout(
+    mariadb_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What libpq's keepalives_* and tcp_user_timeout do for PostgreSQL, set on PyMySQL's
+    socket (it has no options for them)."""
+    monkeypatch.setenv("PRICECAST_NETWORK_TIMEOUT", "12")
+    engine = connect(mariadb_server_url)
+    try:
+        with engine.connect() as conn:
+            sock = conn.connection.dbapi_connection._sock  # noqa: SLF001
+            options = {
+                name: sock.getsockopt(level, option)
+                for name, level, option in (
+                    ("keepalive", socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                    ("idle", socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                    ("interval", socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                    ("count", socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                    ("user timeout ms", socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+                )
+            }
+    finally:
+        engine.dispose()
+    assert options == {
+        "keepalive": 1,
+        "idle": 6,
+        "interval": 2,
+        "count": 3,
+        "user timeout ms": 12000,
+    }
+
+
+def test_postgresql_connections_get_keepalives_and_a_tcp_user_timeout() -> None:
+    limits = _network_limits(parse_url("postgresql://u@h/db"), 0, network_timeout=12)
+    assert {key: limits[key] for key in limits if key != "connect_timeout"} == {
+        "keepalives": 1,
+        "keepalives_idle": 6,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 12000,
+    }
+    defaults = _network_limits(parse_url("postgresql://u@h/db?tcp_user_timeout=5"), 0)
+    assert (defaults["keepalives_idle"], defaults["keepalives_interval"]) == (30, 10)
+    assert "tcp_user_timeout" not in defaults  # the URL's own wins
+
+
+@pytest.mark.postgres
+def test_the_server_end_of_the_lock_connection_gets_keepalives_too(
+    postgres_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that the server notices a client gone behind a broken network (and releases the
+    lock) within about the network timeout, not the system's two hours."""
+    monkeypatch.setenv("PRICECAST_NETWORK_TIMEOUT", "12")
+    with pipeline_lock(postgres_db_url, wait_seconds=5) as held:
+        conn = held._conn  # noqa: SLF001
+        assert conn is not None
+        shown = {
+            name: conn.execute(sa.text(f"SHOW {name}")).scalar()
+            for name in (
+                "tcp_keepalives_idle",
+                "tcp_keepalives_interval",
+                "tcp_keepalives_count",
+                "tcp_user_timeout",
+            )
+        }
+    assert shown == {
+        "tcp_keepalives_idle": "6",
+        "tcp_keepalives_interval": "2",
+        "tcp_keepalives_count": "3",
+        "tcp_user_timeout": "12000",
+    }
+
+
+@pytest.mark.postgres
+def test_a_child_forked_while_the_watchdog_holds_its_lock_still_connects(
+    postgres_server_url: str,
+) -> None:
+    """The watchdog starts afresh in a forked child, which would otherwise wait for ever
+    on a lock its parent's thread held at the fork."""
+    engine = connect(postgres_server_url)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    engine.dispose()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # as the watchdog's thread does while it looks at its deadlines
+        with engines._WATCHDOG._changed:  # noqa: SLF001
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        status = 1
+        try:
+            forked = connect(postgres_server_url)
+            with forked.connect() as conn:
+                status = 0 if conn.execute(sa.text("SELECT 7")).scalar() == 7 else 2
+        finally:
+            os._exit(status)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung on the watchdog's lock")
+    assert os.waitstatus_to_exitcode(status) == 0

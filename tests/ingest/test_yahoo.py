@@ -305,3 +305,35 @@ def test_single_precision_quotes_are_written_as_quoted() -> None:
     assert history_to_csv(frame, dt.date(2024, 1, 1), None).splitlines()[1] == (
         f"2024-01-02,184.22,186.74,183.43,185.64,{184.08 * 1.0000001!r},82488700"
     )
+
+
+@pytest.mark.parametrize(
+    ("limit", "size"),
+    [(200, "311 bytes (0.0 MiB)"), (50, "more than 50 bytes")],
+    ids=["text over the limit", "rows over the limit"],
+)
+def test_a_history_over_the_size_limit_is_rejected_naming_its_origin(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, limit: int, size: str
+) -> None:
+    """yfinance downloads by itself, so what it yields is bounded: the CSV text (or, before
+    it is built, its rows at their fewest bytes) against PRICECAST_MAX_INPUT_BYTES."""
+    week = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+    install(
+        monkeypatch,
+        lambda symbol, options: yahoo_history(week if symbol == "BIG" else week[-1:]),
+    )
+    with engine.begin() as conn:
+        report = ingest(
+            conn, [YahooSource()], as_of=AS_OF, tickers=["BIG", "IBM"], max_input_bytes=limit
+        )
+    big = "yahoo://BIG?start=2000-01-01&end=2024-01-05"
+    assert report.summary().errors[0] == (
+        f"{big}: {size}, over the size limit of {limit:,} bytes (PRICECAST_MAX_INPUT_BYTES); "
+        "rejected: split the input, or raise the limit"
+    )
+    statuses = {r.origin: (r.status, r.rows_loaded) for r in report.inputs}
+    assert statuses[big] == ("rejected", 0)
+    ibm = statuses["yahoo://IBM?start=2000-01-01&end=2024-01-05"]
+    assert ibm == (("loaded", 1) if limit == 200 else ("rejected", 0))
+    with engine.connect() as conn:
+        assert read_closes(conn, AS_OF, ["BIG"]).empty
