@@ -155,3 +155,23 @@ def test_a_grouped_folder_without_a_tickers_group_is_an_error(tmp_path: Path) ->
     with pytest.raises(ModelStoreError, match=r"has no network for CCC \(group-2-of-3\)"):
         read_networks(path, ["AAA", "CCC"])
     engine.dispose()
+
+
+def test_fit_networks_of_a_grouping_give_each_ticker_its_groups_network() -> None:
+    """What backtests fit (``fresh_networks``, ``fit_networks``): a predictor finds each
+    ticker's network by its symbol."""
+    from benchmarks.train_memory import synthetic_data
+    from pipeline.model.fit import fit_networks, fresh_networks
+
+    data, _ = synthetic_data(5, 40, TINY_SEQUENCES, seed=1)  # point windows: a point loss
+    config = GROUPED.replace(loss="mse", intervals="ewma")
+    networks = fresh_networks(sorted(data.frames), TINY_SEQUENCES.window, config)
+    groups = ticker_groups(sorted(data.frames), 3)
+    assert sorted(networks) == sorted(groups)
+    fitted = fit_networks(data, networks, config, 1, None, "test")
+    assert sorted(fitted.networks) == sorted(data.frames)
+    for key, members in groups.items():
+        assert all(fitted.networks[ticker] is networks[key] for ticker in members)
+    assert fitted.train_samples == sum(
+        int((frame[c.SPLIT] == c.SPLIT_TRAIN).sum()) for frame in data.frames.values()
+    )
