@@ -74,6 +74,18 @@ def volatility_feature(
     return np.repeat(ratio.reshape(-1, 1), np.shape(windows)[1], axis=1)
 
 
+def _by_network(networks: Mapping[str, Any], keys: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows of each network, keyed by the first of its keys: the tickers of a ticker
+    group share one network object (``pipeline.model.groups``), predicted in one batch."""
+    rows: dict[str, np.ndarray] = {}
+    first: dict[int, str] = {}
+    for key in dict.fromkeys(keys.tolist()):
+        shared = first.setdefault(id(networks[key]), key)
+        found = np.flatnonzero(keys == key)
+        rows[shared] = found if shared == key else np.concatenate([rows[shared], found])
+    return {key: np.sort(found) for key, found in rows.items()}
+
+
 @dataclass
 class Predictor:
     """Networks (one ``GLOBAL`` or one per ticker), a scaler, and per-ticker parameters.
@@ -102,7 +114,7 @@ class Predictor:
         keys = np.array(
             [GLOBAL if GLOBAL in self.networks else ticker for ticker in tickers], dtype=object
         )
-        return {key: np.flatnonzero(keys == key) for key in dict.fromkeys(keys.tolist())}
+        return _by_network(self.networks, keys)
 
     def predict_next(
         self, tickers: Sequence[str], windows: np.ndarray, volatility: np.ndarray | None = None
