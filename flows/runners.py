@@ -54,6 +54,7 @@ from pipeline.errors import ConfigurationError
 from pipeline.evaluate.backtest import BacktestConfig
 from pipeline.evaluate.variants import Variant
 from pipeline.model.config import ModelConfig
+from pipeline.model.store import GLOBAL
 from pipeline.results import ForecastSummary, ModelSummary, SequencesSummary
 from pipeline.run import merge_forecast_summaries, merge_sequence_summaries
 from pipeline.sequences.config import SequenceConfig
@@ -237,7 +238,10 @@ def train_networks(
         assert plan.result is not None
         return plan.result
     futures = [
-        fit_job_task.with_options(task_run_name=f"fit-{job.key}").submit(job) for job in plan.jobs
+        fit_job_task.with_options(
+            task_run_name=f"fit-{'global' if job.key == GLOBAL else job.key}"
+        ).submit(job)
+        for job in plan.jobs
     ]
     return train_finish_task(database_url, home, plan, [future.result() for future in futures])
 

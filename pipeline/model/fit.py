@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import columns as c
+from pipeline.errors import ModelStoreError
 from pipeline.files import write_atomically
 from pipeline.model.config import ModelConfig
 from pipeline.model.groups import is_grouped, parse_group_key, ticker_groups, ticker_networks
@@ -387,10 +388,25 @@ def network_jobs(
                 newer_than=newer_than,
                 label=label if key == GLOBAL else f"{label} {key} ({position + 1}/{len(members)})",
                 seed=network_seed(config, seed_index(key, position)),
-                source=None if source is None else network_file(source, key).read_bytes(),
+                source=None if source is None else _network_bytes(source, key),
             )
         )
     return jobs
+
+
+def _network_bytes(source: Path, key: str) -> bytes:
+    """The bytes of network ``key``'s file in the model files ``source`` (a fine-tune's parent).
+
+    Raises:
+        ModelStoreError: the file cannot be read.
+    """
+    path = network_file(source, key)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelStoreError(
+            f"cannot read model file {path} to fine-tune it ({exc}); retrain with --mode retrain"
+        ) from exc
 
 
 def save_outcomes(outcomes: Sequence[NetworkOutcome], staging: Path) -> None:
