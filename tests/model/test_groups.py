@@ -175,3 +175,34 @@ def test_fit_networks_of_a_grouping_give_each_ticker_its_groups_network() -> Non
     assert fitted.train_samples == sum(
         int((frame[c.SPLIT] == c.SPLIT_TRAIN).sum()) for frame in data.frames.values()
     )
+
+
+def test_the_three_steps_with_jobs_carried_elsewhere_register_what_train_does(
+    tmp_path: Path,
+) -> None:
+    """``plan_training``, each job pickled and fitted as a remote worker would (no
+    database, no home folder), ``finish_training``: the version ``train()`` registers."""
+    import pickle
+
+    from pipeline.model.fit import fit_network
+    from pipeline.model.train import finish_training, plan_training
+
+    whole_engine, whole_home = _prepared(tmp_path, "whole", DATES[59])
+    whole = _train(whole_engine, whole_home, DATES[59], GROUPED)
+    engine, home = _prepared(tmp_path, "split", DATES[59])
+    with engine.begin() as conn:
+        plan = plan_training(conn, home, DATES[59], None, "auto", TINY_SEQUENCES, GROUPED)
+    assert plan.fits and [job.key for job in plan.jobs] == list(network_members(TICKERS, GROUPED))
+    outcomes = [fit_network(pickle.loads(pickle.dumps(job))) for job in plan.jobs]
+    with engine.begin() as conn, pytest.raises(ValueError, match="the plan's jobs for"):
+        finish_training(conn, home, plan, outcomes[::-1])
+    with engine.begin() as conn:
+        split = finish_training(conn, home, plan, outcomes)
+    varying = {"fit_seconds", "samples_per_second"}
+    assert split.model_dump(exclude=varying) == whole.model_dump(exclude=varying)
+    with engine.connect() as conn, whole_engine.connect() as other:
+        ours, theirs = get_model(conn, 1), get_model(other, 1)
+    for key in ("fingerprint", "hyperparameters", "val_loss", "val_mase", "decision"):
+        assert ours[key] == theirs[key]
+    engine.dispose()
+    whole_engine.dispose()
