@@ -105,24 +105,23 @@ def run_pipeline_part(args: argparse.Namespace, workers: int, record: Callable) 
     ``workers`` processes fit them (each replaced after ``--per-worker``), or this one."""
     data, series = synthetic_data(args.models, args.windows, SequenceConfig(), args.seed)
     config = part_config(args)
-    with tempfile.TemporaryDirectory(prefix="train_memory_") as folder:
-        jobs = network_jobs(data, series, config, config.epochs, None, "bench", Path(folder))
-        started = time.perf_counter()
+    # Each network's file comes back as bytes in its outcome, and is dropped with it.
+    jobs = network_jobs(data, series, config, config.epochs, None, "bench")
+    started = time.perf_counter()
 
-        def done(job: NetworkJob, outcome: NetworkOutcome) -> None:
-            parent = resident_memory_mb()
-            worker = outcome.rss_mb if workers else None
-            record(
-                parent_mb=parent,
-                worker_mb=worker,
-                worker_pid=outcome.pid if workers else None,
-                rss_mb=parent + (worker or 0.0),
-                seconds=time.perf_counter() - started,
-            )
-            Path(job.target).unlink()  # keep the disk footprint small; the memory is measured
+    def done(job: NetworkJob, outcome: NetworkOutcome) -> None:
+        parent = resident_memory_mb()
+        worker = outcome.rss_mb if workers else None
+        record(
+            parent_mb=parent,
+            worker_mb=worker,
+            worker_pid=outcome.pid if workers else None,
+            rss_mb=parent + (worker or 0.0),
+            seconds=time.perf_counter() - started,
+        )
 
-        with Workers(workers, args.per_worker) as pool:
-            fit_model(jobs, pool, done)
+    with Workers(workers, args.per_worker) as pool:
+        fit_model(jobs, pool, done)
 
 
 def run_naive_part(args: argparse.Namespace, record: Callable) -> None:

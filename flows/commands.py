@@ -278,7 +278,7 @@ def train_command(args: Args, settings: Settings) -> int:
         [
             _database_line(settings),
             ("as of", as_of),
-            ("model", _model_line(result.summary())),
+            ("model", _model_line(result)),
             ("tickers", ", ".join(result.tickers)),
         ]
     )

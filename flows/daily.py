@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from flows import show_library_logs
 from flows.artifacts import publish_artifacts
-from flows.runners import FanOut, fan_out_for, run_forecast, run_sequences
+from flows.runners import FanOut, fan_out_for, run_forecast, run_sequences, run_training
 from flows.tasks import (
     backtest_summary_task,
     forecast_rows_task,
@@ -30,7 +30,6 @@ from flows.tasks import (
     record_run_task,
     report_task,
     retention_task,
-    train_task,
     unchanged_run_task,
 )
 from pipeline.db.engine import describe_url
@@ -117,14 +116,15 @@ FLOW_NAME = DAILY_RUN
 
 
 def flow_stages(fan: FanOut, report_base_url: str | None) -> Stages:
-    """The daily run's stages as this flow's tasks; sequences and forecasts fanned out."""
+    """The daily run's stages as this flow's tasks; sequences and forecasts fanned out,
+    and, on a Dask cluster, the networks of the training (``runners.run_training``)."""
     return Stages(
         ingest=ingest_task,
         latest_price_date=latest_price_date_task,
         freshness=freshness_task,
         unchanged_run=unchanged_run_task,
         sequences=functools.partial(run_sequences, fan),
-        train=train_task,
+        train=functools.partial(run_training, fan),
         forecast=functools.partial(run_forecast, fan),
         backtest_summary=backtest_summary_task,
         retention=retention_task,
@@ -169,7 +169,8 @@ def daily_pipeline(
         home: folder for sequence and model files; default ``PRICECAST_HOME``.
         overrides: other settings for this run, e.g. ``{"epochs": 5}``.
         dask_address: a Dask scheduler (``tcp://host:8786``) to run the per-shard
-            sequences and forecasts on (``flows.runners``); default
+            sequences and forecasts and the training's networks on
+            (``flows.runners``); default
             ``PRICECAST_DASK_ADDRESS``, else local threads (``PRICECAST_WORKERS``).
         rerun: run every stage even when nothing changed.
 

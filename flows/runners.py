@@ -15,8 +15,16 @@ one task each in the flow's own process. A flow's task runner is fixed when
 it starts, hence the subflows. Every shard task receives plain values (a
 database URL, a folder, dates, tickers) and opens its own database engine, so
 it can run in another process or on another machine; the merged results equal
-those of one task for all the tickers. Training the default (global) model is
-one job and stays in the flow's process.
+those of one task for all the tickers.
+
+Training runs as one task in the flow's process (its networks fitted in
+``PRICECAST_TRAIN_WORKERS`` local processes), except on a Dask cluster: then
+the ``train-networks`` subflow plans the training in the flow's process
+(``pipeline.model.train.plan_training``), fits each network (one, one per
+ticker group, or one per ticker) as its own task on the cluster, and judges,
+publishes and registers the version in the flow's process again. A fit task
+carries its windows and returns its network file's bytes, so Dask workers need
+neither the database nor the home folder.
 """
 
 from __future__ import annotations
@@ -33,15 +41,21 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from flows.heartbeats import without_heartbeats
 from flows.tasks import (
     backtest_unit_task,
+    fit_job_task,
     forecast_shard_task,
     forecast_task,
     sequences_shard_task,
     sequences_task,
+    train_finish_task,
+    train_plan_task,
+    train_task,
 )
 from pipeline.errors import ConfigurationError
 from pipeline.evaluate.plan import BacktestConfig
 from pipeline.evaluate.variants import Variant
-from pipeline.results import ForecastSummary, SequencesSummary
+from pipeline.model.config import ModelConfig
+from pipeline.model.store import GLOBAL
+from pipeline.results import ForecastSummary, ModelSummary, SequencesSummary
 from pipeline.run import merge_forecast_summaries, merge_sequence_summaries
 from pipeline.sequences.config import SequenceConfig
 from pipeline.settings import Settings
@@ -178,6 +192,58 @@ def run_forecast(
         return forecast_shards.with_options(task_runner=fan.task_runner())(
             database_url, as_of, split_tickers(tickers, fan.shards), horizon, model_version
         )
+
+
+def run_training(
+    fan: FanOut,
+    database_url: str,
+    home: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    mode: str,
+    sequence_config: SequenceConfig,
+    model_config: ModelConfig,
+    workers: int = 1,
+) -> ModelSummary:
+    """The train stage: one task here (``workers`` local processes fit the networks),
+    or, on a Dask cluster, one task per network on the cluster (``train_networks``)."""
+    if fan.address is None:
+        return train_task(
+            database_url, home, as_of, tickers, mode, sequence_config, model_config, workers
+        )
+    with without_heartbeats():
+        return train_networks.with_options(task_runner=fan.task_runner())(
+            database_url, home, as_of, tickers, mode, sequence_config, model_config
+        )
+
+
+@flow(name="train-networks", log_prints=False)
+def train_networks(
+    database_url: str,
+    home: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    mode: str,
+    sequence_config: SequenceConfig,
+    training_config: ModelConfig,
+) -> ModelSummary:
+    """Plan the training here, fit each network in its own task (on the flow's task
+    runner: the Dask cluster), then judge, publish and register the version here.
+    (``training_config`` is ``train``'s ``model_config``: a flow's parameters are a
+    pydantic model, to which ``model_config`` means something else.)"""
+    plan = train_plan_task(
+        database_url, home, as_of, tickers, mode, sequence_config, training_config
+    )
+    if not plan.fits:
+        assert plan.result is not None
+        return plan.result
+    futures = [
+        fit_job_task.with_options(
+            task_run_name=f"fit-{'global' if job.key == GLOBAL else job.key}"
+        ).submit(job)
+        for job in plan.jobs
+    ]
+    return train_finish_task(database_url, home, plan, [future.result() for future in futures])
 
 
 @flow(name="sequences-shards", log_prints=False)

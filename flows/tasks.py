@@ -80,6 +80,12 @@ sequences_shard_task = task(name="sequences-shard", timeout_seconds=HOURS, **_IO
     _anywhere(stages.sequences_shard)
 )
 train_task = task(name="train", timeout_seconds=6 * HOURS, **_ONCE)(stages.train_model)
+#: The train stage in three steps, for a Dask cluster (``flows.runners.run_training``).
+train_plan_task = task(name="train-plan", timeout_seconds=HOURS, **_IO)(stages.train_plan)
+fit_job_task = task(name="fit-network", timeout_seconds=6 * HOURS, **_ONCE)(
+    _anywhere(stages.fit_job)
+)
+train_finish_task = task(name="train-finish", timeout_seconds=HOURS, **_ONCE)(stages.train_finish)
 forecast_task = task(name="forecast", timeout_seconds=HOURS, **_IO)(stages.forecast_prices)
 forecast_shard_task = task(name="forecast-shard", timeout_seconds=HOURS, **_IO)(
     _anywhere(stages.forecast_shard)

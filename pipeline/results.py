@@ -72,7 +72,7 @@ class SequencesSummary(StageResult):
 
 
 class ModelSummary(StageResult):
-    """What the train stage did (``pipeline.model.train.TrainResult``), and the version
+    """What the train stage did (``pipeline.model.train.train``), and the version
     forecasts come from (``champion_version``)."""
 
     model_version: int

@@ -110,9 +110,13 @@ def local_stages() -> Stages:
 
 def run_settings(settings: Settings, home: str, mode: str) -> dict[str, Any]:
     """What, besides the as-of date, tickers and data, a run's outputs depend on."""
+    model = settings.training_config().to_dict()
+    if model["ticker_groups"] == 1:
+        # One network: the key of runs recorded before ticker groups existed still matches.
+        model.pop("ticker_groups")
     return {
         "sequences": settings.sequence_config().to_dict(),
-        "model": settings.training_config().to_dict(),
+        "model": model,
         "horizon": settings.horizon,
         "mode": mode,
         "home": home,

@@ -45,8 +45,9 @@ from pipeline.freshness import stale_tickers
 from pipeline.ingest.load import ingest
 from pipeline.ingest.sources import build_sources
 from pipeline.model.config import ModelConfig
+from pipeline.model.fit import NetworkJob, NetworkOutcome, fit_network
 from pipeline.model.forecast import forecast
-from pipeline.model.train import train
+from pipeline.model.train import TrainingPlan, finish_training, plan_training, train
 from pipeline.report import report_path, write_report
 from pipeline.results import (
     BacktestResult,
@@ -196,7 +197,40 @@ def train_model(
     with database(database_url).begin() as conn:
         return train(
             conn, Path(home), as_of, tickers, mode, sequence_config, model_config, workers=workers
-        ).summary()
+        )
+
+
+def train_plan(
+    database_url: str,
+    home: str,
+    as_of: dt.date,
+    tickers: list[str] | None,
+    mode: str,
+    sequence_config: SequenceConfig,
+    model_config: ModelConfig,
+) -> TrainingPlan:
+    """The train stage's first step (``plan_training``): the decision, and the fit jobs
+    if there is anything to fit, each carrying its data (they run anywhere)."""
+    with database(database_url).begin() as conn:
+        return plan_training(conn, Path(home), as_of, tickers, mode, sequence_config, model_config)
+
+
+def fit_job(job: NetworkJob) -> NetworkOutcome:
+    """Fit one network of a training plan (``fit.fit_network``): no database, no shared
+    disk; the network file's bytes come back in the outcome."""
+    return fit_network(job)
+
+
+def train_finish(
+    database_url: str,
+    home: str,
+    plan: TrainingPlan,
+    outcomes: list[NetworkOutcome],
+) -> ModelSummary:
+    """The train stage's last step (``finish_training``): the fitted networks saved as
+    the next version, judged, gated, published and registered."""
+    with database(database_url).begin() as conn:
+        return finish_training(conn, Path(home), plan, outcomes)
 
 
 def forecast_prices(

@@ -38,6 +38,14 @@ class ModelFields(BaseModel):
     scope: Scope = Field(
         default="global", description="global (one network) or per_ticker (one per ticker)."
     )
+    ticker_groups: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="With scope global: split the tickers into this many groups, one network "
+        "each, a ticker's group fixed by a hash of its symbol (pipeline.model.groups); "
+        "1 is one network for every ticker.",
+    )
     damping: bool = Field(
         default=True, description="Fit per-ticker shrinkage toward the last close on validation."
     )
@@ -77,6 +85,16 @@ class ModelFields(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _groups_need_global_scope(self) -> ModelFields:
+        if self.ticker_groups > 1 and self.scope != "global":
+            raise ValueError(
+                f"PRICECAST_TICKER_GROUPS={self.ticker_groups} splits the tickers of one "
+                f"network into groups, but PRICECAST_SCOPE={self.scope} already gives every "
+                "ticker its own: set PRICECAST_TICKER_GROUPS=1, or PRICECAST_SCOPE=global"
+            )
+        return self
+
 
 class ModelConfig(ModelFields):
     """The network (``LSTM(units)`` then ``Dense(2)``, a location and a scale, or
@@ -100,6 +118,11 @@ class ModelConfig(ModelFields):
         patience: stop a retrain after this many epochs without a better
             validation loss, keeping the best weights; 0 trains every epoch.
         scope: ``global`` (one network for every ticker) or ``per_ticker``.
+        ticker_groups: with scope ``global``, the number of groups the tickers are
+            split into, one network per group, each trained as its own job (on a
+            Dask cluster, as its own task); a ticker's group is the SHA-256 of its
+            symbol modulo this number (``pipeline.model.groups``), so adding or
+            removing a ticker moves no other. 1 (the default) is one network.
         damping: fit, per ticker on the validation span, how far each
             prediction may move from the last close (0: the naive forecast,
             1: the network's own prediction); off uses the network as is.
@@ -135,4 +158,8 @@ class ModelConfig(ModelFields):
         params = self.to_dict()
         for key in ("retrain_after_days", "drift_tolerance"):
             params.pop(key)
+        if params["ticker_groups"] == 1:
+            # One network, as before groups existed: the registered hyperparameters and
+            # fingerprints of ungrouped models stay those of earlier versions.
+            params.pop("ticker_groups")
         return params

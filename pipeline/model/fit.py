@@ -1,14 +1,19 @@
 """The fit loop: a model's networks fitted, judged and saved, one job per network.
 
-A model is one ``GLOBAL`` network on every ticker or one network per ticker
-(``ModelConfig.scope``). ``network_jobs`` turns it into one ``NetworkJob`` per
-network, and ``fit_model`` runs them in ``network.Workers``: each job seeds
-everything, builds a fresh network (a retrain) or loads the parent's (a
-fine-tune), fits it, fits its damping (if asked), judges it on the validation span,
-calibrates its intervals and saves it to the version's staging folder; only
-figures come back. A retrain fits every training window and stops early on the
-validation loss when ``patience`` is set; a fine-tune fits only the training
-windows whose target is newer than ``newer_than``, for all its epochs.
+A model is one ``GLOBAL`` network on every ticker, one network per group of
+tickers (``ModelConfig.ticker_groups``, ``pipeline.model.groups``) or one network
+per ticker (``ModelConfig.scope``). ``network_jobs`` turns it into one
+``NetworkJob`` per network, and ``fit_network`` runs one: it seeds everything,
+builds a fresh network (a retrain) or loads the parent's from the bytes the job
+carries (a fine-tune), fits it, fits its damping (if asked), judges it on the
+validation span, calibrates its intervals and returns the figures and the
+network file's bytes. A job reads no database and no file, so it runs anywhere:
+``fit_model`` runs them in ``network.Workers``, the daily flow on a Dask cluster
+(``flows.runners``); ``save_outcomes`` writes the networks into the version's
+staging folder and ``combine_outcomes`` adds up the figures. A retrain fits every
+training window and stops early on the validation loss when ``patience`` is set; a
+fine-tune fits only the training windows whose target is newer than ``newer_than``,
+for all its epochs.
 
 What to fit, and what becomes of the fitted version, is the train stage's
 business (``train.py``). The backtests (``pipeline.evaluate.backtest``) refit a
@@ -18,7 +23,10 @@ variant on each fold with ``fresh_networks`` and ``fit_networks``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +37,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline import columns as c
+from pipeline.errors import ModelStoreError
+from pipeline.files import write_atomically
 from pipeline.model.config import ModelConfig
+from pipeline.model.groups import is_grouped, parse_group_key, ticker_groups, ticker_networks
 from pipeline.model.network import (
     Workers,
     as_inputs,
@@ -125,14 +136,12 @@ def fit_networks(
 ) -> FitResult:
     """Fit ``networks`` (fresh or loaded) on the training windows; validate on the rest."""
     fitted = FitResult(networks=networks)
-    groups = (
-        {GLOBAL: sorted(data.frames)}
-        if GLOBAL in networks
-        else {ticker: [ticker] for ticker in sorted(data.frames)}
-    )
+    groups = _members(list(networks), sorted(data.frames))
     started = time.perf_counter()
     val_losses: list[tuple[float, int]] = []
     for position, (key, tickers) in enumerate(groups.items(), start=1):
+        if not tickers:
+            continue
         parts = {"xt": [], "yt": [], "xv": [], "yv": []}
         for ticker in tickers:
             train, validation = _split_masks(data.frames[ticker], newer_than)
@@ -173,34 +182,77 @@ def fit_networks(
     fitted.seconds = time.perf_counter() - started
     if val_losses:
         fitted.val_loss = sum(loss * n for loss, n in val_losses) / sum(n for _, n in val_losses)
+    if is_grouped(networks):
+        # Predictors find a grouped model's networks by ticker (``Predictor.networks``).
+        fitted.networks = ticker_networks(networks, sorted(data.frames), "the fitted model")
     return fitted
 
 
+def _members(keys: Sequence[str], tickers: Sequence[str]) -> dict[str, list[str]]:
+    """The tickers each network of ``keys`` is fitted on: every one for ``GLOBAL``, a
+    group's for a group's key, else (per ticker) each ticker its own."""
+    if GLOBAL in keys:
+        return {GLOBAL: sorted(tickers)}
+    if is_grouped(keys):
+        parsed = parse_group_key(keys[0])
+        assert parsed is not None
+        members = ticker_groups(tickers, parsed[1])
+        return {key: members.get(key, []) for key in keys}
+    return {ticker: [ticker] for ticker in sorted(tickers)}
+
+
+def network_members(tickers: Sequence[str], config: ModelConfig) -> dict[str, list[str]]:
+    """The networks of a model and the tickers of each, in their seeding order: one
+    ``GLOBAL`` network, one per non-empty group (``config.ticker_groups`` above 1,
+    ``pipeline.model.groups``), or one per ticker (``per_ticker``)."""
+    ordered = sorted(tickers)
+    if config.scope != "global":
+        return {ticker: [ticker] for ticker in ordered}
+    if config.ticker_groups == 1:
+        return {GLOBAL: ordered}
+    return ticker_groups(ordered, config.ticker_groups)
+
+
 def network_keys(tickers: Sequence[str], config: ModelConfig) -> list[str]:
-    """The networks of a model: ``[GLOBAL]``, or one per ticker, in their seeding order."""
-    return [GLOBAL] if config.scope == "global" else sorted(tickers)
+    """The networks of a model: ``[GLOBAL]``, one per group, or one per ticker."""
+    return list(network_members(tickers, config))
+
+
+def seed_index(key: str, position: int) -> int:
+    """Which seed (``network_seed``) the network ``key`` at ``position`` of ``network_keys``
+    takes: its group's number for a group (so a group's seed never depends on which
+    other groups have tickers), else its position."""
+    parsed = parse_group_key(key)
+    return position if parsed is None else parsed[0]
 
 
 def network_seed(config: ModelConfig, index: int) -> int:
-    """The initializers' seed of the ``index``-th network of ``network_keys``."""
+    """The initializers' seed of the network of ``seed_index`` ``index``."""
     return config.seed * 1000 + 3 * index
 
 
 def fresh_networks(tickers: Sequence[str], window: int, config: ModelConfig) -> dict[str, Any]:
-    """Untrained networks: one ``GLOBAL``, or one per ticker, each seeded from ``config.seed``."""
+    """Untrained networks: one ``GLOBAL``, one per group, or one per ticker, each seeded
+    from ``config.seed``."""
     return {
         key: build_model(
-            window, config.units, config.learning_rate, config.loss, network_seed(config, index)
+            window,
+            config.units,
+            config.learning_rate,
+            config.loss,
+            network_seed(config, seed_index(key, position)),
         )
-        for index, key in enumerate(network_keys(tickers, config))
+        for position, key in enumerate(network_keys(tickers, config))
     }
 
 
 @dataclass(frozen=True)
 class NetworkJob:
-    """One network of a training, as a worker process fits it: its windows, how to
-    start it (fresh from ``seed``, or from the network file ``source``), and where
-    to save it. Judged on its tickers' validation span where it was fitted."""
+    """One network of a training, as it is fitted wherever it runs (a worker process
+    of this machine, a Dask worker of another one): its windows, how to start it
+    (fresh from ``seed``, or from ``source``, the bytes of the parent's network file),
+    judged on its tickers' validation span where it is fitted. It carries all its data
+    and reads no database and no file, so it can run where neither is reachable."""
 
     key: str
     data: TrainingData
@@ -210,14 +262,19 @@ class NetworkJob:
     newer_than: dt.date | None
     label: str
     seed: int
-    source: Path | None
-    target: Path
+    source: bytes | None
+
+    @property
+    def tickers(self) -> list[str]:
+        return sorted(self.data.frames)
 
 
 @dataclass
 class NetworkOutcome:
-    """What fitting one network gave; ``pid`` and ``rss_mb`` describe the process
-    that fitted it, after it did (for logs and ``benchmarks/train_memory.py``)."""
+    """What fitting one network gave, its file's bytes included (``weights``: the
+    ``.keras`` file the train stage publishes, so a job run on another machine needs
+    no shared disk); ``pid`` and ``rss_mb`` describe the process that fitted it, after
+    it did (for logs and ``benchmarks/train_memory.py``)."""
 
     key: str
     fitted: FitResult
@@ -227,39 +284,53 @@ class NetworkOutcome:
     val_losses: list[tuple[float, int]]
     pid: int
     rss_mb: float | None
+    weights: bytes = b""
+
+
+#: One network fits at a time in a process: ``seed_everything`` resets Keras' global
+#: state, which a network fitting in another thread (a Dask worker's) still uses.
+_FITTING = threading.Lock()
 
 
 def fit_network(job: NetworkJob) -> NetworkOutcome:
-    """Fit one network, fit its damping, judge it, calibrate its intervals and save it.
+    """Fit one network, fit its damping, judge it and calibrate its intervals; its
+    file's bytes come back in the outcome.
 
     Seeds everything first, so the weights are those the network gets whatever
-    was fitted before it, in this process or another one.
+    was fitted before it, in this process or another one, on this machine or not.
     """
-    config = job.config
-    seed_everything(config.seed)
-    if job.source is None:
-        network = build_model(
-            job.data.window, config.units, config.learning_rate, config.loss, job.seed
+    with _FITTING, tempfile.TemporaryDirectory(prefix="pricecast-fit-") as folder:
+        config = job.config
+        seed_everything(config.seed)
+        if job.source is None:
+            network = build_model(
+                job.data.window, config.units, config.learning_rate, config.loss, job.seed
+            )
+        else:
+            parent = Path(folder) / "parent.keras"
+            parent.write_bytes(job.source)
+            network = load_network(parent, for_training=True)
+        fitted = fit_networks(
+            job.data, {job.key: network}, config, job.epochs, job.newer_than, job.label
         )
-    else:
-        network = load_network(job.source, for_training=True)
-    fitted = fit_networks(
-        job.data, {job.key: network}, config, job.epochs, job.newer_than, job.label
-    )
-    fitted.networks = {}
-    predictor = Predictor(
-        window=job.data.window,
-        scaler=get_scaler(job.data.scaling),
-        params=job.data.params,
-        networks={job.key: network},
-    )
-    if config.damping:
-        predictor.damping = fit_damping(predictor, job.series)
-    errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
-    intervals = calibrate_intervals(
-        predictor, job.series, config.horizon, config.interval_level, config.intervals
-    )
-    save_network(network, job.target)
+        fitted.networks = {}
+        predictor = Predictor(
+            window=job.data.window,
+            scaler=get_scaler(job.data.scaling),
+            params=job.data.params,
+            networks={job.key: network}
+            if job.key == GLOBAL or job.key in job.data.frames
+            else dict.fromkeys(job.tickers, network),
+        )
+        if config.damping:
+            predictor.damping = fit_damping(predictor, job.series)
+        errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
+        intervals = calibrate_intervals(
+            predictor, job.series, config.horizon, config.interval_level, config.intervals
+        )
+        saved = Path(folder) / "network.keras"
+        save_network(network, saved)
+        weights = saved.read_bytes()
     val_losses = (
         [(fitted.val_loss, fitted.validation_samples)] if fitted.val_loss is not None else []
     )
@@ -272,6 +343,7 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
         val_losses=val_losses,
         pid=os.getpid(),
         rss_mb=resident_memory_mb(),
+        weights=weights,
     )
 
 
@@ -282,25 +354,24 @@ def network_jobs(
     epochs: int,
     newer_than: dt.date | None,
     label: str,
-    staging: Path,
     source: Path | None = None,
 ) -> list[NetworkJob]:
-    """One job per network of the model: ``GLOBAL`` on every ticker, or one per ticker.
+    """One job per network of the model (``network_members``): ``GLOBAL`` on every
+    ticker, one per group, or one per ticker.
 
     Args:
         data: every ticker's windows and scaler parameters.
         series: every ticker's validation span.
-        config: the model's parameters (``scope`` says which networks).
+        config: the model's parameters (``scope`` and ``ticker_groups`` say which networks).
         epochs: the most epochs to fit.
         newer_than: fit only on training windows whose target is after this date.
         label: the training's name in the logs (``retrain``, ``finetune``).
-        staging: the folder each fitted network is saved to (``network_file``).
-        source: the model to continue from (a fine-tune), else fresh networks.
+        source: the model files to continue from (a fine-tune; each job carries its
+            network file's bytes), else fresh networks.
     """
-    keys = network_keys(sorted(data.frames), config)
+    members = network_members(sorted(data.frames), config)
     jobs = []
-    for index, key in enumerate(keys):
-        tickers = sorted(data.frames) if key == GLOBAL else [key]
+    for position, (key, tickers) in enumerate(members.items()):
         jobs.append(
             NetworkJob(
                 key=key,
@@ -315,13 +386,42 @@ def network_jobs(
                 config=config,
                 epochs=epochs,
                 newer_than=newer_than,
-                label=label if key == GLOBAL else f"{label} {key} ({index + 1}/{len(keys)})",
-                seed=network_seed(config, index),
-                source=None if source is None else network_file(source, key),
-                target=network_file(staging, key),
+                label=label if key == GLOBAL else f"{label} {key} ({position + 1}/{len(members)})",
+                seed=network_seed(config, seed_index(key, position)),
+                source=None if source is None else _network_bytes(source, key),
             )
         )
     return jobs
+
+
+def _network_bytes(source: Path, key: str) -> bytes:
+    """The bytes of network ``key``'s file in the model files ``source`` (a fine-tune's parent).
+
+    Raises:
+        ModelStoreError: the file cannot be read.
+    """
+    path = network_file(source, key)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelStoreError(
+            f"cannot read model file {path} to fine-tune it ({exc}); retrain with --mode retrain"
+        ) from exc
+
+
+def save_outcomes(outcomes: Sequence[NetworkOutcome], staging: Path) -> None:
+    """Write each outcome's network file into a version's staging folder
+    (``store.network_file``), for ``store.publish_networks``."""
+    for outcome in outcomes:
+        write_atomically(
+            network_file(staging, outcome.key),
+            functools.partial(_write_bytes, outcome.weights),
+            "train",
+        )
+
+
+def _write_bytes(payload: bytes, path: Path) -> None:
+    path.write_bytes(payload)
 
 
 @dataclass
@@ -348,7 +448,12 @@ def fit_model(
         workers: the processes to fit in (``Workers(0, 1)``: this process).
         on_fitted: called with each job and its ``NetworkOutcome`` as it completes.
     """
-    outcomes = workers.run(fit_network, jobs, on_fitted)
+    return combine_outcomes(workers.run(fit_network, jobs, on_fitted))
+
+
+def combine_outcomes(outcomes: Sequence[NetworkOutcome]) -> FittedModel:
+    """The figures of a model from its networks' outcomes (in the jobs' order): the
+    same as fitting and judging all the networks together in one process."""
     fitted = FitResult(networks={})
     errors = SpanErrors()
     damping: dict[str, float] = {}

@@ -29,6 +29,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from pipeline.errors import ModelStoreError
+from pipeline.model.groups import is_grouped, ticker_networks
 
 #: Rows of one block of the forward pass (fastest of 512 to 8192 on 2 cores).
 _ROWS = 4096
@@ -204,8 +205,24 @@ def read_networks(path: Path, tickers: list[str] | None = None) -> dict[str, Num
     if path.is_file():
         return {GLOBAL: read_keras_file(path)}
     files = {file.stem: file for file in sorted(path.glob("*.keras"))}
+    if is_grouped(files):
+        return _read_grouped(path, files, tickers)
     wanted = tickers if tickers is not None else list(files)
     missing = sorted(set(wanted) - set(files))
     if missing:
         raise ModelStoreError(f"model folder {path} has no network for {', '.join(missing)}")
     return {ticker: read_keras_file(files[ticker]) for ticker in wanted}
+
+
+def _read_grouped(
+    path: Path, files: dict[str, Path], tickers: list[str] | None
+) -> dict[str, NumpyLSTM]:
+    """A grouped model's networks (``pipeline.model.groups``): keyed by group, or, for
+    ``tickers``, each ticker to its group's network (read once per group)."""
+    networks = {key: read_keras_file(file) for key, file in files.items()}
+    if tickers is None:
+        return networks
+    try:
+        return ticker_networks(networks, tickers, f"model folder {path}")
+    except ValueError as exc:
+        raise ModelStoreError(str(exc)) from exc

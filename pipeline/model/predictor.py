@@ -75,6 +75,22 @@ def volatility_feature(
     return np.repeat(ratio.reshape(-1, 1), np.shape(windows)[1], axis=1)
 
 
+def _by_network(
+    networks: Mapping[str, Any], rows_of: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The rows of each network, from each ticker's rows, keyed by the first ticker of
+    the network: the tickers of a ticker group share one network object
+    (``pipeline.model.groups``), predicted in one batch."""
+    parts: dict[str, list[np.ndarray]] = {}
+    first: dict[int, str] = {}
+    for ticker, rows in rows_of.items():
+        parts.setdefault(first.setdefault(id(networks[ticker]), ticker), []).append(rows)
+    return {
+        key: found[0] if len(found) == 1 else np.sort(np.concatenate(found))
+        for key, found in parts.items()
+    }
+
+
 @dataclass
 class Predictor:
     """Networks (one ``GLOBAL`` or one per ticker), a scaler, and per-ticker parameters.
@@ -107,7 +123,8 @@ class Predictor:
             return {GLOBAL: np.arange(len(codes))}
         order = np.argsort(codes, kind="stable")
         bounds = np.flatnonzero(np.diff(codes[order])) + 1
-        return {names[codes[rows[0]]]: rows for rows in np.split(order, bounds) if len(rows)}
+        rows_of = {names[codes[rows[0]]]: rows for rows in np.split(order, bounds) if len(rows)}
+        return _by_network(self.networks, rows_of)
 
     def _row_params(self, names: Sequence[str], codes: np.ndarray) -> Params:
         """Each row's scaler parameters, stacked (``stack_params``), looked up once per

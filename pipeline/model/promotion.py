@@ -11,7 +11,7 @@ otherwise it is registered as a challenger that lost, and the champion keeps
 forecasting. The ``models`` table records the decision and both errors.
 
 **Mode ``auto``** retrains when there is no champion; when the champion's
-architecture (window, scaling, price field, units, scope, loss) differs from the
+architecture (window, scaling, price field, units, scope, ticker groups, loss) differs from the
 settings; when it does not cover every ticker; when the newest full retrain
 in its lineage is more than ``retrain_after_days`` behind the as-of date; or
 when its error has drifted: its MASE on the newest validation span exceeds
@@ -48,9 +48,10 @@ from pipeline.model.validation import SpanErrors, finite
 Mode = Literal["auto", "retrain", "finetune"]
 MODES: tuple[str, ...] = ("auto", "retrain", "finetune")
 RETRAIN, FINETUNE, REUSE = "retrain", "finetune", "reuse"
-ARCHITECTURE = ("window", "scaling", "price_field", "units", "scope", "loss")
-#: Values of architecture keys for versions registered before the key existed.
-_ARCHITECTURE_DEFAULTS = {"price_field": "close", "scope": "global"}
+ARCHITECTURE = ("window", "scaling", "price_field", "units", "scope", "ticker_groups", "loss")
+#: Values of architecture keys for versions registered before the key existed (and of
+#: ``ticker_groups`` for one network, which ``ModelConfig.training_params`` leaves out).
+_ARCHITECTURE_DEFAULTS = {"price_field": "close", "scope": "global", "ticker_groups": 1}
 
 
 class Decision(NamedTuple):

@@ -1,8 +1,10 @@
 """Model files under ``<home>/models``, written atomically.
 
 A global model is one file, ``model-vNNNNN.keras``; a per-ticker model is a
-folder ``model-vNNNNN/`` holding ``<TICKER>.keras`` per ticker. Networks are
-keyed by ticker, or by ``GLOBAL`` for the one network of a global model.
+folder ``model-vNNNNN/`` holding ``<TICKER>.keras`` per ticker, and a grouped
+one (``ModelConfig.ticker_groups`` above 1) a folder holding
+``group-<i>-of-<n>.keras`` per group (``pipeline.model.groups``). Networks are
+keyed by ticker, by group, or by ``GLOBAL`` for the one network of a global model.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import ModelStoreError
 from pipeline.files import path_digest, write_atomically
+from pipeline.model.groups import is_grouped, ticker_networks
 from pipeline.model.network import custom_objects, import_keras
 from pipeline.model.numpy_lstm import read_networks
 
@@ -30,7 +33,8 @@ GLOBAL = "*"
 
 
 def model_path(home: Path, version: int, scope: str = "global") -> Path:
-    """Where model version ``version`` is saved."""
+    """Where model version ``version`` is saved: a file for a ``global`` model (one
+    network), else (``per_ticker``, ``grouped``) a folder."""
     name = f"model-v{version:05d}"
     return home / MODELS_DIR / (f"{name}.keras" if scope == "global" else name)
 
@@ -220,6 +224,12 @@ def load_networks(
     if path.is_file():
         return {GLOBAL: _load(path, for_training)}
     files = {file.stem: file for file in sorted(path.glob("*.keras"))}
+    if is_grouped(files) and tickers is not None:
+        networks = {key: _load(file, for_training) for key, file in files.items()}
+        try:
+            return ticker_networks(networks, tickers, f"model folder {path}")
+        except ValueError as exc:
+            raise ModelStoreError(str(exc)) from exc
     wanted = tickers if tickers is not None else list(files)
     missing = sorted(set(wanted) - set(files))
     if missing:

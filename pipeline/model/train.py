@@ -1,21 +1,29 @@
 """The train stage: retrain, fine-tune or reuse, then promote only what is no worse.
 
-This module runs the stage's steps in order and owns none of its rules:
+This module runs the stage's steps in order and owns none of its rules. The
+stage is three steps, so that its fitting can run elsewhere (``train`` runs all
+three in this process and its ``network.Workers``; the daily flow, on a Dask
+cluster, maps the fit jobs as tasks, ``flows.runners``):
 
-1. read the sequences built as of the as-of date (``_read_sequences``);
-2. ask the policy what to do (``_decide``): retrain, fine-tune or reuse the
-   champion, in ``promotion.py`` with the rules of ``--mode auto``;
-3. reuse the version already trained from identical inputs, if there is one
-   (the fingerprint, ``registry.py``);
-4. plan the training (``_plan``): the scalers, and the weights it starts from;
-5. fit, judge and save the networks and gate the new version against the
-   champion (``_fit``; the fit loop is ``fit.py``, the gate ``promotion.gate``);
-6. register the version, promoted or not (``registry.register_version``).
+1. ``plan_training`` (reads the database, writes nothing but sequence files it
+   finds damaged): reads the sequences built as of the as-of date
+   (``pipeline.sequences.read``); asks the policy what to do (``_decide``:
+   retrain, fine-tune or reuse the champion, in ``promotion.py`` with the rules of
+   ``--mode auto``); reuses the version already trained from identical inputs,
+   if there is one (the fingerprint, ``registry.py``); else plans the training
+   (``_plan``: the scalers, the weights it starts from) and builds one picklable
+   ``fit.NetworkJob`` per network (one, one per ticker group, or one per ticker),
+   each carrying its windows (and its parent network's bytes, for a fine-tune);
+2. ``fit.fit_network`` for each job, anywhere: no database, no shared disk; the
+   network file's bytes come back in its outcome;
+3. ``finish_training``: writes the networks into the next version's files, judges
+   them, gates the new version against the champion (``promotion.gate``),
+   publishes its files and registers it, promoted or not
+   (``registry.register_version``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import shutil
@@ -37,17 +45,19 @@ from pipeline.db.models import (
     next_version,
     retire_damaged_fingerprint,
 )
-from pipeline.db.sequences import read_sequence_files
-from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError, ModelStoreError
 from pipeline.model.config import ModelConfig
 from pipeline.model.fit import (
     NETWORKS_PER_WORKER,
     FittedModel,
+    NetworkJob,
+    NetworkOutcome,
     TrainingData,
-    fit_model,
+    combine_outcomes,
+    fit_network,
     network_jobs,
     new_training_windows,
+    save_outcomes,
 )
 from pipeline.model.network import Workers, is_distributional
 from pipeline.model.predictor import VOLATILITY_PARAM
@@ -88,56 +98,10 @@ from pipeline.model.validation import (
     with_long_run_volatility,
 )
 from pipeline.results import ModelSummary
-from pipeline.sequences.build import build_sequences, read_sequence_file
 from pipeline.sequences.config import SequenceConfig
+from pipeline.sequences.read import read_sequences
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What the train stage did, and the version forecasts should come from."""
-
-    version: int
-    champion_version: int
-    action: str
-    reason: str
-    created: bool
-    promoted: bool
-    decision: str
-    data_through: dt.date
-    tickers: list[str]
-    val_loss: float | None = None
-    val_mase: float | None = None
-    champion_val_mase: float | None = None
-    samples_per_second: float | None = None
-    epochs_run: int | None = None
-    train_samples: int | None = None
-    fit_seconds: float | None = None
-    #: What was wrong with registered versions' files (``store.Damage.describe``).
-    damaged_files: tuple[str, ...] = ()
-
-    def summary(self) -> ModelSummary:
-        """Fields for logs and flow results."""
-        return ModelSummary(
-            model_version=self.version,
-            champion_version=self.champion_version,
-            action=self.action,
-            reason=self.reason,
-            created=self.created,
-            promoted=self.promoted,
-            decision=self.decision,
-            data_through=self.data_through,
-            tickers=self.tickers,
-            val_loss=self.val_loss,
-            val_mase=self.val_mase,
-            champion_val_mase=self.champion_val_mase,
-            epochs_run=self.epochs_run,
-            train_samples=self.train_samples,
-            fit_seconds=self.fit_seconds,
-            samples_per_second=self.samples_per_second,
-            damaged_files=list(self.damaged_files),
-        )
 
 
 @dataclass(frozen=True)
@@ -182,6 +146,41 @@ class _Trained:
     champion_errors: SpanErrors | None
 
 
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What ``plan_training`` decided: either the stage's result already (``result``:
+    the champion or an identical version reused, nothing to fit), or the fit jobs
+    (``jobs``, one per network, picklable, each carrying its data) and what
+    ``finish_training`` needs to judge, publish and register their outcomes.
+
+    It holds every ticker's windows; it is passed between the steps of one run (in
+    one process, or from task to task of one flow), never stored.
+    """
+
+    as_of: dt.date
+    decision: Decision
+    #: What was wrong with registered versions' files (``store.Damage.describe``).
+    damaged_files: tuple[str, ...]
+    result: ModelSummary | None = None
+    jobs: tuple[NetworkJob, ...] = ()
+    sequences: _Sequences | None = None
+    params: dict[str, Any] | None = None
+    champion: dict[str, Any] | None = None
+    champion_errors: SpanErrors | None = None
+    damage: Damage | None = None
+    digest: str = ""
+    #: A version with the same fingerprint but damaged files (or a damaged champion):
+    #: its fingerprint is retired before the new version is registered.
+    retire: int | None = None
+    plan: _Plan | None = None
+    config: ModelConfig | None = None
+
+    @property
+    def fits(self) -> bool:
+        """Whether there are networks to fit (else ``result`` is the stage's result)."""
+        return self.result is None
+
+
 def train(
     conn: Connection,
     home: Path,
@@ -193,8 +192,10 @@ def train(
     trained_at: dt.datetime | None = None,
     workers: int = 1,
     networks_per_worker: int = NETWORKS_PER_WORKER,
-) -> TrainResult:
-    """Train, fine-tune or reuse a model on the sequences built as of ``as_of``.
+) -> ModelSummary:
+    """Train, fine-tune or reuse a model on the sequences built as of ``as_of``: the
+    three steps of the stage in one call (``plan_training``, ``fit.fit_network`` for
+    every job in ``workers``, ``finish_training``).
 
     Args:
         conn: an open connection; the caller owns the transaction.
@@ -205,37 +206,59 @@ def train(
         sequence_config: the windowing the sequences must have been built with.
         model_config: network, training and policy parameters.
         trained_at: time stamp recorded in the registry; defaults to now (UTC).
-        workers: processes to fit the networks (and judge the champion) in
-            (``network.Workers``): a worker is replaced after ``networks_per_worker``
-            networks, so that the memory TensorFlow keeps of every network goes back
-            to the system and this process never imports TensorFlow; 0 does
-            everything in this process. The weights are the same either way.
+        workers: processes to fit the networks in (``network.Workers``): a worker is
+            replaced after ``networks_per_worker`` networks, so that the memory
+            TensorFlow keeps of every network goes back to the system and this
+            process never imports TensorFlow; 0 does everything in this process.
+            The weights are the same either way.
         networks_per_worker: networks a worker fits before it is replaced.
+
+    Returns:
+        The stage's result: the version trained or reused, and the champion to
+        forecast with.
 
     Raises:
         MissingDataError: sequences are missing or were built differently.
         ConfigurationError: a fine-tune was requested that cannot be done.
     """
-    sequence_config = sequence_config or SequenceConfig()
-    model_config = model_config or ModelConfig()
+    plan = plan_training(conn, home, as_of, tickers, mode, sequence_config, model_config)
+    if not plan.fits:
+        assert plan.result is not None
+        return plan.result
     with Workers(workers, networks_per_worker) as pool:
-        return _train(
-            conn, home, as_of, tickers, mode, sequence_config, model_config, trained_at, pool
-        )
+        outcomes = pool.run(fit_network, list(plan.jobs))
+    return finish_training(conn, home, plan, outcomes, trained_at)
 
 
-def _train(
+def plan_training(
     conn: Connection,
     home: Path,
     as_of: dt.date,
-    tickers: Sequence[str] | None,
-    mode: str,
-    sequence_config: SequenceConfig,
-    model_config: ModelConfig,
-    trained_at: dt.datetime | None,
-    workers: Workers,
-) -> TrainResult:
-    sequences = _read_sequences(conn, home, as_of, tickers, sequence_config)
+    tickers: Sequence[str] | None = None,
+    mode: str = "auto",
+    sequence_config: SequenceConfig | None = None,
+    model_config: ModelConfig | None = None,
+) -> TrainingPlan:
+    """The first step of the stage: decide, and build the fit jobs if there is anything
+    to fit (arguments as ``train``'s). Writes nothing to the database; a damaged
+    sequence file is rebuilt (``pipeline.sequences.read``).
+
+    Raises:
+        MissingDataError: sequences are missing or were built differently.
+        ConfigurationError: a fine-tune was requested that cannot be done.
+        ModelStoreError: a fine-tune's parent files are missing or incomplete.
+    """
+    sequence_config = sequence_config or SequenceConfig()
+    model_config = model_config or ModelConfig()
+    files = read_sequences(conn, home, as_of, tickers, sequence_config)
+    sequences = _Sequences(
+        rows=files.rows,
+        frames=files.frames,
+        series={
+            ticker: span_series(frame, sequence_config.window)
+            for ticker, frame in files.frames.items()
+        },
+    )
     params = hyperparameters(sequence_config, model_config)
     champion = champion_model(conn, as_of)
     damaged = _inspect_models(conn, champion)
@@ -247,17 +270,21 @@ def _train(
     logger.info("training decision: %s (%s)", decision.action, decision.reason)
     if decision.action == REUSE:
         assert champion is not None
-        result = _reused(champion, champion, decision.reason, champion_errors)
-        return dataclasses.replace(result, damaged_files=noted)
+        result = _reused(champion, champion, decision.reason, champion_errors, noted)
+        return TrainingPlan(as_of, decision, noted, result=result)
 
     digest = _fingerprint(decision.action, sequences, params, champion)
     existing = find_model_by_fingerprint(conn, digest)
+    retire = None
     if existing is not None and damage is None and existing["version"] not in damaged:
         current = champion_model(conn, as_of) or existing
         result = _reused(
-            existing, current, f"identical inputs were already trained as v{existing['version']}"
+            existing,
+            current,
+            f"identical inputs were already trained as v{existing['version']}",
+            damaged_files=noted,
         )
-        return dataclasses.replace(result, damaged_files=noted)
+        return TrainingPlan(as_of, decision, noted, result=result)
     if existing is not None:
         # Reusing it would leave the run without a healthy champion: train a new version
         # from the same inputs instead (its fingerprint is free once this one's is retired).
@@ -268,15 +295,95 @@ def _train(
             if existing["version"] in damaged
             else f"champion v{champion['version'] if champion else '?'} is damaged",
         )
-        retire_damaged_fingerprint(conn, existing["version"])
+        retire = existing["version"]
 
     plan = _plan(conn, decision.action, sequences, champion, sequence_config, model_config)
-    trained = _fit(
-        conn, home, as_of, sequences, plan, champion, champion_errors, model_config, workers, damage
+    jobs = network_jobs(
+        plan.data,
+        sequences.series,
+        model_config,
+        plan.epochs,
+        plan.newer_than,
+        plan.action,
+        plan.source,
     )
-    data_through = _register(conn, sequences, params, plan, trained, digest, champion, trained_at)
-    result = _trained_result(decision, sequences, plan, trained, champion, data_through)
-    return dataclasses.replace(result, damaged_files=noted)
+    logger.info(
+        "%s on %d tickers, %d epochs at most, batch %d (%s): %d network%s to fit",
+        plan.action,
+        len(sequences.tickers),
+        plan.epochs,
+        model_config.batch_size,
+        _describe_networks(model_config),
+        len(jobs),
+        "" if len(jobs) == 1 else "s",
+    )
+    return TrainingPlan(
+        as_of,
+        decision,
+        noted,
+        jobs=tuple(jobs),
+        sequences=sequences,
+        params=dict(params),
+        champion=None if champion is None else dict(champion),
+        champion_errors=champion_errors,
+        damage=damage,
+        digest=digest,
+        retire=retire,
+        plan=plan,
+        config=model_config,
+    )
+
+
+def finish_training(
+    conn: Connection,
+    home: Path,
+    plan: TrainingPlan,
+    outcomes: Sequence[NetworkOutcome],
+    trained_at: dt.datetime | None = None,
+) -> ModelSummary:
+    """The last step of the stage: the networks fitted for ``plan``'s jobs (their
+    outcomes, in the jobs' order, from wherever they ran) saved as the next version,
+    judged, gated against the champion, published and registered.
+
+    Raises:
+        ValueError: the outcomes are not those of the plan's jobs.
+        MissingDataError: there were no training windows.
+    """
+    if not plan.fits:
+        assert plan.result is not None
+        return plan.result
+    assert plan.sequences is not None and plan.plan is not None and plan.config is not None
+    assert plan.params is not None
+    expected = [job.key for job in plan.jobs]
+    if [outcome.key for outcome in outcomes] != expected:
+        raise ValueError(
+            f"the outcomes are for networks {[outcome.key for outcome in outcomes]}, "
+            f"the plan's jobs for {expected}"
+        )
+    if plan.retire is not None:
+        retire_damaged_fingerprint(conn, plan.retire)
+    trained = _fit(conn, home, plan, outcomes)
+    data_through = _register(
+        conn,
+        plan.sequences,
+        plan.params,
+        plan.plan,
+        trained,
+        plan.digest,
+        plan.champion,
+        trained_at,
+    )
+    return _trained_result(
+        plan.decision, plan.sequences, plan.plan, trained, plan.champion, data_through, plan
+    )
+
+
+def _describe_networks(config: ModelConfig) -> str:
+    if config.scope != "global":
+        return f"{config.scope} scope"
+    if config.ticker_groups > 1:
+        return f"{config.ticker_groups} ticker groups"
+    return "global scope"
 
 
 def _inspect_models(conn: Connection, champion: Mapping[str, Any] | None) -> dict[int, Damage]:
@@ -300,72 +407,6 @@ def _inspect_models(conn: Connection, champion: Mapping[str, Any] | None) -> dic
             else "it is not the champion, so nothing uses it; nothing is retrained for it",
         )
     return damaged
-
-
-def _read_sequences(
-    conn: Connection,
-    home: Path,
-    as_of: dt.date,
-    tickers: Sequence[str] | None,
-    config: SequenceConfig,
-) -> _Sequences:
-    """The sequence files built as of ``as_of``, read (see ``_load_sequence_rows``).
-
-    A file that is missing, or is not the bytes ``sequence_files`` recorded (another
-    ticker's copied over it, a truncated copy), is reported and rebuilt from the
-    prices in the database, as the sequences stage builds it, then read.
-    """
-    rows = _load_sequence_rows(conn, as_of, tickers, config)
-    frames: dict[str, pd.DataFrame] = {}
-    damaged: list[str] = []
-    for row in rows:
-        try:
-            frames[row[c.TICKER]] = read_sequence_file(Path(row["file_path"]), row["sha256"])
-        except MissingDataError as exc:
-            logger.warning("%s; rebuilding it from the database", exc)
-            damaged.append(row[c.TICKER])
-    if damaged:
-        build_sequences(conn, home, as_of, damaged, config)
-        rows = _load_sequence_rows(conn, as_of, tickers, config)
-        frames.update(
-            {
-                row[c.TICKER]: read_sequence_file(Path(row["file_path"]), row["sha256"])
-                for row in rows
-                if row[c.TICKER] in damaged
-            }
-        )
-    series = {ticker: span_series(frame, config.window) for ticker, frame in frames.items()}
-    return _Sequences(rows=rows, frames=frames, series=series)
-
-
-def _load_sequence_rows(
-    conn: Connection,
-    as_of: dt.date,
-    tickers: Sequence[str] | None,
-    config: SequenceConfig,
-) -> list[dict[str, Any]]:
-    rows = read_sequence_files(conn, as_of, tickers)
-    if tickers is None:
-        inactive = inactive_tickers(conn)
-        rows = [row for row in rows if row[c.TICKER] not in inactive]
-    found = {row[c.TICKER] for row in rows}
-    missing = sorted(set(tickers or []) - found)
-    if missing or not rows:
-        which = ", ".join(missing) if missing else "any ticker"
-        raise MissingDataError(
-            f"no sequences built as of {as_of} for {which}; run `pricecast sequences "
-            f"--as-of {as_of}` first"
-        )
-    for row in rows:
-        built = {
-            key: row[key] for key in ("window", "scaling", "validation_fraction", "price_field")
-        }
-        if built != {key: getattr(config, key) for key in built}:
-            raise MissingDataError(
-                f"sequences of {row[c.TICKER]} as of {as_of} were built with {built}, "
-                f"not {config.to_dict()}; rebuild them with `pricecast sequences`"
-            )
-    return rows
 
 
 def _decide(
@@ -474,50 +515,31 @@ def _plan(
 def _fit(
     conn: Connection,
     home: Path,
-    as_of: dt.date,
-    sequences: _Sequences,
-    plan: _Plan,
-    champion: Mapping[str, Any] | None,
-    champion_errors: SpanErrors | None,
-    config: ModelConfig,
-    workers: Workers,
-    damage: Damage | None = None,
+    plan: TrainingPlan,
+    outcomes: Sequence[NetworkOutcome],
 ) -> _Trained:
-    """Fit the new version's networks into a staging folder, gate it against the
-    champion, and publish its files under the next version number (promoted or not:
-    the registry keeps every version); the staging folder never outlives this."""
-    logger.info(
-        "%s on %d tickers, %d epochs at most, batch %d (%s scope)",
-        plan.action,
-        len(sequences.tickers),
-        plan.epochs,
-        config.batch_size,
-        config.scope,
-    )
+    """Write the fitted networks into a staging folder, gate the new version against
+    the champion, and publish its files under the next version number (promoted or
+    not: the registry keeps every version); the staging folder never outlives this."""
+    assert plan.sequences is not None and plan.config is not None
+    config, champion, damage = plan.config, plan.champion, plan.damage
+    champion_errors = plan.champion_errors
     version = next_version(conn)
-    path = model_path(home, version, config.scope)
+    single = config.scope == "global" and config.ticker_groups == 1
+    path = model_path(home, version, "global" if single else "grouped")
     staging = staging_folder(path)
     try:
-        jobs = network_jobs(
-            plan.data,
-            sequences.series,
-            config,
-            plan.epochs,
-            plan.newer_than,
-            plan.action,
-            staging,
-            plan.source,
-        )
-        model = fit_model(jobs, workers)
+        save_outcomes(outcomes, staging)
+        model = combine_outcomes(outcomes)
         fitted = model.fitted
         if fitted.train_samples == 0:
-            raise MissingDataError(f"no training windows as of {as_of}")
+            raise MissingDataError(f"no training windows as of {plan.as_of}")
         rate = fitted.train_samples * fitted.epochs_run / fitted.seconds if fitted.seconds else None
         damping = model.damping if config.damping else {}
         if config.damping:
             logger.info("damping per ticker, fitted on the validation span: %s", damping)
         if champion is not None and champion_errors is None and damage is None:
-            champion_errors = _evaluate_champion(conn, champion, sequences.series)
+            champion_errors = _evaluate_champion(conn, champion, plan.sequences.series)
         verdict = gate(model.errors, champion, champion_errors, damaged=damage is not None)
         path = publish_networks(staging, path)
     finally:
@@ -582,12 +604,13 @@ def _trained_result(
     trained: _Trained,
     champion: Mapping[str, Any] | None,
     data_through: dt.date,
-) -> TrainResult:
+    training: TrainingPlan,
+) -> ModelSummary:
     fitted, errors, promoted = trained.model.fitted, trained.model.errors, trained.verdict.promoted
     champion_errors = trained.champion_errors
     champion_version = trained.version if promoted else champion["version"]  # type: ignore[index]
-    result = TrainResult(
-        version=trained.version,
+    result = ModelSummary(
+        model_version=trained.version,
         champion_version=champion_version,
         action=plan.action,
         reason=decision.reason,
@@ -601,10 +624,11 @@ def _trained_result(
         champion_val_mase=finite(errors.mase)
         if promoted
         else (champion_errors.mase if champion_errors else None),
-        samples_per_second=trained.samples_per_second,
         epochs_run=fitted.epochs_run,
         train_samples=fitted.train_samples,
         fit_seconds=fitted.seconds,
+        samples_per_second=trained.samples_per_second,
+        damaged_files=list(training.damaged_files),
     )
     _warn_if_naive_wins(result)
     return result
@@ -647,7 +671,7 @@ def _evaluate_champion(
     return errors
 
 
-def _warn_if_naive_wins(result: TrainResult) -> None:
+def _warn_if_naive_wins(result: ModelSummary) -> None:
     mase = result.champion_val_mase
     if mase is not None and mase > 1.0:
         logger.warning(
@@ -662,13 +686,14 @@ def _reused(
     champion: Mapping[str, Any],
     reason: str,
     champion_errors: SpanErrors | None = None,
-) -> TrainResult:
+    damaged_files: Sequence[str] = (),
+) -> ModelSummary:
     logger.info("using model v%d: %s", model["version"], reason)
     champion_mase = champion.get("val_mase")
     if champion_errors is not None and champion_errors.n:
         champion_mase = champion_errors.mase
-    result = TrainResult(
-        version=model["version"],
+    result = ModelSummary(
+        model_version=model["version"],
         champion_version=champion["version"],
         action=REUSE,
         reason=reason,
@@ -680,6 +705,7 @@ def _reused(
         val_loss=model["val_loss"],
         val_mase=model.get("val_mase"),
         champion_val_mase=finite(champion_mase),
+        damaged_files=list(damaged_files),
     )
     _warn_if_naive_wins(result)
     return result

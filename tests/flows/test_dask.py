@@ -229,3 +229,65 @@ def test_the_backtest_command_on_local_threads_prints_the_serial_records(
     output = capsys.readouterr().out
     assert output.count("backtest ") == 2 and "default *" in output
     pd.testing.assert_frame_equal(records["threads"], records["serial"], rtol=1e-9)
+
+
+def _registry(url: str) -> dict[str, list[dict]]:
+    """The registry's rows, without what differs between two runs of the same training:
+    when it ran and where its files are (their bytes hold Keras' time of saving)."""
+    engine = open_database(url)
+    varying = {"trained_at", "file_path", "file_sha256", "files_deleted_at"}
+    try:
+        with engine.connect() as conn:
+            return {
+                name: [
+                    {key: value for key, value in row.items() if key not in varying}
+                    for row in conn.execute(sa.text(f"select * from {name} order by 1, 2"))
+                    .mappings()
+                    .all()
+                ]
+                for name in ("models", "model_tickers")
+            }
+    finally:
+        engine.dispose()
+
+
+def test_grouped_networks_train_as_tasks_on_the_cluster_as_they_train_here(
+    tmp_path: Path, cluster: distributed.LocalCluster
+) -> None:
+    """Three ticker groups, one network each: on the cluster each is fitted in its own
+    task (in a worker process, from the data the task carries, its file coming back as
+    bytes); the version registered and its forecasts are those of the local run."""
+    tickers = ("AAA", "BBB", "CCC", "FFF")  # groups of 3: AAA and BBB, CCC, FFF
+    source = write_long_csv(synthetic_prices(tickers, days=60), tmp_path / "p.csv")
+    before = _completed_on_cluster(cluster, "fit_job")
+    runs = {}
+    for name, address in (("local", None), ("dask", cluster.scheduler_address)):
+        runs[name] = daily_pipeline(
+            sources=[str(source)],
+            database_url=f"sqlite:///{tmp_path / name / 'pricecast.db'}",
+            home=str(tmp_path / name),
+            overrides={**TINY_OVERRIDES, "ticker_groups": 3},
+            dask_address=address,
+        )
+    local, dask = runs["local"], runs["dask"]
+    assert _completed_on_cluster(cluster, "fit_job") - before == 3
+    assert local.model.created and local.model.promoted
+    varying = {"fit_seconds", "samples_per_second"}
+    assert dask.model.model_dump(exclude=varying) == local.model.model_dump(exclude=varying)
+    assert _registry(dask.database) == _registry(local.database)
+    folder = Path(_registry_path(local.database))
+    assert sorted(file.name for file in folder.iterdir()) == [
+        f"group-{number}-of-3.keras" for number in (1, 2, 3)
+    ]
+    # The networks' weights are bitwise those of the local run, so are the forecasts.
+    pd.testing.assert_frame_equal(_forecasts(dask.database), _forecasts(local.database))
+    assert local.forecast.forecasts_written == 20  # 4 tickers x 5 trading days
+
+
+def _registry_path(url: str) -> str:
+    engine = open_database(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("select file_path from models")).scalar_one()
+    finally:
+        engine.dispose()

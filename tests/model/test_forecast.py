@@ -40,7 +40,9 @@ def trained(engine: Engine, home: Path, as_of: dt.date, config: ModelConfig = UN
     with engine.begin() as conn:
         upsert_prices(conn, PRICES)
         build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
-        return train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, config, workers=0).version
+        return train(
+            conn, home, as_of, None, "retrain", TINY_SEQUENCES, config, workers=0
+        ).model_version
 
 
 class _Tomorrow:
@@ -348,7 +350,9 @@ def test_a_model_file_replaced_by_another_versions_is_refused(engine: Engine, ho
         upsert_prices(conn, PRICES)
         build_sequences(conn, home, DATES[64], config=TINY_SEQUENCES)
         second = train(conn, home, DATES[64], None, "retrain", TINY_SEQUENCES, UNDAMPED, workers=0)
-        paths = {row: Path(get_model(conn, row)["file_path"]) for row in (first, second.version)}
-    paths[first].write_bytes(paths[second.version].read_bytes())
+        paths = {
+            row: Path(get_model(conn, row)["file_path"]) for row in (first, second.model_version)
+        }
+    paths[first].write_bytes(paths[second.model_version].read_bytes())
     with engine.begin() as conn, pytest.raises(ModelStoreError, match="are not the ones it was"):
         forecast(conn, DATES[59], model_version=first)

@@ -61,8 +61,8 @@ def train_twice(home: Path, workers: int, networks_per_worker: int) -> list[dict
                 workers=workers,
                 networks_per_worker=networks_per_worker,
             )
-            row = get_model(conn, result.version)
-            scalers = model_scalers(conn, result.version)
+            row = get_model(conn, result.model_version)
+            scalers = model_scalers(conn, result.model_version)
         networks = load_networks(Path(row["file_path"]))
         versions.append(
             {
@@ -162,7 +162,7 @@ if __name__ == "__main__":
             build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
         with engine.begin() as conn:
             result = train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL)
-            versions.append(result.version)
+            versions.append(result.model_version)
     print(json.dumps({"versions": versions, "tensorflow": "tensorflow" in sys.modules}))
 """
 

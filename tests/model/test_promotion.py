@@ -41,6 +41,7 @@ OTHER_ARCHITECTURE = {
     "price_field": "adj_close",
     "units": 16,
     "scope": "per_ticker",
+    "ticker_groups": 4,
     "loss": "mse",
 }
 

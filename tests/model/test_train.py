@@ -56,7 +56,7 @@ def test_retrain_registers_a_promoted_version_with_its_scalers_and_errors(
     as_of = DATES[59]
     prepare(engine, home, as_of)
     result = run_train(engine, home, as_of)
-    assert (result.version, result.champion_version, result.action) == (1, 1, "retrain")
+    assert (result.model_version, result.champion_version, result.action) == (1, 1, "retrain")
     assert result.promoted and result.created
     with engine.connect() as conn:
         row = get_model(conn, 1)
@@ -100,7 +100,7 @@ def test_rerunning_any_mode_with_the_same_inputs_registers_nothing(
     files = sorted((home / "models").iterdir())
     for mode in ("retrain", "auto", "finetune"):
         again = run_train(engine, home, as_of, mode)
-        assert (again.version, again.created, again.action) == (1, False, "reuse")
+        assert (again.model_version, again.created, again.action) == (1, False, "reuse")
     assert table_snapshot(engine) == before
     assert sorted((home / "models").iterdir()) == files
 
@@ -113,7 +113,7 @@ def test_auto_fine_tunes_on_new_training_windows_only_then_reuses(
     prepare(engine, home, DATES[69])
     # A tiny model's error swings; drift is tested on its own below.
     tuned = run_train(engine, home, DATES[69], drift_tolerance=100.0)
-    assert (tuned.version, tuned.action) == (2, "finetune")
+    assert (tuned.model_version, tuned.action) == (2, "finetune")
     with engine.connect() as conn:
         parent, row = get_model(conn, 1), get_model(conn, 2)
         assert row["parent_version"] == 1 and row["data_through"] == DATES[69]
@@ -129,7 +129,7 @@ def test_auto_fine_tunes_on_new_training_windows_only_then_reuses(
     assert row["train_samples"] == expected > 0
     assert "promoted" in row["decision"]
     again = run_train(engine, home, DATES[69], drift_tolerance=100.0)
-    assert (again.version, again.action, again.created) == (2, "reuse", False)
+    assert (again.model_version, again.action, again.created) == (2, "reuse", False)
     with engine.connect() as conn:
         assert count_models(conn) == 2
 
@@ -150,16 +150,16 @@ def test_a_run_as_of_an_earlier_date_never_takes_over_a_later_date(
     second = run_train(engine, home, earlier)
     assert second.created and second.promoted  # the champion of its own date
     with engine.begin() as conn:
-        assert champion_model(conn, earlier)["version"] == second.version
-        assert champion_model(conn, DATES[64])["version"] == second.version
-        assert champion_model(conn, later)["version"] == first.version
-        assert forecast(conn, later, horizon=2).model_version == first.version
-        assert set(read_forecasts(conn, later)[c.MODEL_VERSION]) == {first.version}
+        assert champion_model(conn, earlier)["version"] == second.model_version
+        assert champion_model(conn, DATES[64])["version"] == second.model_version
+        assert champion_model(conn, later)["version"] == first.model_version
+        assert forecast(conn, later, horizon=2).model_version == first.model_version
+        assert set(read_forecasts(conn, later)[c.MODEL_VERSION]) == {first.model_version}
     # A tie on data_through goes to the newest promoted version.
     prepare(engine, home, later)
     third = run_train(engine, home, later, "retrain", seed=8)
     with engine.connect() as conn:
-        expected = third.version if third.promoted else first.version
+        expected = third.model_version if third.promoted else first.model_version
         assert champion_model(conn, later)["version"] == expected
 
 
@@ -169,13 +169,17 @@ def test_the_gate_keeps_a_better_champion(engine: Engine, home: Path) -> None:
     prepare(engine, home, DATES[59])
     # Min-max scaling with one epoch of a tiny network is far from the naive forecast.
     worse = run_train(engine, home, DATES[59], "retrain", units=2, epochs=1)
-    assert (worse.version, worse.promoted, worse.champion_version) == (2, False, good.version)
+    assert (worse.model_version, worse.promoted, worse.champion_version) == (
+        2,
+        False,
+        good.model_version,
+    )
     with engine.connect() as conn:
         row = get_model(conn, 2)
-        assert champion_model(conn, DATES[59])["version"] == good.version
+        assert champion_model(conn, DATES[59])["version"] == good.model_version
     assert row["decision"].startswith("not promoted: MAE ")
-    assert f"worse than champion v{good.version}'s" in row["decision"]
-    assert row["champion_version"] == good.version
+    assert f"worse than champion v{good.model_version}'s" in row["decision"]
+    assert row["champion_version"] == good.model_version
     assert row["champion_val_mae"] < row["val_mae"]
     assert row["val_msis"] > 0 and row["champion_val_msis"] > 0  # recorded for both
 
@@ -259,7 +263,7 @@ def test_a_past_as_of_date_never_uses_a_later_model(engine: Engine, home: Path) 
     run_train(engine, home, DATES[64])
     prepare(engine, home, DATES[59])
     earlier = run_train(engine, home, DATES[59])
-    assert (earlier.version, earlier.action) == (2, "retrain")
+    assert (earlier.model_version, earlier.action) == (2, "retrain")
     assert "no champion trained on data up to" in earlier.reason
 
 
@@ -267,7 +271,7 @@ def test_per_ticker_models_save_one_network_per_ticker(engine: Engine, home: Pat
     prepare(engine, home, DATES[59])
     result = run_train(engine, home, DATES[59], scope="per_ticker")
     with engine.connect() as conn:
-        path = Path(get_model(conn, result.version)["file_path"])
+        path = Path(get_model(conn, result.model_version)["file_path"])
     assert path.is_dir()
     assert sorted(p.name for p in path.iterdir()) == ["AAA.keras", "BBB.keras"]
 
@@ -304,7 +308,7 @@ def test_the_same_seed_gives_the_same_weights(tmp_path: Path) -> None:
         finally:
             stop.set()
         with engine.connect() as conn:
-            path = Path(get_model(conn, result.version)["file_path"])
+            path = Path(get_model(conn, result.model_version)["file_path"])
         weights.append([network.get_weights() for network in load_networks(path).values()])
         engine.dispose()
     for first, second in zip(*weights, strict=True):
@@ -394,7 +398,7 @@ def test_a_damaged_champion_is_retrained_as_a_new_version(
     prepare(engine, home, DATES[59])
     first = run_train(engine, home, DATES[59], "retrain")
     with engine.connect() as conn:
-        row = get_model(conn, first.version)
+        row = get_model(conn, first.model_version)
     path = Path(row["file_path"])
     other = home / "other.keras"
     if how == "swapped":  # a valid network of the same shape, trained on other data
@@ -403,29 +407,29 @@ def test_a_damaged_champion_is_retrained_as_a_new_version(
             older = train(
                 conn, home, DATES[49], None, "retrain", TINY_SEQUENCES, TINY_MODEL, workers=0
             )
-            other = Path(get_model(conn, older.version)["file_path"])
+            other = Path(get_model(conn, older.model_version)["file_path"])
         prepare(engine, home, DATES[59])
     _damage(path, how, other)
     with caplog.at_level(logging.WARNING):
         healed = run_train(engine, home, DATES[59], mode)
     assert healed.created and healed.promoted and healed.action == "retrain"
-    assert healed.champion_version == healed.version > first.version
-    assert healed.reason.startswith(f"the files of model v{first.version} at {path} ")
+    assert healed.champion_version == healed.model_version > first.model_version
+    assert healed.reason.startswith(f"the files of model v{first.model_version} at {path} ")
     assert healed.reason.endswith("; retraining from the database")
     assert f"registered {row['file_sha256']}" in healed.reason
-    assert healed.summary().damaged_files == [healed.reason.split("; retraining")[0]]
+    assert healed.damaged_files == [healed.reason.split("; retraining")[0]]
     warned = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
     assert warned and "it is the champion, so it is retrained" in warned[0]
     with engine.begin() as conn:
-        assert champion_model(conn, DATES[59])["version"] == healed.version
-        assert get_model(conn, healed.version)["decision"].startswith(
-            f"promoted: champion v{first.version}'s files are damaged"
+        assert champion_model(conn, DATES[59])["version"] == healed.model_version
+        assert get_model(conn, healed.model_version)["decision"].startswith(
+            f"promoted: champion v{first.model_version}'s files are damaged"
         )
-        written = forecast(conn, DATES[59], None, 2, healed.version)
+        written = forecast(conn, DATES[59], None, 2, healed.model_version)
     assert written.summary().forecasts_written == 4
     # The next run finds a healthy champion and reuses it.
     again = run_train(engine, home, DATES[59], "auto")
-    assert (again.version, again.created) == (healed.version, False)
+    assert (again.model_version, again.created) == (healed.model_version, False)
 
 
 def test_a_damaged_file_of_another_version_is_only_reported(
@@ -442,7 +446,7 @@ def test_a_damaged_file_of_another_version_is_only_reported(
     path.unlink()
     with caplog.at_level(logging.WARNING):
         result = run_train(engine, home, DATES[59], "auto")
-    assert (result.version, result.created, result.action) == (champion, False, "reuse")
+    assert (result.model_version, result.created, result.action) == (champion, False, "reuse")
     (noted,) = result.damaged_files
     assert noted.startswith(f"the files of model v{other} at {path} are missing")
     assert any("it is not the champion" in r.getMessage() for r in caplog.records)

@@ -712,7 +712,7 @@ def test_the_report_of_the_real_stages(engine: Engine, home: Path) -> None:
         build_sequences(conn, home, dates[59], config=TINY_SEQUENCES)
         version = train(
             conn, home, dates[59], None, "retrain", TINY_SEQUENCES, TINY_MODEL, workers=0
-        ).version
+        ).model_version
         for as_of in dates[59:66]:
             forecast(conn, as_of, horizon=3)
     with engine.connect() as conn:
