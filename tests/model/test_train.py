@@ -351,7 +351,20 @@ def test_gate_errors_pool_tickers_by_points() -> None:
     assert errors.restricted({"AAA"}).mase == 0.5
 
 
-@pytest.mark.parametrize("damage", ["swapped", "deleted"])
+# What a damaged file does is the same on every engine: each kind of damage on SQLite,
+# the hardest (a valid file of another ticker or version) on PostgreSQL too.
+POSTGRES = pytest.mark.postgres
+
+
+@pytest.mark.parametrize(
+    ("db_url", "damage"),
+    [
+        ("sqlite", "swapped"),
+        ("sqlite", "deleted"),
+        pytest.param("postgres", "swapped", marks=POSTGRES),
+    ],
+    indirect=["db_url"],
+)
 def test_a_damaged_sequence_file_is_rebuilt_from_the_database(
     engine: Engine, home: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -387,8 +400,15 @@ def _damage(path: Path, how: str, other: Path | None = None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("how", "mode"),
-    [("deleted", "auto"), ("truncated", "finetune"), ("random bytes", "auto"), ("swapped", "auto")],
+    ("db_url", "how", "mode"),
+    [
+        ("sqlite", "deleted", "auto"),
+        ("sqlite", "truncated", "finetune"),
+        ("sqlite", "random bytes", "auto"),
+        ("sqlite", "swapped", "auto"),
+        pytest.param("postgres", "swapped", "auto", marks=POSTGRES),
+    ],
+    indirect=["db_url"],
 )
 def test_a_damaged_champion_is_retrained_as_a_new_version(
     engine: Engine, home: Path, how: str, mode: str, caplog: pytest.LogCaptureFixture
