@@ -41,8 +41,9 @@ def pid_and_square(number: int) -> tuple[int, int]:
     return os.getpid(), number * number
 
 
-def train_twice(home: Path, workers: int, networks_per_worker: int) -> list[dict]:
-    """A per-ticker retrain, then a fine-tune; each version's weights and registry figures."""
+def train_twice(home: Path, workers: int, networks_per_worker: int) -> list[int]:
+    """A per-ticker retrain, then a fine-tune (whose gate judges the first version, the
+    champion); the versions registered."""
     engine = open_database(f"sqlite:///{home}.db")
     versions = []
     for as_of, mode in ((DATES[59], "retrain"), (DATES[69], "finetune")):
@@ -61,10 +62,21 @@ def train_twice(home: Path, workers: int, networks_per_worker: int) -> list[dict
                 workers=workers,
                 networks_per_worker=networks_per_worker,
             )
-            row = get_model(conn, result.model_version)
-            scalers = model_scalers(conn, result.model_version)
+        versions.append(result.model_version)
+    engine.dispose()
+    return versions
+
+
+def describe(home: Path, versions: list[int]) -> list[dict]:
+    """Each version's weights and registry figures."""
+    engine = open_database(f"sqlite:///{home}.db")
+    described = []
+    for version in versions:
+        with engine.connect() as conn:
+            row = get_model(conn, version)
+            scalers = model_scalers(conn, version)
         networks = load_networks(Path(row["file_path"]))
-        versions.append(
+        described.append(
             {
                 "weights": {key: network.get_weights() for key, network in networks.items()},
                 "row": {
@@ -89,14 +101,42 @@ def train_twice(home: Path, workers: int, networks_per_worker: int) -> list[dict
             }
         )
     engine.dispose()
-    return versions
+    return described
+
+
+#: The trainings in worker processes, run in a process of their own: which must never
+#: import TensorFlow (what TensorFlow keeps of the networks stays in the workers).
+SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from test_memory import train_twice
+
+if __name__ == "__main__":
+    versions = train_twice(__import__("pathlib").Path(sys.argv[1]), 1, 2)
+    print(json.dumps({"versions": versions, "tensorflow": "tensorflow" in sys.modules}))
+"""
 
 
 def test_worker_processes_train_the_weights_this_process_trains(tmp_path: Path) -> None:
-    """Networks fitted in two worker processes in turn, or all in this process: bit for
-    bit the same weights, validation figures, damping and intervals; a fine-tune too."""
-    isolated = train_twice(tmp_path / "workers", workers=1, networks_per_worker=2)
-    local = train_twice(tmp_path / "local", workers=0, networks_per_worker=1)
+    """Networks fitted in worker processes in turn (two networks each), by a process that
+    never imports TensorFlow (a long-lived ``pricecast serve``, say), or all in this
+    process: bit for bit the same weights, validation figures, damping and intervals;
+    a fine-tune too, whose gate judges the champion in a worker as well."""
+    script = tmp_path / "train_twice.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "workers"), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"versions": [1, 2], "tensorflow": False}
+    isolated = describe(tmp_path / "workers", [1, 2])
+    local = describe(tmp_path / "local", train_twice(tmp_path / "local", 0, 1))
     assert [version["row"]["mode"] for version in local] == ["retrain", "finetune"]
     for ours, theirs in zip(isolated, local, strict=True):
         assert ours["row"] == theirs["row"]
@@ -139,48 +179,3 @@ def test_a_daemonic_process_runs_the_jobs_itself(monkeypatch: pytest.MonkeyPatch
     """A daemonic process (a Dask worker's, say) may not start processes."""
     monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
     assert Workers(1, 2).run(pid_and_square, [3]) == [(os.getpid(), 9)]
-
-
-SCRIPT = """
-import json, sys
-from pathlib import Path
-from helpers import TINY_MODEL, TINY_SEQUENCES, synthetic_prices
-from pipeline.db.migrate import open_database
-from pipeline.db.prices import upsert_prices
-from pipeline.model.train import train
-from pipeline.sequences.build import build_sequences
-
-if __name__ == "__main__":
-    home = Path(sys.argv[1])
-    prices = synthetic_prices(("AAA", "BBB"), days=70)
-    dates = sorted(prices["trade_date"].dt.date.unique())
-    engine = open_database(f"sqlite:///{home}.db")
-    versions = []
-    for as_of in (dates[59], dates[69]):
-        with engine.begin() as conn:
-            upsert_prices(conn, prices)
-            build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
-        with engine.begin() as conn:
-            result = train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, TINY_MODEL)
-            versions.append(result.model_version)
-    print(json.dumps({"versions": versions, "tensorflow": "tensorflow" in sys.modules}))
-"""
-
-
-def test_training_leaves_no_tensorflow_in_the_training_process(tmp_path: Path) -> None:
-    """What TensorFlow keeps of the networks stays in the workers: the process that
-    trains (a long-lived ``pricecast serve``, say) never even imports it."""
-    script = tmp_path / "train_twice.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "home")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    # The second training's gate judged the first version (the champion) in a worker too.
-    assert json.loads(done.stdout.splitlines()[-1]) == {"versions": [1, 2], "tensorflow": False}
