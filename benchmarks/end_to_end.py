@@ -16,6 +16,11 @@ state nor the peak memory of one leaks into the other:
 * Both are then scored on the same held-out days after the cut-off (one-step
   forecasts from the actual previous closes), as MASE against the naive
   forecast on the same points.
+
+With ``--tutorial-sample N`` the tutorial's loop runs on N tickers spread
+evenly over the universe (the same N every run), its time is extrapolated
+linearly to every ticker, and the pipeline's MASE is given on every ticker
+and on those N (like for like with the tutorial's).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +105,85 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def children_peak_rss_mib() -> float:
+    """The largest peak resident memory of this process's waited-for children, in MiB.
+
+    ``RUSAGE_CHILDREN`` covers children that have ended and been waited for (and
+    their own waited-for descendants): the training's worker processes once
+    their pool is shut down, not a child still running (Prefect's server). It is
+    the largest single child's peak, not a sum.
+    """
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def _tree_rss_kib(root: int) -> int:
+    """The resident memory of ``root`` and all its live descendants, in KiB (Linux ``/proc``)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        rss[pid] = next(
+            (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+        )
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+class TreeMemory:
+    """Samples the summed resident memory of this process and its descendants on a thread.
+
+    The sum counts pages shared between processes once per process, so it
+    errs high; a process living less than ``interval`` seconds may be missed.
+    """
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-memory", daemon=True)
+
+    def _run(self) -> None:
+        root = os.getpid()
+        while not self._stop.is_set():
+            try:
+                self.peak_kib = max(self.peak_kib, _tree_rss_kib(root))
+            except OSError:  # no /proc: nothing sampled
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_kib / 1024
+
+
+def sample_tickers(tickers: list[str], size: int) -> list[str]:
+    """``size`` tickers spread evenly over ``tickers`` (the first always in), deterministic."""
+    if size >= len(tickers):
+        return list(tickers)
+    return [tickers[(index * len(tickers)) // size] for index in range(size)]
+
+
 def one_step_windows(
     closes: pd.DataFrame, ticker: str, test_days: list[dt.date], window: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +203,11 @@ def mase_of(predictions: dict[str, np.ndarray], actual: dict[str, np.ndarray], l
         )
         for ticker in sorted(predictions)
     }
+    return mase_summary(per_ticker)
+
+
+def mase_summary(per_ticker: dict[str, float]) -> dict:
+    """Mean, median and worst of per-ticker MASEs (and the figures themselves)."""
     values = np.array(list(per_ticker.values()))
     return {
         "mean": float(values.mean()),
@@ -196,11 +286,16 @@ def run_pipeline_part(work: Path, cut: dt.date, next_day: dt.date, test_days: li
     closes = pd.read_parquet(work / "closes.parquet")
     drop = work / "drop"
     common = {"sources": [str(drop)], "mode": "auto"}
-    backfill = _timed_flow(daily_pipeline, as_of_date=cut, **common)
+    with TreeMemory() as tree:
+        backfill = _timed_flow(daily_pipeline, as_of_date=cut, **common)
     backfill["peak_rss_mib"] = peak_rss_mib()
+    backfill["children_peak_rss_mib"] = children_peak_rss_mib()
+    backfill["tree_peak_rss_mib"] = tree.peak_mib
     scores = score_pipeline(work, closes, cut, test_days)
     write_day_file(closes, next_day, drop)
-    incremental = _timed_flow(daily_pipeline, as_of_date=next_day, **common)
+    with TreeMemory() as tree:
+        incremental = _timed_flow(daily_pipeline, as_of_date=next_day, **common)
+    incremental["tree_peak_rss_mib"] = tree.peak_mib
     noop = _timed_flow(daily_pipeline, as_of_date=next_day, **common)
     return {
         "backfill": backfill,
@@ -208,6 +303,7 @@ def run_pipeline_part(work: Path, cut: dt.date, next_day: dt.date, test_days: li
         "noop": noop,
         "mase": scores,
         "peak_rss_mib": peak_rss_mib(),
+        "children_peak_rss_mib": children_peak_rss_mib(),
     }
 
 
@@ -239,11 +335,12 @@ def score_pipeline(work: Path, closes: pd.DataFrame, cut: dt.date, test_days: li
 # --------------------------------------------------------------------------- tutorial part
 
 
-def run_tutorial_part(work: Path, cut: dt.date, test_days: list) -> dict:
+def run_tutorial_part(work: Path, cut: dt.date, test_days: list, sample: int = 0) -> dict:
     """The tutorial's loop on every ticker's closes up to ``cut``, then its one-step MASE.
 
     Faithful to the tutorial except in one respect that can only help it: the
     scaler is fitted on the training closes (up to the cut-off), not on all data.
+    With ``sample``, only that many tickers, spread evenly (:func:`sample_tickers`).
     """
     from sklearn.preprocessing import MinMaxScaler
 
@@ -254,8 +351,13 @@ def run_tutorial_part(work: Path, cut: dt.date, test_days: list) -> dict:
     closes = pd.read_parquet(work / "closes.parquet")
     window = TUTORIAL["window"]
     predictions, actual, last = {}, {}, {}
+    tickers = list(closes.columns)
+    if sample:
+        tickers = sample_tickers(tickers, sample)
     fit_seconds, samples, started = 0.0, 0, time.perf_counter()
-    for ticker in closes.columns:
+    ticker_seconds: list[float] = []
+    for ticker in tickers:
+        ticker_started = time.perf_counter()
         history = closes.loc[:cut, ticker].to_numpy().reshape(-1, 1)
         scaler = MinMaxScaler(feature_range=(0, 1))
         scaled = scaler.fit_transform(history)
@@ -285,13 +387,18 @@ def run_tutorial_part(work: Path, cut: dt.date, test_days: list) -> dict:
         predictions[ticker] = scaler.inverse_transform(predicted).reshape(-1)
         last[ticker] = windows[:, -1]
         keras.backend.clear_session()
-    return {
+        ticker_seconds.append(time.perf_counter() - ticker_started)
+    result = {
         "seconds": time.perf_counter() - started,
         "fit_seconds": fit_seconds,
         "samples_per_second": samples / fit_seconds,
         "mase": mase_of(predictions, actual, last),
         "peak_rss_mib": peak_rss_mib(),
     }
+    if sample:
+        result["sample"] = {"size": len(tickers), "universe": closes.shape[1], "tickers": tickers}
+        result["ticker_seconds"] = ticker_seconds
+    return result
 
 
 # --------------------------------------------------------------------------- driver
@@ -302,6 +409,8 @@ def _run_part(part: str, work: Path, args: argparse.Namespace) -> dict:
     command = [sys.executable, "-m", "benchmarks.end_to_end", "--part", part, "--work", str(work)]
     command += ["--tickers", str(args.tickers), "--years", str(args.years)]
     command += ["--test-days", str(args.test_days), "--seed", str(args.seed)]
+    if args.tutorial_sample:
+        command += ["--tutorial-sample", str(args.tutorial_sample)]
     env = {
         **os.environ,
         "PREFECT_HOME": str(work / "prefect"),
@@ -323,6 +432,29 @@ def layout(args: argparse.Namespace) -> tuple[int, dt.date, dt.date, list[dt.dat
     return days, cut, test_days[0], test_days
 
 
+def extrapolate_tutorial(tutorial: dict) -> None:
+    """With a sample, the loop's measured seconds scaled linearly to every ticker (in place).
+
+    ``seconds`` becomes the extrapolated figure (what the ratios use);
+    ``measured_seconds`` keeps what the sample took.
+    """
+    sample = tutorial.get("sample")
+    if not sample:
+        return
+    tutorial["measured_seconds"] = tutorial["seconds"]
+    tutorial["seconds"] = tutorial["measured_seconds"] * sample["universe"] / sample["size"]
+    tutorial["extrapolated_seconds"] = tutorial["seconds"]
+
+
+def pipeline_mase_on_sample(pipeline: dict, tutorial: dict) -> dict | None:
+    """The pipeline's MASE on the tutorial's sample of tickers (like for like), if sampled."""
+    sample = tutorial.get("sample")
+    if not sample:
+        return None
+    per_ticker = pipeline["mase"]["per_ticker"]
+    return mase_summary({ticker: per_ticker[ticker] for ticker in sample["tickers"]})
+
+
 def _stage_rows(result: dict) -> list[tuple[str, float]]:
     stages = result["stages"]
     return sorted(stages.items(), key=lambda item: -item[1])
@@ -332,20 +464,26 @@ def report(result: dict) -> str:
     """The printed table."""
     pipe, tut = result["pipeline"], result["tutorial"]
     backfill, incremental, noop = pipe["backfill"], pipe["incremental"], pipe["noop"]
+    sample = tut.get("sample")
+    tutorial_label = "tutorial loop"
+    if sample:
+        tutorial_label = f"tutorial loop ({sample['size']} of {sample['universe']}, extrapolated)"
+    width = max(28, len(tutorial_label))  # the default table's layout without a sample
+    rule = "-" * (width + 1) + "+---------+-------"
     lines = [
         f"{result['tickers']} tickers x {result['years']} years of synthetic closes "
         f"({result['rows']:,} rows), cut-off {result['cut_off']}, "
         f"{result['test_days']} held-out days",
         "",
-        "run                          | seconds | ratio",
-        "-----------------------------+---------+-------",
-        f"tutorial loop                | {tut['seconds']:7.1f} |  1.00",
-        f"pipeline backfill            | {backfill['seconds']:7.1f} | "
+        f"{'run':<{width}} | seconds | ratio",
+        rule,
+        f"{tutorial_label:<{width}} | {tut['seconds']:7.1f} |  1.00",
+        f"{'pipeline backfill':<{width}} | {backfill['seconds']:7.1f} | "
         f"{backfill['seconds'] / tut['seconds']:5.3f}  "
         f"({tut['seconds'] / backfill['seconds']:.1f}x faster; target >= 10x)",
-        f"incremental day              | {incremental['seconds']:7.1f} | "
+        f"{'incremental day':<{width}} | {incremental['seconds']:7.1f} | "
         f"{incremental['seconds'] / backfill['seconds']:5.3f}  of the backfill (target <= 0.10)",
-        f"no-op rerun                  | {noop['seconds']:7.1f} | "
+        f"{'no-op rerun':<{width}} | {noop['seconds']:7.1f} | "
         f"{noop['seconds'] / backfill['seconds']:5.3f}  of the backfill (target <= 0.03)",
         "",
         "stage (task)                 | backfill | incremental | no-op",
@@ -355,6 +493,12 @@ def report(result: dict) -> str:
         lines.append(
             f"{name:<28} | {seconds:8.2f} | {incremental['stages'].get(name, 0.0):11.2f} | "
             f"{noop['stages'].get(name, 0.0):5.2f}"
+        )
+    if sample:
+        lines.insert(
+            5,
+            f"{'  measured on the sample':<{width}} | {tut['measured_seconds']:7.1f} |"
+            f"  ({tut['measured_seconds'] / sample['size']:.2f} s a ticker)",
         )
     model = backfill["summary"]["model"]
     lines += [
@@ -369,6 +513,27 @@ def report(result: dict) -> str:
         + f"| {tut['samples_per_second']:9,.0f} | {tut['peak_rss_mib']:12.0f} | "
         f"{tut['mase']['mean']:9.4f} | {tut['mase']['median']:6.4f} | {tut['mase']['max']:5.3f}",
     ]
+    if sample:
+        on_sample = pipe["mase_on_sample"]
+        lines[-1] = f"tutorial, {sample['size']} tickers".ljust(29) + lines[-1][30:]
+        lines.insert(
+            -1,
+            f"pipeline, same {sample['size']} tickers".ljust(29)
+            + f"| {'':>9} | {'':>12} | {on_sample['mean']:9.4f} | "
+            f"{on_sample['median']:6.4f} | {on_sample['max']:5.3f}",
+        )
+    if "tree_peak_rss_mib" in backfill:
+        lines += [
+            "",
+            "pipeline peak RSS MiB        | backfill | whole part",
+            "-----------------------------+----------+-----------",
+            f"{'flow process (RUSAGE_SELF)':<28} | {backfill['peak_rss_mib']:8.0f} | "
+            f"{pipe['peak_rss_mib']:10.0f}",
+            f"{'largest ended child':<28} | {backfill['children_peak_rss_mib']:8.0f} | "
+            f"{pipe['children_peak_rss_mib']:10.0f}",
+            f"{'process tree, sampled sum':<28} | {backfill['tree_peak_rss_mib']:8.0f} | "
+            f"{max(backfill['tree_peak_rss_mib'], incremental['tree_peak_rss_mib']):10.0f}",
+        ]
     return "\n".join(lines)
 
 
@@ -384,6 +549,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--skip-tutorial", action="store_true", help="time the pipeline only (no ratio)"
     )
+    parser.add_argument(
+        "--tutorial-sample",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the tutorial's loop on N tickers spread evenly, extrapolate its time",
+    )
     args = parser.parse_args(argv)
     days, cut, next_day, test_days = layout(args)
 
@@ -392,7 +564,7 @@ def main(argv: list[str] | None = None) -> None:
         (args.work / "pipeline.json").write_text(json.dumps(result, default=str))
         return
     if args.part == "tutorial":
-        result = run_tutorial_part(args.work, cut, test_days)
+        result = run_tutorial_part(args.work, cut, test_days, args.tutorial_sample)
         (args.work / "tutorial.json").write_text(json.dumps(result, default=str))
         return
 
@@ -422,12 +594,20 @@ def main(argv: list[str] | None = None) -> None:
         result["tutorial"] = _run_part("tutorial", work, args)
         result["machine"]["load_average_after"] = os.getloadavg()
     pipe, tut = result["pipeline"], result["tutorial"]
+    extrapolate_tutorial(tut)
+    on_sample = pipeline_mase_on_sample(pipe, tut)
+    if on_sample is not None:
+        pipe["mase_on_sample"] = on_sample
     result["ratios"] = {
         "speedup_over_tutorial": tut["seconds"] / pipe["backfill"]["seconds"],
         "incremental_over_backfill": pipe["incremental"]["seconds"] / pipe["backfill"]["seconds"],
         "noop_over_backfill": pipe["noop"]["seconds"] / pipe["backfill"]["seconds"],
         "mase_pipeline_over_tutorial": pipe["mase"]["mean"] / tut["mase"]["mean"],
     }
+    if on_sample is not None:
+        result["ratios"]["mase_pipeline_over_tutorial_on_sample"] = (
+            on_sample["mean"] / tut["mase"]["mean"]
+        )
     print(report(result))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1, default=str))
