@@ -172,41 +172,72 @@ def _state(environment: dict[str, str]) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("prices")
     return write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), folder / "p.csv")
+
+
+@pytest.fixture(scope="session")
+def environment(tmp_path_factory: pytest.TempPathFactory, source: Path) -> dict[str, str]:
+    """The one folder every run of these tests uses, in turn (a test at a time in each
+    process): paths are part of a run's key and of the rows, so the killed run, its
+    rerun and the reference must share it."""
+    return _environment(tmp_path_factory.mktemp("kills") / "run", source)
+
+
+def _forget(environment: dict[str, str]) -> None:
+    """Remove the runs' database and home, and the engine cached on that database."""
+    stages.database(environment["PRICECAST_DATABASE_URL"]).dispose()
+    stages.database.cache_clear()
+    shutil.rmtree(Path(environment["PRICECAST_HOME"]).parent)
+
+
+@pytest.fixture(scope="session")
+def reference(environment: dict[str, str]) -> dict[str, Any]:
+    """The state of a run never killed, taken once (a run costs a few seconds)."""
+    try:
+        _run(environment)
+        state = _state(environment)
+    finally:
+        _forget(environment)
+    assert state["model files"] and state["sequence files"] and state["tables"]["forecasts"]
+    return state
+
+
+def _killed_then_rerun(environment: dict[str, str], *args: str) -> dict[str, Any]:
+    """The state after the run of ``_KILLED``-like code ``args[0]`` (with ``args[1:]``)
+    died of its SIGKILL and the next plain run ran."""
+    try:
+        killed = subprocess.run(
+            [sys.executable, "-c", *args],
+            env={**os.environ, **environment},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        _run(environment)  # the next run, as the schedule would start it
+        return _state(environment)
+    finally:
+        _forget(environment)
+
+
+def _assert_converged(state: dict[str, Any], reference: dict[str, Any]) -> None:
+    assert state["model files"] == reference["model files"]
+    assert state["sequence files"] == reference["sequence files"]
+    assert state["reports"] == reference["reports"]
+    for table, rows in reference["tables"].items():
+        assert set(state["tables"][table]) ^ set(rows) == set(), table
 
 
 @pytest.mark.parametrize(
     "stage", ["sequences", "train", "forecast", "retention", "report", "record_run", "publish"]
 )
 def test_a_run_killed_before_a_stage_converges_on_the_next_run(
-    tmp_path: Path, source: Path, stage: str
+    environment: dict[str, str], reference: dict[str, Any], stage: str
 ) -> None:
-    # The reference and the killed run use one folder, in turn: paths are part of a
-    # run's key and of the rows.
-    environment = _environment(tmp_path / "run", source)
-    _run(environment)
-    reference = _state(environment)
-    assert reference["model files"] and reference["tables"]["forecasts"]
-    stages.database(environment["PRICECAST_DATABASE_URL"]).dispose()  # of the removed file
-    stages.database.cache_clear()
-    shutil.rmtree(tmp_path / "run")
-
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILLED, stage],
-        env={**os.environ, **environment},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    _run(environment)  # the next run, as the schedule would start it
-    state = _state(environment)
-    assert state["model files"] == reference["model files"]
-    for table, rows in reference["tables"].items():
-        assert set(state["tables"][table]) ^ set(rows) == set(), table
+    _assert_converged(_killed_then_rerun(environment, _KILLED, stage), reference)
 
 
 #: Kill points inside stages: (module, function, when, which call).
@@ -228,31 +259,10 @@ _INSIDE = {
 
 @pytest.mark.parametrize("point", list(_INSIDE))
 def test_a_run_killed_inside_a_stage_converges_on_the_next_run(
-    tmp_path: Path, source: Path, point: str
+    environment: dict[str, str], reference: dict[str, Any], point: str
 ) -> None:
     """What the transactions and atomic writes promise, tried: the files and rows a
     killed stage left half done are redone or replaced by the next plain run."""
-    environment = _environment(tmp_path / "run", source)
-    _run(environment)
-    reference = _state(environment)
-    assert reference["model files"] and reference["sequence files"]
-    stages.database(environment["PRICECAST_DATABASE_URL"]).dispose()
-    stages.database.cache_clear()
-    shutil.rmtree(tmp_path / "run")
-
     module, function, when, call = _INSIDE[point]
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_INSIDE, module, function, when, str(call)],
-        env={**os.environ, **environment},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    _run(environment)
-    state = _state(environment)
-    assert state["model files"] == reference["model files"]
-    assert state["sequence files"] == reference["sequence files"]
-    assert state["reports"] == reference["reports"]
-    for table, rows in reference["tables"].items():
-        assert set(state["tables"][table]) ^ set(rows) == set(), table
+    state = _killed_then_rerun(environment, _KILLED_INSIDE, module, function, when, str(call))
+    _assert_converged(state, reference)
