@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from benchmarks.end_to_end import synthetic_closes
 from pipeline import columns as c
@@ -42,6 +40,7 @@ from pipeline.model.forecast import forecast
 from pipeline.model.train import train
 from pipeline.sequences.build import (
     build_sequences,
+    encode_sequence_file,
     sequence_path,
     windows_table,
     write_sequence_file,
@@ -78,15 +77,7 @@ def sequence_breakdown(conn: Any, home: Path, day: dt.date) -> dict[str, float]:
         table, _ = windows_table(ticker, closes.dates[rows], closes.closes[rows], config)
         cpu["windows and scaling"] += time.process_time() - start
         start = time.process_time()
-        sink = pa.BufferOutputStream()
-        pq.write_table(
-            table,
-            sink,
-            compression="zstd",
-            compression_level=1,
-            use_dictionary=[c.TICKER, c.SPLIT],
-            write_statistics=False,
-        )
+        encode_sequence_file(table)
         cpu["parquet encode"] += time.process_time() - start
         start = time.process_time()
         write_sequence_file(sequence_path(home, ticker), table)  # the same bytes: no write

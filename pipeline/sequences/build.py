@@ -159,6 +159,20 @@ def sequence_schema(window: int) -> pa.Schema:
     )
 
 
+def encode_sequence_file(table: pa.Table) -> bytes:
+    """The Parquet bytes of a sequence file (the encoding ``write_sequence_file`` describes)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        compression_level=1,
+        use_dictionary=[c.TICKER, c.SPLIT],
+        write_statistics=False,
+    )
+    return sink.getvalue().to_pybytes()
+
+
 def write_sequence_file(path: Path, table: pa.Table) -> str:
     """Write ``table`` to ``path`` unless the file already holds exactly these bytes.
 
@@ -172,16 +186,7 @@ def write_sequence_file(path: Path, table: pa.Table) -> str:
     Returns:
         The SHA-256 of the file.
     """
-    sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        compression="zstd",
-        compression_level=1,
-        use_dictionary=[c.TICKER, c.SPLIT],
-        write_statistics=False,
-    )
-    payload = sink.getvalue().to_pybytes()
+    payload = encode_sequence_file(table)
     digest = sha256_bytes(payload)
     if path.exists() and sha256_file(path) == digest:
         return digest
