@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ from pipeline.ingest.sources import FileSource
 AS_OF = dt.date(2024, 1, 5)
 GOOD_CSV = "Date,Open,High,Low,Close,Volume\n2024-01-05,10.4,10.7,10.2,10.5,1100\n"
 NOW = dt.datetime(2024, 1, 5, 23, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def feed_server() -> Iterator[FeedServer]:
-    server = FeedServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_each_error_names_its_input_once_in_the_summary_and_the_log(

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
@@ -39,16 +39,6 @@ GOOD_CSV = HEADER + (
 )
 #: Seconds: small, so that the tests that time out stay fast.
 TIMEOUT = 0.2
-
-
-@pytest.fixture
-def feed_server() -> Iterator[FeedServer]:
-    server = FeedServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def csv_reply(text: str) -> Reply:
