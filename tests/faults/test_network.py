@@ -148,7 +148,8 @@ def postgres_db_url(postgres_server_url: str) -> Iterator[str]:
         engine.dispose()
 
 
-@pytest.mark.parametrize(
+#: A test of the lock's connection through the proxy, to PostgreSQL and to MariaDB.
+THROUGH_EITHER_SERVER = pytest.mark.parametrize(
     "proxy",
     [
         pytest.param("postgres_server_url", marks=pytest.mark.postgres),
@@ -156,6 +157,9 @@ def postgres_db_url(postgres_server_url: str) -> Iterator[str]:
     ],
     indirect=True,
 )
+
+
+@THROUGH_EITHER_SERVER
 def test_a_dropped_lock_connection_is_found_by_the_next_check(
     proxy: Proxy, request: pytest.FixtureRequest
 ) -> None:
@@ -301,14 +305,7 @@ def test_a_postgresql_statement_on_a_connection_frozen_after_connecting_fails_in
         engine.dispose()
 
 
-@pytest.mark.parametrize(
-    "proxy",
-    [
-        pytest.param("postgres_server_url", marks=pytest.mark.postgres),
-        pytest.param("mariadb_server_url", marks=pytest.mark.mariadb),
-    ],
-    indirect=True,
-)
+@THROUGH_EITHER_SERVER
 def test_a_frozen_lock_connection_fails_the_next_check_within_the_network_timeout(
     proxy: Proxy, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
