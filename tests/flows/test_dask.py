@@ -30,6 +30,7 @@ from pipeline.db.migrate import open_database
 from pipeline.db.prices import upsert_prices
 from pipeline.db.schema import forecasts
 from pipeline.errors import ConfigurationError
+from pipeline.results import RunSummary
 from pipeline.settings import Settings
 
 TICKERS = ("AAA", "BBB", "CCC")
@@ -67,20 +68,28 @@ def _forecasts(url: str) -> pd.DataFrame:
         engine.dispose()
 
 
+def _daily_here_and_on(
+    cluster: distributed.LocalCluster, tmp_path: Path, source: Path, overrides: dict
+) -> tuple[RunSummary, RunSummary]:
+    """The daily flow on ``source`` run locally (in ``tmp_path/local``), then on the
+    cluster (in ``tmp_path/dask``): the two runs' summaries."""
+    return tuple(
+        daily_pipeline(
+            sources=[str(source)],
+            database_url=f"sqlite:///{tmp_path / name / 'pricecast.db'}",
+            home=str(tmp_path / name),
+            overrides=overrides,
+            dask_address=address,
+        )
+        for name, address in (("local", None), ("dask", cluster.scheduler_address))
+    )
+
+
 def test_the_daily_flow_on_a_dask_cluster_writes_the_local_forecasts(
     tmp_path: Path, cluster: distributed.LocalCluster
 ) -> None:
     source = write_long_csv(synthetic_prices(TICKERS, days=60), tmp_path / "p.csv")
-    runs = {}
-    for name, address in (("local", None), ("dask", cluster.scheduler_address)):
-        runs[name] = daily_pipeline(
-            sources=[str(source)],
-            database_url=f"sqlite:///{tmp_path / name / 'pricecast.db'}",
-            home=str(tmp_path / name),
-            overrides=TINY_OVERRIDES,
-            dask_address=address,
-        )
-    local, dask = runs["local"], runs["dask"]
+    local, dask = _daily_here_and_on(cluster, tmp_path, source, TINY_OVERRIDES)
     assert dask.forecast == local.forecast
     assert dask.sequences == local.sequences
     assert local.forecast.forecasts_written == 15  # 3 tickers x 5 trading days
@@ -88,7 +97,7 @@ def test_the_daily_flow_on_a_dask_cluster_writes_the_local_forecasts(
     assert _completed_on_cluster(cluster, "sequences_shard") >= 2
     assert _completed_on_cluster(cluster, "forecast_shard") >= 2
 
-    expected, actual = _forecasts(runs["local"].database), _forecasts(runs["dask"].database)
+    expected, actual = _forecasts(local.database), _forecasts(dask.database)
     keys = [column for column in expected.columns if column not in FLOAT_COLUMNS]
     pd.testing.assert_frame_equal(actual[keys], expected[keys])
     np.testing.assert_allclose(
@@ -260,16 +269,9 @@ def test_grouped_networks_train_as_tasks_on_the_cluster_as_they_train_here(
     tickers = ("AAA", "BBB", "CCC", "FFF")  # groups of 3: AAA and BBB, CCC, FFF
     source = write_long_csv(synthetic_prices(tickers, days=60), tmp_path / "p.csv")
     before = _completed_on_cluster(cluster, "fit_job")
-    runs = {}
-    for name, address in (("local", None), ("dask", cluster.scheduler_address)):
-        runs[name] = daily_pipeline(
-            sources=[str(source)],
-            database_url=f"sqlite:///{tmp_path / name / 'pricecast.db'}",
-            home=str(tmp_path / name),
-            overrides={**TINY_OVERRIDES, "ticker_groups": 3},
-            dask_address=address,
-        )
-    local, dask = runs["local"], runs["dask"]
+    local, dask = _daily_here_and_on(
+        cluster, tmp_path, source, {**TINY_OVERRIDES, "ticker_groups": 3}
+    )
     assert _completed_on_cluster(cluster, "fit_job") - before == 3
     assert local.model.created and local.model.promoted
     varying = {"fit_seconds", "samples_per_second"}
