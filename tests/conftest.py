@@ -34,6 +34,26 @@ from pipeline.errors import DatabaseUnavailableError
 # themselves (tests/model/test_memory.py, tests/test_orphans.py) ask for them.
 os.environ.setdefault("PRICECAST_TRAIN_WORKERS", "0")
 
+#: Modules whose tests take the longest (each 30 to 60 s on two cores: full-size or
+#: subprocess runs), collected first so that pytest-xdist starts them early instead of
+#: leaving one of them to run alone at the end of the suite.
+SLOW_FIRST = (
+    "tests/model/test_memory.py",
+    "tests/test_end_to_end.py",
+    "tests/test_wheel.py",
+    "tests/flows/test_backfill.py",
+    "tests/model/test_groups.py",
+    "tests/deployments/test_deployments_e2e.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every process collects the same order (xdist requires it): the ``SLOW_FIRST``
+    modules, then the rest, each module's tests in their own order."""
+    rank = {module: index for index, module in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(SLOW_FIRST)))
+
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "PRICECAST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
