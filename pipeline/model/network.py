@@ -221,6 +221,15 @@ def _start_worker(records: Any, level: int) -> None:
     root.setLevel(level)
 
 
+def _warm_up() -> int:
+    """In a worker started ahead of its jobs: import what a fit needs (TensorFlow, Keras
+    and the fitting module), so the first job starts at once. Returns the process id."""
+    import pipeline.model.fit  # noqa: F401  (what ``fit_network`` jobs import)
+
+    import_keras()
+    return os.getpid()
+
+
 def _forward(records: Any) -> None:
     """Log the workers' records in this process, as if they had been logged here."""
     while True:
@@ -244,8 +253,12 @@ class Workers:
     log records are logged here, in the thread that called ``run``, as they
     arrive. ``workers=0`` runs the jobs in this process, one after the other
     (no isolation), as does a daemonic process (one that cannot have
-    children). Processes start when needed and stop at ``close`` (or the end
-    of a ``with`` block); ``run`` may be called several times in between.
+    children). Processes start when needed, or ahead of the first job with
+    ``start`` (they import TensorFlow while the caller does something else), and stop
+    at ``close`` (or the end of a ``with`` block); ``run`` may be called several
+    times in between. ``discard`` stops them without waiting for what they are
+    doing (processes started ahead and not needed after all); a ``with`` block left
+    by an exception discards them too.
 
     Because of ``spawn``, a script that trains must guard its entry point with
     ``if __name__ == "__main__":`` (the workers import the main module).
@@ -272,12 +285,34 @@ class Workers:
         self._pool: futures.ProcessPoolExecutor | None = None
         self._records: Any = None
         self._left = 0  # jobs the current processes may still take
+        self._warming: list[futures.Future[int]] = []
 
     def __enter__(self) -> Workers:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+    def start(self) -> None:
+        """Start the worker processes now and have each import TensorFlow (about 7 s
+        on two cores), so that a ``run`` called after other work finds them ready.
+        Nothing happens with ``workers=0`` or when they are already running; a worker's
+        start counts against none of its ``jobs_per_worker``."""
+        if self.workers == 0 or self._pool is not None:
+            return
+        pool = self._open()
+        self._warming = [pool.submit(_warm_up) for _ in range(self.workers)]
+        logger.debug("started %d worker process(es) ahead of their jobs", self.workers)
+
+    @property
+    def processes(self) -> list[int]:
+        """The ids of the worker processes running now (for tests and logs)."""
+        if self._pool is None:
+            return []
+        return sorted((getattr(self._pool, "_processes", None) or {}).keys())
 
     def _open(self) -> futures.ProcessPoolExecutor:
         # Replacing workers by hand: ``max_tasks_per_child`` deadlocks when jobs are
@@ -355,8 +390,37 @@ class Workers:
         """Stop the worker processes (after the jobs they are running)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            _forward(self._records)
-            self._records.close()
-            self._records.join_thread()
-            self._pool = None
-            self._left = 0
+            self._closed()
+
+    def discard(self, timeout: float = 10.0) -> None:
+        """Stop the worker processes now, without waiting for the jobs they are running
+        (a worker started ahead and still importing TensorFlow, when nothing is left to
+        fit): each is terminated, then killed if it has not ended within ``timeout``
+        seconds; this returns once all have ended. (What Python 3.14's
+        ``ProcessPoolExecutor.terminate_workers`` does, on the versions before it.)"""
+        if self._pool is None:
+            return
+        pool = self._pool
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        manager = getattr(pool, "_executor_manager_thread", None)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+        if manager is not None:  # the pool's own thread ends once it sees them gone
+            manager.join(timeout)
+        self._closed()
+
+    def _closed(self) -> None:
+        _forward(self._records)
+        self._records.close()
+        self._records.join_thread()
+        self._pool = None
+        self._left = 0
+        self._warming = []

@@ -210,7 +210,9 @@ def train(
             replaced after ``networks_per_worker`` networks, so that the memory
             TensorFlow keeps of every network goes back to the system and this
             process never imports TensorFlow; 0 does everything in this process.
-            The weights are the same either way.
+            The weights are the same either way. The workers start with the stage,
+            importing TensorFlow while the plan is made, and are stopped unused when
+            the decision is to reuse a model.
         networks_per_worker: networks a worker fits before it is replaced.
 
     Returns:
@@ -221,11 +223,15 @@ def train(
         MissingDataError: sequences are missing or were built differently.
         ConfigurationError: a fine-tune was requested that cannot be done.
     """
-    plan = plan_training(conn, home, as_of, tickers, mode, sequence_config, model_config)
-    if not plan.fits:
-        assert plan.result is not None
-        return plan.result
     with Workers(workers, networks_per_worker) as pool:
+        # The worker imports TensorFlow (seconds) while the plan reads the sequences
+        # and judges the champion; a decision with nothing to fit discards it unused.
+        pool.start()
+        plan = plan_training(conn, home, as_of, tickers, mode, sequence_config, model_config)
+        if not plan.fits:
+            pool.discard()
+            assert plan.result is not None
+            return plan.result
         outcomes = pool.run(fit_network, list(plan.jobs))
     return finish_training(conn, home, plan, outcomes, trained_at)
 
