@@ -16,6 +16,11 @@ state nor the peak memory of one leaks into the other:
 * Both are then scored on the same held-out days after the cut-off (one-step
   forecasts from the actual previous closes), as MASE against the naive
   forecast on the same points.
+* **command days**: after the pipeline part, the trading days after its
+  incremental day, each run as a user runs it, ``pricecast run`` in a new
+  process (its start-up, Prefect's temporary server and its shutdown
+  included), until the policy fine-tunes (at most ``--command-days`` days):
+  the command's wall time, the training action, and the flow's stage times.
 
 With ``--tutorial-sample N`` the tutorial's loop runs on N tickers spread
 evenly over the universe (the same N every run), its time is extrapolated
@@ -30,7 +35,9 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +53,12 @@ from pipeline.trading_calendar import next_sessions
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "end_to_end.json"
 FIRST_DAY = dt.date(2010, 1, 4)
+#: At most this many trading days after the incremental day are run as commands,
+#: stopping at the first the policy fine-tunes on.
+COMMAND_DAYS = 5
+FINETUNE = "finetune"
+#: The summary line ``pricecast run`` prints for the model: ``v2 (finetune: ...)``.
+MODEL_LINE = re.compile(r"^model:\s+v(?P<version>\d+) \((?P<action>\w+): (?P<rest>.*)$", re.M)
 TUTORIAL = {"window": 10, "units": 50, "epochs": 20, "batch_size": 32}
 
 
@@ -332,6 +345,143 @@ def score_pipeline(work: Path, closes: pd.DataFrame, cut: dt.date, test_days: li
     return mase_of(predictions, actual, last)
 
 
+# --------------------------------------------------------------------------- command days
+
+
+def pricecast_command() -> list[str]:
+    """How to run ``pricecast`` with this interpreter: its console script beside it."""
+    script = Path(sys.executable).with_name("pricecast")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from flows.cli import main; sys.exit(main())"]
+
+
+def _interval_seconds(value: str | None) -> float:
+    """A Prefect run time as its SQLite database stores it (``1970-01-01 00:00:03.5``)."""
+    if not value:
+        return 0.0
+    return (dt.datetime.fromisoformat(value) - dt.datetime(1970, 1, 1)).total_seconds()
+
+
+def command_flow_times(prefect_db: Path) -> dict[str, Any]:
+    """The newest ``daily-pipeline`` flow run's time and its tasks' (its subflows'
+    included), read from Prefect's SQLite database once the command's temporary
+    server has stopped (no API is left to ask). Empty if it cannot be read."""
+    try:
+        with sqlite3.connect(f"file:{prefect_db}?mode=ro", uri=True) as db:
+            found = db.execute(
+                "select flow_run.id, flow_run.total_run_time from flow_run "
+                "join flow on flow.id = flow_run.flow_id "
+                "where flow.name = 'daily-pipeline' and flow_run.parent_task_run_id is null "
+                "order by flow_run.start_time desc limit 1"
+            ).fetchone()
+            if found is None:
+                return {}
+            runs, frontier = [found[0]], [found[0]]
+            while frontier:  # subflows (fan-out) hang off a task run of their parent
+                marks = ",".join("?" * len(frontier))
+                frontier = [
+                    row[0]
+                    for row in db.execute(
+                        "select id from flow_run where parent_task_run_id in "
+                        f"(select id from task_run where flow_run_id in ({marks}))",
+                        frontier,
+                    )
+                ]
+                runs.extend(frontier)
+            marks = ",".join("?" * len(runs))
+            tasks = db.execute(
+                f"select name, total_run_time from task_run where flow_run_id in ({marks})", runs
+            ).fetchall()
+    except sqlite3.Error:
+        return {}
+    stages: dict[str, float] = {}
+    for name, run_time in tasks:
+        key = name.rsplit("-", 1)[0]
+        stages[key] = stages.get(key, 0.0) + _interval_seconds(run_time)
+    return {"flow_seconds": _interval_seconds(found[1]), "stages": stages}
+
+
+def run_command_day(work: Path, closes: pd.DataFrame, day: dt.date) -> dict[str, Any]:
+    """``day``'s closes dropped as one file, then ``pricecast run -q --source <drop>
+    --as-of <day>`` in a new process, timed from its start to its exit."""
+    drop = work / "drop"
+    write_day_file(closes, day, drop)
+    env = {
+        **os.environ,
+        "PRICECAST_HOME": str(work / "home"),
+        "PRICECAST_DATABASE_URL": f"sqlite:///{work / 'pricecast.db'}",
+        "PREFECT_HOME": str(work / "prefect"),
+    }
+    env.pop("PREFECT_API_URL", None)  # a temporary server, as a user without one gets
+    command = [*pricecast_command(), "run", "-q", "--source", str(drop), "--as-of", str(day)]
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr[-4000:]}"
+        )
+    model = MODEL_LINE.search(done.stdout)
+    result: dict[str, Any] = {
+        "as_of": day.isoformat(),
+        "seconds": seconds,
+        "action": model["action"] if model else "?",
+        "model_version": int(model["version"]) if model else None,
+        "model_line": model.group(0) if model else "",
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        **command_flow_times(work / "prefect" / "prefect.db"),
+    }
+    return result
+
+
+def run_command_days(work: Path, days: list[dt.date], limit: int = COMMAND_DAYS) -> list[dict]:
+    """The first ``limit`` of ``days`` run as commands, stopping after the first the
+    policy fine-tunes on (so a fine-tune day is measured whenever one comes)."""
+    closes = pd.read_parquet(work / "closes.parquet")
+    results = []
+    for day in days[:limit]:
+        print(f"running `pricecast run` as of {day} ...", flush=True)
+        results.append(run_command_day(work, closes, day))
+        if results[-1]["action"] == FINETUNE:
+            break
+    return results
+
+
+def command_report(days: list[dict]) -> str:
+    """The command days' table: wall time, action, and where the time went."""
+    if not days:
+        return ""
+    lines = [
+        "next trading days, each `pricecast run` in a new process (wall time, start-up included)",
+        "",
+        "as of      | action   | command s | flow s | outside s |  train | sequences | report"
+        " | ingest | forecast",
+        "-----------+----------+-----------+--------+-----------+--------+-----------+-------"
+        "-+--------+---------",
+    ]
+    for day in days:
+        stages = day.get("stages", {})
+        flow = day.get("flow_seconds", 0.0)
+        lines.append(
+            f"{day['as_of']} | {day['action']:<8} | {day['seconds']:9.1f} | {flow:6.1f} | "
+            f"{day['seconds'] - flow:9.1f} | {stages.get('train', 0.0):6.2f} | "
+            f"{stages.get('sequences', 0.0):9.2f} | {stages.get('report', 0.0):6.2f} | "
+            f"{stages.get('ingest', 0.0):6.2f} | {stages.get('forecast', 0.0):8.2f}"
+        )
+    finetunes = [day for day in days if day["action"] == FINETUNE]
+    if finetunes:
+        lines.append(
+            f"fine-tune day as a command: {finetunes[0]['seconds']:.1f} s "
+            "(target <= 30 s, start-up included)"
+        )
+    else:
+        lines.append(f"no fine-tune in {len(days)} day(s): raise --command-days")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- tutorial part
 
 
@@ -547,6 +697,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     parser.add_argument("--part", choices=["pipeline", "tutorial"], help=argparse.SUPPRESS)
     parser.add_argument(
+        "--command-days",
+        type=int,
+        default=COMMAND_DAYS,
+        metavar="N",
+        help="after the pipeline part, run at most N next trading days as `pricecast run` "
+        "commands, stopping at the first fine-tune (0: none)",
+    )
+    parser.add_argument(
         "--skip-tutorial", action="store_true", help="time the pipeline only (no ratio)"
     )
     parser.add_argument(
@@ -588,8 +746,10 @@ def main(argv: list[str] | None = None) -> None:
             },
             "pipeline": _run_part("pipeline", work, args),
         }
+        result["command_days"] = run_command_days(work, test_days[1:], args.command_days)
         if args.skip_tutorial:
             print(json.dumps({k: v for k, v in result["pipeline"].items()}, default=str)[:2000])
+            print(command_report(result["command_days"]))
             return
         result["tutorial"] = _run_part("tutorial", work, args)
         result["machine"]["load_average_after"] = os.getloadavg()
@@ -609,6 +769,9 @@ def main(argv: list[str] | None = None) -> None:
             on_sample["mean"] / tut["mase"]["mean"]
         )
     print(report(result))
+    if result["command_days"]:
+        print()
+        print(command_report(result["command_days"]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1, default=str))
     print(f"\nwritten: {args.json}")
