@@ -93,6 +93,23 @@ def test_a_rerun_leaves_files_and_tables_untouched(engine: Engine, home: Path) -
     assert sorted(p.name for p in (home / "sequences").iterdir()) == ["AAA.parquet", "BBB.parquet"]
 
 
+@pytest.mark.parametrize("size", ["same size", "shorter"])
+def test_a_rerun_rewrites_a_file_whose_bytes_changed(engine: Engine, home: Path, size: str) -> None:
+    """Only a file of the new file's size is read and hashed to skip the write; a
+    damaged one of either size is written again."""
+    frame = synthetic_prices(days=40)
+    _load(engine, frame)
+    as_of = last_date(frame)
+    with engine.begin() as conn:
+        build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
+    path = sequence_path(home, "AAA")
+    digest, length = sha256_file(path), path.stat().st_size
+    path.write_bytes(b"x" * (length if size == "same size" else length // 2))
+    with engine.begin() as conn:
+        build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
+    assert sha256_file(path) == digest
+
+
 def test_short_histories_are_skipped_with_the_reason(engine: Engine, home: Path) -> None:
     long = synthetic_prices(("AAA",), days=40)
     short = synthetic_prices(("BBB",), days=6)
