@@ -520,15 +520,19 @@ def run_command(args: Args, settings: Settings) -> int:
         build_sources(settings.sources, http_options=settings.http_options())
     _open(settings).dispose()
 
-    from flows.server import use_running
+    from flows.server import start_temporary, use_running
     from pipeline.orphans import guard_descendants
 
     guard_descendants()  # a killed run takes its Prefect server and workers with it
     use_running(settings.home_path)  # before Prefect is imported
+    # Else a temporary server, started now: it starts while Prefect and the pipeline import.
+    temporary = start_temporary()
     from flows.daily import daily_pipeline
     from flows.heartbeats import for_command_runs
 
     quiet_console_tracebacks(flag(args, "quiet"))
+    if temporary is not None:
+        temporary.wait()
     with for_command_runs():
         summary = daily_pipeline(
             as_of_date=args.as_of,

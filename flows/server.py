@@ -9,11 +9,20 @@ nothing changed). ``pricecast server start`` starts ``prefect server start`` on
 while it answers; ``pricecast server stop`` stops it. A ``PREFECT_API_URL`` set
 by the operator always wins. This module imports nothing of Prefect: it only
 starts the process and checks its health endpoint.
+
+Without either, ``pricecast run`` starts the temporary server itself
+(``start_temporary``), first thing, the way Prefect would have started it on the
+flow's first call: the server (about 3 s of a new interpreter importing Prefect's
+server and opening its database) then starts while the command imports Prefect,
+pandas and the pipeline, instead of after; it is stopped when the command exits.
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import json
+import logging
 import os
 import signal
 import socket
@@ -21,7 +30,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 STATE = "prefect-server.json"
 #: How long ``start`` waits for the new server to answer.
@@ -125,3 +138,78 @@ def stop(home: Path, timeout: float = 30.0) -> bool:
     while time.monotonic() < deadline and healthy(state["url"], timeout=0.5):
         time.sleep(0.2)
     return True
+
+
+@dataclass
+class TemporaryServer:
+    """A Prefect API server that lives as long as one command (``start_temporary``)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Return once the server answers its health check.
+
+        Raises:
+            RuntimeError: it exited, or did not answer within ``timeout`` seconds
+                (default ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``, else 120).
+        """
+        if timeout is None:
+            timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 120))
+        deadline = time.monotonic() + timeout
+        while not healthy(self.url, timeout=1.0):
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the temporary Prefect server exited ({self.process.returncode}) before it "
+                    "answered; its messages are above"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the temporary Prefect server did not answer within {timeout:.0f} s "
+                    "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+                )
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server (terminated, killed after ``timeout`` seconds); once is enough."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_temporary(environ: MutableMapping[str, str] | None = None) -> TemporaryServer | None:
+    """Start the temporary Prefect API server of one command, without waiting for it,
+    and point Prefect at it (``PREFECT_API_URL`` in ``environ``, default ``os.environ``).
+    Call it before Prefect is imported (Prefect reads its settings once), and ``wait``
+    before the first flow call. ``None`` when ``PREFECT_API_URL`` is set already (the
+    operator's server, or ``use_running``'s).
+
+    The server is the one Prefect itself starts when it has no API URL
+    (``prefect.server.api.server.SubprocessASGIServer``: ``uvicorn`` serving
+    Prefect's API on 127.0.0.1 without its UI, marked ephemeral); it is stopped at
+    exit, after Prefect's own exit handlers have sent their last logs and events.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("PREFECT_API_URL"):
+        return None
+    spec = importlib.util.find_spec("prefect")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        return None
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {key: value for key, value in environ.items() if key != "PREFECT_API_URL"}
+    env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent)]
+    command += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    server = TemporaryServer(url, process)
+    # Registered before Prefect is imported, so it runs after Prefect's own handlers.
+    atexit.register(server.stop)
+    environ["PREFECT_API_URL"] = url
+    logger.info("starting a temporary Prefect server on %s", url)
+    return server

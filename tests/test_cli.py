@@ -362,3 +362,55 @@ def test_a_background_prefect_server_is_reused_by_later_commands(tmp_path: Path)
     assert pricecast("server", "status", env=env, home=home).stdout.strip() == (
         "prefect server: not running"
     )
+
+
+def test_the_temporary_server_starts_before_prefect_is_imported_and_stops(
+    tmp_path: Path,
+) -> None:
+    """``start_temporary`` (what ``pricecast run`` does first without a server): the
+    server starts in the background, ``PREFECT_API_URL`` points at it before Prefect is
+    imported, ``wait`` returns once it answers, ``stop`` ends it; an API URL already set
+    wins."""
+    from flows.server import healthy, start_temporary
+
+    environ = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    environ["PREFECT_HOME"] = str(tmp_path / "prefect")
+    server = start_temporary(environ)
+    assert server is not None
+    try:
+        assert environ["PREFECT_API_URL"] == server.url
+        server.wait(timeout=180)
+        assert healthy(server.url)
+    finally:
+        server.stop()
+    assert server.process.poll() is not None and not healthy(server.url)
+    assert start_temporary({"PREFECT_API_URL": "http://127.0.0.1:1/api"}) is None
+
+
+def test_a_run_without_a_server_leaves_none_running(tmp_path: Path) -> None:
+    """`pricecast run` without PREFECT_API_URL nor a background server runs on the
+    temporary server it starts, and stops it: no Prefect server of its home is left."""
+    psutil = pytest.importorskip("psutil")
+    source = write_long_csv(synthetic_prices(("AAA",), days=40), tmp_path / "p.csv")
+    prefect_home = str(tmp_path / "prefect")
+    env = {
+        **TINY_ENV,
+        "PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+        "PREFECT_HOME": prefect_home,
+        "PREFECT_API_URL": "",
+    }
+    result = pricecast("run", "--source", str(source), env=env, home=tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    assert "forecasts:" in result.stdout
+    left = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "uvicorn" in " ".join(process.info["cmdline"] or []) and (
+                process.environ().get("PREFECT_HOME") == prefect_home
+            ):
+                left.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    assert left == []
+    # The run was recorded by that server, in its home's database.
+    assert (tmp_path / "prefect" / "prefect.db").exists()
