@@ -451,16 +451,18 @@ def run_command_days(work: Path, days: list[dt.date], limit: int = COMMAND_DAYS)
 
 
 def command_report(days: list[dict]) -> str:
-    """The command days' table: wall time, action, and where the time went."""
+    """The command days' table: wall time, action, where the time went (*outside*: the
+    command's start-up and shutdown, Prefect's temporary server included), and the
+    1-minute load average when the command started."""
     if not days:
         return ""
     lines = [
         "next trading days, each `pricecast run` in a new process (wall time, start-up included)",
         "",
         "as of      | action   | command s | flow s | outside s |  train | sequences | report"
-        " | ingest | forecast",
+        " | ingest | forecast | load",
         "-----------+----------+-----------+--------+-----------+--------+-----------+-------"
-        "-+--------+---------",
+        "-+--------+----------+-----",
     ]
     for day in days:
         stages = day.get("stages", {})
@@ -469,7 +471,8 @@ def command_report(days: list[dict]) -> str:
             f"{day['as_of']} | {day['action']:<8} | {day['seconds']:9.1f} | {flow:6.1f} | "
             f"{day['seconds'] - flow:9.1f} | {stages.get('train', 0.0):6.2f} | "
             f"{stages.get('sequences', 0.0):9.2f} | {stages.get('report', 0.0):6.2f} | "
-            f"{stages.get('ingest', 0.0):6.2f} | {stages.get('forecast', 0.0):8.2f}"
+            f"{stages.get('ingest', 0.0):6.2f} | {stages.get('forecast', 0.0):8.2f} | "
+            f"{day['load_average_before'][0]:4.1f}"
         )
     finetunes = [day for day in days if day["action"] == FINETUNE]
     if finetunes:
