@@ -38,6 +38,7 @@ from pipeline.model.validation import (
 from pipeline.sequences.build import windows_frame
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.scaling import get_scaler
+from pipeline.sequences.windows import TickerWindows
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "span_judging.json"
 
@@ -77,7 +78,10 @@ def measure(tickers: int, years: int, seed: int) -> dict[str, Any]:
     )
     series = timed(
         "span_series",
-        lambda: {name: span_series(frame, config.window) for name, (frame, _) in built.items()},
+        lambda: {
+            name: span_series(TickerWindows.from_frame(frame, config.window, name))
+            for name, (frame, _) in built.items()
+        },
     )
     params = timed(
         "with_long_run_volatility",

@@ -50,6 +50,7 @@ from pipeline.model.validation import (
 from pipeline.scoring.metrics import naive_scale
 from pipeline.sequences.build import windows_frame
 from pipeline.sequences.scaling import get_scaler
+from pipeline.sequences.windows import TickerWindows
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
     """Train one variant on fold ``index``'s training spans and forecast its test span."""
     config = plan.config
     window = variant.sequence.window
-    frames, params = {}, {}
+    windows, params = {}, {}
     for ticker, bounds in plan.folds.items():
         dates, closes = plan.prepared[ticker]
         fold = bounds[index]
@@ -236,15 +237,15 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
         frame, description = windows_frame(
             ticker, list(dates[span]), closes[span], variant.sequence
         )
-        frames[ticker] = frame
+        windows[ticker] = TickerWindows.from_frame(frame, window, f"{ticker} fold {index + 1}")
         params[ticker] = description["scaler_params"]
-    spans = {ticker: span_series(frame, window) for ticker, frame in frames.items()}
+    spans = {ticker: span_series(ticker_windows) for ticker, ticker_windows in windows.items()}
     distributional = is_distributional(variant.model.loss)
     if distributional:
         params = with_long_run_volatility(params, spans)
     seed_everything(variant.model.seed)
-    networks = fresh_networks(sorted(frames), window, variant.model)
-    data = TrainingData(frames, params, window, variant.sequence.scaling, distributional)
+    networks = fresh_networks(sorted(windows), window, variant.model)
+    data = TrainingData(windows, params, window, variant.sequence.scaling, distributional)
     fitted = fit_networks(
         data,
         networks,

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from pipeline import columns as c
 from pipeline.model.numpy_lstm import read_networks
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
 from pipeline.model.scale import (
@@ -35,6 +33,7 @@ from pipeline.scoring.intervals import (
 )
 from pipeline.scoring.metrics import msis, naive_scale
 from pipeline.sequences.scaling import Params, get_scaler
+from pipeline.sequences.windows import TickerWindows
 
 
 @dataclass(frozen=True)
@@ -51,19 +50,9 @@ class SpanSeries:
         return self.closes[: max(2, int(self.targets.min()))]
 
 
-def span_series(frame: pd.DataFrame, window: int) -> SpanSeries:
-    """A ticker's closes and validation target positions, from its sequence file."""
-    targets = frame[c.TARGET_CLOSE].to_numpy(dtype=float)
-    if len(frame) >= window:
-        # Window i starts at close i, so the first raw column holds closes 0..n-1 and
-        # the last ``window`` targets the rest: two columns instead of a row lookup.
-        oldest = frame[c.raw_window_columns(window)[0]].to_numpy(dtype=float)
-        closes = np.concatenate([oldest, targets[len(frame) - window :]])
-    else:
-        first = frame[c.raw_window_columns(window)].iloc[0].to_numpy(dtype=float)
-        closes = np.concatenate([first, targets])
-    validation = np.flatnonzero((frame[c.SPLIT] == c.SPLIT_VALIDATION).to_numpy())
-    return SpanSeries(closes=closes, targets=validation + window)
+def span_series(windows: TickerWindows) -> SpanSeries:
+    """A ticker's closes and validation target positions, from its windows."""
+    return SpanSeries(closes=windows.closes, targets=windows.validation_rows() + windows.window)
 
 
 @dataclass
