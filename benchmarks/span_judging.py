@@ -25,16 +25,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.end_to_end import synthetic_closes
+from pipeline.model.calibration import calibrate_intervals
 from pipeline.model.numpy_lstm import NumpyLSTM
 from pipeline.model.predictor import Predictor
+from pipeline.model.span import span_series
 from pipeline.model.store import GLOBAL
-from pipeline.model.validation import (
-    calibrate_intervals,
-    evaluate_span,
-    fit_damping,
-    span_series,
-    with_long_run_volatility,
-)
+from pipeline.model.validation import evaluate_span, fit_damping, with_long_run_volatility
 from pipeline.sequences.build import windows_frame
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.scaling import get_scaler

@@ -34,7 +34,7 @@ from pipeline.model.fit import (
     network_jobs,
 )
 from pipeline.model.network import Workers, resident_memory_mb
-from pipeline.model.validation import span_series
+from pipeline.model.span import span_series
 from pipeline.sequences.build import windows_frame
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.windows import TickerWindows

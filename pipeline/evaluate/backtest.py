@@ -37,16 +37,12 @@ from pipeline.evaluate.plan import BacktestConfig, BacktestPlan, BacktestUnit, F
 from pipeline.evaluate.scores import QUANTILE_COLUMNS, BacktestResult
 from pipeline.evaluate.variants import Variant
 from pipeline.evaluate.volatility import INTERVAL_BASELINES, QUANTILE_LEVELS
+from pipeline.model.calibration import calibrate_intervals
 from pipeline.model.fit import TrainingData, fit_networks, fresh_networks
 from pipeline.model.network import is_distributional, seed_everything
 from pipeline.model.predictor import Predictor
-from pipeline.model.validation import (
-    calibrate_intervals,
-    fit_damping,
-    origin_volatility,
-    span_series,
-    with_long_run_volatility,
-)
+from pipeline.model.span import span_series
+from pipeline.model.validation import fit_damping, origin_volatility, with_long_run_volatility
 from pipeline.scoring.metrics import naive_scale
 from pipeline.sequences.build import windows_frame
 from pipeline.sequences.scaling import get_scaler

@@ -37,6 +37,7 @@ import numpy as np
 
 from pipeline.errors import ModelStoreError
 from pipeline.files import write_atomically
+from pipeline.model.calibration import IntervalCalibration, calibrate_intervals
 from pipeline.model.config import ModelConfig
 from pipeline.model.groups import is_grouped, parse_group_key, ticker_groups, ticker_networks
 from pipeline.model.network import (
@@ -49,15 +50,9 @@ from pipeline.model.network import (
 )
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, volatility_feature
 from pipeline.model.scale import ewma_volatility
+from pipeline.model.span import SpanSeries
 from pipeline.model.store import GLOBAL, load_network, network_file, save_network
-from pipeline.model.validation import (
-    IntervalCalibration,
-    SpanErrors,
-    SpanSeries,
-    calibrate_intervals,
-    evaluate_span,
-    fit_damping,
-)
+from pipeline.model.validation import SpanErrors, evaluate_span, fit_damping
 from pipeline.sequences.scaling import Params, get_scaler
 from pipeline.sequences.windows import TickerWindows
 

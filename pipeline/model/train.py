@@ -79,6 +79,7 @@ from pipeline.model.registry import (
     sequence_scalers,
     training_fingerprint,
 )
+from pipeline.model.span import SpanSeries, span_series
 from pipeline.model.store import (
     Damage,
     check_files,
@@ -90,10 +91,8 @@ from pipeline.model.store import (
 from pipeline.model.validation import (
     ModelEvaluation,
     SpanErrors,
-    SpanSeries,
     evaluate_model,
     finite,
-    span_series,
     with_long_run_volatility,
 )
 from pipeline.results import ModelSummary

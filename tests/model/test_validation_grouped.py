@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.model.calibration import calibrate_intervals
 from pipeline.model.numpy_lstm import NumpyLSTM
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
 from pipeline.model.scale import (
@@ -21,16 +22,9 @@ from pipeline.model.scale import (
     predicted_volatility,
     step_scales,
 )
+from pipeline.model.span import SpanSeries
 from pipeline.model.store import GLOBAL
-from pipeline.model.validation import (
-    DAMPING_GRID,
-    OneStep,
-    SpanSeries,
-    calibrate_intervals,
-    evaluate_span,
-    fit_damping,
-    span_msis,
-)
+from pipeline.model.validation import DAMPING_GRID, OneStep, evaluate_span, fit_damping, span_msis
 from pipeline.scoring.intervals import fit_conformal, fit_normalised_conformal
 from pipeline.sequences.scaling import get_scaler
 
