@@ -97,3 +97,38 @@ def test_a_damaged_or_foreign_file_is_not_read(engine: Engine, home: Path) -> No
     path.unlink()
     with pytest.raises(MissingDataError, match="is missing"):
         read_sequence_windows(path, digest, WINDOW)
+
+
+def test_a_fit_job_carries_the_closes_not_the_files_rows() -> None:
+    """What the train stage holds and sends to a worker (a ``NetworkJob``) grows by the
+    closes, about 16 bytes a window (a close and a date), not by the sequence file's
+    rows: the files' data frames took about nine times as much memory with these
+    windows of 5 closes (more with longer windows: each window is a row of them)."""
+    import pickle
+
+    from helpers import TINY_MODEL
+
+    from benchmarks.train_memory import synthetic_data
+    from pipeline.model.fit import network_jobs
+
+    data, series = synthetic_data(20, 500, TINY_SEQUENCES, seed=3)
+    (job,) = network_jobs(data, series, TINY_MODEL, 1, None, "retrain")
+    windows = sum(len(ticker) for ticker in job.data.windows.values())
+    assert windows == 20 * 500
+    size = len(pickle.dumps(job))
+    # Each window: its close and its target date (8 + 8 bytes), and the span's closes again.
+    assert size < 40 * windows, size
+    frames = {
+        ticker: windows_frame(ticker, *_series_of(w), TINY_SEQUENCES)[0]
+        for ticker, w in job.data.windows.items()
+    }
+    assert sum(int(frame.memory_usage(deep=True).sum()) for frame in frames.values()) > 8 * size
+
+
+def _series_of(windows: TickerWindows) -> tuple[list[dt.date], np.ndarray]:
+    """The dates and closes a ticker's windows were made of (the first ``window`` closes
+    dated on the business days before the first target)."""
+    first = pd.Timestamp(windows.target_dates[0])
+    before = pd.bdate_range(end=first, periods=windows.window + 1)[:-1]
+    dates = [day.date() for day in before] + [day.astype(dt.date) for day in windows.target_dates]
+    return dates, windows.closes
