@@ -52,7 +52,7 @@ from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, volatility_fea
 from pipeline.model.scale import ewma_volatility
 from pipeline.model.span import SpanSeries
 from pipeline.model.store import GLOBAL, load_network, network_file, save_network
-from pipeline.model.validation import SpanErrors, evaluate_span, fit_damping
+from pipeline.model.validation import SpanErrors, damp_and_evaluate, evaluate_span
 from pipeline.sequences.scaling import Params, get_scaler
 from pipeline.sequences.windows import TickerWindows
 
@@ -325,8 +325,11 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
             else dict.fromkeys(job.tickers, network),
         )
         if config.damping:
-            predictor.damping = fit_damping(predictor, job.series)
-        errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
+            predictor.damping, errors = damp_and_evaluate(
+                predictor, job.series, config.interval_level, config.intervals
+            )
+        else:
+            errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
         intervals = calibrate_intervals(
             predictor, job.series, config.horizon, config.interval_level, config.intervals
         )

@@ -154,20 +154,8 @@ def fit_damping(predictor: Predictor, series: Mapping[str, SpanSeries]) -> dict[
 
     The network's own predictions are used (any damping ``predictor`` has is ignored).
     """
-    undamped = Predictor(predictor.window, predictor.scaler, predictor.params, predictor.networks)
-    step = _one_step(undamped, series)
-    if step is None:
-        return {}
-    move = step.predicted - step.naive
-    errors = np.column_stack(
-        [
-            step.points.means(np.abs(step.naive + factor * move - step.actual))
-            for factor in DAMPING_GRID
-        ]
-    )
-    within = errors <= errors.min(axis=1, keepdims=True) + 1e-12
-    best = len(DAMPING_GRID) - 1 - np.argmax(within[:, ::-1], axis=1)
-    return {name: float(DAMPING_GRID[b]) for name, b in zip(step.points.names, best, strict=True)}
+    step = _one_step(_undamped(predictor), series)
+    return {} if step is None else _best_damping(step)
 
 
 def evaluate_span(
@@ -184,10 +172,53 @@ def evaluate_span(
     (``span_msis``, computed for every ticker at once), so that two models are
     compared on equal terms.
     """
-    errors = SpanErrors()
     step = _one_step(predictor, series)
+    return SpanErrors() if step is None else _span_errors(series, step, level, method)
+
+
+def damp_and_evaluate(
+    predictor: Predictor,
+    series: Mapping[str, SpanSeries],
+    level: float | None = None,
+    method: str = "ewma",
+) -> tuple[dict[str, float], SpanErrors]:
+    """``fit_damping``, then ``evaluate_span`` of ``predictor`` with that damping, from
+    one forward pass over the validation span instead of two (the damping is the last
+    step of a prediction, ``Predictor.predict_distribution``, applied here the same
+    way): the same damping and errors, bit for bit."""
+    step = _one_step(_undamped(predictor), series)
     if step is None:
-        return errors
+        return {}, SpanErrors()
+    damping = _best_damping(step)
+    factors = np.array([damping.get(name, 1.0) for name in step.points.names])[step.points.owner]
+    predicted = step.predicted
+    if np.any(factors != 1.0):
+        predicted = step.naive + factors * (predicted - step.naive)
+    damped = _OneStepAll(step.points, step.actual, predicted, step.naive, step.spread)
+    return damping, _span_errors(series, damped, level, method)
+
+
+def _undamped(predictor: Predictor) -> Predictor:
+    return Predictor(predictor.window, predictor.scaler, predictor.params, predictor.networks)
+
+
+def _best_damping(step: _OneStepAll) -> dict[str, float]:
+    move = step.predicted - step.naive
+    errors = np.column_stack(
+        [
+            step.points.means(np.abs(step.naive + factor * move - step.actual))
+            for factor in DAMPING_GRID
+        ]
+    )
+    within = errors <= errors.min(axis=1, keepdims=True) + 1e-12
+    best = len(DAMPING_GRID) - 1 - np.argmax(within[:, ::-1], axis=1)
+    return {name: float(DAMPING_GRID[b]) for name, b in zip(step.points.names, best, strict=True)}
+
+
+def _span_errors(
+    series: Mapping[str, SpanSeries], step: _OneStepAll, level: float | None, method: str
+) -> SpanErrors:
+    errors = SpanErrors()
     points = step.points
     mae = points.means(np.abs(step.actual - step.predicted))
     naive_mae = points.means(np.abs(step.actual - step.naive))
