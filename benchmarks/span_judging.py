@@ -25,19 +25,16 @@ from typing import Any
 import numpy as np
 
 from benchmarks.end_to_end import synthetic_closes
+from pipeline.model.calibration import calibrate_intervals
 from pipeline.model.numpy_lstm import NumpyLSTM
 from pipeline.model.predictor import Predictor
+from pipeline.model.span import span_series
 from pipeline.model.store import GLOBAL
-from pipeline.model.validation import (
-    calibrate_intervals,
-    evaluate_span,
-    fit_damping,
-    span_series,
-    with_long_run_volatility,
-)
+from pipeline.model.validation import evaluate_span, fit_damping, with_long_run_volatility
 from pipeline.sequences.build import windows_frame
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.scaling import get_scaler
+from pipeline.sequences.windows import TickerWindows
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "span_judging.json"
 
@@ -77,7 +74,10 @@ def measure(tickers: int, years: int, seed: int) -> dict[str, Any]:
     )
     series = timed(
         "span_series",
-        lambda: {name: span_series(frame, config.window) for name, (frame, _) in built.items()},
+        lambda: {
+            name: span_series(TickerWindows.from_frame(frame, config.window, name))
+            for name, (frame, _) in built.items()
+        },
     )
     params = timed(
         "with_long_run_volatility",

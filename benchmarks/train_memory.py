@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import columns as c
 from pipeline.model.config import ModelConfig
 from pipeline.model.fit import (
     NETWORKS_PER_WORKER,
@@ -35,9 +34,10 @@ from pipeline.model.fit import (
     network_jobs,
 )
 from pipeline.model.network import Workers, resident_memory_mb
-from pipeline.model.validation import span_series
+from pipeline.model.span import span_series
 from pipeline.sequences.build import windows_frame
 from pipeline.sequences.config import SequenceConfig
+from pipeline.sequences.windows import TickerWindows
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "train_memory.json"
 #: The options each part's process gets.
@@ -71,16 +71,16 @@ def synthetic_data(
     rng = np.random.default_rng(seed)
     days = windows + sequence.window
     dates = [day.date() for day in pd.bdate_range("2010-01-04", periods=days)]
-    frames, params, series = {}, {}, {}
+    windows, params, series = {}, {}, {}
     for index in range(tickers):
         ticker = f"T{index:03d}"
         steps = rng.normal(0.0003, 0.02, size=days)
         closes = (20.0 + rng.uniform(0, 200)) * np.exp(np.cumsum(steps))
         frame, description = windows_frame(ticker, dates, closes, sequence)
-        frames[ticker] = frame
+        windows[ticker] = TickerWindows.from_frame(frame, sequence.window, ticker)
         params[ticker] = description["scaler_params"]
-        series[ticker] = span_series(frame, sequence.window)
-    data = TrainingData(frames, params, sequence.window, sequence.scaling)
+        series[ticker] = span_series(windows[ticker])
+    data = TrainingData(windows, params, sequence.window, sequence.scaling)
     return data, series
 
 
@@ -133,11 +133,10 @@ def run_naive_part(args: argparse.Namespace, record: Callable) -> None:
     data, _ = synthetic_data(args.models, args.windows, SequenceConfig(), args.seed)
     config = part_config(args)
     started = time.perf_counter()
-    for index, ticker in enumerate(sorted(data.frames)):
-        frame = data.frames[ticker]
-        train = frame[c.SPLIT] == c.SPLIT_TRAIN
-        x, y = data.arrays(ticker, train)
-        xv, yv = data.arrays(ticker, ~train)
+    for index, ticker in enumerate(data.tickers):
+        windows = data.windows[ticker]
+        x, y = data.arrays(ticker, windows.train_rows())
+        xv, yv = data.arrays(ticker, windows.validation_rows())
         network = build_model(data.window, config.units, config.learning_rate, config.loss, index)
         network.fit(
             as_inputs(x),

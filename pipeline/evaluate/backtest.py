@@ -37,19 +37,16 @@ from pipeline.evaluate.plan import BacktestConfig, BacktestPlan, BacktestUnit, F
 from pipeline.evaluate.scores import QUANTILE_COLUMNS, BacktestResult
 from pipeline.evaluate.variants import Variant
 from pipeline.evaluate.volatility import INTERVAL_BASELINES, QUANTILE_LEVELS
+from pipeline.model.calibration import calibrate_intervals
 from pipeline.model.fit import TrainingData, fit_networks, fresh_networks
 from pipeline.model.network import is_distributional, seed_everything
 from pipeline.model.predictor import Predictor
-from pipeline.model.validation import (
-    calibrate_intervals,
-    fit_damping,
-    origin_volatility,
-    span_series,
-    with_long_run_volatility,
-)
+from pipeline.model.span import span_series
+from pipeline.model.validation import fit_damping, origin_volatility, with_long_run_volatility
 from pipeline.scoring.metrics import naive_scale
 from pipeline.sequences.build import windows_frame
 from pipeline.sequences.scaling import get_scaler
+from pipeline.sequences.windows import TickerWindows
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +225,7 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
     """Train one variant on fold ``index``'s training spans and forecast its test span."""
     config = plan.config
     window = variant.sequence.window
-    frames, params = {}, {}
+    windows, params = {}, {}
     for ticker, bounds in plan.folds.items():
         dates, closes = plan.prepared[ticker]
         fold = bounds[index]
@@ -236,15 +233,15 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
         frame, description = windows_frame(
             ticker, list(dates[span]), closes[span], variant.sequence
         )
-        frames[ticker] = frame
+        windows[ticker] = TickerWindows.from_frame(frame, window, f"{ticker} fold {index + 1}")
         params[ticker] = description["scaler_params"]
-    spans = {ticker: span_series(frame, window) for ticker, frame in frames.items()}
+    spans = {ticker: span_series(ticker_windows) for ticker, ticker_windows in windows.items()}
     distributional = is_distributional(variant.model.loss)
     if distributional:
         params = with_long_run_volatility(params, spans)
     seed_everything(variant.model.seed)
-    networks = fresh_networks(sorted(frames), window, variant.model)
-    data = TrainingData(frames, params, window, variant.sequence.scaling, distributional)
+    networks = fresh_networks(sorted(windows), window, variant.model)
+    data = TrainingData(windows, params, window, variant.sequence.scaling, distributional)
     fitted = fit_networks(
         data,
         networks,

@@ -34,16 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from pipeline import columns as c
 from pipeline.errors import ModelStoreError
 from pipeline.files import write_atomically
+from pipeline.model.calibration import IntervalCalibration, calibrate_intervals
 from pipeline.model.config import ModelConfig
 from pipeline.model.groups import is_grouped, parse_group_key, ticker_groups, ticker_networks
 from pipeline.model.network import (
     Workers,
-    as_inputs,
     build_model,
     early_stopping,
     epoch_logger,
@@ -52,17 +50,11 @@ from pipeline.model.network import (
 )
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, volatility_feature
 from pipeline.model.scale import ewma_volatility
+from pipeline.model.span import SpanSeries
 from pipeline.model.store import GLOBAL, load_network, network_file, save_network
-from pipeline.model.validation import (
-    IntervalCalibration,
-    SpanErrors,
-    SpanSeries,
-    calibrate_intervals,
-    evaluate_span,
-    fit_damping,
-    span_series,
-)
+from pipeline.model.validation import SpanErrors, damp_and_evaluate, evaluate_span
 from pipeline.sequences.scaling import Params, get_scaler
+from pipeline.sequences.windows import TickerWindows
 
 #: Networks a worker process fits before it is replaced (see ``train``'s ``workers``).
 NETWORKS_PER_WORKER = 10
@@ -70,35 +62,59 @@ NETWORKS_PER_WORKER = 10
 
 @dataclass
 class TrainingData:
-    """Per ticker: the sequence file's rows and the scaler parameters to encode with."""
+    """Per ticker: its windows (``TickerWindows``) and the scaler parameters to encode with."""
 
-    frames: dict[str, pd.DataFrame]
+    windows: dict[str, TickerWindows]
     params: dict[str, Params]
     window: int
     scaling: str
     distributional: bool = False
 
-    def arrays(self, ticker: str, mask: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """Encoded inputs and targets of one ticker's selected rows: inputs ``(n, window)``,
+    @property
+    def tickers(self) -> list[str]:
+        return sorted(self.windows)
+
+    def features(self) -> int:
+        """Inputs per time step: the close, and the volatility for a distributional network."""
+        return 2 if self.distributional else 1
+
+    def arrays(self, ticker: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded inputs and targets of one ticker's windows ``rows``: inputs ``(n, window)``,
         or ``(n, window, 2)`` with the volatility feature for a distributional network
         (the EWMA volatility at each window's last close, from the closes before it)."""
-        whole = self.frames[ticker]
-        frame = whole.loc[mask]
-        raw = frame[c.raw_window_columns(self.window)].to_numpy(dtype=float)
+        windows = self.windows[ticker]
+        raw = windows.inputs(rows)
         scaler = get_scaler(self.scaling)
         params = self.params[ticker]
         inputs = scaler.encode(raw, params)
         if self.distributional:
-            closes = span_series(whole, self.window).closes
-            origins = np.flatnonzero(np.asarray(mask, dtype=bool)) + self.window - 1
-            volatility = ewma_volatility(closes, origins)
+            origins = np.asarray(rows, dtype=np.intp) + self.window - 1
+            volatility = ewma_volatility(windows.closes, origins)
             inputs = np.stack(
                 [inputs, volatility_feature(raw, volatility, params[VOLATILITY_PARAM])], axis=-1
             )
-        return (
-            inputs,
-            scaler.encode_target(frame[c.TARGET_CLOSE].to_numpy(dtype=float), raw, params),
-        )
+        return inputs, scaler.encode_target(windows.targets(rows), raw, params)
+
+    def stacked(
+        self, tickers: Sequence[str], rows: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The network's inputs ``(n, window, features)`` and targets ``(n,)``, in float32, of
+        ``tickers``' windows ``rows`` one ticker after the other: filled in place, one ticker
+        at a time, so that no float64 copy of every window exists at once (at 5,000 tickers
+        of ten years that copy alone was 0.9 GB)."""
+        total = sum(len(rows[ticker]) for ticker in tickers)
+        x = np.empty((total, self.window, self.features()), dtype=np.float32)
+        y = np.empty(total, dtype=np.float32)
+        start = 0
+        for ticker in tickers:
+            count = len(rows[ticker])
+            if not count:
+                continue
+            inputs, targets = self.arrays(ticker, rows[ticker])
+            x[start : start + count] = inputs.reshape(count, self.window, self.features())
+            y[start : start + count] = targets
+            start += count
+        return x, y
 
 
 @dataclass
@@ -114,16 +130,9 @@ class FitResult:
     trained_tickers: list[str] = field(default_factory=list)
 
 
-def _split_masks(frame: pd.DataFrame, newer_than: dt.date | None) -> tuple[pd.Series, pd.Series]:
-    train = frame[c.SPLIT] == c.SPLIT_TRAIN
-    if newer_than is not None:
-        train &= pd.to_datetime(frame[c.TARGET_DATE]) > pd.Timestamp(newer_than)
-    return train, frame[c.SPLIT] == c.SPLIT_VALIDATION
-
-
-def new_training_windows(frames: Mapping[str, pd.DataFrame], newer_than: dt.date) -> int:
+def new_training_windows(windows: Mapping[str, TickerWindows], newer_than: dt.date) -> int:
     """The training windows a fine-tune from ``newer_than`` would fit on, over every ticker."""
-    return int(sum(_split_masks(frame, newer_than)[0].sum() for frame in frames.values()))
+    return int(sum(len(ticker.train_rows(newer_than)) for ticker in windows.values()))
 
 
 def fit_networks(
@@ -136,33 +145,28 @@ def fit_networks(
 ) -> FitResult:
     """Fit ``networks`` (fresh or loaded) on the training windows; validate on the rest."""
     fitted = FitResult(networks=networks)
-    groups = _members(list(networks), sorted(data.frames))
+    groups = _members(list(networks), data.tickers)
     started = time.perf_counter()
     val_losses: list[tuple[float, int]] = []
     for position, (key, tickers) in enumerate(groups.items(), start=1):
         if not tickers:
             continue
-        parts = {"xt": [], "yt": [], "xv": [], "yv": []}
-        for ticker in tickers:
-            train, validation = _split_masks(data.frames[ticker], newer_than)
-            for mask, x_key, y_key in ((train, "xt", "yt"), (validation, "xv", "yv")):
-                x, y = data.arrays(ticker, mask)
-                parts[x_key].append(x)
-                parts[y_key].append(y)
-        x_train, y_train = np.concatenate(parts["xt"]), np.concatenate(parts["yt"])
-        x_val, y_val = np.concatenate(parts["xv"]), np.concatenate(parts["yv"])
+        train = {ticker: data.windows[ticker].train_rows(newer_than) for ticker in tickers}
+        validation = {ticker: data.windows[ticker].validation_rows() for ticker in tickers}
+        x_train, y_train = data.stacked(tickers, train)
+        x_val, y_val = data.stacked(tickers, validation)
         if not len(x_train):
             continue
         name = label if len(groups) == 1 else f"{label} {key} ({position}/{len(groups)})"
         callbacks = [epoch_logger(epochs, name)]
         validation_data = None
         if len(x_val):
-            validation_data = (as_inputs(x_val), y_val.astype(np.float32))
+            validation_data = (x_val, y_val)
             if config.patience and newer_than is None:
                 callbacks.append(early_stopping(config.patience))
         history = networks[key].fit(
-            as_inputs(x_train),
-            y_train.astype(np.float32),
+            x_train,
+            y_train,
             epochs=epochs,
             batch_size=config.batch_size,
             validation_data=validation_data,
@@ -175,16 +179,14 @@ def fit_networks(
         fitted.validation_samples += len(x_val)
         fitted.trained_tickers.extend(tickers)
         if len(x_val):
-            loss = networks[key].evaluate(
-                as_inputs(x_val), y_val.astype(np.float32), batch_size=4096, verbose=0
-            )
+            loss = networks[key].evaluate(x_val, y_val, batch_size=4096, verbose=0)
             val_losses.append((float(loss), len(x_val)))
     fitted.seconds = time.perf_counter() - started
     if val_losses:
         fitted.val_loss = sum(loss * n for loss, n in val_losses) / sum(n for _, n in val_losses)
     if is_grouped(networks):
         # Predictors find a grouped model's networks by ticker (``Predictor.networks``).
-        fitted.networks = ticker_networks(networks, sorted(data.frames), "the fitted model")
+        fitted.networks = ticker_networks(networks, data.tickers, "the fitted model")
     return fitted
 
 
@@ -266,7 +268,7 @@ class NetworkJob:
 
     @property
     def tickers(self) -> list[str]:
-        return sorted(self.data.frames)
+        return self.data.tickers
 
 
 @dataclass
@@ -319,12 +321,15 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
             scaler=get_scaler(job.data.scaling),
             params=job.data.params,
             networks={job.key: network}
-            if job.key == GLOBAL or job.key in job.data.frames
+            if job.key == GLOBAL or job.key in job.data.windows
             else dict.fromkeys(job.tickers, network),
         )
         if config.damping:
-            predictor.damping = fit_damping(predictor, job.series)
-        errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
+            predictor.damping, errors = damp_and_evaluate(
+                predictor, job.series, config.interval_level, config.intervals
+            )
+        else:
+            errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
         intervals = calibrate_intervals(
             predictor, job.series, config.horizon, config.interval_level, config.intervals
         )
@@ -369,14 +374,14 @@ def network_jobs(
         source: the model files to continue from (a fine-tune; each job carries its
             network file's bytes), else fresh networks.
     """
-    members = network_members(sorted(data.frames), config)
+    members = network_members(data.tickers, config)
     jobs = []
     for position, (key, tickers) in enumerate(members.items()):
         jobs.append(
             NetworkJob(
                 key=key,
                 data=TrainingData(
-                    frames={ticker: data.frames[ticker] for ticker in tickers},
+                    windows={ticker: data.windows[ticker] for ticker in tickers},
                     params={ticker: data.params[ticker] for ticker in tickers},
                     window=data.window,
                     scaling=data.scaling,

@@ -32,9 +32,9 @@ from pipeline.db.models import champion_model, get_model, model_scalers
 from pipeline.db.prices import read_closes
 from pipeline.db.tickers import inactive_tickers, ticker_exchanges
 from pipeline.errors import ConfigurationError, MissingDataError
+from pipeline.model.calibration import IntervalCalibration
 from pipeline.model.predictor import load_predictor
 from pipeline.model.scale import LOOKBACK, ewma_volatility
-from pipeline.model.validation import IntervalCalibration
 from pipeline.precision import decimals
 from pipeline.results import ForecastSummary
 from pipeline.scoring.metrics import quantile_name

@@ -20,7 +20,9 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ from pipeline.model.groups import is_grouped, ticker_networks
 
 #: Rows of one block of the forward pass (fastest of 512 to 8192 on 2 cores).
 _ROWS = 4096
+#: Threads the blocks of one forward pass run on: one a core, at most four.
+_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 _WEIGHTS = "model.weights.h5"
 _CONFIG = "config.json"
@@ -69,15 +73,21 @@ class NumpyLSTM:
         Rows go through in blocks of ``_ROWS`` with BLAS on one thread: the products
         are small (``units`` by ``4 * units``), and OpenBLAS spreading each one over
         the cores made a forward pass 2 to 10 times slower on a shared machine
-        (``benchmarks/span_judging.py``).
+        (``benchmarks/span_judging.py``). The blocks run on ``_THREADS`` threads
+        instead (NumPy and BLAS release the GIL), each block computed as it would be
+        alone, so the outputs are the same whatever the number of threads.
         """
         x = np.asarray(inputs, dtype=np.float32)
         if x.ndim == 2:
             x = x[..., np.newaxis]
         if x.shape[-1] != self.features:
             raise ValueError(f"the network takes {self.features} features, got {x.shape[-1]}")
+        blocks = [x[start : start + _ROWS] for start in range(0, len(x), _ROWS)]
         with _blas().limit(limits=1, user_api="blas"):
-            out = [self._forward(x[start : start + _ROWS]) for start in range(0, len(x), _ROWS)]
+            if len(blocks) > 1 and _THREADS > 1:
+                out = list(_pool().map(self._forward, blocks))
+            else:
+                out = [self._forward(block) for block in blocks]
         result = np.concatenate(out) if out else np.empty((0, self.outputs), np.float32)
         return result.reshape(-1) if self.outputs == 1 else result
 
@@ -125,6 +135,12 @@ class NumpyLSTM:
         ):
             raise ModelStoreError(f"{origin} is not an LSTM then Dense(1) or Dense(2) network")
         return cls(kernel, recurrent, bias, dense_kernel, dense_bias)
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    """The threads the blocks of a forward pass run on (started when first needed)."""
+    return ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="numpy-lstm")
 
 
 @functools.cache

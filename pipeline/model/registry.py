@@ -25,11 +25,12 @@ from sqlalchemy.engine import Connection
 from pipeline import columns as c
 from pipeline.db.models import model_scalers, register_model
 from pipeline.files import sha256_json
+from pipeline.model.calibration import IntervalCalibration
 from pipeline.model.config import ModelConfig
 from pipeline.model.fit import FitResult
 from pipeline.model.promotion import FINETUNE, Verdict
 from pipeline.model.store import files_digest
-from pipeline.model.validation import IntervalCalibration, SpanErrors, finite
+from pipeline.model.validation import SpanErrors, finite
 from pipeline.sequences.config import SequenceConfig
 
 #: A ticker's scaler, as the registry keeps it beside each version.

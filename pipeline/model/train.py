@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
@@ -80,6 +79,7 @@ from pipeline.model.registry import (
     sequence_scalers,
     training_fingerprint,
 )
+from pipeline.model.span import SpanSeries, span_series
 from pipeline.model.store import (
     Damage,
     check_files,
@@ -91,15 +91,14 @@ from pipeline.model.store import (
 from pipeline.model.validation import (
     ModelEvaluation,
     SpanErrors,
-    SpanSeries,
     evaluate_model,
     finite,
-    span_series,
     with_long_run_volatility,
 )
 from pipeline.results import ModelSummary
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.read import read_sequences
+from pipeline.sequences.windows import TickerWindows
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ class _Sequences:
     validation spans per ticker."""
 
     rows: list[dict[str, Any]]
-    frames: dict[str, pd.DataFrame]
+    windows: dict[str, TickerWindows]
     series: dict[str, SpanSeries]
 
     @property
@@ -259,11 +258,8 @@ def plan_training(
     files = read_sequences(conn, home, as_of, tickers, sequence_config)
     sequences = _Sequences(
         rows=files.rows,
-        frames=files.frames,
-        series={
-            ticker: span_series(frame, sequence_config.window)
-            for ticker, frame in files.frames.items()
-        },
+        windows=files.windows,
+        series={ticker: span_series(windows) for ticker, windows in files.windows.items()},
     )
     params = hyperparameters(sequence_config, model_config)
     champion = champion_model(conn, as_of)
@@ -433,7 +429,7 @@ def _decide(
         last_retrain = next(
             (row for row in lineage(conn, champion["version"]) if row["mode"] == RETRAIN), None
         )
-        new_windows = new_training_windows(sequences.frames, trained_through(champion))
+        new_windows = new_training_windows(sequences.windows, trained_through(champion))
         if checks_drift(mode, champion, params, new_windows):
             champion_errors = _evaluate_champion(conn, champion, sequences.series)
             drift = champion_drift(champion, champion_errors)
@@ -509,7 +505,7 @@ def _plan(
             "retrain with --mode retrain"
         )
     data = TrainingData(
-        frames=sequences.frames,
+        windows=sequences.windows,
         params={ticker: row["scaler_params"] for ticker, row in scalers.items()},
         window=sequence_config.window,
         scaling=sequence_config.scaling,
@@ -566,8 +562,9 @@ def _register(
     """Register the new version; return the newest price date its sequences saw."""
     data_through = max(row["data_through"] for row in sequences.rows)
     train_through = max(
-        pd.Timestamp(frame.loc[frame[c.SPLIT] == c.SPLIT_TRAIN, c.TARGET_DATE].max()).date()
-        for frame in sequences.frames.values()
+        through
+        for through in (windows.train_through() for windows in sequences.windows.values())
+        if through is not None
     )
     register_version(
         conn,

@@ -1,5 +1,6 @@
 """Judge a model on the newest span: one-step errors against the naive forecast,
-and prediction intervals calibrated on the same held-out windows.
+the damping that shrinks its forecasts, and the interval score of its intervals
+(calibrated on the same span in ``calibration.py``; the span in ``span.py``).
 
 The span is the validation split of the sequence files (the newest
 ``validation_fraction`` of each ticker's windows): no model trained on it, and
@@ -16,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from pipeline import columns as c
 from pipeline.model.numpy_lstm import read_networks
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
 from pipeline.model.scale import (
@@ -26,44 +25,13 @@ from pipeline.model.scale import (
     ewma_volatility,
     long_run_volatility,
     predicted_volatility,
-    step_scales,
 )
+from pipeline.model.span import Points, SpanSeries, stack_points
 from pipeline.scoring.intervals import (
-    _positive_matrix,
     conformal_quantile,
-    conformal_rank,
 )
 from pipeline.scoring.metrics import msis, naive_scale
 from pipeline.sequences.scaling import Params, get_scaler
-
-
-@dataclass(frozen=True)
-class SpanSeries:
-    """One ticker's raw closes up to the as-of date and where its validation targets are."""
-
-    closes: np.ndarray
-    targets: np.ndarray  # positions in ``closes`` of the validation targets
-
-    @property
-    def training_closes(self) -> np.ndarray:
-        """The closes before the first validation target: the span the scaler saw
-        (at least two, for a daily change)."""
-        return self.closes[: max(2, int(self.targets.min()))]
-
-
-def span_series(frame: pd.DataFrame, window: int) -> SpanSeries:
-    """A ticker's closes and validation target positions, from its sequence file."""
-    targets = frame[c.TARGET_CLOSE].to_numpy(dtype=float)
-    if len(frame) >= window:
-        # Window i starts at close i, so the first raw column holds closes 0..n-1 and
-        # the last ``window`` targets the rest: two columns instead of a row lookup.
-        oldest = frame[c.raw_window_columns(window)[0]].to_numpy(dtype=float)
-        closes = np.concatenate([oldest, targets[len(frame) - window :]])
-    else:
-        first = frame[c.raw_window_columns(window)].iloc[0].to_numpy(dtype=float)
-        closes = np.concatenate([first, targets])
-    validation = np.flatnonzero((frame[c.SPLIT] == c.SPLIT_VALIDATION).to_numpy())
-    return SpanSeries(closes=closes, targets=validation + window)
 
 
 @dataclass
@@ -157,116 +125,10 @@ def origin_volatility(
 
 
 @dataclass(frozen=True)
-class _Points:
-    """Validation points of many tickers at once, grouped by ticker.
-
-    The points of ``names[k]`` are rows ``starts[k]:starts[k + 1]``, in the order of
-    their targets; ``closes`` holds those tickers' closes one after the other,
-    ``first`` the position of each point's ticker's first close in it, and ``ends``
-    the position of each point's target. Per-ticker figures are grouped reductions
-    over these rows (``sums``), never a Python loop over windows.
-    """
-
-    names: list[str]
-    starts: np.ndarray
-    closes: np.ndarray
-    first: np.ndarray
-    ends: np.ndarray
-
-    @property
-    def counts(self) -> np.ndarray:
-        return np.diff(self.starts)
-
-    @property
-    def owner(self) -> np.ndarray:
-        """The index in ``names`` of each point's ticker."""
-        return np.repeat(np.arange(len(self.names)), self.counts)
-
-    def row_tickers(self) -> list[str]:
-        return np.array(self.names, dtype=object)[self.owner].tolist()
-
-    def windows(self, window: int) -> np.ndarray:
-        """The ``window`` closes before each target, ``(n, window)``."""
-        return self.closes[self.ends[:, None] + np.arange(-window, 0)[None, :]]
-
-    def following(self, horizon: int) -> np.ndarray:
-        """The target and the closes after it, ``(n, horizon)``."""
-        return self.closes[self.ends[:, None] + np.arange(horizon)[None, :]]
-
-    def volatility(self, predictor: Predictor) -> np.ndarray | None:
-        """The EWMA volatility at each origin (the close before the target), when
-        ``predictor`` needs it (``origin_volatility`` for all tickers at once)."""
-        if not predictor.distributional:
-            return None
-        return ewma_volatility(self.closes, self.ends - 1, first=self.first)
-
-    def sums(self, values: np.ndarray) -> np.ndarray:
-        """Per ticker, the sum of ``values`` over its points (along the first axis)."""
-        return np.add.reduceat(values, self.starts[:-1], axis=0)
-
-    def means(self, values: np.ndarray) -> np.ndarray:
-        counts = self.counts
-        return self.sums(values) / (counts if np.ndim(values) == 1 else counts[:, None])
-
-    def quantile(self, scores: np.ndarray, level: float) -> np.ndarray:
-        """Per ticker, ``conformal_quantile`` of its points' ``scores`` (``(n,)`` or
-        ``(n, H)``): the same order statistic, every ticker sorted at once."""
-        values = np.asarray(scores, dtype=float)
-        flat = values.ndim == 1
-        values = values.reshape(len(values), -1)
-        counts = self.counts
-        # NaN pads sort last, after the ticker's own values (NaN included), as alone.
-        padded = np.full((len(self.names), int(counts.max()), values.shape[1]), np.nan)
-        padded[self.owner, np.arange(len(values)) - np.repeat(self.starts[:-1], counts)] = values
-        padded.sort(axis=1)
-        ranks = np.array([conformal_rank(int(n), level) for n in counts])
-        out = padded[np.arange(len(counts)), np.minimum(ranks, counts) - 1]
-        out[ranks > counts] = np.inf
-        return out[:, 0] if flat else out
-
-
-def _stack(
-    predictor: Predictor, series: Mapping[str, SpanSeries], horizon: int = 0
-) -> tuple[_Points | None, list[str]]:
-    """The validation points of every ticker ``predictor`` knows, stacked (``_Points``;
-    None when there are none), and the tickers left without a point. A point needs
-    ``predictor.window`` closes before its target and, with a ``horizon``, the
-    ``horizon - 1`` closes after it."""
-    names, empty, pieces, ends, first = [], [], [], [], []
-    offset = 0
-    for ticker, data in sorted(series.items()):
-        if ticker not in predictor.params:
-            continue
-        keep = data.targets >= predictor.window
-        if horizon:
-            keep &= data.targets + horizon <= len(data.closes)
-        targets = data.targets[keep]
-        if not len(targets):
-            empty.append(ticker)
-            continue
-        names.append(ticker)
-        pieces.append(data.closes)
-        ends.append(targets + offset)
-        first.append(np.full(len(targets), offset))
-        offset += len(data.closes)
-    if not names:
-        return None, empty
-    ends_all = np.concatenate(ends).astype(np.intp)
-    points = _Points(
-        names=names,
-        starts=np.concatenate([[0], np.cumsum([len(e) for e in ends])]).astype(np.intp),
-        closes=np.concatenate(pieces).astype(float),
-        first=np.concatenate(first).astype(np.intp),
-        ends=ends_all,
-    )
-    return points, empty
-
-
-@dataclass(frozen=True)
 class _OneStepAll:
     """``OneStep`` of every ticker at once: rows grouped as ``points``."""
 
-    points: _Points
+    points: Points
     actual: np.ndarray
     predicted: np.ndarray
     naive: np.ndarray
@@ -275,7 +137,7 @@ class _OneStepAll:
 
 def _one_step(predictor: Predictor, series: Mapping[str, SpanSeries]) -> _OneStepAll | None:
     """The one-step points of the validation span of every ticker, in one forward pass."""
-    points, _ = _stack(predictor, series)
+    points, _ = stack_points(predictor, series)
     if points is None:
         return None
     predicted, spread = predictor.predict_distribution(
@@ -292,20 +154,8 @@ def fit_damping(predictor: Predictor, series: Mapping[str, SpanSeries]) -> dict[
 
     The network's own predictions are used (any damping ``predictor`` has is ignored).
     """
-    undamped = Predictor(predictor.window, predictor.scaler, predictor.params, predictor.networks)
-    step = _one_step(undamped, series)
-    if step is None:
-        return {}
-    move = step.predicted - step.naive
-    errors = np.column_stack(
-        [
-            step.points.means(np.abs(step.naive + factor * move - step.actual))
-            for factor in DAMPING_GRID
-        ]
-    )
-    within = errors <= errors.min(axis=1, keepdims=True) + 1e-12
-    best = len(DAMPING_GRID) - 1 - np.argmax(within[:, ::-1], axis=1)
-    return {name: float(DAMPING_GRID[b]) for name, b in zip(step.points.names, best, strict=True)}
+    step = _one_step(_undamped(predictor), series)
+    return {} if step is None else _best_damping(step)
 
 
 def evaluate_span(
@@ -322,10 +172,53 @@ def evaluate_span(
     (``span_msis``, computed for every ticker at once), so that two models are
     compared on equal terms.
     """
-    errors = SpanErrors()
     step = _one_step(predictor, series)
+    return SpanErrors() if step is None else _span_errors(series, step, level, method)
+
+
+def damp_and_evaluate(
+    predictor: Predictor,
+    series: Mapping[str, SpanSeries],
+    level: float | None = None,
+    method: str = "ewma",
+) -> tuple[dict[str, float], SpanErrors]:
+    """``fit_damping``, then ``evaluate_span`` of ``predictor`` with that damping, from
+    one forward pass over the validation span instead of two (the damping is the last
+    step of a prediction, ``Predictor.predict_distribution``, applied here the same
+    way): the same damping and errors, bit for bit."""
+    step = _one_step(_undamped(predictor), series)
     if step is None:
-        return errors
+        return {}, SpanErrors()
+    damping = _best_damping(step)
+    factors = np.array([damping.get(name, 1.0) for name in step.points.names])[step.points.owner]
+    predicted = step.predicted
+    if np.any(factors != 1.0):
+        predicted = step.naive + factors * (predicted - step.naive)
+    damped = _OneStepAll(step.points, step.actual, predicted, step.naive, step.spread)
+    return damping, _span_errors(series, damped, level, method)
+
+
+def _undamped(predictor: Predictor) -> Predictor:
+    return Predictor(predictor.window, predictor.scaler, predictor.params, predictor.networks)
+
+
+def _best_damping(step: _OneStepAll) -> dict[str, float]:
+    move = step.predicted - step.naive
+    errors = np.column_stack(
+        [
+            step.points.means(np.abs(step.naive + factor * move - step.actual))
+            for factor in DAMPING_GRID
+        ]
+    )
+    within = errors <= errors.min(axis=1, keepdims=True) + 1e-12
+    best = len(DAMPING_GRID) - 1 - np.argmax(within[:, ::-1], axis=1)
+    return {name: float(DAMPING_GRID[b]) for name, b in zip(step.points.names, best, strict=True)}
+
+
+def _span_errors(
+    series: Mapping[str, SpanSeries], step: _OneStepAll, level: float | None, method: str
+) -> SpanErrors:
+    errors = SpanErrors()
     points = step.points
     mae = points.means(np.abs(step.actual - step.predicted))
     naive_mae = points.means(np.abs(step.actual - step.naive))
@@ -450,213 +343,3 @@ def span_msis(
         return None
     width = multiplier[0] * scale
     return msis(actual, predicted * np.exp(-width), predicted * np.exp(width), level, denominator)
-
-
-#: Central intervals every model calibrates besides its configured level: with the
-#: median they give the fan chart's quantiles 5, 25, 50, 75 and 95 %.
-FAN_CENTRAL_LEVELS = (0.5, 0.9)
-
-
-def _level_key(level: float) -> str:
-    return f"{round(float(level), 9):g}"
-
-
-@dataclass(frozen=True)
-class IntervalCalibration:
-    """How one ticker's prediction intervals are drawn around its forecasts.
-
-    The half-width of step ``h``, in log space, is ``m_c[h] * s[h]`` for a central
-    interval of coverage ``c``: with ``method`` ``network``, ``s`` is the spread the
-    distributional network predicts for the path (``Predictor.predict_paths``); with
-    ``ewma``, the predicted scale (``pipeline.model.scale``: EWMA volatility at the
-    origin times ``sqrt(h)``); ``m_c`` are then the normalised conformal multipliers.
-    With ``static``, ``s`` is 1 and ``m_c`` the conformal half-widths themselves.
-    Steps past the calibrated ones reuse the last multiplier (``network``, ``ewma``:
-    the scale already grows with the step) or widen it by ``sqrt(h / calibrated)``
-    (``static``, as a random walk's spread does).
-
-    Attributes:
-        method: ``network``, ``ewma`` or ``static``.
-        multipliers: per central coverage, one multiplier per calibrated step.
-        long_run: ``ewma``: the ticker's long-run volatility over the training span
-            (``pipeline.model.scale.long_run_volatility``), part of its scale.
-    """
-
-    method: str
-    multipliers: dict[float, list[float]]
-    long_run: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The form stored in ``model_tickers.interval_q``."""
-        return {
-            "method": self.method,
-            "multipliers": {_level_key(c): list(m) for c, m in sorted(self.multipliers.items())},
-            "long_run": self.long_run,
-        }
-
-    def scales(
-        self,
-        closes: np.ndarray,
-        origins: np.ndarray,
-        spread: np.ndarray | None,
-        horizon: int,
-    ) -> np.ndarray | None:
-        """The scale ``(n, horizon)`` of each forecast's steps, or None (``static``).
-
-        Args:
-            closes: the ticker's closes, oldest first.
-            origins: positions in ``closes`` of each forecast's last close.
-            spread: the network's predicted spreads ``(n, horizon)`` (``network``).
-            horizon: steps.
-        """
-        if self.method == "static":
-            return None
-        if self.method == "network":
-            if spread is None or not np.all(np.isfinite(spread)):
-                raise ValueError("network intervals need the spread the network predicted")
-            return np.asarray(spread, dtype=float)[:, :horizon]
-        return step_scales(predicted_volatility(closes, origins, self.long_run), horizon)
-
-    @classmethod
-    def from_json(cls, value: Any, level: float) -> IntervalCalibration | None:
-        """Read ``model_tickers.interval_q``; a plain list (models before the ``ewma``
-        method) is the static half-widths of ``level``."""
-        if not value:
-            return None
-        if isinstance(value, list):
-            return cls("static", {float(level): [float(q) for q in value]})
-        long_run = value.get("long_run")
-        return cls(
-            str(value["method"]),
-            {float(c): [float(q) for q in m] for c, m in value["multipliers"].items()},
-            None if long_run is None else float(long_run),
-        )
-
-    def covers(self, quantile_levels: tuple[float, ...]) -> bool:
-        """Whether every quantile level's central interval was calibrated."""
-        have = {_level_key(c) for c in self.multipliers}
-        return all(
-            abs(tau - 0.5) < 1e-12 or _level_key(abs(2.0 * tau - 1.0)) in have
-            for tau in quantile_levels
-        )
-
-    def _factors(self, level: float, horizon: int) -> np.ndarray:
-        known = next(
-            (
-                np.asarray(m, dtype=float)
-                for c, m in self.multipliers.items()
-                if _level_key(c) == _level_key(level)
-            ),
-            None,
-        )
-        if known is None:
-            calibrated = sorted(self.multipliers)
-            raise ValueError(
-                f"no interval calibrated at coverage {level}; calibrated: {calibrated}"
-            )
-        steps = np.arange(1, horizon + 1)
-        last = len(known)
-        extra = known[-1] * (np.sqrt(steps / last) if self.method == "static" else 1.0)
-        return np.where(steps <= last, known[np.minimum(steps, last) - 1], extra)
-
-    def half_widths(self, level: float, scales: np.ndarray | None, horizon: int) -> np.ndarray:
-        """Log half-widths ``(n, horizon)`` of the central interval of coverage ``level``.
-
-        Args:
-            level: the coverage, one of the calibrated ones.
-            scales: per forecast and step, from ``scales`` (``(n, horizon)``); ignored
-                by ``static``, which gives one row when it is None.
-            horizon: steps.
-        """
-        factors = self._factors(level, horizon)[None, :]
-        if self.method == "static":
-            return factors if scales is None else np.repeat(factors, len(scales), 0)
-        if scales is None:
-            raise ValueError(f"{self.method} intervals need the scale of each forecast")
-        return factors * np.asarray(scales, dtype=float)[:, :horizon]
-
-    def quantiles(
-        self, paths: np.ndarray, scales: np.ndarray | None, levels: tuple[float, ...]
-    ) -> np.ndarray:
-        """Price quantiles ``(n, horizon, len(levels))`` around forecast paths ``(n, horizon)``."""
-        paths = np.asarray(paths, dtype=float)
-        out = np.empty((*paths.shape, len(levels)))
-        for index, tau in enumerate(levels):
-            if abs(tau - 0.5) < 1e-12:
-                out[..., index] = paths
-                continue
-            width = self.half_widths(abs(2.0 * tau - 1.0), scales, paths.shape[1])
-            out[..., index] = paths * np.exp(np.sign(tau - 0.5) * width)
-        return out
-
-
-def calibrate_intervals(
-    predictor: Predictor,
-    series: Mapping[str, SpanSeries],
-    horizon: int,
-    level: float,
-    method: str = "ewma",
-) -> dict[str, IntervalCalibration | None]:
-    """Per ticker, how its intervals of steps 1..``horizon`` are drawn (``IntervalCalibration``).
-
-    From every validation origin with ``horizon`` closes after it, the
-    predictor forecasts recursively; for each central coverage (``level`` and
-    ``FAN_CENTRAL_LEVELS``) and step, the errors ``|log(actual / forecast)|``
-    are calibrated as conformal scores: as they are (``static``,
-    ``pipeline.scoring.intervals.fit_conformal``) or divided by the predicted
-    scale (``network``: the network's spread of the path; ``ewma``: the EWMA
-    scale; ``fit_normalised_conformal``). A ticker with too few origins for a
-    level gets ``None`` (no intervals). Every ticker's paths come from one
-    recursive forward pass, and the quantiles from one grouped sort.
-
-    Raises:
-        ValueError: a forecast or close is not positive and finite, or a network
-            interval lacks the network's spread.
-    """
-    levels = sorted({float(level), *FAN_CENTRAL_LEVELS})
-    points, empty = _stack(predictor, series, horizon)
-    result: dict[str, IntervalCalibration | None] = dict.fromkeys(empty)
-    if points is None:
-        return dict(sorted(result.items()))
-    paths, spread = predictor.predict_paths(
-        points.row_tickers(),
-        points.windows(predictor.window),
-        horizon,
-        points.volatility(predictor),
-    )
-    actual = _positive_matrix("y_true", points.following(horizon))
-    paths = _positive_matrix("y_pred", paths)
-    long_run = (
-        np.array([long_run_volatility(series[name].training_closes) for name in points.names])
-        if method == "ewma"
-        else None
-    )
-    # The scales the calibrated intervals will be drawn with (None: static), as
-    # ``IntervalCalibration.scales`` draws them.
-    if method == "static":
-        scores = np.abs(np.log(actual / paths))
-    else:
-        if method == "network":
-            if not np.all(np.isfinite(spread)):
-                raise ValueError("network intervals need the spread the network predicted")
-            scale = np.asarray(spread, dtype=float)[:, :horizon]
-        else:
-            assert long_run is not None
-            ewma = ewma_volatility(points.closes, points.ends - 1, first=points.first)
-            sigma = np.sqrt(
-                EWMA_WEIGHT * ewma**2 + (1.0 - EWMA_WEIGHT) * long_run[points.owner] ** 2
-            )
-            scale = step_scales(sigma, horizon)
-        scores = np.abs(np.log(actual / paths)) / _positive_matrix("scale", scale)
-    factors = {central: points.quantile(scores, central) for central in levels}
-    for index, ticker in enumerate(points.names):
-        multipliers = {central: [float(q) for q in factors[central][index]] for central in levels}
-        finite = all(np.all(np.isfinite(m)) for m in multipliers.values())
-        result[ticker] = (
-            IntervalCalibration(
-                method, multipliers, None if long_run is None else float(long_run[index])
-            )
-            if finite
-            else None
-        )
-    return dict(sorted(result.items()))

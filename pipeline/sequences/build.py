@@ -45,7 +45,7 @@ from pipeline.files import (
 from pipeline.results import SequencesSummary
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.scaling import get_scaler
-from pipeline.sequences.windows import build_windows, split_counts
+from pipeline.sequences.windows import TickerWindows, build_windows, split_counts
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +210,46 @@ def read_sequence_file(path: Path, sha256: str | None = None) -> pd.DataFrame:
 
     Raises:
         MissingDataError: the file does not exist, or its bytes are not the ones
+            recorded (``sequence_file_bytes``).
+    """
+    return _parquet_table(sequence_file_bytes(path, sha256)).to_pandas(use_threads=False)
+
+
+def read_sequence_windows(path: Path, sha256: str | None, window: int) -> TickerWindows:
+    """The windows of a sequence file in the form training keeps them (``TickerWindows``:
+    the closes, about a thirtieth of the file as a data frame), read and checked as
+    ``read_sequence_file`` reads it; only the columns that hold the closes are decoded.
+
+    Raises:
+        MissingDataError: as ``read_sequence_file``, or the file's windows are not
+            windows of ``window`` closes of one series.
+    """
+    payload = sequence_file_bytes(path, sha256)
+    inputs = c.raw_window_columns(window)
+    try:
+        table = _parquet_table(payload, [*inputs, c.TARGET_CLOSE, c.TARGET_DATE, c.SPLIT])
+        return TickerWindows.from_columns(
+            np.column_stack([table[name].to_numpy() for name in inputs])
+            if table.num_rows
+            else np.empty((0, window)),
+            table[c.TARGET_CLOSE].to_numpy(),
+            table[c.TARGET_DATE].to_numpy(),
+            table[c.SPLIT].to_numpy(zero_copy_only=False),
+            where="its columns",
+        )
+    except (ValueError, KeyError, pa.ArrowException) as exc:
+        raise MissingDataError(
+            f"sequence file {path} cannot be read as windows of {window} closes "
+            f"({str(exc).splitlines()[0]}); "
+            "rebuild it with `pricecast sequences`"
+        ) from exc
+
+
+def sequence_file_bytes(path: Path, sha256: str | None = None) -> bytes:
+    """A sequence file's bytes; with ``sha256``, only if they are the ones recorded.
+
+    Raises:
+        MissingDataError: the file does not exist, or its bytes are not the ones
             recorded (another ticker's file copied over it, a truncated copy): training
             on it would learn the wrong series under this ticker's name.
     """
@@ -224,10 +264,15 @@ def read_sequence_file(path: Path, sha256: str | None = None) -> pd.DataFrame:
             f"{sha256_bytes(payload)[:12]}..., recorded {sha256[:12]}...): it was changed or "
             "replaced since; rebuild it with `pricecast sequences` (the daily run does)"
         )
+    return payload
+
+
+def _parquet_table(payload: bytes, columns: Sequence[str] | None = None) -> pa.Table:
     # A file is small (one ticker): without pre-buffering and threads, reading 1,000 of
     # them took a third less CPU (``benchmarks/README.md``, ``incremental_day``).
-    table = pq.read_table(pa.BufferReader(payload), pre_buffer=False, use_threads=False)
-    return table.to_pandas(use_threads=False)
+    return pq.read_table(
+        pa.BufferReader(payload), columns=columns, pre_buffer=False, use_threads=False
+    )
 
 
 def build_sequences(

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.db.sequences import read_sequence_files
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
-from pipeline.sequences.build import build_sequences, read_sequence_file
+from pipeline.sequences.build import build_sequences, read_sequence_windows
 from pipeline.sequences.config import SequenceConfig
+from pipeline.sequences.windows import TickerWindows
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SequenceFiles:
     """The sequence files of a set of tickers: their ``sequence_files`` rows and their
-    windows (one data frame per ticker)."""
+    windows (``TickerWindows``: the closes they are made of, not the files' frames)."""
 
     rows: list[dict[str, Any]]
-    frames: dict[str, pd.DataFrame]
+    windows: dict[str, TickerWindows]
 
     @property
     def tickers(self) -> list[str]:
@@ -60,25 +60,25 @@ def read_sequences(
             for), or they were built with another windowing than ``config``.
     """
     rows = sequence_rows(conn, as_of, tickers, config)
-    frames: dict[str, pd.DataFrame] = {}
+    windows: dict[str, TickerWindows] = {}
     damaged: list[str] = []
     for row in rows:
         try:
-            frames[row[c.TICKER]] = read_sequence_file(Path(row["file_path"]), row["sha256"])
+            windows[row[c.TICKER]] = _read(row, config)
         except MissingDataError as exc:
             logger.warning("%s; rebuilding it from the database", exc)
             damaged.append(row[c.TICKER])
     if damaged:
         build_sequences(conn, home, as_of, damaged, config)
         rows = sequence_rows(conn, as_of, tickers, config)
-        frames.update(
-            {
-                row[c.TICKER]: read_sequence_file(Path(row["file_path"]), row["sha256"])
-                for row in rows
-                if row[c.TICKER] in damaged
-            }
+        windows.update(
+            {row[c.TICKER]: _read(row, config) for row in rows if row[c.TICKER] in damaged}
         )
-    return SequenceFiles(rows=rows, frames=frames)
+    return SequenceFiles(rows=rows, windows=windows)
+
+
+def _read(row: dict[str, Any], config: SequenceConfig) -> TickerWindows:
+    return read_sequence_windows(Path(row["file_path"]), row["sha256"], config.window)
 
 
 def sequence_rows(

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
+import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
+
+from pipeline.columns import (
+    SPLIT,
+    SPLIT_TRAIN,
+    SPLIT_VALIDATION,
+    TARGET_CLOSE,
+    TARGET_DATE,
+    raw_window_columns,
+)
 
 
 def build_windows(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,3 +47,104 @@ def split_counts(windows: int, validation_fraction: float) -> tuple[int, int]:
     """
     validation = max(1, int(np.ceil(windows * validation_fraction)))
     return windows - validation, validation
+
+
+@dataclass(frozen=True)
+class TickerWindows:
+    """One ticker's windows in the least memory, as training and judging use them.
+
+    A sequence file holds every window twice (scaled and raw) and three text or
+    date columns a row: about 1 MB for a ticker of ten years as a data frame. The
+    windows are the ticker's closes seen through a sliding view, so this keeps the
+    closes (window ``i`` is ``closes[i : i + window]``, its target
+    ``closes[i + window]``), each window's target date, and how many of the oldest
+    windows train (the rest, the newest, validate): about 30 kB for the same ticker.
+    """
+
+    closes: np.ndarray  # float64, ``len(target_dates) + window`` closes, oldest first
+    target_dates: np.ndarray  # datetime64[D], one per window
+    n_train: int
+    window: int
+
+    def __len__(self) -> int:
+        return len(self.target_dates)
+
+    @property
+    def n_validation(self) -> int:
+        return len(self) - self.n_train
+
+    def train_rows(self, newer_than: dt.date | None = None) -> np.ndarray:
+        """The training windows, or those whose target is after ``newer_than``."""
+        rows = np.arange(self.n_train)
+        if newer_than is None:
+            return rows
+        return rows[self.target_dates[: self.n_train] > np.datetime64(newer_than, "D")]
+
+    def validation_rows(self) -> np.ndarray:
+        return np.arange(self.n_train, len(self))
+
+    def inputs(self, rows: np.ndarray) -> np.ndarray:
+        """The raw closes of the windows ``rows``, shape ``(len(rows), window)`` (a copy)."""
+        return sliding_window_view(self.closes, self.window)[np.asarray(rows, dtype=np.intp)]
+
+    def targets(self, rows: np.ndarray) -> np.ndarray:
+        """The raw close that follows each window of ``rows``."""
+        return self.closes[np.asarray(rows, dtype=np.intp) + self.window]
+
+    def train_through(self) -> dt.date | None:
+        """The newest training target's date (``None``: no training window)."""
+        if not self.n_train:
+            return None
+        return self.target_dates[self.n_train - 1].astype(dt.date)
+
+    @classmethod
+    def from_columns(
+        cls,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        target_dates: np.ndarray,
+        split: Sequence[str],
+        where: str = "the windows",
+    ) -> TickerWindows:
+        """From a sequence file's columns: the raw inputs (``p0`` .. ``p{window-1}``, shape
+        ``(n, window)``), target closes, target dates and split labels.
+
+        Raises:
+            ValueError: the inputs are not the windows of the closes they are followed
+                by, or the split is not training windows then validation windows.
+        """
+        inputs = np.asarray(inputs, dtype=float)
+        targets = np.asarray(targets, dtype=float)
+        count, window = inputs.shape
+        labels = np.asarray(split, dtype=object)
+        n_train = int(np.count_nonzero(labels == SPLIT_TRAIN))
+        if (
+            not (labels[:n_train] == SPLIT_TRAIN).all()
+            or not (labels[n_train:] == SPLIT_VALIDATION).all()
+        ):
+            raise ValueError(
+                f"{where}: the split is not the training windows then the validation ones"
+            )
+        # Window i is closes i .. i + window - 1 and its target close i + window.
+        closes = np.concatenate([inputs[0], targets]) if count else np.empty(0)
+        if count and not np.array_equal(sliding_window_view(closes, window)[:count], inputs):
+            raise ValueError(f"{where}: the inputs are not the windows of the closes")
+        return cls(
+            closes=closes,
+            target_dates=np.asarray(target_dates, dtype="datetime64[D]"),
+            n_train=n_train,
+            window=window,
+        )
+
+    @classmethod
+    def from_frame(
+        cls, frame: pd.DataFrame, window: int, where: str = "the windows"
+    ) -> TickerWindows:
+        """From a sequence file read as a data frame (``build.windows_frame``)."""
+        return cls.from_columns(
+            frame[raw_window_columns(window)].to_numpy(dtype=float),
+            frame[TARGET_CLOSE].to_numpy(dtype=float),
+            frame[TARGET_DATE].to_numpy(dtype="datetime64[D]"),
+            frame[SPLIT].to_numpy(),
+            where,
+        )

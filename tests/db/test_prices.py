@@ -95,3 +95,24 @@ def test_a_field_other_than_close_or_adj_close_is_refused(engine: Engine) -> Non
         read_closes(conn, DAYS[-1], field="open")
     with engine.connect() as conn, pytest.raises(ValueError, match="close only"):
         read_closes(conn, DAYS[-1], field=c.ADJ_CLOSE, since=DAYS[0])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5])
+def test_reading_a_few_rows_at_a_time_gives_the_same_arrays(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Slices of the cursor that end inside a ticker's run, or on its edge, join into
+    the arrays of one read; each run's rows share one ticker string."""
+    import pipeline.db.prices as prices_module
+
+    with engine.connect() as conn:
+        whole = read_close_arrays(conn, DAYS[-1], field=c.ADJ_CLOSE)
+        monkeypatch.setattr(prices_module, "READ_CHUNK_ROWS", chunk)
+        sliced = read_close_arrays(conn, DAYS[-1], field=c.ADJ_CLOSE)
+    assert len(whole) == len(sliced) == 10
+    assert sliced.tickers.tolist() == whole.tickers.tolist()
+    np.testing.assert_array_equal(sliced.dates, whole.dates)
+    np.testing.assert_array_equal(sliced.closes, whole.closes)
+    assert [ticker for ticker, _ in sliced.runs()] == ["AAA", "BBB", "CCC"]
+    for _, rows in whole.runs():
+        assert len({id(ticker) for ticker in whole.tickers[rows]}) == 1

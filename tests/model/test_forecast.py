@@ -17,12 +17,12 @@ from pipeline.db.forecasts import read_forecasts
 from pipeline.db.models import get_model, model_scalers
 from pipeline.db.prices import read_closes, upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError, ModelStoreError
+from pipeline.model.calibration import IntervalCalibration
 from pipeline.model.config import ModelConfig
 from pipeline.model.forecast import _recent_closes, forecast
 from pipeline.model.predictor import Predictor
 from pipeline.model.store import load_networks
 from pipeline.model.train import train
-from pipeline.model.validation import IntervalCalibration
 from pipeline.sequences.build import build_sequences
 from pipeline.sequences.scaling import get_scaler
 

@@ -165,16 +165,14 @@ def test_fit_networks_of_a_grouping_give_each_ticker_its_groups_network() -> Non
 
     data, _ = synthetic_data(5, 40, TINY_SEQUENCES, seed=1)  # point windows: a point loss
     config = GROUPED.replace(loss="mse", intervals="ewma")
-    networks = fresh_networks(sorted(data.frames), TINY_SEQUENCES.window, config)
-    groups = ticker_groups(sorted(data.frames), 3)
+    networks = fresh_networks(data.tickers, TINY_SEQUENCES.window, config)
+    groups = ticker_groups(data.tickers, 3)
     assert sorted(networks) == sorted(groups)
     fitted = fit_networks(data, networks, config, 1, None, "test")
-    assert sorted(fitted.networks) == sorted(data.frames)
+    assert sorted(fitted.networks) == data.tickers
     for key, members in groups.items():
         assert all(fitted.networks[ticker] is networks[key] for ticker in members)
-    assert fitted.train_samples == sum(
-        int((frame[c.SPLIT] == c.SPLIT_TRAIN).sum()) for frame in data.frames.values()
-    )
+    assert fitted.train_samples == sum(windows.n_train for windows in data.windows.values())
 
 
 def test_the_three_steps_with_jobs_carried_elsewhere_register_what_train_does(

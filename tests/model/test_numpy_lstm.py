@@ -122,3 +122,28 @@ def test_the_laplace_loss_is_the_negative_log_likelihood() -> None:
     by_hand = np.log(b) + np.abs(y[:, 0] - out[:, 0]) / b
     got = np.asarray(laplace_loss()(y, out))
     np.testing.assert_allclose(got, by_hand, rtol=1e-5)
+
+
+def test_the_blocks_of_a_forward_pass_on_threads_give_the_same_outputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several blocks (``_ROWS`` rows each) on several threads: each block computed as
+    alone, in order, so the outputs are exactly those of one thread."""
+    import pipeline.model.numpy_lstm as numpy_lstm
+
+    rng = np.random.default_rng(5)
+    units = 8
+    network = NumpyLSTM(
+        (rng.normal(size=(2, 4 * units)) * 0.3).astype(np.float32),
+        (rng.normal(size=(units, 4 * units)) * 0.3).astype(np.float32),
+        (rng.normal(size=4 * units) * 0.1).astype(np.float32),
+        rng.normal(size=(units, 2)).astype(np.float32),
+        np.zeros(2, np.float32),
+    )
+    windows = rng.normal(size=(3 * numpy_lstm._ROWS + 17, 6, 2)).astype(np.float32)
+    monkeypatch.setattr(numpy_lstm, "_THREADS", 1)
+    alone = network.predict(windows)
+    monkeypatch.setattr(numpy_lstm, "_THREADS", 3)
+    threaded = network.predict(windows)
+    assert threaded.shape == (len(windows), 2)
+    np.testing.assert_array_equal(threaded, alone)

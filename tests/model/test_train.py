@@ -318,7 +318,8 @@ def test_the_same_seed_gives_the_same_weights(tmp_path: Path) -> None:
 
 def test_damping_is_fitted_on_the_validation_span() -> None:
     from pipeline.model.predictor import Predictor
-    from pipeline.model.validation import SpanSeries, fit_damping
+    from pipeline.model.span import SpanSeries
+    from pipeline.model.validation import fit_damping
     from pipeline.sequences.scaling import get_scaler
 
     class Overshoot:

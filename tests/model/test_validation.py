@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.model.scale import long_run_volatility, predicted_volatility
-from pipeline.model.validation import OneStep, SpanSeries, span_msis
+from pipeline.model.span import SpanSeries
+from pipeline.model.validation import OneStep, span_msis
 
 CLOSES = np.array([100.0, 101.0, 99.0, 102.0, 103.0, 101.0, 104.0, 102.0, 105.0, 106.0, 104.0])
 # Validation targets at positions 6..10; the span before them (0..5) is the training span.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.model.calibration import calibrate_intervals
 from pipeline.model.numpy_lstm import NumpyLSTM
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
 from pipeline.model.scale import (
@@ -21,12 +22,12 @@ from pipeline.model.scale import (
     predicted_volatility,
     step_scales,
 )
+from pipeline.model.span import SpanSeries
 from pipeline.model.store import GLOBAL
 from pipeline.model.validation import (
     DAMPING_GRID,
     OneStep,
-    SpanSeries,
-    calibrate_intervals,
+    damp_and_evaluate,
     evaluate_span,
     fit_damping,
     span_msis,
@@ -231,3 +232,31 @@ def test_the_volatility_of_several_tickers_at_once_is_each_tickers_own() -> None
     np.testing.assert_array_equal(together, np.concatenate(expected))
     with pytest.raises(ValueError, match="origins must lie"):
         ewma_volatility(closes, [offsets[1]], first=[offsets[1]])  # no return of its own
+
+
+@pytest.mark.parametrize(("distributional", "scope", "scaling", "method"), CASES)
+def test_damping_and_errors_from_one_pass_equal_the_two_calls(
+    distributional: bool, scope: str, scaling: str, method: str
+) -> None:
+    """What ``fit_network`` judges a damped model with (``damp_and_evaluate``: one
+    forward pass) is exactly ``fit_damping`` then ``evaluate_span`` of the damped
+    predictor (two passes)."""
+    series = _series()
+    predictor = _predictor(distributional, scope, scaling)
+    damping = fit_damping(predictor, series)
+    predictor.damping = damping
+    expected = evaluate_span(predictor, series, 0.8, method)
+    predictor.damping = {"AAA": 0.5}  # ignored: the damping is fitted afresh
+    found_damping, found = damp_and_evaluate(predictor, series, 0.8, method)
+    assert found_damping == damping
+    assert found.per_ticker == expected.per_ticker
+    assert sorted(found.per_ticker) == ["AAA", "BBB", "CCC", "SHORT"]
+
+
+def test_the_cases_have_damped_tickers_and_undamped_ones() -> None:
+    """So that the comparison above covers damping applied and damping skipped."""
+    damped = [
+        set(fit_damping(_predictor(*case.values[:3]), _series()).values()) != {1.0}
+        for case in CASES
+    ]
+    assert any(damped) and not all(damped)

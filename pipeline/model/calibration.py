@@ -1,0 +1,233 @@
+"""Prediction intervals calibrated on the validation span: how each ticker's
+intervals are drawn around its forecasts (``IntervalCalibration``, stored with the
+model in ``model_tickers.interval_q``) and fitted (``calibrate_intervals``) from
+every validation origin's recursive forecast path, as conformal scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.model.predictor import Predictor
+from pipeline.model.scale import (
+    EWMA_WEIGHT,
+    ewma_volatility,
+    long_run_volatility,
+    predicted_volatility,
+    step_scales,
+)
+from pipeline.model.span import SpanSeries, stack_points
+from pipeline.scoring.intervals import _positive_matrix
+
+#: Central intervals every model calibrates besides its configured level: with the
+#: median they give the fan chart's quantiles 5, 25, 50, 75 and 95 %.
+FAN_CENTRAL_LEVELS = (0.5, 0.9)
+
+
+def _level_key(level: float) -> str:
+    return f"{round(float(level), 9):g}"
+
+
+@dataclass(frozen=True)
+class IntervalCalibration:
+    """How one ticker's prediction intervals are drawn around its forecasts.
+
+    The half-width of step ``h``, in log space, is ``m_c[h] * s[h]`` for a central
+    interval of coverage ``c``: with ``method`` ``network``, ``s`` is the spread the
+    distributional network predicts for the path (``Predictor.predict_paths``); with
+    ``ewma``, the predicted scale (``pipeline.model.scale``: EWMA volatility at the
+    origin times ``sqrt(h)``); ``m_c`` are then the normalised conformal multipliers.
+    With ``static``, ``s`` is 1 and ``m_c`` the conformal half-widths themselves.
+    Steps past the calibrated ones reuse the last multiplier (``network``, ``ewma``:
+    the scale already grows with the step) or widen it by ``sqrt(h / calibrated)``
+    (``static``, as a random walk's spread does).
+
+    Attributes:
+        method: ``network``, ``ewma`` or ``static``.
+        multipliers: per central coverage, one multiplier per calibrated step.
+        long_run: ``ewma``: the ticker's long-run volatility over the training span
+            (``pipeline.model.scale.long_run_volatility``), part of its scale.
+    """
+
+    method: str
+    multipliers: dict[float, list[float]]
+    long_run: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The form stored in ``model_tickers.interval_q``."""
+        return {
+            "method": self.method,
+            "multipliers": {_level_key(c): list(m) for c, m in sorted(self.multipliers.items())},
+            "long_run": self.long_run,
+        }
+
+    def scales(
+        self,
+        closes: np.ndarray,
+        origins: np.ndarray,
+        spread: np.ndarray | None,
+        horizon: int,
+    ) -> np.ndarray | None:
+        """The scale ``(n, horizon)`` of each forecast's steps, or None (``static``).
+
+        Args:
+            closes: the ticker's closes, oldest first.
+            origins: positions in ``closes`` of each forecast's last close.
+            spread: the network's predicted spreads ``(n, horizon)`` (``network``).
+            horizon: steps.
+        """
+        if self.method == "static":
+            return None
+        if self.method == "network":
+            if spread is None or not np.all(np.isfinite(spread)):
+                raise ValueError("network intervals need the spread the network predicted")
+            return np.asarray(spread, dtype=float)[:, :horizon]
+        return step_scales(predicted_volatility(closes, origins, self.long_run), horizon)
+
+    @classmethod
+    def from_json(cls, value: Any, level: float) -> IntervalCalibration | None:
+        """Read ``model_tickers.interval_q``; a plain list (models before the ``ewma``
+        method) is the static half-widths of ``level``."""
+        if not value:
+            return None
+        if isinstance(value, list):
+            return cls("static", {float(level): [float(q) for q in value]})
+        long_run = value.get("long_run")
+        return cls(
+            str(value["method"]),
+            {float(c): [float(q) for q in m] for c, m in value["multipliers"].items()},
+            None if long_run is None else float(long_run),
+        )
+
+    def covers(self, quantile_levels: tuple[float, ...]) -> bool:
+        """Whether every quantile level's central interval was calibrated."""
+        have = {_level_key(c) for c in self.multipliers}
+        return all(
+            abs(tau - 0.5) < 1e-12 or _level_key(abs(2.0 * tau - 1.0)) in have
+            for tau in quantile_levels
+        )
+
+    def _factors(self, level: float, horizon: int) -> np.ndarray:
+        known = next(
+            (
+                np.asarray(m, dtype=float)
+                for c, m in self.multipliers.items()
+                if _level_key(c) == _level_key(level)
+            ),
+            None,
+        )
+        if known is None:
+            calibrated = sorted(self.multipliers)
+            raise ValueError(
+                f"no interval calibrated at coverage {level}; calibrated: {calibrated}"
+            )
+        steps = np.arange(1, horizon + 1)
+        last = len(known)
+        extra = known[-1] * (np.sqrt(steps / last) if self.method == "static" else 1.0)
+        return np.where(steps <= last, known[np.minimum(steps, last) - 1], extra)
+
+    def half_widths(self, level: float, scales: np.ndarray | None, horizon: int) -> np.ndarray:
+        """Log half-widths ``(n, horizon)`` of the central interval of coverage ``level``.
+
+        Args:
+            level: the coverage, one of the calibrated ones.
+            scales: per forecast and step, from ``scales`` (``(n, horizon)``); ignored
+                by ``static``, which gives one row when it is None.
+            horizon: steps.
+        """
+        factors = self._factors(level, horizon)[None, :]
+        if self.method == "static":
+            return factors if scales is None else np.repeat(factors, len(scales), 0)
+        if scales is None:
+            raise ValueError(f"{self.method} intervals need the scale of each forecast")
+        return factors * np.asarray(scales, dtype=float)[:, :horizon]
+
+    def quantiles(
+        self, paths: np.ndarray, scales: np.ndarray | None, levels: tuple[float, ...]
+    ) -> np.ndarray:
+        """Price quantiles ``(n, horizon, len(levels))`` around forecast paths ``(n, horizon)``."""
+        paths = np.asarray(paths, dtype=float)
+        out = np.empty((*paths.shape, len(levels)))
+        for index, tau in enumerate(levels):
+            if abs(tau - 0.5) < 1e-12:
+                out[..., index] = paths
+                continue
+            width = self.half_widths(abs(2.0 * tau - 1.0), scales, paths.shape[1])
+            out[..., index] = paths * np.exp(np.sign(tau - 0.5) * width)
+        return out
+
+
+def calibrate_intervals(
+    predictor: Predictor,
+    series: Mapping[str, SpanSeries],
+    horizon: int,
+    level: float,
+    method: str = "ewma",
+) -> dict[str, IntervalCalibration | None]:
+    """Per ticker, how its intervals of steps 1..``horizon`` are drawn (``IntervalCalibration``).
+
+    From every validation origin with ``horizon`` closes after it, the
+    predictor forecasts recursively; for each central coverage (``level`` and
+    ``FAN_CENTRAL_LEVELS``) and step, the errors ``|log(actual / forecast)|``
+    are calibrated as conformal scores: as they are (``static``,
+    ``pipeline.scoring.intervals.fit_conformal``) or divided by the predicted
+    scale (``network``: the network's spread of the path; ``ewma``: the EWMA
+    scale; ``fit_normalised_conformal``). A ticker with too few origins for a
+    level gets ``None`` (no intervals). Every ticker's paths come from one
+    recursive forward pass, and the quantiles from one grouped sort.
+
+    Raises:
+        ValueError: a forecast or close is not positive and finite, or a network
+            interval lacks the network's spread.
+    """
+    levels = sorted({float(level), *FAN_CENTRAL_LEVELS})
+    points, empty = stack_points(predictor, series, horizon)
+    result: dict[str, IntervalCalibration | None] = dict.fromkeys(empty)
+    if points is None:
+        return dict(sorted(result.items()))
+    paths, spread = predictor.predict_paths(
+        points.row_tickers(),
+        points.windows(predictor.window),
+        horizon,
+        points.volatility(predictor),
+    )
+    actual = _positive_matrix("y_true", points.following(horizon))
+    paths = _positive_matrix("y_pred", paths)
+    long_run = (
+        np.array([long_run_volatility(series[name].training_closes) for name in points.names])
+        if method == "ewma"
+        else None
+    )
+    # The scales the calibrated intervals will be drawn with (None: static), as
+    # ``IntervalCalibration.scales`` draws them.
+    if method == "static":
+        scores = np.abs(np.log(actual / paths))
+    else:
+        if method == "network":
+            if not np.all(np.isfinite(spread)):
+                raise ValueError("network intervals need the spread the network predicted")
+            scale = np.asarray(spread, dtype=float)[:, :horizon]
+        else:
+            assert long_run is not None
+            ewma = ewma_volatility(points.closes, points.ends - 1, first=points.first)
+            sigma = np.sqrt(
+                EWMA_WEIGHT * ewma**2 + (1.0 - EWMA_WEIGHT) * long_run[points.owner] ** 2
+            )
+            scale = step_scales(sigma, horizon)
+        scores = np.abs(np.log(actual / paths)) / _positive_matrix("scale", scale)
+    factors = {central: points.quantile(scores, central) for central in levels}
+    for index, ticker in enumerate(points.names):
+        multipliers = {central: [float(q) for q in factors[central][index]] for central in levels}
+        finite = all(np.all(np.isfinite(m)) for m in multipliers.values())
+        result[ticker] = (
+            IntervalCalibration(
+                method, multipliers, None if long_run is None else float(long_run[index])
+            )
+            if finite
+            else None
+        )
+    return dict(sorted(result.items()))

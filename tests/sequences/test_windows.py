@@ -1,0 +1,134 @@
+"""``TickerWindows``: a sequence file's windows kept as the closes they are made of."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import TINY_SEQUENCES, last_date, synthetic_prices
+from sqlalchemy.engine import Engine
+
+from pipeline import columns as c
+from pipeline.db.prices import upsert_prices
+from pipeline.errors import MissingDataError
+from pipeline.files import sha256_file
+from pipeline.sequences.build import (
+    build_sequences,
+    read_sequence_file,
+    read_sequence_windows,
+    sequence_path,
+    windows_frame,
+)
+from pipeline.sequences.windows import TickerWindows
+
+WINDOW = TINY_SEQUENCES.window
+
+
+def _file(engine: Engine, home: Path, days: int = 40) -> tuple[Path, str]:
+    frame = synthetic_prices(("AAA",), days=days)
+    with engine.begin() as conn:
+        upsert_prices(conn, frame)
+        result = build_sequences(conn, home, last_date(frame), config=TINY_SEQUENCES)
+    path = sequence_path(home, "AAA")
+    assert result.files[0]["sha256"] == sha256_file(path)
+    return path, result.files[0]["sha256"]
+
+
+def test_the_windows_are_the_files_rows(engine: Engine, home: Path) -> None:
+    """Every window, target, date and split of the file, recomputed from the compact form."""
+    path, digest = _file(engine, home)
+    stored = read_sequence_file(path)
+    windows = read_sequence_windows(path, digest, WINDOW)
+    assert len(windows) == len(stored) == 35
+    rows = np.arange(len(stored))
+    np.testing.assert_array_equal(
+        windows.inputs(rows), stored[c.raw_window_columns(WINDOW)].to_numpy(float)
+    )
+    np.testing.assert_array_equal(windows.targets(rows), stored[c.TARGET_CLOSE].to_numpy(float))
+    assert [day.astype(dt.date) for day in windows.target_dates] == list(stored[c.TARGET_DATE])
+    train = np.flatnonzero(stored[c.SPLIT] == c.SPLIT_TRAIN)
+    np.testing.assert_array_equal(windows.train_rows(), train)
+    np.testing.assert_array_equal(
+        windows.validation_rows(), np.flatnonzero(stored[c.SPLIT] == c.SPLIT_VALIDATION)
+    )
+    assert windows.train_through() == stored[c.TARGET_DATE].iloc[train[-1]]
+    # A fine-tune's windows: training targets after a date.
+    cut = stored[c.TARGET_DATE].iloc[20]
+    np.testing.assert_array_equal(
+        windows.train_rows(cut),
+        np.flatnonzero((stored[c.SPLIT] == c.SPLIT_TRAIN) & (stored[c.TARGET_DATE] > cut)),
+    )
+    # Closes: each window starts at its own close.
+    assert len(windows.closes) == len(stored) + WINDOW
+    np.testing.assert_array_equal(windows.closes[:35], stored["p0"].to_numpy(float))
+
+
+def test_a_ticker_with_fewer_windows_than_a_window_keeps_every_close() -> None:
+    dates = [day.date() for day in pd.bdate_range("2024-01-02", periods=WINDOW + 3)]
+    closes = np.linspace(10.0, 20.0, WINDOW + 3)
+    frame, _ = windows_frame("AAA", dates, closes, TINY_SEQUENCES)
+    windows = TickerWindows.from_frame(frame, WINDOW)
+    assert len(windows) == 3 < WINDOW
+    np.testing.assert_array_equal(windows.closes, closes)
+
+
+def test_windows_that_are_not_one_series_or_not_split_in_order_are_refused() -> None:
+    dates = [day.date() for day in pd.bdate_range("2024-01-02", periods=30)]
+    frame, _ = windows_frame("AAA", dates, np.linspace(10.0, 20.0, 30), TINY_SEQUENCES)
+    swapped = frame.copy()
+    swapped.loc[3, "p2"] += 1.0
+    with pytest.raises(ValueError, match="AAA: the inputs are not the windows of the closes"):
+        TickerWindows.from_frame(swapped, WINDOW, "AAA")
+    shuffled = frame.copy()
+    shuffled.loc[0, c.SPLIT] = c.SPLIT_VALIDATION
+    with pytest.raises(ValueError, match="AAA: the split is not the training windows then"):
+        TickerWindows.from_frame(shuffled, WINDOW, "AAA")
+
+
+def test_a_damaged_or_foreign_file_is_not_read(engine: Engine, home: Path) -> None:
+    path, digest = _file(engine, home)
+    with pytest.raises(MissingDataError, match="is not the file that was built"):
+        read_sequence_windows(path, "0" * 64, WINDOW)
+    with pytest.raises(MissingDataError, match="rebuild it with `pricecast sequences`"):
+        read_sequence_windows(path, digest, WINDOW + 1)  # no p5 column: another windowing
+    path.unlink()
+    with pytest.raises(MissingDataError, match="is missing"):
+        read_sequence_windows(path, digest, WINDOW)
+
+
+def test_a_fit_job_carries_the_closes_not_the_files_rows() -> None:
+    """What the train stage holds and sends to a worker (a ``NetworkJob``) grows by the
+    closes, about 16 bytes a window (a close and a date), not by the sequence file's
+    rows: the files' data frames took about nine times as much memory with these
+    windows of 5 closes (more with longer windows: each window is a row of them)."""
+    import pickle
+
+    from helpers import TINY_MODEL
+
+    from benchmarks.train_memory import synthetic_data
+    from pipeline.model.fit import network_jobs
+
+    data, series = synthetic_data(20, 500, TINY_SEQUENCES, seed=3)
+    (job,) = network_jobs(data, series, TINY_MODEL, 1, None, "retrain")
+    windows = sum(len(ticker) for ticker in job.data.windows.values())
+    assert windows == 20 * 500
+    size = len(pickle.dumps(job))
+    # Each window: its close and its target date (8 + 8 bytes), and the span's closes again.
+    assert size < 40 * windows, size
+    frames = {
+        ticker: windows_frame(ticker, *_series_of(w), TINY_SEQUENCES)[0]
+        for ticker, w in job.data.windows.items()
+    }
+    assert sum(int(frame.memory_usage(deep=True).sum()) for frame in frames.values()) > 8 * size
+
+
+def _series_of(windows: TickerWindows) -> tuple[list[dt.date], np.ndarray]:
+    """The dates and closes a ticker's windows were made of (the first ``window`` closes
+    dated on the business days before the first target)."""
+    first = pd.Timestamp(windows.target_dates[0])
+    before = pd.bdate_range(end=first, periods=windows.window + 1)[:-1]
+    dates = [day.date() for day in before] + [day.astype(dt.date) for day in windows.target_dates]
+    return dates, windows.closes
