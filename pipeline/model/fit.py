@@ -160,10 +160,13 @@ def fit_networks(
         name = label if len(groups) == 1 else f"{label} {key} ({position}/{len(groups)})"
         callbacks = [epoch_logger(epochs, name)]
         validation_data = None
-        if len(x_val):
+        if len(x_val) and config.patience and newer_than is None:
+            # Validated after every epoch only for early stopping: a fine-tune (all its
+            # epochs) would otherwise run the network over every validation window once
+            # an epoch for a log line (3 x 252,000 windows at 1,000 tickers of ten
+            # years, longer than its epochs); the validation loss is computed once below.
             validation_data = (x_val, y_val)
-            if config.patience and newer_than is None:
-                callbacks.append(early_stopping(config.patience))
+            callbacks.append(early_stopping(config.patience))
         history = networks[key].fit(
             x_train,
             y_train,
