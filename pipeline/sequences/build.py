@@ -218,7 +218,10 @@ def read_sequence_file(path: Path, sha256: str | None = None) -> pd.DataFrame:
 def read_sequence_windows(path: Path, sha256: str | None, window: int) -> TickerWindows:
     """The windows of a sequence file in the form training keeps them (``TickerWindows``:
     the closes, about a thirtieth of the file as a data frame), read and checked as
-    ``read_sequence_file`` reads it; only the columns that hold the closes are decoded.
+    ``read_sequence_file`` reads it. Four of its columns are decoded (each window's
+    oldest close, its target, date and split: every close, and a check that each
+    target is the oldest close of the window ``window`` rows later), all the inputs
+    only for a file of fewer windows than that.
 
     Raises:
         MissingDataError: as ``read_sequence_file``, or the file's windows are not
@@ -227,14 +230,20 @@ def read_sequence_windows(path: Path, sha256: str | None, window: int) -> Ticker
     payload = sequence_file_bytes(path, sha256)
     inputs = c.raw_window_columns(window)
     try:
-        table = _parquet_table(payload, [*inputs, c.TARGET_CLOSE, c.TARGET_DATE, c.SPLIT])
+        table = _parquet_table(payload, [inputs[0], c.TARGET_CLOSE, c.TARGET_DATE, c.SPLIT])
+        if table.num_rows < window:
+            table = _parquet_table(payload, [*inputs, c.TARGET_CLOSE, c.TARGET_DATE, c.SPLIT])
+            inputs_given = inputs
+        else:
+            inputs_given = inputs[:1]
         return TickerWindows.from_columns(
-            np.column_stack([table[name].to_numpy() for name in inputs])
+            np.column_stack([table[name].to_numpy() for name in inputs_given])
             if table.num_rows
-            else np.empty((0, window)),
+            else np.empty((0, len(inputs_given))),
             table[c.TARGET_CLOSE].to_numpy(),
             table[c.TARGET_DATE].to_numpy(),
             table[c.SPLIT].to_numpy(zero_copy_only=False),
+            window,
             where="its columns",
         )
     except (ValueError, KeyError, pa.ArrowException) as exc:

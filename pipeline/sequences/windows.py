@@ -104,18 +104,20 @@ class TickerWindows:
         targets: np.ndarray,
         target_dates: np.ndarray,
         split: Sequence[str],
+        window: int,
         where: str = "the windows",
     ) -> TickerWindows:
-        """From a sequence file's columns: the raw inputs (``p0`` .. ``p{window-1}``, shape
-        ``(n, window)``), target closes, target dates and split labels.
+        """From a sequence file's columns: raw inputs (the first of ``p0`` ..
+        ``p{window-1}``, shape ``(n, k)``: ``p0`` alone is enough unless there are fewer
+        windows than ``window``), target closes, target dates and split labels.
 
         Raises:
             ValueError: the inputs are not the windows of the closes they are followed
                 by, or the split is not training windows then validation windows.
         """
-        inputs = np.asarray(inputs, dtype=float)
+        inputs = np.asarray(inputs, dtype=float).reshape(len(targets), -1)
         targets = np.asarray(targets, dtype=float)
-        count, window = inputs.shape
+        count, given = inputs.shape
         labels = np.asarray(split, dtype=object)
         n_train = int(np.count_nonzero(labels == SPLIT_TRAIN))
         if (
@@ -125,9 +127,17 @@ class TickerWindows:
             raise ValueError(
                 f"{where}: the split is not the training windows then the validation ones"
             )
-        # Window i is closes i .. i + window - 1 and its target close i + window.
-        closes = np.concatenate([inputs[0], targets]) if count else np.empty(0)
-        if count and not np.array_equal(sliding_window_view(closes, window)[:count], inputs):
+        # Window i is closes i .. i + window - 1 and its target close i + window: the
+        # oldest input of each window, then the last ``window`` targets, are every close.
+        if count >= window:
+            closes = np.concatenate([inputs[:, 0], targets[count - window :]])
+        elif given == window:
+            closes = np.concatenate([inputs[0], targets]) if count else np.empty(0)
+        else:
+            raise ValueError(f"{where}: {count} windows need all {window} input columns")
+        if not np.array_equal(
+            sliding_window_view(closes, window)[:count, :given], inputs
+        ) or not np.array_equal(closes[window : window + count], targets):
             raise ValueError(f"{where}: the inputs are not the windows of the closes")
         return cls(
             closes=closes,
@@ -146,5 +156,6 @@ class TickerWindows:
             frame[TARGET_CLOSE].to_numpy(dtype=float),
             frame[TARGET_DATE].to_numpy(dtype="datetime64[D]"),
             frame[SPLIT].to_numpy(),
+            window,
             where,
         )

@@ -82,6 +82,19 @@ def test_windows_that_are_not_one_series_or_not_split_in_order_are_refused() -> 
     swapped.loc[3, "p2"] += 1.0
     with pytest.raises(ValueError, match="AAA: the inputs are not the windows of the closes"):
         TickerWindows.from_frame(swapped, WINDOW, "AAA")
+    # From the oldest inputs alone (what a file's reader decodes): a target that is not
+    # the oldest close of the window ``WINDOW`` rows later.
+    targets = frame[c.TARGET_CLOSE].to_numpy(float).copy()
+    targets[2] += 1.0
+    with pytest.raises(ValueError, match="AAA: the inputs are not the windows of the closes"):
+        TickerWindows.from_columns(
+            frame[["p0"]].to_numpy(float),
+            targets,
+            frame[c.TARGET_DATE].to_numpy(),
+            frame[c.SPLIT].to_numpy(),
+            WINDOW,
+            "AAA",
+        )
     shuffled = frame.copy()
     shuffled.loc[0, c.SPLIT] = c.SPLIT_VALIDATION
     with pytest.raises(ValueError, match="AAA: the split is not the training windows then"):
@@ -132,3 +145,14 @@ def _series_of(windows: TickerWindows) -> tuple[list[dt.date], np.ndarray]:
     before = pd.bdate_range(end=first, periods=windows.window + 1)[:-1]
     dates = [day.date() for day in before] + [day.astype(dt.date) for day in windows.target_dates]
     return dates, windows.closes
+
+
+def test_a_file_of_fewer_windows_than_a_window_is_read_whole(engine: Engine, home: Path) -> None:
+    path, digest = _file(engine, home, days=WINDOW + 3)
+    windows = read_sequence_windows(path, digest, WINDOW)
+    stored = read_sequence_file(path)
+    assert len(windows) == len(stored) == 3
+    np.testing.assert_array_equal(
+        windows.inputs(np.arange(3)), stored[c.raw_window_columns(WINDOW)].to_numpy(float)
+    )
+    np.testing.assert_array_equal(windows.targets(np.arange(3)), stored[c.TARGET_CLOSE])
