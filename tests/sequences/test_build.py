@@ -77,13 +77,18 @@ def test_prices_after_the_as_of_date_are_not_used(engine: Engine, home: Path) ->
     assert len(stored) == 30 - 5
 
 
-def test_a_rerun_leaves_files_and_tables_untouched(engine: Engine, home: Path) -> None:
+def _built(engine: Engine, home: Path) -> tuple[dt.date, Path]:
+    """Two tickers' prices loaded and their sequences built: the as-of date, AAA's file."""
     frame = synthetic_prices(days=40)
     _load(engine, frame)
     as_of = last_date(frame)
     with engine.begin() as conn:
         build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
-    path = sequence_path(home, "AAA")
+    return as_of, sequence_path(home, "AAA")
+
+
+def test_a_rerun_leaves_files_and_tables_untouched(engine: Engine, home: Path) -> None:
+    as_of, path = _built(engine, home)
     digest, mtime = sha256_file(path), path.stat().st_mtime_ns
     before = table_snapshot(engine)
     with engine.begin() as conn:
@@ -97,12 +102,7 @@ def test_a_rerun_leaves_files_and_tables_untouched(engine: Engine, home: Path) -
 def test_a_rerun_rewrites_a_file_whose_bytes_changed(engine: Engine, home: Path, size: str) -> None:
     """Only a file of the new file's size is read and hashed to skip the write; a
     damaged one of either size is written again."""
-    frame = synthetic_prices(days=40)
-    _load(engine, frame)
-    as_of = last_date(frame)
-    with engine.begin() as conn:
-        build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
-    path = sequence_path(home, "AAA")
+    as_of, path = _built(engine, home)
     digest, length = sha256_file(path), path.stat().st_size
     path.write_bytes(b"x" * (length if size == "same size" else length // 2))
     with engine.begin() as conn:
