@@ -37,9 +37,9 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.intervals
 
 # Issue 14's large universes end to end, the tutorial's loop on 20 tickers of
-# each, extrapolated: about 5 minutes at 1,000 tickers and (estimated) 15 to 20
-# at 5,000 on two idle cores; 5,000 may need more than 24 GB of memory
-# (benchmarks/README.md, "1,000 tickers x 10 years").
+# each, extrapolated, then the next trading days as commands until one fine-tunes:
+# about 7 minutes at 1,000 tickers and 22 at 5,000 on two cores, 5.4 GiB of memory
+# at most (benchmarks/README.md, "1,000 and 5,000 tickers x 10 years").
 bench-large: $(STAMP)
 	$(BIN)/python -m benchmarks.end_to_end --tickers 1000 --years 10 --tutorial-sample 20 --json benchmarks/results/end_to_end_1000.json
 	$(BIN)/python -m benchmarks.end_to_end --tickers 5000 --years 10 --tutorial-sample 20 --json benchmarks/results/end_to_end_5000.json

@@ -88,4 +88,8 @@ def test_the_table_names_the_fine_tune_day() -> None:
     table = end_to_end.command_report([day])
     assert "2020-01-09 | finetune |      28.0 |   24.0 |       4.0 |  15.00" in table
     assert table.endswith("fine-tune day as a command: 28.0 s (target <= 30 s, start-up included)")
+    at_5000 = end_to_end.command_report([day], tickers=5000)
+    assert at_5000.endswith(
+        "fine-tune day as a command: 28.0 s (target <= 90 s, start-up included)"
+    )
     assert end_to_end.command_report([]) == ""
