@@ -54,6 +54,14 @@ def _predict(network: Any, encoded: np.ndarray) -> np.ndarray:
     return out.reshape(-1) if out.shape[-1] == 1 else out
 
 
+def damped(predicted: np.ndarray, last: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Predictions shrunk toward the last close by each row's damping factor (1: not at
+    all; ``predicted`` as it is when no row is damped)."""
+    if not np.any(factors != 1.0):
+        return predicted
+    return last + factors * (predicted - last)
+
+
 def outputs_of(network: Any) -> int:
     """1 for a point network, 2 for a distributional one (NumPy or Keras; anything
     else that predicts is taken for a point network)."""
@@ -192,10 +200,7 @@ class Predictor:
             else:
                 result[rows] = self.scaler.decode(predicted, windows[rows], params)
         factors = np.array([self.damping.get(name, 1.0) for name in names], dtype=float)[codes]
-        if np.any(factors != 1.0):
-            last = windows[:, -1]
-            result = last + factors * (result - last)
-        return result, spread
+        return damped(result, windows[:, -1], factors), spread
 
     def _feature(
         self,

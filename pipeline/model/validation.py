@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.model.numpy_lstm import read_networks
-from pipeline.model.predictor import VOLATILITY_PARAM, Predictor
+from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, damped
 from pipeline.model.scale import (
     EWMA_WEIGHT,
     ewma_volatility,
@@ -191,11 +191,9 @@ def damp_and_evaluate(
         return {}, SpanErrors()
     damping = _best_damping(step)
     factors = np.array([damping.get(name, 1.0) for name in step.points.names])[step.points.owner]
-    predicted = step.predicted
-    if np.any(factors != 1.0):
-        predicted = step.naive + factors * (predicted - step.naive)
-    damped = _OneStepAll(step.points, step.actual, predicted, step.naive, step.spread)
-    return damping, _span_errors(series, damped, level, method)
+    predicted = damped(step.predicted, step.naive, factors)
+    judged = _OneStepAll(step.points, step.actual, predicted, step.naive, step.spread)
+    return damping, _span_errors(series, judged, level, method)
 
 
 def _undamped(predictor: Predictor) -> Predictor:
