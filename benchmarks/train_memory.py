@@ -35,9 +35,8 @@ from pipeline.model.fit import (
 )
 from pipeline.model.network import Workers, resident_memory_mb
 from pipeline.model.span import span_series
-from pipeline.sequences.build import windows_frame
+from pipeline.sequences.build import ticker_windows
 from pipeline.sequences.config import SequenceConfig
-from pipeline.sequences.windows import TickerWindows
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "train_memory.json"
 #: The options each part's process gets.
@@ -67,7 +66,7 @@ def synthetic_data(
     tickers: int, windows: int, sequence: SequenceConfig, seed: int
 ) -> tuple[TrainingData, dict[str, Any]]:
     """``tickers`` tickers of GBM closes, ``windows`` windows each, windowed and scaled as the
-    sequences stage does (``windows_frame``); with each ticker's validation span."""
+    sequences stage does (``ticker_windows``); with each ticker's validation span."""
     rng = np.random.default_rng(seed)
     days = windows + sequence.window
     dates = [day.date() for day in pd.bdate_range("2010-01-04", periods=days)]
@@ -76,8 +75,7 @@ def synthetic_data(
         ticker = f"T{index:03d}"
         steps = rng.normal(0.0003, 0.02, size=days)
         closes = (20.0 + rng.uniform(0, 200)) * np.exp(np.cumsum(steps))
-        frame, description = windows_frame(ticker, dates, closes, sequence)
-        windows[ticker] = TickerWindows.from_frame(frame, sequence.window, ticker)
+        windows[ticker], description = ticker_windows(dates, closes, sequence)
         params[ticker] = description["scaler_params"]
         series[ticker] = span_series(windows[ticker])
     data = TrainingData(windows, params, sequence.window, sequence.scaling)

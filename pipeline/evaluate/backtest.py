@@ -44,9 +44,8 @@ from pipeline.model.predictor import Predictor
 from pipeline.model.span import span_series
 from pipeline.model.validation import fit_damping, origin_volatility, with_long_run_volatility
 from pipeline.scoring.metrics import naive_scale
-from pipeline.sequences.build import windows_frame
+from pipeline.sequences.build import ticker_windows
 from pipeline.sequences.scaling import get_scaler
-from pipeline.sequences.windows import TickerWindows
 
 logger = logging.getLogger(__name__)
 
@@ -230,10 +229,9 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
         dates, closes = plan.prepared[ticker]
         fold = bounds[index]
         span = slice(fold.train_start, fold.test_start)
-        frame, description = windows_frame(
-            ticker, list(dates[span]), closes[span], variant.sequence
+        windows[ticker], description = ticker_windows(
+            list(dates[span]), closes[span], variant.sequence
         )
-        windows[ticker] = TickerWindows.from_frame(frame, window, f"{ticker} fold {index + 1}")
         params[ticker] = description["scaler_params"]
     spans = {ticker: span_series(ticker_windows) for ticker, ticker_windows in windows.items()}
     distributional = is_distributional(variant.model.loss)

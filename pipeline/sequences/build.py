@@ -108,9 +108,9 @@ def windows_table(
     days = as_days(dates)
     scaler = get_scaler(config.scaling)
     count = len(closes) - window
-    n_train, n_validation = split_counts(count, config.validation_fraction)
-    fitted_closes = n_train + window  # every close a training window touches
-    params = scaler.fit(closes[:fitted_closes])
+    description = _describe(days, closes, config)
+    n_train, n_validation = description["train_windows"], description["validation_windows"]
+    params = description["scaler_params"]
     raw_x, raw_y = build_windows(closes, window)
     # Column-major copies: Arrow takes each column without another copy.
     scaled_x = np.asfortranarray(scaler.encode(raw_x, params))
@@ -126,14 +126,39 @@ def windows_table(
     for index, name in enumerate(c.raw_window_columns(window)):
         columns[name] = pa.array(raw_x[:, index])
     columns[c.TARGET_CLOSE] = pa.array(raw_y)
-    description = {
-        "scaler_params": params,
+    return pa.Table.from_pydict(columns, schema=sequence_schema(window)), description
+
+
+def ticker_windows(
+    dates: Sequence[dt.date] | np.ndarray, closes: np.ndarray, config: SequenceConfig
+) -> tuple[TickerWindows, dict[str, Any]]:
+    """One ticker's windows as training keeps them (``TickerWindows``) and the description
+    ``windows_table`` gives them (the scaler fitted on the training windows' closes): the
+    windows the sequences stage would write, without building a file's table (backtests
+    train on these)."""
+    days = as_days(dates)
+    description = _describe(days, closes, config)
+    windows = TickerWindows(
+        closes=np.asarray(closes, dtype=float),
+        target_dates=days[config.window :],
+        n_train=description["train_windows"],
+        window=config.window,
+    )
+    return windows, description
+
+
+def _describe(days: np.ndarray, closes: np.ndarray, config: SequenceConfig) -> dict[str, Any]:
+    """How a ticker's windows split, and its scaler fitted on every close a training
+    window touches (never a validation target)."""
+    n_train, n_validation = split_counts(len(closes) - config.window, config.validation_fraction)
+    fitted_closes = n_train + config.window
+    return {
+        "scaler_params": get_scaler(config.scaling).fit(closes[:fitted_closes]),
         "fit_start": days[0].item(),
         "fit_end": days[fitted_closes - 1].item(),
         "train_windows": n_train,
         "validation_windows": n_validation,
     }
-    return pa.Table.from_pydict(columns, schema=sequence_schema(window)), description
 
 
 def windows_frame(

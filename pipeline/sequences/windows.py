@@ -115,7 +115,7 @@ class TickerWindows:
             ValueError: the inputs are not the windows of the closes they are followed
                 by, or the split is not training windows then validation windows.
         """
-        inputs = np.asarray(inputs, dtype=float).reshape(len(targets), -1)
+        inputs = np.asarray(inputs, dtype=float)
         targets = np.asarray(targets, dtype=float)
         count, given = inputs.shape
         labels = np.asarray(split, dtype=object)

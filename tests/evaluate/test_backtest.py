@@ -49,22 +49,20 @@ def test_a_folds_scaler_never_sees_its_test_span(monkeypatch: pytest.MonkeyPatch
     series = {ticker: (dates, closes.copy()) for ticker, (dates, closes) in SERIES.items()}
     series["AAA"][1][100:] *= 10  # the test span trades far above anything before it
     seen = []
-    real = backtest_module.windows_frame
+    real = backtest_module.ticker_windows
 
-    def spy(ticker, dates, closes, config):  # noqa: ANN001, ANN202
-        frame, description = real(ticker, dates, closes, config)
-        seen.append((ticker, len(closes), dates[-1], description["scaler_params"]))
-        return frame, description
+    def spy(dates, closes, config):  # noqa: ANN001, ANN202
+        windows, description = real(dates, closes, config)
+        seen.append((np.array(closes), dates[-1], description["scaler_params"]))
+        return windows, description
 
-    monkeypatch.setattr(backtest_module, "windows_frame", spy)
+    monkeypatch.setattr(backtest_module, "ticker_windows", spy)
     config = BacktestConfig(folds=2, test_fraction=0.2)
     backtest(series, [TINY], config, baselines=())
     bounds = fold_bounds(120, config, 1)
     for fold in bounds:
-        ticker, length, last, params = next(
-            row for row in seen if row[0] == "AAA" and row[1] == fold.test_start
-        )
         training = series["AAA"][1][: fold.test_start]
+        _, last, params = next(row for row in seen if np.array_equal(row[0], training))
         assert last == series["AAA"][0][fold.test_start - 1]
         assert params["max"] <= training.max()
         assert params["max"] < series["AAA"][1][fold.test_start :].min()
