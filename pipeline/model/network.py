@@ -285,7 +285,6 @@ class Workers:
         self._pool: futures.ProcessPoolExecutor | None = None
         self._records: Any = None
         self._left = 0  # jobs the current processes may still take
-        self._warming: list[futures.Future[int]] = []
 
     def __enter__(self) -> Workers:
         return self
@@ -304,7 +303,8 @@ class Workers:
         if self.workers == 0 or self._pool is not None:
             return
         pool = self._open()
-        self._warming = [pool.submit(_warm_up) for _ in range(self.workers)]
+        for _ in range(self.workers):
+            pool.submit(_warm_up)
         logger.debug("started %d worker process(es) ahead of their jobs", self.workers)
 
     @property
@@ -423,4 +423,3 @@ class Workers:
         self._records.join_thread()
         self._pool = None
         self._left = 0
-        self._warming = []
