@@ -41,8 +41,8 @@ from pipeline.model.calibration import calibrate_intervals
 from pipeline.model.fit import TrainingData, fit_networks, fresh_networks
 from pipeline.model.network import is_distributional, seed_everything
 from pipeline.model.predictor import Predictor
-from pipeline.model.span import span_series
-from pipeline.model.validation import fit_damping, origin_volatility, with_long_run_volatility
+from pipeline.model.span import span_series, with_origin_volatility
+from pipeline.model.validation import judge_span, origin_volatility, with_long_run_volatility
 from pipeline.scoring.metrics import naive_scale
 from pipeline.sequences.build import ticker_windows
 from pipeline.sequences.scaling import get_scaler
@@ -235,6 +235,8 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
         params[ticker] = description["scaler_params"]
     spans = {ticker: span_series(ticker_windows) for ticker, ticker_windows in windows.items()}
     distributional = is_distributional(variant.model.loss)
+    if distributional or variant.model.intervals == "ewma":
+        spans = with_origin_volatility(spans)
     if distributional:
         params = with_long_run_volatility(params, spans)
     seed_everything(variant.model.seed)
@@ -249,10 +251,15 @@ def _variant_fold(variant: Variant, plan: BacktestPlan, index: int) -> list[pd.D
         f"{variant.name} fold {index + 1}",
     )
     predictor = Predictor(window, get_scaler(variant.sequence.scaling), params, fitted.networks)
-    if variant.model.damping:
-        predictor.damping = fit_damping(predictor, spans)
+    judged = judge_span(predictor, spans, damp=variant.model.damping)
+    predictor.damping = judged.damping
     intervals = calibrate_intervals(
-        predictor, spans, config.horizon, config.interval_level, variant.model.intervals
+        predictor,
+        spans,
+        config.horizon,
+        config.interval_level,
+        variant.model.intervals,
+        judged.step,
     )
     parts = []
     for ticker, bounds in plan.folds.items():

@@ -15,12 +15,11 @@ import numpy as np
 from pipeline.model.predictor import Predictor
 from pipeline.model.scale import (
     EWMA_WEIGHT,
-    ewma_volatility,
     long_run_volatility,
     predicted_volatility,
     step_scales,
 )
-from pipeline.model.span import SpanSeries, stack_points
+from pipeline.model.span import SpanSeries, SpanStep, stack_points
 from pipeline.scoring.intervals import _positive_matrix
 
 #: Central intervals every model calibrates besides its configured level: with the
@@ -167,6 +166,7 @@ def calibrate_intervals(
     horizon: int,
     level: float,
     method: str = "ewma",
+    first_step: SpanStep | None = None,
 ) -> dict[str, IntervalCalibration | None]:
     """Per ticker, how its intervals of steps 1..``horizon`` are drawn (``IntervalCalibration``).
 
@@ -180,6 +180,10 @@ def calibrate_intervals(
     level gets ``None`` (no intervals). Every ticker's paths come from one
     recursive forward pass, and the quantiles from one grouped sort.
 
+    With ``first_step``, the one-step predictions of this same ``predictor`` on the
+    span (``validation.judge_span``'s), the paths' first step is taken from them rather
+    than predicted again: one forward pass of the ``horizon`` fewer.
+
     Raises:
         ValueError: a forecast or close is not positive and finite, or a network
             interval lacks the network's spread.
@@ -189,11 +193,13 @@ def calibrate_intervals(
     result: dict[str, IntervalCalibration | None] = dict.fromkeys(empty)
     if points is None:
         return dict(sorted(result.items()))
+    rows = None if first_step is None else points.rows_in(first_step.points)
     paths, spread = predictor.predict_paths(
         points.row_tickers(),
         points.windows(predictor.window),
         horizon,
         points.volatility(predictor),
+        None if rows is None else (first_step.predicted[rows], first_step.spread[rows]),
     )
     actual = _positive_matrix("y_true", points.following(horizon))
     paths = _positive_matrix("y_pred", paths)
@@ -213,7 +219,7 @@ def calibrate_intervals(
             scale = np.asarray(spread, dtype=float)[:, :horizon]
         else:
             assert long_run is not None
-            ewma = ewma_volatility(points.closes, points.ends - 1, first=points.first)
+            ewma = points.ewma
             sigma = np.sqrt(
                 EWMA_WEIGHT * ewma**2 + (1.0 - EWMA_WEIGHT) * long_run[points.owner] ** 2
             )

@@ -52,7 +52,7 @@ from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, volatility_fea
 from pipeline.model.scale import ewma_volatility
 from pipeline.model.span import SpanSeries
 from pipeline.model.store import GLOBAL, load_network, network_file, save_network
-from pipeline.model.validation import SpanErrors, damp_and_evaluate, evaluate_span
+from pipeline.model.validation import SpanErrors, judge_span
 from pipeline.sequences.scaling import Params, get_scaler
 from pipeline.sequences.windows import TickerWindows
 
@@ -327,14 +327,17 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
             if job.key == GLOBAL or job.key in job.data.windows
             else dict.fromkeys(job.tickers, network),
         )
-        if config.damping:
-            predictor.damping, errors = damp_and_evaluate(
-                predictor, job.series, config.interval_level, config.intervals
-            )
-        else:
-            errors = evaluate_span(predictor, job.series, config.interval_level, config.intervals)
+        judged = judge_span(
+            predictor, job.series, config.interval_level, config.intervals, config.damping
+        )
+        predictor.damping = judged.damping
         intervals = calibrate_intervals(
-            predictor, job.series, config.horizon, config.interval_level, config.intervals
+            predictor,
+            job.series,
+            config.horizon,
+            config.interval_level,
+            config.intervals,
+            judged.step,
         )
         saved = Path(folder) / "network.keras"
         save_network(network, saved)
@@ -346,7 +349,7 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
         key=job.key,
         fitted=fitted,
         damping=dict(predictor.damping),
-        errors=errors,
+        errors=judged.errors,
         intervals=intervals,
         val_losses=val_losses,
         pid=os.getpid(),

@@ -244,6 +244,7 @@ class Predictor:
         windows: np.ndarray,
         horizon: int,
         volatility: np.ndarray | None = None,
+        first: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Closes ``(n, horizon)``, each prediction fed back as the newest input, and the
         standard deviation ``(n, horizon)`` of the log return from the last close to each
@@ -252,6 +253,10 @@ class Predictor:
         A distributional network's volatility input is carried forward by the EWMA
         recursion with each step's expected squared log return (its location squared
         plus its variance); the spread of step ``h`` adds the steps' variances.
+
+        Args:
+            first: the first step already predicted for these windows, as
+                ``predict_distribution`` gives it (closes, deviations): not predicted again.
         """
         current = np.asarray(windows, dtype=float).copy()
         path = np.empty((len(current), horizon))
@@ -260,7 +265,10 @@ class Predictor:
         total = np.zeros(len(current))
         for step in range(horizon):
             sigma = None if variance is None else np.sqrt(variance)
-            path[:, step], deviation = self.predict_distribution(tickers, current, sigma)
+            if step == 0 and first is not None:
+                path[:, 0], deviation = first
+            else:
+                path[:, step], deviation = self.predict_distribution(tickers, current, sigma)
             total = total + deviation**2
             spread[:, step] = np.sqrt(total)
             if variance is not None and np.all(np.isfinite(deviation)):

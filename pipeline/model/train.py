@@ -79,7 +79,7 @@ from pipeline.model.registry import (
     sequence_scalers,
     training_fingerprint,
 )
-from pipeline.model.span import SpanSeries, span_series
+from pipeline.model.span import SpanSeries, span_series, with_origin_volatility
 from pipeline.model.store import (
     Damage,
     check_files,
@@ -259,7 +259,7 @@ def plan_training(
     sequences = _Sequences(
         rows=files.rows,
         windows=files.windows,
-        series={ticker: span_series(windows) for ticker, windows in files.windows.items()},
+        series=_spans(files.windows, model_config),
     )
     params = hyperparameters(sequence_config, model_config)
     champion = champion_model(conn, as_of)
@@ -334,6 +334,16 @@ def plan_training(
         plan=plan,
         config=model_config,
     )
+
+
+def _spans(windows: Mapping[str, TickerWindows], config: ModelConfig) -> dict[str, SpanSeries]:
+    """Each ticker's validation span; with the EWMA volatility at its origins when the
+    model reads it (a distributional network's input, ``ewma`` intervals): the champion
+    judged, the new network judged and its intervals calibrated then share one computation."""
+    series = {ticker: span_series(ticker_windows) for ticker, ticker_windows in windows.items()}
+    if is_distributional(config.loss) or config.intervals == "ewma":
+        return with_origin_volatility(series)
+    return series
 
 
 def finish_training(

@@ -26,7 +26,7 @@ from pipeline.model.scale import (
     long_run_volatility,
     predicted_volatility,
 )
-from pipeline.model.span import Points, SpanSeries, stack_points
+from pipeline.model.span import SpanSeries, SpanStep, stack_points
 from pipeline.scoring.intervals import (
     conformal_quantile,
 )
@@ -124,18 +124,7 @@ def origin_volatility(
     return ewma_volatility(closes, np.maximum(origins, 1))
 
 
-@dataclass(frozen=True)
-class _OneStepAll:
-    """``OneStep`` of every ticker at once: rows grouped as ``points``."""
-
-    points: Points
-    actual: np.ndarray
-    predicted: np.ndarray
-    naive: np.ndarray
-    spread: np.ndarray
-
-
-def _one_step(predictor: Predictor, series: Mapping[str, SpanSeries]) -> _OneStepAll | None:
+def _one_step(predictor: Predictor, series: Mapping[str, SpanSeries]) -> SpanStep | None:
     """The one-step points of the validation span of every ticker, in one forward pass."""
     points, _ = stack_points(predictor, series)
     if points is None:
@@ -143,7 +132,7 @@ def _one_step(predictor: Predictor, series: Mapping[str, SpanSeries]) -> _OneSte
     predicted, spread = predictor.predict_distribution(
         points.row_tickers(), points.windows(predictor.window), points.volatility(predictor)
     )
-    return _OneStepAll(
+    return SpanStep(
         points, points.closes[points.ends], predicted, points.closes[points.ends - 1], spread
     )
 
@@ -172,35 +161,56 @@ def evaluate_span(
     (``span_msis``, computed for every ticker at once), so that two models are
     compared on equal terms.
     """
-    step = _one_step(predictor, series)
-    return SpanErrors() if step is None else _span_errors(series, step, level, method)
+    return judge_span(predictor, series, level, method, damp=False).errors
 
 
-def damp_and_evaluate(
+@dataclass(frozen=True)
+class JudgedSpan:
+    """A model judged on the validation span (``judge_span``).
+
+    Attributes:
+        damping: per ticker, the damping the predictions were judged with.
+        errors: the one-step errors (``evaluate_span``).
+        step: the one-step predictions judged (damped), for the first step of the
+            interval calibration's paths (``calibrate_intervals``); None without points.
+    """
+
+    damping: dict[str, float]
+    errors: SpanErrors
+    step: SpanStep | None
+
+
+def judge_span(
     predictor: Predictor,
     series: Mapping[str, SpanSeries],
     level: float | None = None,
     method: str = "ewma",
-) -> tuple[dict[str, float], SpanErrors]:
-    """``fit_damping``, then ``evaluate_span`` of ``predictor`` with that damping, from
-    one forward pass over the validation span instead of two (the damping is the last
-    step of a prediction, ``Predictor.predict_distribution``, applied here the same
-    way): the same damping and errors, bit for bit."""
+    damp: bool = False,
+) -> JudgedSpan:
+    """``evaluate_span`` of ``predictor``; with ``damp``, first ``fit_damping`` and then
+    judged with that damping, from the one forward pass over the validation span that
+    fitting it needs (the damping is the last step of a prediction,
+    ``Predictor.predict_distribution``, applied here the same way): the same damping and
+    errors, bit for bit, as the two calls."""
+    if not damp:
+        step = _one_step(predictor, series)
+        errors = SpanErrors() if step is None else _span_errors(series, step, level, method)
+        return JudgedSpan(dict(predictor.damping), errors, step)
     step = _one_step(_undamped(predictor), series)
     if step is None:
-        return {}, SpanErrors()
+        return JudgedSpan({}, SpanErrors(), None)
     damping = _best_damping(step)
     factors = np.array([damping.get(name, 1.0) for name in step.points.names])[step.points.owner]
     predicted = damped(step.predicted, step.naive, factors)
-    judged = _OneStepAll(step.points, step.actual, predicted, step.naive, step.spread)
-    return damping, _span_errors(series, judged, level, method)
+    judged = SpanStep(step.points, step.actual, predicted, step.naive, step.spread)
+    return JudgedSpan(damping, _span_errors(series, judged, level, method), judged)
 
 
 def _undamped(predictor: Predictor) -> Predictor:
     return Predictor(predictor.window, predictor.scaler, predictor.params, predictor.networks)
 
 
-def _best_damping(step: _OneStepAll) -> dict[str, float]:
+def _best_damping(step: SpanStep) -> dict[str, float]:
     move = step.predicted - step.naive
     errors = np.column_stack(
         [
@@ -214,7 +224,7 @@ def _best_damping(step: _OneStepAll) -> dict[str, float]:
 
 
 def _span_errors(
-    series: Mapping[str, SpanSeries], step: _OneStepAll, level: float | None, method: str
+    series: Mapping[str, SpanSeries], step: SpanStep, level: float | None, method: str
 ) -> SpanErrors:
     errors = SpanErrors()
     points = step.points
@@ -235,7 +245,7 @@ def _span_errors(
 
 
 def _span_msis_all(
-    series: Mapping[str, SpanSeries], step: _OneStepAll, level: float, method: str
+    series: Mapping[str, SpanSeries], step: SpanStep, level: float, method: str
 ) -> list[float | None]:
     """``span_msis`` of every ticker of ``step``, with grouped array operations."""
     points = step.points
@@ -251,7 +261,7 @@ def _span_msis_all(
         good &= np.isfinite(scale)
     else:
         long_run = np.array([long_run_volatility(closes) for closes in train])
-        ewma = ewma_volatility(points.closes, points.ends - 1, first=points.first)
+        ewma = points.ewma
         scale = np.sqrt(EWMA_WEIGHT * ewma**2 + (1.0 - EWMA_WEIGHT) * long_run[owner] ** 2)
     usable = points.sums(good.astype(int)) == points.counts
     rows = usable[owner]

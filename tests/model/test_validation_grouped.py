@@ -22,14 +22,14 @@ from pipeline.model.scale import (
     predicted_volatility,
     step_scales,
 )
-from pipeline.model.span import SpanSeries
+from pipeline.model.span import SpanSeries, stack_points, with_origin_volatility
 from pipeline.model.store import GLOBAL
 from pipeline.model.validation import (
     DAMPING_GRID,
     OneStep,
-    damp_and_evaluate,
     evaluate_span,
     fit_damping,
+    judge_span,
     span_msis,
 )
 from pipeline.scoring.intervals import fit_conformal, fit_normalised_conformal
@@ -238,19 +238,105 @@ def test_the_volatility_of_several_tickers_at_once_is_each_tickers_own() -> None
 def test_damping_and_errors_from_one_pass_equal_the_two_calls(
     distributional: bool, scope: str, scaling: str, method: str
 ) -> None:
-    """What ``fit_network`` judges a damped model with (``damp_and_evaluate``: one
+    """What ``fit_network`` judges a damped model with (``judge_span`` with ``damp``: one
     forward pass) is exactly ``fit_damping`` then ``evaluate_span`` of the damped
-    predictor (two passes)."""
+    predictor (two passes), and the predictions it hands on are the damped predictor's."""
     series = _series()
     predictor = _predictor(distributional, scope, scaling)
     damping = fit_damping(predictor, series)
     predictor.damping = damping
     expected = evaluate_span(predictor, series, 0.8, method)
+    points, _ = stack_points(predictor, series)
+    assert points is not None
+    expected_step = predictor.predict_distribution(
+        points.row_tickers(), points.windows(WINDOW), points.volatility(predictor)
+    )
     predictor.damping = {"AAA": 0.5}  # ignored: the damping is fitted afresh
-    found_damping, found = damp_and_evaluate(predictor, series, 0.8, method)
-    assert found_damping == damping
-    assert found.per_ticker == expected.per_ticker
-    assert sorted(found.per_ticker) == ["AAA", "BBB", "CCC", "SHORT"]
+    judged = judge_span(predictor, series, 0.8, method, damp=True)
+    assert judged.damping == damping
+    assert judged.errors.per_ticker == expected.per_ticker
+    assert sorted(judged.errors.per_ticker) == ["AAA", "BBB", "CCC", "SHORT"]
+    assert judged.step is not None
+    np.testing.assert_array_equal(judged.step.predicted, expected_step[0])
+    np.testing.assert_array_equal(judged.step.spread, expected_step[1])
+    # Without damp, the predictor's own damping is the one judged.
+    predictor.damping = damping
+    undamped = judge_span(predictor, series, 0.8, method)
+    assert undamped.damping == damping
+    assert undamped.errors.per_ticker == expected.per_ticker
+
+
+@pytest.mark.parametrize(("distributional", "scope", "scaling", "method"), CASES)
+def test_calibration_reuses_the_judged_first_step(
+    distributional: bool, scope: str, scaling: str, method: str
+) -> None:
+    """Given the judged one-step predictions, the calibration's paths take their first
+    step from them (one forward pass fewer) and calibrate the same intervals."""
+    series = _series()
+    predictor = _predictor(distributional, scope, scaling)
+    judged = judge_span(predictor, series, 0.8, method, damp=True)
+    predictor.damping = judged.damping
+    expected = calibrate_intervals(predictor, series, HORIZON, 0.8, method)
+    calls = []
+    original = predictor.predict_distribution
+
+    def counted(tickers, windows, volatility=None):
+        calls.append(len(windows))
+        return original(tickers, windows, volatility)
+
+    predictor.predict_distribution = counted  # type: ignore[method-assign]
+    found = calibrate_intervals(predictor, series, HORIZON, 0.8, method, judged.step)
+    assert len(calls) == HORIZON - 1
+    assert list(found) == list(expected)
+    for ticker, calibration in expected.items():
+        if calibration is None:
+            assert found[ticker] is None
+            continue
+        assert found[ticker] is not None
+        for central, multipliers in calibration.multipliers.items():
+            np.testing.assert_allclose(found[ticker].multipliers[central], multipliers, rtol=1e-6)
+    # Predictions of other points (another span) are not taken for these.
+    other = {name: data for name, data in series.items() if name != "AAA"}
+    foreign = judge_span(predictor, other, 0.8, method).step
+    calls.clear()
+    calibrate_intervals(predictor, series, HORIZON, 0.8, method, foreign)
+    assert len(calls) == HORIZON
+
+
+def test_rows_in_finds_each_point_among_anothers() -> None:
+    series = _series()
+    predictor = _predictor(False, "global", "minmax")
+    one_step, _ = stack_points(predictor, series)
+    paths, _ = stack_points(predictor, series, HORIZON)
+    assert one_step is not None and paths is not None
+    rows = paths.rows_in(one_step)
+    assert rows is not None
+    np.testing.assert_array_equal(one_step.windows(WINDOW)[rows], paths.windows(WINDOW))
+    assert np.array_equal(
+        np.array(one_step.row_tickers(), dtype=object)[rows],
+        np.array(paths.row_tickers(), dtype=object),
+    )
+    assert one_step.rows_in(paths) is None  # the newest targets have no path
+
+
+def test_origin_volatility_computed_ahead_is_the_one_judging_computes() -> None:
+    series = _series()
+    ahead = with_origin_volatility(series)
+    for name, data in series.items():
+        assert ahead[name].volatility is not None
+        origins = data.targets[data.targets >= 1] - 1
+        expected = ewma_volatility(data.closes, np.maximum(origins, 1))
+        np.testing.assert_array_equal(ahead[name].volatility[data.targets >= 1], expected)
+    predictor = _predictor(True, "global", "log_ratio")
+    for method in ("network", "ewma"):
+        judged = judge_span(predictor, ahead, 0.8, method, damp=True)
+        assert judged.errors.per_ticker == (
+            judge_span(predictor, series, 0.8, method, damp=True).errors.per_ticker
+        )
+        predictor.damping = judged.damping
+        assert calibrate_intervals(predictor, ahead, HORIZON, 0.8, method) == (
+            calibrate_intervals(predictor, series, HORIZON, 0.8, method)
+        )
 
 
 def test_the_cases_have_damped_tickers_and_undamped_ones() -> None:
