@@ -44,7 +44,7 @@ from pipeline.db.models import (
     next_version,
     retire_damaged_fingerprint,
 )
-from pipeline.errors import MissingDataError, ModelStoreError
+from pipeline.errors import MissingDataError, ModelStoreError, StorageError
 from pipeline.model.config import ModelConfig
 from pipeline.model.fit import (
     NETWORKS_PER_WORKER,
@@ -80,6 +80,13 @@ from pipeline.model.registry import (
     training_fingerprint,
 )
 from pipeline.model.span import SpanSeries, span_series, with_origin_volatility
+from pipeline.model.span_cache import (
+    champion_span_path,
+    load_span_cache,
+    model_key,
+    save_span_cache,
+    span_cache,
+)
 from pipeline.model.store import (
     Damage,
     check_files,
@@ -267,7 +274,7 @@ def plan_training(
     noted = tuple(damage.describe() for damage in damaged.values())
     damage = damaged.get(champion["version"]) if champion is not None else None
     decision, champion_errors = _decide(
-        conn, mode, sequences, params, champion, as_of, model_config, damage
+        conn, home, mode, sequences, params, champion, as_of, model_config, damage
     )
     logger.info("training decision: %s (%s)", decision.action, decision.reason)
     if decision.action == REUSE:
@@ -423,6 +430,7 @@ def _inspect_models(conn: Connection, champion: Mapping[str, Any] | None) -> dic
 
 def _decide(
     conn: Connection,
+    home: Path,
     mode: str,
     sequences: _Sequences,
     params: Mapping[str, Any],
@@ -441,7 +449,7 @@ def _decide(
         )
         new_windows = new_training_windows(sequences.windows, trained_through(champion))
         if checks_drift(mode, champion, params, new_windows):
-            champion_errors = _evaluate_champion(conn, champion, sequences.series)
+            champion_errors = _evaluate_champion(conn, home, champion, sequences.series)
             drift = champion_drift(champion, champion_errors)
     decision = decide(
         mode,
@@ -551,7 +559,7 @@ def _fit(
         if config.damping:
             logger.info("damping per ticker, fitted on the validation span: %s", damping)
         if champion is not None and champion_errors is None and damage is None:
-            champion_errors = _evaluate_champion(conn, champion, plan.sequences.series)
+            champion_errors = _evaluate_champion(conn, home, champion, plan.sequences.series)
         verdict = gate(model.errors, champion, champion_errors, damaged=damage is not None)
         path = publish_networks(staging, path)
     finally:
@@ -649,6 +657,7 @@ def _trained_result(
 
 def _evaluate_champion(
     conn: Connection,
+    home: Path,
     champion: Mapping[str, Any],
     series: Mapping[str, SpanSeries],
 ) -> SpanErrors | None:
@@ -676,12 +685,26 @@ def _evaluate_champion(
         # Models registered before the ewma intervals had static ones.
         intervals=str(champion["hyperparameters"].get("intervals", "static")),
     )
+    # Its predictions at yesterday's points are kept (``span_cache``): only the new
+    # points are predicted, unless its files, parameters or a ticker's closes changed.
+    salts = job.salts()
+    key = model_key(
+        int(champion["version"]),
+        champion.get("file_sha256"),
+        {"window": job.window, "scaling": job.scaling},
+    )
+    cache_path = champion_span_path(home)
     try:
-        errors = evaluate_model(job)
+        judged = evaluate_model(job, load_span_cache(cache_path, key, salts))
     except ModelStoreError as exc:
         logger.warning("champion v%s cannot be evaluated: %s", champion["version"], exc)
         return None
-    return errors
+    if judged.step is not None:
+        try:
+            save_span_cache(cache_path, span_cache(key, judged.step, salts))
+        except (OSError, StorageError) as exc:  # a slower run tomorrow, nothing worse
+            logger.warning("the champion's span predictions were not kept: %s", exc)
+    return judged.errors
 
 
 def _warn_if_naive_wins(result: ModelSummary) -> None:

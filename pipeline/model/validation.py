@@ -11,6 +11,7 @@ forecast's (yesterday's close) on the same points, so naive scores 1.00.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.files import sha256_json
 from pipeline.model.numpy_lstm import read_networks
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, damped
 from pipeline.model.scale import (
@@ -27,11 +29,14 @@ from pipeline.model.scale import (
     predicted_volatility,
 )
 from pipeline.model.span import SpanSeries, SpanStep, stack_points
+from pipeline.model.span_cache import SpanCache
 from pipeline.scoring.intervals import (
     conformal_quantile,
 )
 from pipeline.scoring.metrics import msis, naive_scale
 from pipeline.sequences.scaling import Params, get_scaler
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,14 +129,35 @@ def origin_volatility(
     return ewma_volatility(closes, np.maximum(origins, 1))
 
 
-def _one_step(predictor: Predictor, series: Mapping[str, SpanSeries]) -> SpanStep | None:
-    """The one-step points of the validation span of every ticker, in one forward pass."""
+def _one_step(
+    predictor: Predictor, series: Mapping[str, SpanSeries], cache: SpanCache | None = None
+) -> SpanStep | None:
+    """The one-step points of the validation span of every ticker, in one forward pass
+    (over the points ``cache`` does not already hold)."""
     points, _ = stack_points(predictor, series)
     if points is None:
         return None
-    predicted, spread = predictor.predict_distribution(
-        points.row_tickers(), points.windows(predictor.window), points.volatility(predictor)
-    )
+    if cache is None:
+        predicted, spread = predictor.predict_distribution(
+            points.row_tickers(), points.windows(predictor.window), points.volatility(predictor)
+        )
+    else:
+        found, predicted, spread = cache.fill(
+            points.names,
+            points.owner,
+            points.ends - points.first,
+            {name: series[name].closes for name in points.names},
+        )
+        rows = np.flatnonzero(~found)
+        if len(rows):
+            volatility = points.volatility(predictor)
+            ends = points.ends[rows]
+            predicted[rows], spread[rows] = predictor.predict_distribution(
+                np.array(points.names, dtype=object)[points.owner[rows]].tolist(),
+                points.closes[ends[:, None] + np.arange(-predictor.window, 0)[None, :]],
+                None if volatility is None else volatility[rows],
+            )
+        logger.debug("%d of %d span predictions kept from an earlier run", found.sum(), len(found))
     return SpanStep(
         points, points.closes[points.ends], predicted, points.closes[points.ends - 1], spread
     )
@@ -186,14 +212,20 @@ def judge_span(
     level: float | None = None,
     method: str = "ewma",
     damp: bool = False,
+    cache: SpanCache | None = None,
 ) -> JudgedSpan:
     """``evaluate_span`` of ``predictor``; with ``damp``, first ``fit_damping`` and then
     judged with that damping, from the one forward pass over the validation span that
     fitting it needs (the damping is the last step of a prediction,
     ``Predictor.predict_distribution``, applied here the same way): the same damping and
-    errors, bit for bit, as the two calls."""
+    errors, bit for bit, as the two calls.
+
+    ``cache``: predictions of this same predictor kept from an earlier run
+    (``span_cache``), used where they still hold (not with ``damp``)."""
+    if cache is not None and damp:
+        raise ValueError("kept predictions are a damped model's: they cannot fit its damping")
     if not damp:
-        step = _one_step(predictor, series)
+        step = _one_step(predictor, series, cache)
         errors = SpanErrors() if step is None else _span_errors(series, step, level, method)
         return JudgedSpan(dict(predictor.damping), errors, step)
     step = _one_step(_undamped(predictor), series)
@@ -298,12 +330,22 @@ class ModelEvaluation:
     level: float = 0.9
     intervals: str = "static"
 
+    def salts(self) -> dict[str, str]:
+        """Per ticker, a digest of what its predictions depend on besides its closes
+        (its scaler parameters and damping; ``span_cache.closes_digest``)."""
+        return {
+            ticker: sha256_json([self.params[ticker], self.damping.get(ticker)])
+            for ticker in self.tickers
+        }
 
-def evaluate_model(job: ModelEvaluation) -> SpanErrors:
-    """One-step errors of a saved model on the validation span.
+
+def evaluate_model(job: ModelEvaluation, cache: SpanCache | None = None) -> JudgedSpan:
+    """A saved model judged on the validation span (``judge_span``).
 
     The networks are read as NumPy forward passes (``numpy_lstm``), as the
-    forecast stage reads them: judging the champion imports no TensorFlow.
+    forecast stage reads them: judging the champion imports no TensorFlow. With
+    ``cache`` (this model's predictions kept from an earlier run), only the points it
+    does not hold are predicted.
 
     Raises:
         ModelStoreError: its files are missing or not Keras models.
@@ -316,7 +358,7 @@ def evaluate_model(job: ModelEvaluation) -> SpanErrors:
         networks=networks,
         damping=job.damping,
     )
-    return evaluate_span(predictor, job.series, job.level, job.intervals)
+    return judge_span(predictor, job.series, job.level, job.intervals, cache=cache)
 
 
 def span_msis(
