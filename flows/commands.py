@@ -75,6 +75,22 @@ def _as_of(conn: Any, args: Args, settings: Settings) -> dt.date:
     return latest
 
 
+#: Tickers a command's summary names before it counts the rest.
+TICKERS_SHOWN = 10
+
+
+def _tickers(names: Sequence[str]) -> str:
+    """Tickers for a summary line: all of a few; of a universe (1,000 names made one
+    7,000-character line), the first ``TICKERS_SHOWN`` and a count
+    (``pricecast tickers list`` lists them all)."""
+    if not names:
+        return "-"
+    if len(names) <= TICKERS_SHOWN:
+        return ", ".join(names)
+    shown = ", ".join(names[:TICKERS_SHOWN])
+    return f"{shown} and {len(names) - TICKERS_SHOWN:,} more ({len(names):,})"
+
+
 def _print(lines: Sequence[tuple[str, object]]) -> None:
     width = max(len(label) for label, _ in lines) + 1
     for label, value in lines:
@@ -100,7 +116,7 @@ def _ingest_lines(summary: IngestSummary) -> list[tuple[str, object]]:
         ("deferred", f"{summary.rows_deferred} (dated after the as-of date)"),
         ("superseded", f"{summary.rows_superseded} (lost to another input's row)"),
         ("flagged", summary.flags),
-        ("tickers", ", ".join(summary.tickers) or "-"),
+        ("tickers", _tickers(summary.tickers)),
     ]
 
 
@@ -248,7 +264,7 @@ def sequences_command(args: Args, settings: Settings) -> int:
         [
             _database_line(settings),
             ("as of", as_of),
-            ("tickers", ", ".join(result.tickers)),
+            ("tickers", _tickers(result.tickers)),
             ("train windows", summary.train_windows),
             ("validation windows", summary.validation_windows),
             ("files", settings.home_path / "sequences"),
@@ -279,7 +295,7 @@ def train_command(args: Args, settings: Settings) -> int:
             _database_line(settings),
             ("as of", as_of),
             ("model", _model_line(result)),
-            ("tickers", ", ".join(result.tickers)),
+            ("tickers", _tickers(result.tickers)),
         ]
     )
     return 0
@@ -310,7 +326,7 @@ def forecast_command(args: Args, settings: Settings) -> int:
             _database_line(settings),
             ("as of", as_of),
             ("model", f"v{result.model_version}"),
-            ("tickers", ", ".join(result.tickers)),
+            ("tickers", _tickers(result.tickers)),
             ("forecasts", f"{result.rows} written ({result.horizon} trading days)"),
         ]
     )
@@ -552,7 +568,12 @@ def run_command(args: Args, settings: Settings) -> int:
             ("database", summary.database),
             ("home", summary.home),
             ("as of", summary.as_of),
-            ("tickers", f"{', '.join(fc.tickers)} ({len(fc.tickers)})"),
+            (
+                "tickers",
+                _tickers(fc.tickers)
+                if len(fc.tickers) > TICKERS_SHOWN
+                else f"{_tickers(fc.tickers)} ({len(fc.tickers)})",
+            ),
             ("ingested", ingested_line(ingest)),
             ("model", _model_line(summary.model)),
             (

@@ -243,6 +243,20 @@ def test_ingest_reports_quarantined_rows(tmp_path: Path) -> None:
     assert "inputs:      1 (0 loaded, 1 unchanged, 0 rejected)" in again.stdout
 
 
+def test_a_universe_is_counted_not_listed(tmp_path: Path) -> None:
+    """A summary names a few tickers; of 12, the first 10 and a count."""
+    names = [f"T{index:02d}" for index in range(12)]
+    source = write_long_csv(synthetic_prices(tuple(names), days=3), tmp_path / "many.csv")
+    few = write_long_csv(synthetic_prices(("AAA", "BBB"), days=3), tmp_path / "few.csv")
+    env = {"PRICECAST_DATABASE_URL": f"sqlite:///{tmp_path / 'u.db'}"}
+    result = pricecast("ingest", str(source), env=env)
+    assert result.returncode == 0, result.stderr
+    line = next(row for row in result.stdout.splitlines() if row.startswith("tickers:"))
+    assert line.split(":", 1)[1].strip() == ", ".join(names[:10]) + " and 2 more (12)"
+    result = pricecast("ingest", str(few), env=env)
+    assert "tickers:     AAA, BBB\n" in result.stdout
+
+
 def test_ingest_applies_the_size_limit_setting(tmp_path: Path) -> None:
     big = write_long_csv(synthetic_prices(("AAA",), days=30), tmp_path / "big.csv")
     small = write_long_csv(synthetic_prices(("BBB",), days=3), tmp_path / "small.csv")
