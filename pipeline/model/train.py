@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
@@ -557,7 +558,7 @@ def _fit(
         rate = fitted.train_samples * fitted.epochs_run / fitted.seconds if fitted.seconds else None
         damping = model.damping if config.damping else {}
         if config.damping:
-            logger.info("damping per ticker, fitted on the validation span: %s", damping)
+            _log_damping(damping)
         if champion is not None and champion_errors is None and damage is None:
             champion_errors = _evaluate_champion(conn, home, champion, plan.sequences.series)
         verdict = gate(model.errors, champion, champion_errors, damaged=damage is not None)
@@ -653,6 +654,23 @@ def _trained_result(
     )
     _warn_if_naive_wins(result)
     return result
+
+
+def _log_damping(damping: Mapping[str, float]) -> None:
+    """The damping fitted: a summary at INFO (one line whatever the universe), each
+    ticker's factor at DEBUG."""
+    if not damping:
+        return
+    factors = np.array(list(damping.values()), dtype=float)
+    logger.info(
+        "damping fitted on the validation span for %d tickers: %d kept the network's move "
+        "(1.0), %d the last close (0.0), median factor %.2f",
+        len(factors),
+        int((factors == 1.0).sum()),
+        int((factors == 0.0).sum()),
+        float(np.median(factors)),
+    )
+    logger.debug("damping per ticker: %s", dict(damping))
 
 
 def _evaluate_champion(

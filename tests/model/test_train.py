@@ -473,3 +473,20 @@ def test_a_damaged_file_of_another_version_is_only_reported(
     assert any("it is not the champion" in r.getMessage() for r in caplog.records)
     with engine.connect() as conn:
         assert count_models(conn) == count
+
+
+def test_the_damping_is_summarised_at_info_and_listed_at_debug(caplog) -> None:  # noqa: ANN001
+    from pipeline.model.train import _log_damping
+
+    damping = {f"T{index:04d}": factor for index, factor in enumerate([1.0, 0.0, 0.0, 0.5] * 250)}
+    with caplog.at_level(logging.INFO, logger="pipeline.model.train"):
+        _log_damping(damping)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "damping fitted on the validation span for 1000 tickers: 250 kept the network's move "
+        "(1.0), 500 the last close (0.0), median factor 0.25"
+    )
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="pipeline.model.train"):
+        _log_damping(damping)
+    assert "'T0003': 0.5" in caplog.records[-1].getMessage()
