@@ -45,12 +45,13 @@ from pipeline.model.network import (
     build_model,
     early_stopping,
     epoch_logger,
+    network_loss,
     resident_memory_mb,
     seed_everything,
 )
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, volatility_feature
 from pipeline.model.scale import ewma_volatility
-from pipeline.model.span import SpanSeries
+from pipeline.model.span import SpanSeries, SpanStep
 from pipeline.model.store import GLOBAL, load_network, network_file, save_network
 from pipeline.model.validation import SpanErrors, judge_span
 from pipeline.sequences.scaling import Params, get_scaler
@@ -142,8 +143,16 @@ def fit_networks(
     epochs: int,
     newer_than: dt.date | None,
     label: str,
+    validate: bool = True,
 ) -> FitResult:
-    """Fit ``networks`` (fresh or loaded) on the training windows; validate on the rest."""
+    """Fit ``networks`` (fresh or loaded) on the training windows; validate on the rest.
+
+    Args:
+        validate: compute each network's loss on the validation windows after the fit
+            (``FitResult.val_loss``); without it, they are read only for early stopping
+            and the caller computes the loss from predictions it makes anyway
+            (``fit_network``: from the pass that judges the network).
+    """
     fitted = FitResult(networks=networks)
     groups = _members(list(networks), data.tickers)
     started = time.perf_counter()
@@ -154,13 +163,17 @@ def fit_networks(
         train = {ticker: data.windows[ticker].train_rows(newer_than) for ticker in tickers}
         validation = {ticker: data.windows[ticker].validation_rows() for ticker in tickers}
         x_train, y_train = data.stacked(tickers, train)
-        x_val, y_val = data.stacked(tickers, validation)
         if not len(x_train):
             continue
+        stopping = bool(config.patience) and newer_than is None
+        if validate or stopping:
+            x_val, y_val = data.stacked(tickers, validation)
+        else:  # not needed: counted only (252,000 windows at 1,000 tickers of ten years)
+            x_val = y_val = np.empty(sum(len(rows) for rows in validation.values()))
         name = label if len(groups) == 1 else f"{label} {key} ({position}/{len(groups)})"
         callbacks = [epoch_logger(epochs, name)]
         validation_data = None
-        if len(x_val) and config.patience and newer_than is None:
+        if len(x_val) and stopping:
             # Validated after every epoch only for early stopping: a fine-tune (all its
             # epochs) would otherwise run the network over every validation window once
             # an epoch for a log line (3 x 252,000 windows at 1,000 tickers of ten
@@ -181,7 +194,7 @@ def fit_networks(
         fitted.train_samples += len(x_train)
         fitted.validation_samples += len(x_val)
         fitted.trained_tickers.extend(tickers)
-        if len(x_val):
+        if len(x_val) and validate:
             loss = networks[key].evaluate(x_val, y_val, batch_size=4096, verbose=0)
             val_losses.append((float(loss), len(x_val)))
     fitted.seconds = time.perf_counter() - started
@@ -316,7 +329,13 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
             parent.write_bytes(job.source)
             network = load_network(parent, for_training=True)
         fitted = fit_networks(
-            job.data, {job.key: network}, config, job.epochs, job.newer_than, job.label
+            job.data,
+            {job.key: network},
+            config,
+            job.epochs,
+            job.newer_than,
+            job.label,
+            validate=False,
         )
         fitted.networks = {}
         predictor = Predictor(
@@ -331,6 +350,10 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
             predictor, job.series, config.interval_level, config.intervals, config.damping
         )
         predictor.damping = judged.damping
+        if fitted.validation_samples and judged.step is not None:
+            # The validation loss from the pass that judged the network (``evaluate``
+            # ran the network over the same windows once more).
+            fitted.val_loss = _validation_loss(network, predictor, judged.step)
         intervals = calibrate_intervals(
             predictor,
             job.series,
@@ -356,6 +379,20 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
         rss_mb=resident_memory_mb(),
         weights=weights,
     )
+
+
+def _validation_loss(network: Any, predictor: Predictor, step: SpanStep) -> float:
+    """``network``'s loss on the validation windows, from its outputs at ``step``'s points
+    (every validation window has a full window of closes before its target, so they are
+    the windows ``fit_networks`` validates on): what ``evaluate`` gives, to float32
+    rounding."""
+    if step.outputs is None:
+        raise ValueError("the judged step kept no network outputs")
+    points = step.points
+    targets = predictor.encoded_targets(
+        points.row_tickers(), points.windows(predictor.window), step.actual
+    )
+    return network_loss(network, targets, step.outputs)
 
 
 def network_jobs(

@@ -121,6 +121,20 @@ def laplace_loss() -> Any:
     return laplace_nll
 
 
+def network_loss(network: Any, targets: np.ndarray, outputs: np.ndarray) -> float:
+    """The mean of ``network``'s compiled loss over targets ``(n,)`` (in the scale it was
+    trained in) and its outputs ``(n, outputs)``: what ``network.evaluate`` reports,
+    from outputs already computed (float32, as the network computes)."""
+    keras = import_keras()
+    loss = network.loss
+    function = keras.losses.get(loss) if isinstance(loss, str) else loss
+    values = function(
+        np.asarray(targets, dtype=np.float32).reshape(-1, 1),
+        np.asarray(outputs, dtype=np.float32),
+    )
+    return float(np.mean(keras.ops.convert_to_numpy(values), dtype=np.float64))
+
+
 def custom_objects() -> dict[str, Any]:
     """What ``keras.models.load_model`` needs to compile a saved network again."""
     loss = laplace_loss()

@@ -165,6 +165,19 @@ class Predictor:
             ValueError: the windows have the wrong shape, or a distributional network
                 gets no ``volatility`` or lacks a ticker's long-run volatility.
         """
+        predicted, spread, _ = self.predict_outputs(tickers, windows, volatility)
+        return predicted, spread
+
+    def predict_outputs(
+        self, tickers: Sequence[str], windows: np.ndarray, volatility: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``predict_distribution``, and the networks' own outputs ``(n, outputs)`` in the
+        scale they were trained in (before decoding and damping): what their loss is
+        computed on (``network.network_loss``).
+
+        Raises:
+            ValueError: as ``predict_distribution``.
+        """
         windows = np.asarray(windows, dtype=float)
         if windows.ndim != 2 or windows.shape[1] != self.window:
             raise ValueError(f"expected windows of shape (n, {self.window}), got {windows.shape}")
@@ -172,6 +185,7 @@ class Predictor:
         every = self._row_params(names, codes)
         result = np.empty(len(windows))
         spread = np.full(len(windows), np.nan)
+        outputs = np.full((len(windows), 2), np.nan)
         for key, rows in self._groups(codes, names).items():
             params = {name: values[rows] for name, values in every.items()}
             encoded = self.scaler.encode(windows[rows], params)
@@ -188,6 +202,7 @@ class Predictor:
                     for start in range(0, len(rows), _CHUNK)
                 ]
             )
+            outputs[rows, : 2 if two else 1] = predicted.reshape(len(rows), -1)
             if two:
                 location, b = predicted[:, 0], network_scale(predicted[:, 1])
                 result[rows] = self.scaler.decode(location, windows[rows], params)
@@ -200,7 +215,18 @@ class Predictor:
             else:
                 result[rows] = self.scaler.decode(predicted, windows[rows], params)
         factors = np.array([self.damping.get(name, 1.0) for name in names], dtype=float)[codes]
-        return damped(result, windows[:, -1], factors), spread
+        width = 2 if np.isfinite(outputs[:, 1]).any() else 1
+        return damped(result, windows[:, -1], factors), spread, outputs[:, :width]
+
+    def encoded_targets(
+        self, tickers: Sequence[str], windows: np.ndarray, targets: np.ndarray
+    ) -> np.ndarray:
+        """The closes ``targets`` after each raw window, in the scale the networks were
+        trained to predict (``Scaler.encode_target``, with each ticker's parameters)."""
+        windows = np.asarray(windows, dtype=float)
+        names, codes = _codes(tickers)
+        params = self._row_params(names, codes)
+        return self.scaler.encode_target(np.asarray(targets, dtype=float), windows, params)
 
     def _feature(
         self,

@@ -170,13 +170,15 @@ class Points:
 class SpanStep:
     """A model's one-step predictions at every point of ``points``: the actual closes,
     its predictions, the naive forecasts (each point's last close) and the standard
-    deviation of the log return it predicted (NaN for a point network)."""
+    deviation of the log return it predicted (NaN for a point network); ``outputs``,
+    when kept, the networks' own outputs (``Predictor.predict_outputs``)."""
 
     points: Points
     actual: np.ndarray
     predicted: np.ndarray
     naive: np.ndarray
     spread: np.ndarray
+    outputs: np.ndarray | None = None
 
 
 def stack_points(

@@ -137,8 +137,9 @@ def _one_step(
     points, _ = stack_points(predictor, series)
     if points is None:
         return None
+    outputs = None
     if cache is None:
-        predicted, spread = predictor.predict_distribution(
+        predicted, spread, outputs = predictor.predict_outputs(
             points.row_tickers(), points.windows(predictor.window), points.volatility(predictor)
         )
     else:
@@ -159,7 +160,12 @@ def _one_step(
             )
         logger.debug("%d of %d span predictions kept from an earlier run", found.sum(), len(found))
     return SpanStep(
-        points, points.closes[points.ends], predicted, points.closes[points.ends - 1], spread
+        points,
+        points.closes[points.ends],
+        predicted,
+        points.closes[points.ends - 1],
+        spread,
+        outputs,
     )
 
 
@@ -234,7 +240,7 @@ def judge_span(
     damping = _best_damping(step)
     factors = np.array([damping.get(name, 1.0) for name in step.points.names])[step.points.owner]
     predicted = damped(step.predicted, step.naive, factors)
-    judged = SpanStep(step.points, step.actual, predicted, step.naive, step.spread)
+    judged = SpanStep(step.points, step.actual, predicted, step.naive, step.spread, step.outputs)
     return JudgedSpan(damping, _span_errors(series, judged, level, method), judged)
 
 

@@ -37,13 +37,13 @@ SALTS = {name: f"salt-{name}" for name in ("AAA", "BBB", "CCC", "DDD", "SHORT", 
 def _counted(predictor):  # noqa: ANN001, ANN202
     """``predictor`` with a list of the rows each forward pass predicted."""
     calls: list[int] = []
-    original = predictor.predict_distribution
+    original = predictor.predict_outputs
 
     def counted(tickers, windows, volatility=None):  # noqa: ANN001, ANN202
         calls.append(len(windows))
         return original(tickers, windows, volatility)
 
-    predictor.predict_distribution = counted
+    predictor.predict_outputs = counted
     return calls
 
 
