@@ -789,3 +789,32 @@ def test_the_bulk_reads_equal_one_ticker_at_a_time(
         0,
     ]
     assert data.tickers[2].scored and data.tickers[0].scored
+
+
+def test_a_painter_draws_each_chart_as_a_new_figure_would(loaded: Loaded) -> None:
+    """``Painter`` reuses its figures from chart to chart: each chart's SVG is byte for
+    byte the one ``render_chart`` draws on new figures, whatever came before it (with
+    or without the error panel, fan, closes or forecasts, at another scale)."""
+    import dataclasses
+
+    from pipeline.report.charts import Painter, render_chart
+
+    engine, _ = loaded
+    with engine.connect() as conn:
+        aaa, bbb = load_report_data(conn, AS_OF).tickers
+    parts = [
+        aaa,
+        bbb,
+        dataclasses.replace(aaa, scored=[]),
+        dataclasses.replace(bbb, history=[(day, close * 1e4) for day, close in bbb.history]),
+        dataclasses.replace(aaa, history=[]),
+        aaa,
+        dataclasses.replace(bbb, forecasts=[], history=bbb.history[-3:]),
+        dataclasses.replace(aaa, history=[(day, close / 1e3) for day, close in aaa.history]),
+        bbb,
+    ]
+    with Painter() as painter:
+        for index, part in enumerate(parts):
+            chart_id = f"c{index}"
+            drawn = painter.draw(part, chart_id, AS_OF, part.ticker)
+            assert drawn == render_chart(part, chart_id, AS_OF, part.ticker), index
