@@ -301,13 +301,19 @@ def _scored(
 
     A date forecast by several versions keeps the forecast the consumers saw
     (``latest_forecasts``' order: newest as-of date, promoted, newest version).
-    ``CHUNK`` tickers a statement.
+    ``CHUNK`` tickers with the same first date a statement: the fresh tickers share
+    theirs, and a stale ticker's older one does not widen the others' span (every
+    row of the view costs three subqueries).
     """
     view = forecast_accuracy
     best: dict[str, dict[dt.date, tuple[tuple[dt.date, bool, int], ScoredPoint]]] = {
         ticker: {} for ticker in since
     }
-    for chunk in _chunks(list(since)):
+    groups: dict[dt.date, list[str]] = {}
+    for ticker, first in since.items():
+        groups.setdefault(first, []).append(ticker)
+    chunks = [chunk for group in groups.values() for chunk in _chunks(group)]
+    for chunk in chunks:
         query = (
             sa.select(
                 view.c[c.TICKER],
@@ -323,13 +329,13 @@ def _scored(
                 view.c[c.TICKER].in_(chunk),
                 view.c[c.HORIZON] == 1,
                 view.c[c.TARGET_DATE] <= as_of,
-                view.c[c.TARGET_DATE] >= min(since[ticker] for ticker in chunk),
+                view.c[c.TARGET_DATE] >= since[chunk[0]],
             )
         )
         for row in conn.execute(query).mappings():
             day = row[c.TARGET_DATE]
-            if row["naive_abs_error"] is None or day < since[row[c.TICKER]]:
-                continue  # no close on or before the as-of date; before the ticker's span
+            if row["naive_abs_error"] is None:  # no close on or before the as-of date
+                continue
             rank = (row[c.AS_OF_DATE], bool(row["promoted"]), int(row[c.MODEL_VERSION]))
             point = ScoredPoint(
                 target_date=day,
