@@ -818,3 +818,30 @@ def test_a_painter_draws_each_chart_as_a_new_figure_would(loaded: Loaded) -> Non
             chart_id = f"c{index}"
             drawn = painter.draw(part, chart_id, AS_OF, part.ticker)
             assert drawn == render_chart(part, chart_id, AS_OF, part.ticker), index
+
+
+def test_text_sizes_shared_between_charts_change_no_byte(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A painter measures each text once for all its charts (``_share_text_metrics``):
+    the same SVG as measuring on every chart, and matplotlib's own function is back
+    when the painter closes."""
+    import matplotlib.text
+
+    from pipeline.report.charts import Painter
+
+    engine, _ = loaded
+    with engine.connect() as conn:
+        parts = load_report_data(conn, AS_OF).tickers * 2
+    measure = matplotlib.text._get_text_metrics_with_cache
+
+    def draw_all(shared: bool) -> list[str]:
+        monkeypatch.setattr(Painter, "shared_metrics", shared)
+        with Painter() as painter:
+            drawn = [painter.draw(p, f"c{i}", AS_OF, p.ticker) for i, p in enumerate(parts)]
+            replaced = matplotlib.text._get_text_metrics_with_cache is not measure
+        assert replaced == shared
+        assert matplotlib.text._get_text_metrics_with_cache is measure
+        return drawn
+
+    assert draw_all(shared=True) == draw_all(shared=False)
