@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.db.schema import prices
+from pipeline.db.schema import tickers as tickers_table
 from pipeline.db.tickers import ticker_exchanges
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, previous_session
 
@@ -32,21 +33,64 @@ def stale_tickers(
     """
     if not tickers:
         return {}
-    newest = dict(
-        conn.execute(
-            sa.select(prices.c[c.TICKER], sa.func.max(prices.c[c.TRADE_DATE]))
-            .where(prices.c[c.TICKER].in_(list(tickers)), prices.c[c.TRADE_DATE] <= as_of)
-            .group_by(prices.c[c.TICKER])
-        ).all()
-    )
+    newest = newest_prices(conn, as_of, tickers)
     exchanges = ticker_exchanges(conn)
     stale: dict[str, dt.date | None] = {}
+    sessions: dict[str, dt.date] = {}  # per exchange: 0.26 s at 5,000 tickers one by one
     for ticker in sorted(tickers):
-        expected = previous_session(as_of, exchanges.get(ticker, DEFAULT_EXCHANGE))
+        exchange = exchanges.get(ticker, DEFAULT_EXCHANGE)
+        if exchange not in sessions:
+            sessions[exchange] = previous_session(as_of, exchange)
+        expected = sessions[exchange]
         latest = newest.get(ticker)
         if latest is None or latest < expected:
             stale[ticker] = latest
     return stale
+
+
+#: Tickers per statement: bound parameters stay far below every database's limit.
+CHUNK = 500
+
+
+def newest_prices(conn: Connection, as_of: dt.date, tickers: Sequence[str]) -> dict[str, dt.date]:
+    """Each ticker's newest trade date on or before ``as_of``; tickers without one are left out.
+
+    One seek of the ``prices`` key per ticker (``max(trade_date)`` of one ticker up
+    to a date): 6 ms for 1,000 tickers on SQLite, where a ``GROUP BY ticker`` over the
+    prices up to the date read every stored price (1.0 s at 1,000 tickers of 10 years,
+    five times that at 5,000). The tracked tickers (the ``tickers`` table) take one
+    statement per ``CHUNK`` of them, a correlated subquery each; any other ticker one
+    statement of its own.
+    """
+
+    def newest_of(ticker: sa.ColumnElement[str]) -> sa.ScalarSelect[dt.date]:
+        return (
+            sa.select(sa.func.max(prices.c[c.TRADE_DATE]))
+            .where(prices.c[c.TICKER] == ticker, prices.c[c.TRADE_DATE] <= as_of)
+            .scalar_subquery()
+        )
+
+    wanted = sorted(set(tickers))
+    newest: dict[str, dt.date] = {}
+    tracked: set[str] = set()
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        rows = conn.execute(
+            sa.select(tickers_table.c.symbol, newest_of(tickers_table.c.symbol)).where(
+                tickers_table.c.symbol.in_(chunk)
+            )
+        ).all()
+        for ticker, day in rows:
+            tracked.add(ticker)
+            if day is not None:
+                newest[ticker] = day
+    alone = sa.select(newest_of(sa.bindparam("ticker", type_=sa.String)))
+    for ticker in wanted:
+        if ticker not in tracked:
+            day = conn.execute(alone, {"ticker": ticker}).scalar_one_or_none()
+            if day is not None:
+                newest[ticker] = day
+    return newest
 
 
 def describe_stale(stale: dict[str, dt.date | None]) -> str:

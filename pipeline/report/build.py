@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline.errors import ConfigurationError
 from pipeline.files import write_text
-from pipeline.report.charts import outer_label, render_chart
+from pipeline.report.charts import Painter, outer_label
 from pipeline.report.data import ForecastPoint, ReportData, TickerReport, load_report_data
 
 logger = logging.getLogger(__name__)
@@ -207,22 +207,23 @@ def render_report(data: ReportData, charts: int = DEFAULT_CHARTS) -> str:
     ]
     by_ticker = {row.ticker: row for row in rows}
     sections = []
-    for ticker in charted:
-        row = by_ticker[ticker]
-        part = row.part
-        chart = None
-        if part.history or part.forecasts:
-            title = f"{ticker}: closes and forecasts as of {data.as_of.isoformat()}"
-            chart = render_chart(part, f"{row.anchor}-chart", data.as_of, title)
-        sections.append(
-            {
-                "row": row,
-                "lead": _lead(row, data.as_of),
-                "chart": chart,
-                "band": outer_label(part),
-                "caption": _error_caption(part),
-            }
-        )
+    with Painter() as painter:  # one pair of figures for every chart of the page
+        for ticker in charted:
+            row = by_ticker[ticker]
+            part = row.part
+            chart = None
+            if part.history or part.forecasts:
+                title = f"{ticker}: closes and forecasts as of {data.as_of.isoformat()}"
+                chart = painter.draw(part, f"{row.anchor}-chart", data.as_of, title)
+            sections.append(
+                {
+                    "row": row,
+                    "lead": _lead(row, data.as_of),
+                    "chart": chart,
+                    "band": outer_label(part),
+                    "caption": _error_caption(part),
+                }
+            )
     return (
         _environment()
         .get_template("report.html.j2")

@@ -244,6 +244,14 @@ def _forecasts_as_of(
     return chosen
 
 
+#: Tickers per statement: bound parameters stay far below every database's limit.
+CHUNK = 500
+
+
+def _chunks(tickers: Sequence[str]) -> list[list[str]]:
+    return [list(tickers[start : start + CHUNK]) for start in range(0, len(tickers), CHUNK)]
+
+
 def _history(
     conn: Connection, ticker: str, as_of: dt.date, days: int
 ) -> list[tuple[dt.date, float]]:
@@ -256,45 +264,89 @@ def _history(
     return [(day, float(close)) for day, close in reversed(conn.execute(query).all())]
 
 
-def _scored(conn: Connection, ticker: str, as_of: dt.date, since: dt.date) -> list[ScoredPoint]:
-    """One-step forecasts of ``ticker`` scored on ``since``..``as_of``, one per target date.
+def _histories(
+    conn: Connection, tickers: Sequence[str], as_of: dt.date, days: int
+) -> dict[str, list[tuple[dt.date, float]]]:
+    """Each ticker's last ``days`` closes up to ``as_of`` (``_history`` of each).
+
+    The closes of a calendar span that holds ``days`` sessions with room to spare
+    are read for ``CHUNK`` tickers a statement; a ticker with fewer closes in it (new,
+    stale or with gaps) is read alone. One statement per ticker spent 0.5 ms a
+    ticker building and running it through SQLAlchemy (0.5 s at 1,000 tickers).
+    """
+    since = as_of - dt.timedelta(days=days * 7 // 5 + 21)
+    found: dict[str, list[tuple[dt.date, float]]] = {ticker: [] for ticker in tickers}
+    for chunk in _chunks(tickers):
+        query = sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.CLOSE]).where(
+            prices.c[c.TICKER].in_(chunk),
+            prices.c[c.TRADE_DATE] <= as_of,
+            prices.c[c.TRADE_DATE] > since,
+        )
+        for ticker, day, close in conn.execute(query):
+            found[ticker].append((day, float(close)))
+    histories = {}
+    for ticker, closes in found.items():
+        if len(closes) >= days:
+            histories[ticker] = sorted(closes)[-days:]
+        else:
+            histories[ticker] = _history(conn, ticker, as_of, days)
+    return histories
+
+
+def _scored(
+    conn: Connection, since: dict[str, dt.date], as_of: dt.date
+) -> dict[str, list[ScoredPoint]]:
+    """Per ticker, the one-step forecasts scored on ``since[ticker]``..``as_of``, one per
+    target date.
 
     A date forecast by several versions keeps the forecast the consumers saw
     (``latest_forecasts``' order: newest as-of date, promoted, newest version).
+    ``CHUNK`` tickers with the same first date a statement: the fresh tickers share
+    theirs, and a stale ticker's older one does not widen the others' span (every
+    row of the view costs three subqueries).
     """
     view = forecast_accuracy
-    query = (
-        sa.select(
-            view.c[c.TARGET_DATE],
-            view.c[c.AS_OF_DATE],
-            view.c[c.MODEL_VERSION],
-            view.c.abs_error,
-            view.c.naive_abs_error,
-            models.c.promoted,
+    best: dict[str, dict[dt.date, tuple[tuple[dt.date, bool, int], ScoredPoint]]] = {
+        ticker: {} for ticker in since
+    }
+    groups: dict[dt.date, list[str]] = {}
+    for ticker, first in since.items():
+        groups.setdefault(first, []).append(ticker)
+    chunks = [chunk for group in groups.values() for chunk in _chunks(group)]
+    for chunk in chunks:
+        query = (
+            sa.select(
+                view.c[c.TICKER],
+                view.c[c.TARGET_DATE],
+                view.c[c.AS_OF_DATE],
+                view.c[c.MODEL_VERSION],
+                view.c.abs_error,
+                view.c.naive_abs_error,
+                models.c.promoted,
+            )
+            .join(models, models.c.version == view.c[c.MODEL_VERSION])
+            .where(
+                view.c[c.TICKER].in_(chunk),
+                view.c[c.HORIZON] == 1,
+                view.c[c.TARGET_DATE] <= as_of,
+                view.c[c.TARGET_DATE] >= since[chunk[0]],
+            )
         )
-        .join(models, models.c.version == view.c[c.MODEL_VERSION])
-        .where(
-            view.c[c.TICKER] == ticker,
-            view.c[c.HORIZON] == 1,
-            view.c[c.TARGET_DATE] <= as_of,
-            view.c[c.TARGET_DATE] >= since,
-        )
-    )
-    best: dict[dt.date, tuple[tuple[dt.date, bool, int], ScoredPoint]] = {}
-    for row in conn.execute(query).mappings():
-        if row["naive_abs_error"] is None:  # no close on or before the as-of date
-            continue
-        rank = (row[c.AS_OF_DATE], bool(row["promoted"]), int(row[c.MODEL_VERSION]))
-        point = ScoredPoint(
-            target_date=row[c.TARGET_DATE],
-            model_version=int(row[c.MODEL_VERSION]),
-            abs_error=float(row["abs_error"]),
-            naive_abs_error=float(row["naive_abs_error"]),
-        )
-        day = row[c.TARGET_DATE]
-        if day not in best or rank > best[day][0]:
-            best[day] = (rank, point)
-    return [best[day][1] for day in sorted(best)]
+        for row in conn.execute(query).mappings():
+            day = row[c.TARGET_DATE]
+            if row["naive_abs_error"] is None:  # no close on or before the as-of date
+                continue
+            rank = (row[c.AS_OF_DATE], bool(row["promoted"]), int(row[c.MODEL_VERSION]))
+            point = ScoredPoint(
+                target_date=day,
+                model_version=int(row[c.MODEL_VERSION]),
+                abs_error=float(row["abs_error"]),
+                naive_abs_error=float(row["naive_abs_error"]),
+            )
+            days = best[row[c.TICKER]]
+            if day not in days or rank > days[day][0]:
+                days[day] = (rank, point)
+    return {ticker: [days[day][1] for day in sorted(days)] for ticker, days in best.items()}
 
 
 def _models(conn: Connection, versions: Sequence[int]) -> list[ModelSummary]:
@@ -406,13 +458,18 @@ def load_report_data(
                 f"that date has forecasts for {', '.join(sorted(made))}"
             )
     stale = stale_tickers(conn, as_of, chosen)
+    histories = _histories(conn, chosen, as_of, history_days)
+    scored = _scored(
+        conn, {ticker: closes[0][0] for ticker, closes in histories.items() if closes}, as_of
+    )
     parts = []
-    for ticker in chosen:  # indexed queries per ticker: 0.1 s for 1,000 on SQLite
+    for ticker in chosen:
         version, points = made.get(ticker, (None, []))
-        history = _history(conn, ticker, as_of, history_days)
-        since = history[0][0] if history else as_of
-        scored = _scored(conn, ticker, as_of, since) if history else []
-        parts.append(TickerReport(ticker, version, history, points, scored, ticker in stale))
+        parts.append(
+            TickerReport(
+                ticker, version, histories[ticker], points, scored.get(ticker, []), ticker in stale
+            )
+        )
     versions = sorted({part.model_version for part in parts if part.model_version is not None})
     return ReportData(
         as_of=as_of,

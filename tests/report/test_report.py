@@ -30,6 +30,7 @@ from pipeline import columns as c
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.prices import upsert_prices
 from pipeline.db.schema import forecasts, models
+from pipeline.db.schema import prices as prices_table
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.report import (
     ReportData,
@@ -739,3 +740,108 @@ def test_the_report_of_the_real_stages(engine: Engine, home: Path) -> None:
             f"{value:,.2f}" for value in rows.loc[rows[c.TICKER] == ticker, c.YHAT]
         ]
     assert f"Champion model v{version}" in page.by_id("summary").text
+
+
+@pytest.mark.parametrize("chunk", [1, 500])
+@pytest.mark.parametrize("days", [1, 20, 60, 200])
+def test_the_bulk_reads_equal_one_ticker_at_a_time(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch, chunk: int, days: int
+) -> None:
+    """``load_report_data`` reads the closes and scored forecasts of ``CHUNK`` tickers a
+    statement: the same as reading each ticker alone, for a ticker with a gap of three
+    months in its closes (fewer in the span read in bulk), one with few closes and one
+    without any."""
+    from pipeline.report import data as report_data
+
+    engine, _ = loaded
+    gap = [day for day in DATES if DATES[10] < day < DATES[-20]]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(prices_table).where(
+                prices_table.c[c.TICKER] == "BBB", prices_table.c[c.TRADE_DATE].in_(gap)
+            )
+        )
+        young = synthetic_prices(("NEW",), start=str(DATES[-4]), days=4, seed=5)
+        upsert_prices(conn, young)
+    monkeypatch.setattr(report_data, "CHUNK", chunk)
+    tickers = ["BBB", "NEW", "AAA", "NONE"]
+    with engine.connect() as conn:
+        data = load_report_data(conn, AS_OF, tickers, history_days=days)
+        for part in data.tickers:
+            alone = report_data._history(conn, part.ticker, AS_OF, days)
+            assert part.history == alone
+            since = alone[0][0] if alone else AS_OF
+            expected = conn.execute(
+                sa.text(
+                    "select target_date, abs_error, naive_abs_error from forecast_accuracy "
+                    "where ticker = :ticker and horizon = 1 and target_date <= :as_of "
+                    "and target_date >= :since and naive_abs_error is not null "
+                    "order by target_date"
+                ),
+                {"ticker": part.ticker, "as_of": AS_OF, "since": since},
+            ).all()
+            scored = [(str(p.target_date), p.abs_error, p.naive_abs_error) for p in part.scored]
+            assert scored == ([(str(d), m, n) for d, m, n in expected] if alone else [])
+    assert [len(part.history) for part in data.tickers] == [
+        min(days, 31),
+        min(days, 4),
+        min(days, 90),
+        0,
+    ]
+    assert data.tickers[2].scored and data.tickers[0].scored
+
+
+def test_a_painter_draws_each_chart_as_a_new_figure_would(loaded: Loaded) -> None:
+    """``Painter`` reuses its figures from chart to chart: each chart's SVG is byte for
+    byte the one ``render_chart`` draws on new figures, whatever came before it (with
+    or without the error panel, fan, closes or forecasts, at another scale)."""
+    import dataclasses
+
+    from pipeline.report.charts import Painter, render_chart
+
+    engine, _ = loaded
+    with engine.connect() as conn:
+        aaa, bbb = load_report_data(conn, AS_OF).tickers
+    parts = [
+        aaa,
+        bbb,
+        dataclasses.replace(aaa, scored=[]),
+        dataclasses.replace(bbb, history=[(day, close * 1e4) for day, close in bbb.history]),
+        dataclasses.replace(aaa, history=[]),
+        aaa,
+        dataclasses.replace(bbb, forecasts=[], history=bbb.history[-3:]),
+        dataclasses.replace(aaa, history=[(day, close / 1e3) for day, close in aaa.history]),
+        bbb,
+    ]
+    with Painter() as painter:
+        for index, part in enumerate(parts):
+            chart_id = f"c{index}"
+            drawn = painter.draw(part, chart_id, AS_OF, part.ticker)
+            assert drawn == render_chart(part, chart_id, AS_OF, part.ticker), index
+
+
+def test_text_sizes_shared_between_charts_change_no_byte(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A painter measures each text once for all its charts (``_share_text_metrics``):
+    the same SVG as measuring on every chart, and matplotlib's own function is back
+    when the painter closes."""
+    import matplotlib.text
+
+    from pipeline.report.charts import Painter
+
+    engine, _ = loaded
+    with engine.connect() as conn:
+        parts = load_report_data(conn, AS_OF).tickers * 2
+    measure = matplotlib.text._get_text_metrics_with_cache
+
+    def draw_all(shared: bool) -> list[str]:
+        monkeypatch.setattr(Painter, "shared_metrics", shared)
+        with Painter() as painter:
+            drawn = [painter.draw(p, f"c{i}", AS_OF, p.ticker) for i, p in enumerate(parts)]
+            replaced = matplotlib.text._get_text_metrics_with_cache is not measure
+        assert replaced == shared
+        assert matplotlib.text._get_text_metrics_with_cache is measure
+        return drawn
+
+    assert draw_all(shared=True) == draw_all(shared=False)
