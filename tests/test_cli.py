@@ -401,6 +401,43 @@ def test_the_temporary_server_starts_before_prefect_is_imported_and_stops(
     assert start_temporary({"PREFECT_API_URL": "http://127.0.0.1:1/api"}) is None
 
 
+def test_a_run_starts_one_temporary_server_before_its_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``start_for_run`` (what the command line does first for ``pricecast run``) starts
+    the temporary server; ``run_command``'s own ``start_temporary`` then gets that same
+    server, not a second one."""
+    from flows import server
+
+    monkeypatch.delenv("PREFECT_API_URL")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setattr(server, "_temporary", None)
+    started = server.start_for_run(tmp_path / "home")
+    assert started is not None
+    try:
+        assert os.environ["PREFECT_API_URL"] == started.url
+        assert server.start_temporary() is started
+    finally:
+        started.stop()
+    assert server.start_temporary() is None  # stopped: the URL set wins, no new server
+
+
+def test_the_command_line_exits_after_its_exit_handlers_and_threads() -> None:
+    """``exit_now`` (how ``pricecast`` ends, skipping the interpreter's teardown) still
+    finishes the threads left running, runs the ``atexit`` handlers, flushes what was
+    printed, and exits with the command's status."""
+    code = (
+        "import atexit, threading, time, flows.cli\n"
+        "atexit.register(lambda: print('handler ran'))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start()\n"
+        "print('output', end='')\n"
+        "flows.cli.exit_now(3)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.splitlines() == ["outputthread done", "handler ran"]
+
+
 def test_a_run_without_a_server_leaves_none_running(tmp_path: Path) -> None:
     """`pricecast run` without PREFECT_API_URL nor a background server runs on the
     temporary server it starts, and stops it: no Prefect server of its home is left."""
@@ -416,6 +453,9 @@ def test_a_run_without_a_server_leaves_none_running(tmp_path: Path) -> None:
     result = pricecast("run", "--source", str(source), env=env, home=tmp_path / "home")
     assert result.returncode == 0, result.stderr
     assert "forecasts:" in result.stdout
+    # The first run on a new Prefect home: its server creates its database quietly (no
+    # telemetry heartbeat racing the migrations: "database is locked").
+    assert "Traceback" not in result.stderr and "| ERROR" not in result.stderr, result.stderr
     left = []
     for process in psutil.process_iter(["cmdline"]):
         try:

@@ -51,11 +51,11 @@ from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.days import as_days
-from pipeline.db.manifest import is_unchanged, manifest_entry, record_input
+from pipeline.db.manifest import is_unchanged, manifest_entry, origin_key, record_input
 from pipeline.db.prices import upsert_prices
 from pipeline.db.quarantine import quarantine_rows, record_flags
 from pipeline.db.runs import PRICES, bump_data_version
-from pipeline.db.schema import prices
+from pipeline.db.schema import ingested_inputs, prices
 from pipeline.db.tickers import (
     active_tickers,
     add_tickers,
@@ -331,11 +331,15 @@ def ingest(
         max_input_bytes=max_input_bytes,
     )
     loaded: dict[str, LoadedInput] = {}  # this ingest's loaded inputs, by their rows' source
+    known = _manifest_versions(conn)
     for source in sources:
         logger.info("ingesting from %s", source.describe())
         first = len(report.inputs)
         for fetched in source.fetch(context):
-            outcome = _ingest_isolated(conn, fetched, report.run_id, rules, loaded)
+            if _known_unchanged(known, fetched, as_of):
+                outcome = _Outcome(InputReport(fetched.origin, fetched.kind, UNCHANGED))
+            else:
+                outcome = _ingest_isolated(conn, fetched, report.run_id, rules, loaded)
             report.inputs.append(outcome.report)
             supersede(conn, loaded, outcome.displaced)
             if outcome.loaded is not None:
@@ -343,6 +347,27 @@ def ingest(
             _log(outcome.report)
         _log_source(source.describe(), report.inputs[first:])
     return report
+
+
+def _manifest_versions(conn: Connection) -> dict[str, dict[str, Any]]:
+    """What ``is_unchanged`` reads of every manifest row, by origin key: one query, where
+    asking for each input's row took 1,000 queries and 1,000 savepoints for a drop folder
+    of 1,000 files ingested before (0.7 of 1.1 s of such an ingest)."""
+    columns = ("origin_key", "version", "rows_deferred", c.AS_OF_DATE)
+    query = sa.select(*(ingested_inputs.c[name] for name in columns))
+    return {row["origin_key"]: dict(row) for row in conn.execute(query).mappings()}
+
+
+def _known_unchanged(
+    known: dict[str, dict[str, Any]], fetched: FetchedInput, as_of: dt.date | None
+) -> bool:
+    """Whether ``fetched`` is, by the manifest read when the ingest began (``known``),
+    content ingested before that this ingest would not change. Each entry answers once:
+    an origin fetched twice in one ingest is judged the second time by its row then."""
+    if fetched.error is not None or fetched.parse is None:
+        return False
+    entry = known.pop(origin_key(fetched.origin), None)
+    return is_unchanged(entry, fetched.version, as_of)
 
 
 @dataclass

@@ -23,13 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.db.forecasts import replace_forecasts
 from pipeline.db.models import champion_model, get_model, model_scalers
-from pipeline.db.prices import read_closes
+from pipeline.db.prices import CloseArrays, read_close_arrays
 from pipeline.db.tickers import inactive_tickers, ticker_exchanges
 from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.model.calibration import IntervalCalibration
@@ -68,22 +67,37 @@ class ForecastResult:
 
 def _recent_closes(
     conn: Connection, as_of: dt.date, tickers: list[str], field: str, window: int
-) -> pd.DataFrame:
-    """At least the last ``window`` closes on or before ``as_of`` of each ticker (all
-    of them when it has fewer): the newest weeks first, the whole series only where
-    those weeks hold too few closes (a suspended ticker, or ``adj_close``)."""
+) -> dict[str, tuple[np.ndarray, dt.date]]:
+    """Each ticker's closes on or before ``as_of`` (at least its last ``window``, all of
+    them when it has fewer) and the date of its newest: the newest weeks first, the
+    whole series only where those weeks hold too few closes (a suspended ticker, or
+    ``adj_close``). Tickers without a close are left out.
+
+    Read as arrays and split by ticker (``read_close_arrays``): a frame grouped by
+    ticker, then a column and a date taken per ticker, cost 0.2 s of a 1.1 s forecast
+    of 1,000 tickers."""
     if field != c.CLOSE:
-        return read_closes(conn, as_of, tickers, field=field)
+        return _series(read_close_arrays(conn, as_of, tickers, field=field))
     # Weeks enough for the window and for the volatility's lookback (5 closes a week).
     weeks = max(window, math.ceil((LOOKBACK + 1) / 5))
     since = as_of - dt.timedelta(days=7 * weeks + 30)
-    recent = read_closes(conn, as_of, tickers, since=since)
-    counts = recent[c.TICKER].value_counts()
-    short = [ticker for ticker in tickers if counts.get(ticker, 0) < window]
-    if not short:
-        return recent
-    whole = read_closes(conn, as_of, short)
-    return pd.concat([recent[~recent[c.TICKER].isin(short)], whole], ignore_index=True)
+    recent = _series(read_close_arrays(conn, as_of, tickers, since=since))
+    short = [ticker for ticker in tickers if len(recent.get(ticker, _NONE)[0]) < window]
+    if short:
+        recent.update(_series(read_close_arrays(conn, as_of, short)))
+    return recent
+
+
+#: The closes of a ticker without any.
+_NONE: tuple[np.ndarray, dt.date] = (np.empty(0), dt.date.min)
+
+
+def _series(arrays: CloseArrays) -> dict[str, tuple[np.ndarray, dt.date]]:
+    """Each ticker's closes and the date of its newest."""
+    return {
+        ticker: (arrays.closes[rows], arrays.dates[rows.stop - 1].astype(object))
+        for ticker, rows in arrays.runs()
+    }
 
 
 def _last_volatility(recent: list[np.ndarray]) -> np.ndarray:
@@ -189,21 +203,17 @@ def forecast(
         )
     params = model_row["hyperparameters"]
     window = int(params["window"])
-    closes = _recent_closes(conn, as_of, wanted, params.get("price_field", c.CLOSE), window)
-    by_ticker = dict(iter(closes.groupby(c.TICKER, sort=False)))
-    empty = closes.iloc[:0]
+    by_ticker = _recent_closes(conn, as_of, wanted, params.get("price_field", c.CLOSE), window)
     windows, recent, stale = [], [], {}
     for ticker in wanted:
-        series = by_ticker.get(ticker, empty)
-        if len(series) < window:
+        values, last_date = by_ticker.get(ticker, _NONE)
+        if len(values) < window:
             raise MissingDataError(
-                f"{ticker} has {len(series)} closes on or before {as_of}; "
+                f"{ticker} has {len(values)} closes on or before {as_of}; "
                 f"model v{version} needs {window}"
             )
-        values = series[c.CLOSE].to_numpy(dtype=float)
         windows.append(values[-window:])
         recent.append(values)
-        last_date = series[c.TRADE_DATE].iloc[-1]
         if last_date < as_of:
             stale[ticker] = last_date
             logger.debug(

@@ -566,3 +566,39 @@ def test_files_alone_do_not_read_every_ticker_s_newest_date(engine: Engine, tmp_
         sa.event.remove(engine, "before_cursor_execute", record)
     grouped = [s for s in statements if "from prices group by prices.ticker" in s]
     assert statements and not grouped
+
+
+def test_a_folder_ingested_before_is_judged_unchanged_by_one_manifest_query(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Rerunning a drop folder of many files already ingested reads the manifest once, not
+    once per file (with a savepoint each); a file listed twice in one ingest after it
+    changed is loaded once, then judged by its new manifest row; nothing else changes."""
+    frame = synthetic_prices(tickers=tuple(f"T{i:02d}" for i in range(12)), days=20)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for ticker, rows in frame.groupby(c.TICKER):
+        write_long_csv(rows, folder / f"{ticker}.csv")
+    first = _ingest(engine, folder)
+    assert first.count("loaded") == 12
+    before = table_snapshot(engine)
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001, ANN002
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        again = _ingest(engine, folder)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert again.count("unchanged") == 12 and again.rows_read == 0
+    assert len(statements) < 12, statements
+    assert not any("SAVEPOINT" in statement for statement in statements)
+    assert table_snapshot(engine) == before
+
+    changed = frame[frame[c.TICKER] == "T00"].copy()
+    changed[c.CLOSE] = changed[c.CLOSE] + 1.0
+    write_long_csv(changed, folder / "T00.csv")
+    twice = _ingest(engine, folder / "T00.csv", folder / "T00.csv")
+    assert [result.status for result in twice.inputs] == ["loaded", "unchanged"]
