@@ -287,9 +287,14 @@ def run_pipeline_part(work: Path, cut: dt.date, next_day: dt.date, test_days: li
     """Backfill, incremental day and no-op rerun through the flow; then score the champion."""
     os.environ["PRICECAST_HOME"] = str(work / "home")
     os.environ["PRICECAST_DATABASE_URL"] = f"sqlite:///{work / 'pricecast.db'}"
+    from flows import use_prefect_defaults
+
+    # Before Prefect is imported, as ``pricecast`` does: its temporary server then runs
+    # without analytics (its heartbeat hit the new database and logged a traceback).
+    use_prefect_defaults()
     from prefect import flow
 
-    from flows.daily import daily_pipeline  # first: ``flows`` sets Prefect's defaults
+    from flows.daily import daily_pipeline
 
     @flow(name="warm-up")
     def warm_up() -> None:
