@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
-from pipeline.db.schema import sequence_files
+from pipeline.db.schema import price_revisions, sequence_files
 from pipeline.db.upsert import upsert_rows
 
 
@@ -31,3 +31,32 @@ def read_sequence_files(
     if tickers is not None:
         query = query.where(sequence_files.c[c.TICKER].in_(list(tickers)))
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def current_sequence_files(
+    conn: Connection, tickers: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each ticker's recorded sequence file, whatever its as-of date, by ticker."""
+    query = sa.select(sequence_files)
+    if tickers is not None:
+        query = query.where(sequence_files.c[c.TICKER].in_(list(tickers)))
+    return {row[c.TICKER]: dict(row) for row in conn.execute(query).mappings()}
+
+
+def price_revisions_of(conn: Connection) -> dict[str, dt.date]:
+    """Tickers whose closes changed within their sequence file's span since it was built
+    (kept by triggers on ``prices``, ``schema.price_revision_ddl``): the earliest date."""
+    query = sa.select(price_revisions.c[c.TICKER], price_revisions.c.since)
+    return {ticker: _date(since) for ticker, since in conn.execute(query)}
+
+
+def clear_price_revisions(conn: Connection, tickers: Sequence[str]) -> None:
+    """Forget the revisions of ``tickers``, whose files were rebuilt from every close."""
+    if tickers:
+        conn.execute(
+            sa.delete(price_revisions).where(price_revisions.c[c.TICKER].in_(list(tickers)))
+        )
+
+
+def _date(value: Any) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value

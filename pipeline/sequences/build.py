@@ -36,8 +36,13 @@ from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.days import as_days
-from pipeline.db.prices import read_close_arrays
-from pipeline.db.sequences import upsert_sequence_files
+from pipeline.db.prices import read_close_arrays, read_closes_after_files, tickers_with_prices
+from pipeline.db.sequences import (
+    clear_price_revisions,
+    current_sequence_files,
+    price_revisions_of,
+    upsert_sequence_files,
+)
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
 from pipeline.files import (
@@ -136,10 +141,13 @@ def stored_table(
     description = _describe(days, closes, config)
     n_train, n_validation = description["train_windows"], description["validation_windows"]
     stored = _stored_columns(window, count)
+    # The text columns taken from one-value arrays: a list of ``count`` strings took
+    # four times as long (0.2 ms a ten-year ticker for each column).
+    split = np.repeat(np.array([0, 1], dtype=np.int32), [n_train, n_validation])
     columns: dict[str, pa.Array] = {
-        c.TICKER: pa.array([ticker] * count, pa.string()),
+        c.TICKER: pa.array([ticker], pa.string()).take(np.zeros(count, dtype=np.int32)),
         c.TARGET_DATE: pa.array(days[window:], pa.date32()),
-        c.SPLIT: pa.array([c.SPLIT_TRAIN] * n_train + [c.SPLIT_VALIDATION] * n_validation),
+        c.SPLIT: pa.array([c.SPLIT_TRAIN, c.SPLIT_VALIDATION], pa.string()).take(split),
     }
     for index, name in enumerate(c.raw_window_columns(window)):
         if name in stored:
@@ -399,9 +407,11 @@ def sequence_file_bytes(path: Path, sha256: str | None = None) -> bytes:
 
 def _parquet_table(payload: bytes, columns: Sequence[str] | None = None) -> pa.Table:
     # A file is small (one ticker): without pre-buffering and threads, reading 1,000 of
-    # them took a third less CPU (``benchmarks/README.md``, ``incremental_day``).
-    return pq.read_table(
-        pa.BufferReader(payload), columns=columns, pre_buffer=False, use_threads=False
+    # them took a third less CPU (``benchmarks/README.md``, ``incremental_day``); and
+    # through ``ParquetFile`` rather than ``read_table`` (the datasets layer), four columns
+    # of a ten-year file took 0.76 ms instead of 1.88.
+    return pq.ParquetFile(pa.BufferReader(payload), pre_buffer=False).read(
+        columns=columns, use_threads=False
     )
 
 
@@ -413,6 +423,13 @@ def build_sequences(
     config: SequenceConfig | None = None,
 ) -> SequenceResult:
     """Build each ticker's scaled windows from the prices up to ``as_of``.
+
+    A ticker whose recorded file (``sequence_files``) is still the bytes recorded, was
+    built with this window and price field through a date on or before ``as_of``, and
+    whose closes in that span have not changed since (``price_revisions``, kept by
+    triggers on ``prices``) keeps the file's closes: only its closes after the file's
+    ``data_through`` are read from the database. Every other ticker's closes are read
+    whole. Either way the file and row are those a build from every close gives.
 
     Args:
         conn: an open connection; the caller owns the transaction.
@@ -433,27 +450,12 @@ def build_sequences(
         ticker: "inactive; `pricecast tickers add` reactivates it"
         for ticker in sorted(set(tickers or []) & inactive)
     }
-    closes = read_close_arrays(conn, as_of, tickers, field=config.price_field)
-    runs = [(ticker, rows) for ticker, rows in closes.runs() if ticker not in inactive]
-    found = {ticker for ticker, _ in runs}
-    if not found:
-        wanted = ", ".join(tickers) if tickers else "any active ticker"
-        raise MissingDataError(f"no prices for {wanted} on or before {as_of}; ingest prices first")
-    for ticker in sorted(set(tickers or []) - found - set(skipped)):
-        skipped[ticker] = f"no prices on or before {as_of}"
-    needed = minimum_closes(config)
-    series = []
-    for ticker, rows in runs:
-        count = rows.stop - rows.start
-        if count < needed:
-            skipped[ticker] = f"{count} closes on or before {as_of}; needs {needed}"
-            logger.warning("skipping %s: %s", ticker, skipped[ticker])
-        else:
-            series.append((ticker, closes.dates[rows], closes.closes[rows]))
-    series.sort(key=lambda item: item[0])  # the database's collation may order tickers otherwise
+    wanted = None if tickers is None else [ticker for ticker in tickers if ticker not in inactive]
+    previous = _previous_files(conn, as_of, wanted, inactive, config)
+    after = read_closes_after_files(conn, as_of) if previous else None
+    new_rows = {ticker: rows for ticker, rows in after.runs()} if after is not None else {}
 
-    def build_one(item: tuple[str, np.ndarray, np.ndarray]) -> dict[str, Any]:
-        ticker, dates, values = item
+    def write(ticker: str, dates: np.ndarray, values: np.ndarray) -> dict[str, Any]:
         table, description = stored_table(ticker, dates, values, config)
         path = sequence_path(home, ticker)
         digest = write_sequence_file(path, table)
@@ -477,21 +479,151 @@ def build_sequences(
             **description,
         }
 
+    def update(row: dict[str, Any]) -> dict[str, Any] | None:
+        """The ticker's file and row from its recorded file and the closes after it;
+        ``None`` when the file is not the one recorded."""
+        ticker = row[c.TICKER]
+        rows = new_rows.get(ticker, slice(0, 0))
+        path = sequence_path(home, ticker)
+        if rows.stop == rows.start and _same_build(row, as_of, path, config):
+            # Nothing new, built the same way into this file: the same bytes and row.
+            try:
+                sequence_file_bytes(path, row["sha256"])
+            except MissingDataError:
+                pass
+            else:
+                return {key: row[key] for key in _ROW_KEYS}
+        try:
+            windows = read_sequence_windows(Path(row["file_path"]), row["sha256"], config.window)
+        except MissingDataError as exc:
+            logger.info("%s; its closes are read from the database", exc)
+            return None
+        if not len(windows) or windows.target_dates[-1].item() != row["data_through"]:
+            return None
+        assert after is not None
+        dates = np.concatenate(
+            [
+                np.array([row["fit_start"]], dtype="datetime64[D]"),
+                # Not in the file, nor used: only the first date and each target's are.
+                np.full(config.window - 1, np.datetime64("NaT"), dtype="datetime64[D]"),
+                windows.target_dates,
+                after.dates[rows],
+            ]
+        )
+        return write(ticker, dates, np.concatenate([windows.closes, after.closes[rows]]))
+
     # A run killed while writing a file left its temporary beside it.
-    remove_leftover_temporaries([sequence_path(home, ticker) for ticker, _, _ in series])
+    remove_leftover_temporaries([sequence_path(home, ticker) for ticker in previous])
     # NumPy, Arrow and Parquet release the GIL: threads keep the cores busy. Each call
     # runs in a copy of this thread's context, so whatever the caller keeps there (a
     # Prefect flow run, which its log handler needs) holds for the logs of the threads.
-    with ThreadPoolExecutor(max_workers=min(BUILD_THREADS, max(1, len(series)))) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, build_one, item) for item in series]
-        rows = [future.result() for future in futures]
+    with ThreadPoolExecutor(max_workers=BUILD_THREADS) as pool:
+        updated = _in_threads(pool, update, [(row,) for row in previous.values()])
+        built = {row[c.TICKER]: row for row in updated if row is not None}
+        everything = tickers_with_prices(conn) if tickers is None else wanted
+        rest = [ticker for ticker in everything or [] if ticker not in built]
+        runs: list[tuple[str, np.ndarray, np.ndarray]] = []
+        if rest:
+            whole = tickers is None and not built
+            closes = read_close_arrays(
+                conn, as_of, None if whole else rest, field=config.price_field
+            )
+            runs = [
+                (ticker, closes.dates[rows], closes.closes[rows])
+                for ticker, rows in closes.runs()
+                if ticker not in inactive
+            ]
+        found = set(built) | {ticker for ticker, _, _ in runs}
+        if not found:
+            which = ", ".join(tickers) if tickers else "any active ticker"
+            raise MissingDataError(
+                f"no prices for {which} on or before {as_of}; ingest prices first"
+            )
+        for ticker in sorted(set(tickers or []) - found - set(skipped)):
+            skipped[ticker] = f"no prices on or before {as_of}"
+        needed = minimum_closes(config)
+        series = []
+        # Sorted: the database's collation may order tickers otherwise.
+        for ticker, dates, values in sorted(runs, key=lambda item: item[0]):
+            if len(values) < needed:
+                skipped[ticker] = f"{len(values)} closes on or before {as_of}; needs {needed}"
+                logger.warning("skipping %s: %s", ticker, skipped[ticker])
+            else:
+                series.append((ticker, dates, values))
+        remove_leftover_temporaries([sequence_path(home, ticker) for ticker, _, _ in series])
+        rows = _in_threads(pool, write, series)
+    rows = sorted([*built.values(), *rows], key=lambda row: row[c.TICKER])
     upsert_sequence_files(conn, rows)
+    # The files of these tickers were built from every close: their revisions are in them.
+    clear_price_revisions(conn, [ticker for ticker, _, _ in series])
     logger.info(
-        "sequences for %d tickers: %d training and %d validation windows as of %s; %d skipped",
+        "sequences for %d tickers (%d from their files and the closes after them): "
+        "%d training and %d validation windows as of %s; %d skipped",
         len(rows),
+        len(built),
         sum(row["train_windows"] for row in rows),
         sum(row["validation_windows"] for row in rows),
         as_of,
         len(skipped),
     )
     return SequenceResult(as_of=as_of, files=rows, skipped=skipped)
+
+
+#: The columns of a ``sequence_files`` row (``build_sequences`` gives them in this order).
+_ROW_KEYS = (
+    c.TICKER,
+    c.AS_OF_DATE,
+    "data_through",
+    "window",
+    "scaling",
+    "validation_fraction",
+    "price_field",
+    "file_path",
+    "sha256",
+    "scaler_params",
+    "fit_start",
+    "fit_end",
+    "train_windows",
+    "validation_windows",
+)
+
+
+def _in_threads(pool: ThreadPoolExecutor, call: Any, items: Sequence[Any]) -> list[Any]:
+    """``call(*item)`` for each item on ``pool``, each in a copy of this thread's context."""
+    futures = [pool.submit(contextvars.copy_context().run, call, *item) for item in items]
+    return [future.result() for future in futures]
+
+
+def _same_build(row: dict[str, Any], as_of: dt.date, path: Path, config: SequenceConfig) -> bool:
+    """Whether ``row`` records a build as of ``as_of`` into ``path`` with ``config``."""
+    return (
+        row[c.AS_OF_DATE] == as_of
+        and row["file_path"] == str(path)
+        and row["scaling"] == config.scaling
+        and row["validation_fraction"] == config.validation_fraction
+    )
+
+
+def _previous_files(
+    conn: Connection,
+    as_of: dt.date,
+    tickers: Sequence[str] | None,
+    inactive: set[str],
+    config: SequenceConfig,
+) -> dict[str, dict[str, Any]]:
+    """The recorded files whose closes may be kept (see ``build_sequences``), by ticker:
+    built with this window and price field (``close``: which field an ``adj_close``
+    series takes depends on every close) through a date on or before ``as_of``, with no
+    close changed within their span since."""
+    if config.price_field != c.CLOSE:
+        return {}
+    revised = price_revisions_of(conn)
+    return {
+        ticker: row
+        for ticker, row in sorted(current_sequence_files(conn, tickers).items())
+        if ticker not in inactive
+        and ticker not in revised
+        and row["window"] == config.window
+        and row["price_field"] == config.price_field
+        and row["data_through"] <= as_of
+    }
