@@ -401,25 +401,39 @@ def _unchanged(same: str) -> str:
 def price_revision_ddl(dialect: str) -> list[str]:
     """The statements creating the ``price_revisions`` triggers on ``dialect``."""
     if dialect == "postgresql":
-        same = _unchanged("IS NOT DISTINCT FROM")
-        function = (
-            "CREATE OR REPLACE FUNCTION prices_revised() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            "BEGIN\n"
-            "  IF TG_OP = 'UPDATE' THEN\n"
-            f"    IF {same} THEN RETURN NULL; END IF;\n"
-            "  END IF;\n"
-            f"  IF TG_OP <> 'INSERT' THEN {_revision_sql(dialect, 'OLD')} END IF;\n"
-            f"  IF TG_OP <> 'DELETE' THEN {_revision_sql(dialect, 'NEW')} END IF;\n"
-            "  RETURN NULL;\n"
-            "END $$"
+        # Statement triggers over the transition tables: one statement a bulk upsert.
+        # Row triggers made an upsert of 150,000 new rows 2.5 to 3 times slower.
+        record = (
+            "INSERT INTO price_revisions (ticker, since)"
+            " SELECT r.ticker, min(r.trade_date) FROM ({rows}) AS r"
+            " JOIN sequence_files AS s ON s.ticker = r.ticker AND r.trade_date <= s.data_through"
+            " GROUP BY r.ticker ON CONFLICT (ticker) DO UPDATE"
+            " SET since = LEAST(price_revisions.since, excluded.since);"
         )
+        columns = "ticker, trade_date, close, adj_close"
+        # An update records the rows whose key or closes changed, before and after.
+        changed = (
+            f"(SELECT {columns} FROM old_rows EXCEPT SELECT {columns} FROM new_rows)"
+            f" UNION ALL (SELECT {columns} FROM new_rows EXCEPT SELECT {columns} FROM old_rows)"
+        )
+
+        def function(name: str, rows: str) -> str:
+            return (
+                f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+                f"BEGIN\n  {record.format(rows=rows)}\n  RETURN NULL;\nEND $$"
+            )
+
         return [
-            function,
-            *(
-                f"CREATE TRIGGER {name} AFTER {name.rsplit('_', 1)[1].upper()} ON prices"
-                " FOR EACH ROW EXECUTE FUNCTION prices_revised()"
-                for name in PRICE_REVISION_TRIGGERS
-            ),
+            function("prices_revised_new", "SELECT ticker, trade_date FROM new_rows"),
+            function("prices_revised_old", "SELECT ticker, trade_date FROM old_rows"),
+            function("prices_revised_changed", changed),
+            "CREATE TRIGGER prices_revised_insert AFTER INSERT ON prices REFERENCING NEW TABLE"
+            " AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION prices_revised_new()",
+            "CREATE TRIGGER prices_revised_update AFTER UPDATE ON prices REFERENCING OLD TABLE"
+            " AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT"
+            " EXECUTE FUNCTION prices_revised_changed()",
+            "CREATE TRIGGER prices_revised_delete AFTER DELETE ON prices REFERENCING OLD TABLE"
+            " AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION prices_revised_old()",
         ]
     if dialect in ("mysql", "mariadb"):
         same = _unchanged("<=>")
@@ -451,7 +465,10 @@ def price_revision_drop_ddl(dialect: str) -> list[str]:
         for name in PRICE_REVISION_TRIGGERS
     ]
     if dialect == "postgresql":
-        drops.append("DROP FUNCTION IF EXISTS prices_revised()")
+        drops += [
+            f"DROP FUNCTION IF EXISTS {name}()"
+            for name in ("prices_revised_new", "prices_revised_old", "prices_revised_changed")
+        ]
     return drops
 
 
