@@ -100,3 +100,19 @@ def test_the_upgrade_makes_the_same_triggers(portable_engine: Engine, down: str)
         assert "price_revisions" not in sa.inspect(conn).get_table_names()
     assert ensure_schema(portable_engine) == head_revision()
     _scenario(portable_engine)
+
+
+def test_the_upgrade_rebuilds_every_file_once(portable_engine: Engine) -> None:
+    """Closes changed before the triggers existed were not recorded: after the upgrade,
+    every recorded file counts as revised from its first close."""
+    from alembic import command
+
+    from pipeline.db.migrate import alembic_config, ensure_schema
+
+    with portable_engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0012_trust_manifest_failed")
+    with portable_engine.begin() as conn:
+        upsert_sequence_files(conn, [_file_row("A")])
+    ensure_schema(portable_engine)
+    with portable_engine.connect() as conn:
+        assert price_revisions_of(conn) == {"A": dt.date(2024, 2, 26)}
