@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
-from pipeline.db.schema import price_revisions, sequence_files
+from pipeline.db.schema import PRICE_REVISION_TRIGGERS, price_revisions, sequence_files
 from pipeline.db.upsert import upsert_rows
 
 
@@ -60,3 +60,25 @@ def clear_price_revisions(conn: Connection, tickers: Sequence[str]) -> None:
 
 def _date(value: Any) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def revision_triggers_present(conn: Connection) -> bool:
+    """Whether every trigger keeping ``price_revisions`` is on ``prices`` (a table rebuilt
+    by hand, or by a migration's copy on SQLite, loses them)."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        query = sa.text(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'prices'"
+        )
+    elif dialect == "postgresql":
+        query = sa.text(
+            "SELECT tgname FROM pg_trigger"
+            " WHERE tgrelid = to_regclass('prices') AND NOT tgisinternal"
+        )
+    else:
+        query = sa.text(
+            "SELECT trigger_name FROM information_schema.triggers"
+            " WHERE event_object_schema = DATABASE() AND event_object_table = 'prices'"
+        )
+    found = {str(name) for name in conn.execute(query).scalars()}
+    return set(PRICE_REVISION_TRIGGERS) <= found

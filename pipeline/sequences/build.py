@@ -41,6 +41,7 @@ from pipeline.db.sequences import (
     clear_price_revisions,
     current_sequence_files,
     price_revisions_of,
+    revision_triggers_present,
     upsert_sequence_files,
 )
 from pipeline.db.tickers import inactive_tickers
@@ -617,6 +618,12 @@ def _previous_files(
     series takes depends on every close) through a date on or before ``as_of``, with no
     close changed within their span since."""
     if config.price_field != c.CLOSE:
+        return {}
+    if not revision_triggers_present(conn):
+        logger.warning(
+            "the triggers that record changed closes are missing from the prices table; "
+            "every ticker's closes are read (`pricecast` recreates them on a new database)"
+        )
         return {}
     revised = price_revisions_of(conn)
     return {

@@ -17,6 +17,7 @@ from pipeline.db.prices import upsert_prices
 from pipeline.db.sequences import (
     clear_price_revisions,
     price_revisions_of,
+    revision_triggers_present,
     upsert_sequence_files,
 )
 
@@ -116,3 +117,11 @@ def test_the_upgrade_rebuilds_every_file_once(portable_engine: Engine) -> None:
     ensure_schema(portable_engine)
     with portable_engine.connect() as conn:
         assert price_revisions_of(conn) == {"A": dt.date(2024, 2, 26)}
+
+
+def test_a_missing_trigger_is_seen(portable_engine: Engine) -> None:
+    with portable_engine.begin() as conn:
+        assert revision_triggers_present(conn)
+        suffix = " ON prices" if conn.dialect.name == "postgresql" else ""
+        conn.execute(sa.text(f"DROP TRIGGER prices_revised_delete{suffix}"))
+        assert not revision_triggers_present(conn)

@@ -117,3 +117,19 @@ def test_a_file_not_as_recorded_is_built_from_every_close(
     rows = _build(engine, home, as_of)
     assert whole_reads == [None, ["BBB"]]
     assert rows == before and _files(home, rows) == files
+
+
+def test_without_the_triggers_every_close_is_read(
+    engine: Engine, home: Path, whole_reads: list[Any]
+) -> None:
+    """A prices table that lost a trigger (rebuilt by hand) cannot vouch for a file's span."""
+    frame = synthetic_prices(days=40)
+    with engine.begin() as conn:
+        upsert_prices(conn, frame)
+    as_of = _day(frame, 39)
+    before = _build(engine, home, as_of)
+    with engine.begin() as conn:
+        suffix = " ON prices" if conn.dialect.name == "postgresql" else ""
+        conn.execute(sa.text(f"DROP TRIGGER prices_revised_update{suffix}"))
+    assert _build(engine, home, as_of) == before
+    assert whole_reads == [None, None]
