@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.days import as_days
-from pipeline.db.schema import prices
+from pipeline.db.schema import prices, sequence_files
 from pipeline.db.upsert import bulk_upsert
 
 logger = logging.getLogger(__name__)
@@ -162,18 +162,7 @@ def read_close_arrays(
         if field != c.CLOSE:
             raise ValueError("since applies to close only")
         query = query.where(prices.c[c.TRADE_DATE] >= since)
-    result = conn.execute(query)
-    parts: list[list[np.ndarray]] = []
-    try:
-        # The DBAPI cursor's plain tuples (no Row objects, no per-value date parsing), a
-        # slice at a time: all of them at once took about 210 bytes a close (a tuple, a
-        # ticker string and a date per row), 2.6 GB for 5,000 tickers of ten years.
-        while rows := result.cursor.fetchmany(READ_CHUNK_ROWS):
-            parts.append(_close_columns(rows, len(columns)))
-    finally:
-        result.close()
-    parts = parts or [_close_columns([], len(columns))]
-    joined = [np.concatenate([part[index] for part in parts]) for index in range(len(columns))]
+    joined = _fetch_columns(conn, query, len(columns))
     arrays = CloseArrays(tickers=joined[0], dates=joined[1], closes=joined[2])
     if field == c.ADJ_CLOSE:
         adjusted = joined[3]  # NULL became NaN
@@ -185,6 +174,68 @@ def read_close_arrays(
                 closes[rows_of] = adjusted[rows_of]
         arrays = CloseArrays(arrays.tickers, arrays.dates, closes)
     return arrays
+
+
+def _fetch_columns(conn: Connection, query: sa.Select, width: int) -> list[np.ndarray]:
+    """The rows of ``query`` (ticker, date, close, and maybe the adjusted close) as arrays."""
+    result = conn.execute(query)
+    parts: list[list[np.ndarray]] = []
+    try:
+        # The DBAPI cursor's plain tuples (no Row objects, no per-value date parsing), a
+        # slice at a time: all of them at once took about 210 bytes a close (a tuple, a
+        # ticker string and a date per row), 2.6 GB for 5,000 tickers of ten years.
+        while rows := result.cursor.fetchmany(READ_CHUNK_ROWS):
+            parts.append(_close_columns(rows, width))
+    finally:
+        result.close()
+    parts = parts or [_close_columns([], width)]
+    return [np.concatenate([part[index] for part in parts]) for index in range(width)]
+
+
+def read_closes_after_files(conn: Connection, through: dt.date) -> CloseArrays:
+    """Each ticker's closes after the ``data_through`` of its sequence file (the
+    ``sequence_files`` row) and on or before ``through``, as ``read_close_arrays`` gives
+    them: one seek of the primary key per file instead of every close."""
+    files = sequence_files
+    if conn.dialect.name == "sqlite":
+        # CROSS JOIN: SQLite takes the files as the outer loop (the planner may not).
+        query = sa.text(
+            "SELECT p.ticker, p.trade_date, p.close FROM sequence_files AS s CROSS JOIN prices"
+            " AS p WHERE p.ticker = s.ticker AND p.trade_date > s.data_through"
+            " AND p.trade_date <= :through ORDER BY p.ticker, p.trade_date"
+        ).bindparams(sa.bindparam("through", through, sa.Date))
+    else:
+        query = (
+            sa.select(prices.c[c.TICKER], prices.c[c.TRADE_DATE], prices.c[c.CLOSE])
+            .select_from(
+                files.join(
+                    prices,
+                    sa.and_(
+                        prices.c[c.TICKER] == files.c[c.TICKER],
+                        prices.c[c.TRADE_DATE] > files.c.data_through,
+                    ),
+                )
+            )
+            .where(prices.c[c.TRADE_DATE] <= through)
+            .order_by(prices.c[c.TICKER], prices.c[c.TRADE_DATE])
+        )
+    joined = _fetch_columns(conn, query, 3)
+    return CloseArrays(tickers=joined[0], dates=joined[1], closes=joined[2])
+
+
+def tickers_with_prices(conn: Connection) -> list[str]:
+    """``list_tickers``, by one seek of the primary key per ticker on SQLite and
+    PostgreSQL (a loose index scan) instead of reading every row's key."""
+    if conn.dialect.name not in ("sqlite", "postgresql"):
+        return list_tickers(conn)
+    query = sa.text(
+        "WITH RECURSIVE found(ticker) AS ("
+        " SELECT min(ticker) FROM prices"
+        " UNION ALL SELECT (SELECT min(p.ticker) FROM prices AS p WHERE p.ticker > found.ticker)"
+        " FROM found WHERE found.ticker IS NOT NULL"
+        ") SELECT ticker FROM found WHERE ticker IS NOT NULL"
+    )
+    return list(conn.execute(query).scalars())
 
 
 def read_closes(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from helpers import TINY_SEQUENCES, last_date, synthetic_prices
 from sqlalchemy.engine import Engine
@@ -16,11 +18,15 @@ from pipeline.db.prices import upsert_prices
 from pipeline.errors import MissingDataError
 from pipeline.files import sha256_file
 from pipeline.sequences.build import (
+    FORMAT_KEY,
     build_sequences,
     read_sequence_file,
     read_sequence_windows,
     sequence_path,
+    sequence_schema,
     windows_frame,
+    windows_table,
+    write_sequence_file,
 )
 from pipeline.sequences.windows import TickerWindows
 
@@ -156,3 +162,55 @@ def test_a_file_of_fewer_windows_than_a_window_is_read_whole(engine: Engine, hom
         windows.inputs(np.arange(3)), stored[c.raw_window_columns(WINDOW)].to_numpy(float)
     )
     np.testing.assert_array_equal(windows.targets(np.arange(3)), stored[c.TARGET_CLOSE])
+
+
+@pytest.mark.parametrize("scaling", ["minmax", "log_ratio"])
+@pytest.mark.parametrize("closes_count", [WINDOW + 2, WINDOW + 4, 2 * WINDOW, 2 * WINDOW + 1, 60])
+def test_a_file_stores_the_closes_and_reads_back_every_column(
+    tmp_path: Path, scaling: str, closes_count: int
+) -> None:
+    """The file holds ticker, date, split, each window's first close and its target (every
+    raw input for fewer windows than a window), and reads back as ``windows_table``'s
+    every column, to the bit."""
+    config = TINY_SEQUENCES.replace(scaling=scaling)
+    rng = np.random.default_rng(closes_count)
+    closes = 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, closes_count)))
+    dates = [day.date() for day in pd.bdate_range("2024-01-02", periods=closes_count)]
+    table, _ = windows_table("AAA", dates, closes, config)
+    path = tmp_path / "AAA.parquet"
+    digest = write_sequence_file(path, table)
+    windows = closes_count - WINDOW
+    inputs = c.raw_window_columns(WINDOW) if windows < WINDOW else ["p0"]
+    assert pq.read_schema(path).names == [c.TICKER, c.TARGET_DATE, c.SPLIT, *inputs, c.TARGET_CLOSE]
+    pd.testing.assert_frame_equal(
+        read_sequence_file(path, digest), windows_frame("AAA", dates, closes, config)[0]
+    )
+    assert read_sequence_file(path, digest).columns.tolist() == sequence_schema(WINDOW).names
+    np.testing.assert_array_equal(read_sequence_windows(path, digest, WINDOW).closes, closes)
+
+
+def test_a_file_of_every_column_as_written_before_still_reads(tmp_path: Path) -> None:
+    """A file written before files kept only their closes (every column, no metadata)."""
+    closes = np.linspace(10.0, 20.0, 30)
+    dates = [day.date() for day in pd.bdate_range("2024-01-02", periods=30)]
+    table, _ = windows_table("AAA", dates, closes, TINY_SEQUENCES)
+    path = tmp_path / "AAA.parquet"
+    pq.write_table(table.replace_schema_metadata(None), path)
+    digest = sha256_file(path)
+    pd.testing.assert_frame_equal(
+        read_sequence_file(path, digest), windows_frame("AAA", dates, closes, TINY_SEQUENCES)[0]
+    )
+    np.testing.assert_array_equal(read_sequence_windows(path, digest, WINDOW).closes, closes)
+
+
+def test_a_file_of_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    closes = np.linspace(10.0, 20.0, 30)
+    dates = [day.date() for day in pd.bdate_range("2024-01-02", periods=30)]
+    table, _ = windows_table("AAA", dates, closes, TINY_SEQUENCES)
+    made = json.loads(table.schema.metadata[FORMAT_KEY.encode()])
+    path = tmp_path / "AAA.parquet"
+    write_sequence_file(
+        path, table.replace_schema_metadata({FORMAT_KEY: json.dumps({**made, "format": 99})})
+    )
+    with pytest.raises(MissingDataError, match="format 99"):
+        read_sequence_file(path)
