@@ -63,9 +63,12 @@ def price_rows(closes: pd.DataFrame) -> pd.DataFrame:
 
 
 def sequence_breakdown(conn: Any, home: Path, day: dt.date) -> dict[str, float]:
-    """Where the sequences stage's time goes, step by step, on one thread (CPU seconds):
-    the closes read from the database, each ticker's windows scaled into an Arrow
-    table, the Parquet encoding, and the digest and write of the file."""
+    """Where a full build of the sequences goes, step by step, on one thread (CPU
+    seconds): every close read from the database, each ticker's windows into an Arrow
+    table, the Parquet encoding, and the digest and write of the file. A new day
+    builds this way only the tickers without a usable file or with revised closes;
+    the others keep their closes from their files and read only the new ones
+    (``pipeline.sequences.build``), which the stage's own time above includes."""
     config = SequenceConfig()
     cpu = {"read closes": 0.0, "windows and scaling": 0.0, "parquet encode": 0.0}
     start = time.process_time()
