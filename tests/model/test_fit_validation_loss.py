@@ -1,6 +1,6 @@
 """A fitted network's validation loss comes from the pass that judges it
 (``fit_network``): the loss ``evaluate`` gives over the validation windows, to float32
-rounding, for a distributional and a point network, one network or a group's."""
+rounding, for one distributional network and for a point network of each group."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from pipeline.model.train import plan_training
     "config",
     [
         pytest.param(TINY_MODEL, id="distributional"),
-        pytest.param(TINY_MODEL.replace(loss="mse", intervals="ewma"), id="point"),
-        pytest.param(GROUPED, id="grouped"),
+        pytest.param(GROUPED.replace(loss="mse", intervals="ewma"), id="point-grouped"),
     ],
 )
 def test_the_validation_loss_is_the_one_evaluate_gives(config, tmp_path: Path) -> None:  # noqa: ANN001
