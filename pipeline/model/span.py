@@ -102,12 +102,16 @@ class Points:
         """The index in ``names`` of each point's ticker."""
         return np.repeat(np.arange(len(self.names)), self.counts)
 
-    def row_tickers(self) -> list[str]:
-        return np.array(self.names, dtype=object)[self.owner].tolist()
+    def row_tickers(self, rows: np.ndarray | None = None) -> list[str]:
+        """Each point's ticker (of the points ``rows`` only, when given)."""
+        owner = self.owner if rows is None else self.owner[rows]
+        return np.array(self.names, dtype=object)[owner].tolist()
 
-    def windows(self, window: int) -> np.ndarray:
-        """The ``window`` closes before each target, ``(n, window)``."""
-        return self.closes[self.ends[:, None] + np.arange(-window, 0)[None, :]]
+    def windows(self, window: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """The ``window`` closes before each target, ``(n, window)`` (of the points
+        ``rows`` only, when given)."""
+        ends = self.ends if rows is None else self.ends[rows]
+        return self.closes[ends[:, None] + np.arange(-window, 0)[None, :]]
 
     def following(self, horizon: int) -> np.ndarray:
         """The target and the closes after it, ``(n, horizon)``."""

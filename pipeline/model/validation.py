@@ -152,10 +152,9 @@ def _one_step(
         rows = np.flatnonzero(~found)
         if len(rows):
             volatility = points.volatility(predictor)
-            ends = points.ends[rows]
             predicted[rows], spread[rows] = predictor.predict_distribution(
-                np.array(points.names, dtype=object)[points.owner[rows]].tolist(),
-                points.closes[ends[:, None] + np.arange(-predictor.window, 0)[None, :]],
+                points.row_tickers(rows),
+                points.windows(predictor.window, rows),
                 None if volatility is None else volatility[rows],
             )
         logger.debug("%d of %d span predictions kept from an earlier run", found.sum(), len(found))
