@@ -38,14 +38,9 @@ from pipeline.db.prices import read_close_arrays, upsert_prices
 from pipeline.model.config import ModelConfig
 from pipeline.model.forecast import forecast
 from pipeline.model.train import train
-from pipeline.sequences.build import (
-    build_sequences,
-    encode_sequence_file,
-    sequence_path,
-    windows_table,
-    write_sequence_file,
-)
+from pipeline.sequences.build import build_sequences, sequence_path
 from pipeline.sequences.config import SequenceConfig
+from pipeline.sequences.files import encode_sequence_file, windows_table, write_sequence_file
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "incremental_day.json"
 

@@ -31,8 +31,8 @@ from pipeline.model.predictor import Predictor
 from pipeline.model.span import span_series
 from pipeline.model.store import GLOBAL
 from pipeline.model.validation import evaluate_span, fit_damping, with_long_run_volatility
-from pipeline.sequences.build import windows_frame
 from pipeline.sequences.config import SequenceConfig
+from pipeline.sequences.files import windows_frame
 from pipeline.sequences.scaling import get_scaler
 from pipeline.sequences.windows import TickerWindows
 

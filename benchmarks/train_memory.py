@@ -35,8 +35,8 @@ from pipeline.model.fit import (
 )
 from pipeline.model.network import Workers, resident_memory_mb
 from pipeline.model.span import span_series
-from pipeline.sequences.build import ticker_windows
 from pipeline.sequences.config import SequenceConfig
+from pipeline.sequences.files import ticker_windows
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "train_memory.json"
 #: The options each part's process gets.

@@ -155,7 +155,7 @@ def test_each_writer_names_its_stage(tmp_path: Path, monkeypatch: pytest.MonkeyP
     """Every file the pipeline writes goes through ``write_atomically``: the sequence
     Parquet, the model (``store.save_network``), the report, the backtest's points."""
     from pipeline.evaluate.scores import BacktestResult
-    from pipeline.sequences.build import write_sequence_file
+    from pipeline.sequences.files import write_sequence_file
 
     def disk_full(self: Path, *args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

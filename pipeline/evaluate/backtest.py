@@ -44,7 +44,7 @@ from pipeline.model.predictor import Predictor
 from pipeline.model.span import span_series, with_origin_volatility
 from pipeline.model.validation import judge_span, origin_volatility, with_long_run_volatility
 from pipeline.scoring.metrics import naive_scale
-from pipeline.sequences.build import ticker_windows
+from pipeline.sequences.files import ticker_windows
 from pipeline.sequences.scaling import get_scaler
 
 logger = logging.getLogger(__name__)

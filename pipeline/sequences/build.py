@@ -6,10 +6,8 @@ For each ticker, the closes up to the as-of date become windows of
 closes of the training windows only (inputs and targets), so it never sees a
 close it will be evaluated on. Each ticker's windows are written to
 ``<home>/sequences/<TICKER>.parquet`` and recorded, with the fitted scaler,
-in the ``sequence_files`` table. A file stores the closes (each window's first close
-and its target) with the date and split of each window, and the scaler in its
-metadata; reading it computes the scaled and the other raw columns
-(``stored_table``, ``expand_table``).
+in the ``sequence_files`` table. What a file holds, and how reading it checks it,
+is ``pipeline.sequences.files``.
 
 A file whose content would not change is not rewritten, so a rerun leaves
 files byte for byte and time stamp as they were.
@@ -19,7 +17,6 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -29,13 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
-from pipeline.days import as_days
 from pipeline.db.prices import read_close_arrays, read_closes_after_files, tickers_with_prices
 from pipeline.db.sequences import (
     clear_price_revisions,
@@ -46,26 +39,21 @@ from pipeline.db.sequences import (
 )
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
-from pipeline.files import (
-    remove_leftover_temporaries,
-    sha256_bytes,
-    sha256_file,
-    write_atomically,
-)
+from pipeline.files import remove_leftover_temporaries
 from pipeline.results import SequencesSummary
 from pipeline.sequences.config import SequenceConfig
-from pipeline.sequences.scaling import get_scaler
-from pipeline.sequences.windows import TickerWindows, build_windows, split_counts
+from pipeline.sequences.files import (
+    read_sequence_windows,
+    sequence_file_bytes,
+    stored_table,
+    write_sequence_file,
+)
 
 logger = logging.getLogger(__name__)
 
 SEQUENCES_DIR = "sequences"
 #: Tickers built at once (the work is NumPy and Parquet, which run outside the GIL).
 BUILD_THREADS = min(4, os.cpu_count() or 1)
-#: The key of a sequence file's schema metadata that says how its columns were made.
-FORMAT_KEY = "pricecast.sequences"
-#: Files of the stored columns only (``stored_table``); files of every column have no key.
-FILE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -99,322 +87,6 @@ def sequence_path(home: Path, ticker: str) -> Path:
 def minimum_closes(config: SequenceConfig) -> int:
     """Closes a ticker needs: one window plus a training and a validation target."""
     return config.window + 2
-
-
-def windows_table(
-    ticker: str, dates: Sequence[dt.date] | np.ndarray, closes: np.ndarray, config: SequenceConfig
-) -> tuple[pa.Table, dict[str, Any]]:
-    """One ticker's windows, scaled and raw, and the description of how they were made.
-
-    Args:
-        ticker: the ticker.
-        dates: the date of each close, oldest first (``datetime.date`` or ``datetime64``).
-        closes: the closes, oldest first.
-        config: window, scaling and validation share.
-
-    Returns:
-        The table a sequence file reads back as (``ticker``, ``target_date``, ``split``,
-        the scaled inputs ``x0`` .. ``x{window-1}`` and target ``y``, the raw
-        inputs ``p0`` .. ``p{window-1}`` and target ``target_close``; the file stores
-        only what the rest is computed from, ``stored_table``) and a dictionary with
-        the fitted scaler, the span it saw, and the window counts.
-    """
-    stored, description = stored_table(ticker, dates, closes, config)
-    return expand_table(stored, closes=np.asarray(closes, dtype=float)), description
-
-
-def stored_table(
-    ticker: str, dates: Sequence[dt.date] | np.ndarray, closes: np.ndarray, config: SequenceConfig
-) -> tuple[pa.Table, dict[str, Any]]:
-    """What a sequence file stores of ``windows_table``: ``ticker``, ``target_date``,
-    ``split``, each window's oldest close ``p0`` and its target ``target_close`` (every
-    close of the ticker; all the raw inputs for a ticker of fewer windows than
-    ``window``), with the window, the scaling and the fitted scaler's parameters in the
-    schema's metadata. The scaled inputs and target, and the other raw inputs, are
-    computed from these when the file is read (``expand_table``): they were 19 of the
-    24 columns, nine tenths of the bytes and four fifths of the time to encode a file
-    (a ten-year ticker: 354 KB in 4.1 ms with every column, 34 KB in 0.8 ms with these;
-    the sequences folder of 1,000 such tickers 340 MB, now 36 MB).
-    """
-    window = config.window
-    days = as_days(dates)
-    closes = np.asarray(closes, dtype=float)
-    count = len(closes) - window
-    description = _describe(days, closes, config)
-    n_train, n_validation = description["train_windows"], description["validation_windows"]
-    stored = _stored_columns(window, count)
-    # The text columns taken from one-value arrays: a list of ``count`` strings took
-    # four times as long (0.2 ms a ten-year ticker for each column).
-    split = np.repeat(np.array([0, 1], dtype=np.int32), [n_train, n_validation])
-    columns: dict[str, pa.Array] = {
-        c.TICKER: pa.array([ticker], pa.string()).take(np.zeros(count, dtype=np.int32)),
-        c.TARGET_DATE: pa.array(days[window:], pa.date32()),
-        c.SPLIT: pa.array([c.SPLIT_TRAIN, c.SPLIT_VALIDATION], pa.string()).take(split),
-    }
-    for index, name in enumerate(c.raw_window_columns(window)):
-        if name in stored:
-            columns[name] = pa.array(closes[index : index + count])
-    columns[c.TARGET_CLOSE] = pa.array(closes[window:])
-    metadata = {
-        FORMAT_KEY: json.dumps(
-            {
-                "format": FILE_FORMAT,
-                "window": window,
-                "scaling": config.scaling,
-                "scaler_params": description["scaler_params"],
-            },
-            sort_keys=True,
-        )
-    }
-    schema = sequence_schema(window)
-    schema = pa.schema([schema.field(name) for name in columns], metadata=metadata)
-    return pa.Table.from_pydict(columns, schema=schema), description
-
-
-def _stored_columns(window: int, count: int) -> list[str]:
-    """The columns a sequence file of ``count`` windows of ``window`` closes stores."""
-    inputs = c.raw_window_columns(window)
-    kept = inputs if count < window else inputs[:1]
-    return [c.TICKER, c.TARGET_DATE, c.SPLIT, *kept, c.TARGET_CLOSE]
-
-
-def expand_table(stored: pa.Table, closes: np.ndarray | None = None) -> pa.Table:
-    """A sequence file's table with every column of ``sequence_schema``: the stored
-    columns of a file as ``stored_table`` writes it, and the others computed from them
-    and its metadata as ``windows_table`` computed them; a table without that metadata
-    (a file of every column, as files were written before) as it is.
-
-    Raises:
-        ValueError: the metadata or the columns are not those of a sequence file.
-    """
-    metadata = stored.schema.metadata or {}
-    if FORMAT_KEY.encode() not in metadata:
-        return stored
-    made = json.loads(metadata[FORMAT_KEY.encode()])
-    if made.get("format") != FILE_FORMAT:
-        raise ValueError(f"sequence file format {made.get('format')!r} is not {FILE_FORMAT}")
-    window, params = int(made["window"]), made["scaler_params"]
-    scaler = get_scaler(made["scaling"])
-    count = stored.num_rows
-    if closes is None:
-        targets = stored[c.TARGET_CLOSE].to_numpy()
-        if count < window:
-            first = [stored[name][0].as_py() for name in c.raw_window_columns(window)]
-            closes = np.r_[np.asarray(first, dtype=float), targets]
-        else:
-            closes = np.r_[stored[c.raw_window_columns(window)[0]].to_numpy(), targets[-window:]]
-    raw_x, raw_y = build_windows(closes, window)
-    # Column-major copies: Arrow takes each column without another copy.
-    scaled_x = np.asfortranarray(scaler.encode(raw_x, params))
-    raw_x = np.asfortranarray(raw_x)
-    columns: dict[str, pa.Array] = {
-        name: stored[name] for name in (c.TICKER, c.TARGET_DATE, c.SPLIT)
-    }
-    for index, name in enumerate(c.window_columns(window)):
-        columns[name] = pa.array(scaled_x[:, index])
-    columns[c.TARGET] = pa.array(scaler.encode_target(raw_y, raw_x, params))
-    for index, name in enumerate(c.raw_window_columns(window)):
-        columns[name] = pa.array(raw_x[:, index])
-    columns[c.TARGET_CLOSE] = pa.array(raw_y)
-    schema = sequence_schema(window).with_metadata(metadata)
-    return pa.Table.from_pydict(columns, schema=schema)
-
-
-def ticker_windows(
-    dates: Sequence[dt.date] | np.ndarray, closes: np.ndarray, config: SequenceConfig
-) -> tuple[TickerWindows, dict[str, Any]]:
-    """One ticker's windows as training keeps them (``TickerWindows``) and the description
-    ``windows_table`` gives them (the scaler fitted on the training windows' closes): the
-    windows the sequences stage would write, without building a file's table (backtests
-    train on these)."""
-    days = as_days(dates)
-    description = _describe(days, closes, config)
-    windows = TickerWindows(
-        closes=np.asarray(closes, dtype=float),
-        target_dates=days[config.window :],
-        n_train=description["train_windows"],
-        window=config.window,
-    )
-    return windows, description
-
-
-def _describe(days: np.ndarray, closes: np.ndarray, config: SequenceConfig) -> dict[str, Any]:
-    """How a ticker's windows split, and its scaler fitted on every close a training
-    window touches (never a validation target)."""
-    n_train, n_validation = split_counts(len(closes) - config.window, config.validation_fraction)
-    fitted_closes = n_train + config.window
-    return {
-        "scaler_params": get_scaler(config.scaling).fit(closes[:fitted_closes]),
-        "fit_start": days[0].item(),
-        "fit_end": days[fitted_closes - 1].item(),
-        "train_windows": n_train,
-        "validation_windows": n_validation,
-    }
-
-
-def windows_frame(
-    ticker: str, dates: Sequence[dt.date] | np.ndarray, closes: np.ndarray, config: SequenceConfig
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """``windows_table`` as the frame ``read_sequence_file`` would return for its file."""
-    table, description = windows_table(ticker, dates, closes, config)
-    return table.to_pandas(), description
-
-
-def sequence_schema(window: int) -> pa.Schema:
-    """The Arrow schema of a sequence file with windows of ``window`` closes."""
-    return pa.schema(
-        [
-            pa.field(c.TICKER, pa.string()),
-            pa.field(c.TARGET_DATE, pa.date32()),
-            pa.field(c.SPLIT, pa.string()),
-            *[pa.field(name, pa.float64()) for name in c.window_columns(window)],
-            pa.field(c.TARGET, pa.float64()),
-            *[pa.field(name, pa.float64()) for name in c.raw_window_columns(window)],
-            pa.field(c.TARGET_CLOSE, pa.float64()),
-        ]
-    )
-
-
-def encode_sequence_file(table: pa.Table) -> bytes:
-    """The Parquet bytes of a sequence file (the encoding ``write_sequence_file`` describes):
-    of ``table``, the columns ``stored_table`` keeps (the others are computed on reading)."""
-    metadata = table.schema.metadata or {}
-    if FORMAT_KEY.encode() in metadata:
-        window = json.loads(metadata[FORMAT_KEY.encode()])["window"]
-        table = table.select(_stored_columns(window, table.num_rows))
-    sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        compression="zstd",
-        compression_level=1,
-        use_dictionary=[c.TICKER, c.SPLIT],
-        write_statistics=False,
-    )
-    return sink.getvalue().to_pybytes()
-
-
-def write_sequence_file(path: Path, table: pa.Table) -> str:
-    """Write ``table`` to ``path`` unless the file already holds exactly these bytes.
-
-    Only the two text columns are dictionary-encoded: trying a dictionary on
-    every float column made writing three times slower and the files larger.
-    No column statistics: the files are always read whole, and leaving them out
-    halved the time to encode a file (about 2.5 ms of 24 columns of 750 rows) and cut
-    a third of the time to read it back, at the same size
-    (``benchmarks/README.md``, ``incremental_day``). Only the columns ``stored_table``
-    keeps are written: a ticker of ten years took 4.1 ms to encode into 354 KB with every
-    column, 0.8 ms into 34 KB with five.
-
-    Returns:
-        The SHA-256 of the file.
-    """
-    payload = encode_sequence_file(table)
-    digest = sha256_bytes(payload)
-    # A file of another size holds other bytes: only one of the same size is read and
-    # hashed (every file changes on a new day; reading 1,000 back took 0.4 s of CPU).
-    if _size(path) == len(payload) and sha256_file(path) == digest:
-        return digest
-    write_atomically(path, lambda temporary: temporary.write_bytes(payload), "sequences")
-    return digest
-
-
-def _size(path: Path) -> int | None:
-    """The file's size in bytes, or ``None`` when there is no file."""
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return None
-
-
-def read_sequence_file(path: Path, sha256: str | None = None) -> pd.DataFrame:
-    """A sequence file as written by ``write_sequence_file``; with ``sha256`` (what
-    ``sequence_files`` recorded), only if the file still has those bytes.
-
-    Raises:
-        MissingDataError: the file does not exist, or its bytes are not the ones
-            recorded (``sequence_file_bytes``).
-    """
-    payload = sequence_file_bytes(path, sha256)
-    try:
-        table = expand_table(_parquet_table(payload))
-    except (ValueError, KeyError, pa.ArrowException) as exc:
-        raise MissingDataError(
-            f"sequence file {path} cannot be read ({str(exc).splitlines()[0]}); "
-            "rebuild it with `pricecast sequences`"
-        ) from exc
-    return table.to_pandas(use_threads=False)
-
-
-def read_sequence_windows(path: Path, sha256: str | None, window: int) -> TickerWindows:
-    """The windows of a sequence file in the form training keeps them (``TickerWindows``:
-    the closes, about a thirtieth of the file as a data frame), read and checked as
-    ``read_sequence_file`` reads it. Four of its columns are decoded (each window's
-    oldest close, its target, date and split: every close, and a check that each
-    target is the oldest close of the window ``window`` rows later), all the inputs
-    only for a file of fewer windows than that.
-
-    Raises:
-        MissingDataError: as ``read_sequence_file``, or the file's windows are not
-            windows of ``window`` closes of one series.
-    """
-    payload = sequence_file_bytes(path, sha256)
-    inputs = c.raw_window_columns(window)
-    try:
-        table = _parquet_table(payload, [inputs[0], c.TARGET_CLOSE, c.TARGET_DATE, c.SPLIT])
-        if table.num_rows < window:
-            table = _parquet_table(payload, [*inputs, c.TARGET_CLOSE, c.TARGET_DATE, c.SPLIT])
-            inputs_given = inputs
-        else:
-            inputs_given = inputs[:1]
-        return TickerWindows.from_columns(
-            np.column_stack([table[name].to_numpy() for name in inputs_given])
-            if table.num_rows
-            else np.empty((0, len(inputs_given))),
-            table[c.TARGET_CLOSE].to_numpy(),
-            table[c.TARGET_DATE].to_numpy(),
-            table[c.SPLIT].to_numpy(zero_copy_only=False),
-            window,
-            where="its columns",
-        )
-    except (ValueError, KeyError, pa.ArrowException) as exc:
-        raise MissingDataError(
-            f"sequence file {path} cannot be read as windows of {window} closes "
-            f"({str(exc).splitlines()[0]}); "
-            "rebuild it with `pricecast sequences`"
-        ) from exc
-
-
-def sequence_file_bytes(path: Path, sha256: str | None = None) -> bytes:
-    """A sequence file's bytes; with ``sha256``, only if they are the ones recorded.
-
-    Raises:
-        MissingDataError: the file does not exist, or its bytes are not the ones
-            recorded (another ticker's file copied over it, a truncated copy): training
-            on it would learn the wrong series under this ticker's name.
-    """
-    if not path.exists():
-        raise MissingDataError(
-            f"sequence file {path} is missing; rebuild it with `pricecast sequences`"
-        )
-    payload = path.read_bytes()
-    if sha256 is not None and sha256_bytes(payload) != sha256:
-        raise MissingDataError(
-            f"sequence file {path} is not the file that was built (SHA-256 "
-            f"{sha256_bytes(payload)[:12]}..., recorded {sha256[:12]}...): it was changed or "
-            "replaced since; rebuild it with `pricecast sequences` (the daily run does)"
-        )
-    return payload
-
-
-def _parquet_table(payload: bytes, columns: Sequence[str] | None = None) -> pa.Table:
-    # A file is small (one ticker): without pre-buffering and threads, reading 1,000 of
-    # them took a third less CPU (``benchmarks/README.md``, ``incremental_day``); and
-    # through ``ParquetFile`` rather than ``read_table`` (the datasets layer), four columns
-    # of a ten-year file took 0.76 ms instead of 1.88.
-    return pq.ParquetFile(pa.BufferReader(payload), pre_buffer=False).read(
-        columns=columns, use_threads=False
-    )
 
 
 def build_sequences(

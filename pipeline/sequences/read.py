@@ -22,8 +22,9 @@ from pipeline import columns as c
 from pipeline.db.sequences import read_sequence_files
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
-from pipeline.sequences.build import build_sequences, read_sequence_windows
+from pipeline.sequences.build import build_sequences
 from pipeline.sequences.config import SequenceConfig
+from pipeline.sequences.files import read_sequence_windows
 from pipeline.sequences.windows import TickerWindows
 
 logger = logging.getLogger(__name__)

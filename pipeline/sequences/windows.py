@@ -150,7 +150,7 @@ class TickerWindows:
     def from_frame(
         cls, frame: pd.DataFrame, window: int, where: str = "the windows"
     ) -> TickerWindows:
-        """From a sequence file read as a data frame (``build.windows_frame``)."""
+        """From a sequence file read as a data frame (``files.windows_frame``)."""
         return cls.from_columns(
             frame[raw_window_columns(window)].to_numpy(dtype=float),
             frame[TARGET_CLOSE].to_numpy(dtype=float),

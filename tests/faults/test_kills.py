@@ -61,7 +61,7 @@ import datetime as dt, importlib, os, signal, sys
 # Imported before the patch, so that a name they import stays the original: patching
 # pipeline.files.write_atomically then reaches only callers that look it up at call time.
 import pipeline.model.store, pipeline.model.train, pipeline.report.build
-import pipeline.sequences.build, pipeline.ingest.load
+import pipeline.sequences.build, pipeline.sequences.files, pipeline.ingest.load
 from pipeline.db.lock import pipeline_lock
 from pipeline.run import daily_run, local_stages
 from pipeline.settings import Settings
@@ -246,7 +246,7 @@ _INSIDE = {
     "mid-ingest transaction": ("pipeline.ingest.load", "upsert_prices", "after", 1),
     # The first ticker's sequence file is in place, the second is being written, and
     # no sequence_files row is.
-    "mid sequence file write": ("pipeline.sequences.build", "write_atomically", "writing", 2),
+    "mid sequence file write": ("pipeline.sequences.files", "write_atomically", "writing", 2),
     # The network's file is saved in the staging folder, not published.
     "mid model file write": ("pipeline.model.fit", "save_network", "after", 1),
     # The model's file is published, its registry row not committed.

@@ -23,7 +23,8 @@ from pipeline.model.promotion import decide, gate
 from pipeline.model.store import load_networks
 from pipeline.model.train import train
 from pipeline.model.validation import SpanErrors
-from pipeline.sequences.build import build_sequences, read_sequence_file, sequence_path
+from pipeline.sequences.build import build_sequences, sequence_path
+from pipeline.sequences.files import read_sequence_file
 
 PRICES = synthetic_prices(("AAA", "BBB"), days=80)
 DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]

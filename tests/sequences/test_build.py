@@ -15,7 +15,8 @@ from pipeline import columns as c
 from pipeline.db.prices import upsert_prices
 from pipeline.errors import MissingDataError
 from pipeline.files import sha256_file
-from pipeline.sequences.build import build_sequences, read_sequence_file, sequence_path
+from pipeline.sequences.build import build_sequences, sequence_path
+from pipeline.sequences.files import read_sequence_file
 
 
 def _load(engine: Engine, frame: pd.DataFrame) -> None:

@@ -17,12 +17,11 @@ from pipeline import columns as c
 from pipeline.db.prices import upsert_prices
 from pipeline.errors import MissingDataError
 from pipeline.files import sha256_file
-from pipeline.sequences.build import (
+from pipeline.sequences.build import build_sequences, sequence_path
+from pipeline.sequences.files import (
     FORMAT_KEY,
-    build_sequences,
     read_sequence_file,
     read_sequence_windows,
-    sequence_path,
     sequence_schema,
     windows_frame,
     windows_table,
