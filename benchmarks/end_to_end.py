@@ -702,7 +702,23 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def rerun_command_days(args: argparse.Namespace, test_days: list[dt.date]) -> None:
+    """The command days again on the state a run kept in ``args.work`` (its backfill and
+    incremental day done, no command day yet: a copy restored to the same path), so a
+    change to the daily run is measured without the backfill; ``args.json``, when it
+    holds that run's result, gets the new table in place of its ``command_days``."""
+    if args.work is None or not (args.work / "closes.parquet").exists():
+        raise SystemExit("--command-days-only needs --work: the folder of a kept run")
+    days = run_command_days(args.work, test_days[1:], args.command_days)
+    print(command_report(days, args.tickers))
+    result = json.loads(args.json.read_text()) if args.json.exists() else {}
+    result["command_days"] = days
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\nwritten: {args.json}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tickers", type=int, default=100)
     parser.add_argument("--years", type=int, default=10)
@@ -720,6 +736,12 @@ def main(argv: list[str] | None = None) -> None:
         "commands, stopping at the first fine-tune (0: none)",
     )
     parser.add_argument(
+        "--command-days-only",
+        action="store_true",
+        help="only the command days, on the state a run left in --work (restore a copy of "
+        "it to measure again); their table replaces `command_days` in --json",
+    )
+    parser.add_argument(
         "--skip-tutorial", action="store_true", help="time the pipeline only (no ratio)"
     )
     parser.add_argument(
@@ -729,7 +751,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="run the tutorial's loop on N tickers spread evenly, extrapolate its time",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     days, cut, next_day, test_days = layout(args)
 
     if args.part == "pipeline":
@@ -739,6 +765,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.part == "tutorial":
         result = run_tutorial_part(args.work, cut, test_days, args.tutorial_sample)
         (args.work / "tutorial.json").write_text(json.dumps(result, default=str))
+        return
+
+    if args.command_days_only:
+        rerun_command_days(args, test_days)
         return
 
     with tempfile.TemporaryDirectory(prefix="pricecast-bench-") as scratch:

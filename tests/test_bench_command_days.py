@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,31 @@ def test_the_table_names_the_fine_tune_day() -> None:
         "fine-tune day as a command: 28.0 s (target <= 90 s, start-up included)"
     )
     assert end_to_end.command_report([]) == ""
+
+
+def test_command_days_only_reruns_them_on_a_kept_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--command-days-only`` runs the command days on ``--work`` as it is and puts their
+    table in place of ``command_days`` in the JSON, keeping the rest of the result."""
+    pd.DataFrame({"SYN000": [1.0]}).to_parquet(tmp_path / "closes.parquet")
+    ran: list[dt.date] = []
+
+    def fake_day(work: Path, closes: pd.DataFrame, day: dt.date) -> dict[str, Any]:
+        assert work == tmp_path
+        ran.append(day)
+        return {**measured, "as_of": day.isoformat()}
+
+    measured = {"seconds": 2.0, "action": "finetune", "load_average_before": [0.5, 0.5, 0.5]}
+    monkeypatch.setattr(end_to_end, "run_command_day", fake_day)
+    saved = tmp_path / "result.json"
+    saved.write_text(json.dumps({"tickers": 5, "command_days": [{"seconds": 99.0}]}))
+    argv = ["--tickers", "5", "--years", "1", "--test-days", "5", "--work", str(tmp_path)]
+    end_to_end.main([*argv, "--command-days-only", "--json", str(saved)])
+    _, _, _, test_days = end_to_end.layout(end_to_end.parse_args(argv))
+    assert ran == [test_days[1]]
+    result = json.loads(saved.read_text())
+    assert result["tickers"] == 5
+    assert result["command_days"] == [{**measured, "as_of": test_days[1].isoformat()}]
+    with pytest.raises(SystemExit, match="needs --work"):
+        end_to_end.main(["--command-days-only", "--json", str(saved)])
