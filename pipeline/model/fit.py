@@ -52,6 +52,7 @@ from pipeline.model.network import (
 from pipeline.model.predictor import VOLATILITY_PARAM, Predictor, volatility_feature
 from pipeline.model.scale import ewma_volatility
 from pipeline.model.span import SpanSeries, SpanStep
+from pipeline.model.span_cache import SpanPredictions, span_predictions
 from pipeline.model.store import GLOBAL, load_network, network_file, save_network
 from pipeline.model.validation import SpanErrors, judge_span
 from pipeline.sequences.scaling import Params, get_scaler
@@ -303,6 +304,11 @@ class NetworkOutcome:
     pid: int
     rss_mb: float | None
     weights: bytes = b""
+    #: Its one-step predictions on the validation span, as judged (damped): kept by the
+    #: train stage when it is promoted, so the next day that judges it predicts only the
+    #: new points (made by Keras here, by its NumPy forward pass then: they agree to
+    #: float32 rounding, as two passes of either over different batches do).
+    span: SpanPredictions | None = None
 
 
 #: One network fits at a time in a process: ``seed_everything`` resets Keras' global
@@ -378,6 +384,7 @@ def fit_network(job: NetworkJob) -> NetworkOutcome:
         pid=os.getpid(),
         rss_mb=resident_memory_mb(),
         weights=weights,
+        span=None if judged.step is None else span_predictions(judged.step),
     )
 
 

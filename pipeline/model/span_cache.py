@@ -20,7 +20,7 @@ import hashlib
 import io
 import logging
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,31 +118,74 @@ class SpanCache:
         return found, predicted, spread
 
 
+@dataclass(frozen=True)
+class SpanPredictions:
+    """A model's one-step predictions at the validation points of some tickers, by
+    ticker (``names[k]``'s are the next ``counts[k]`` rows), without the digests that
+    key them in a ``SpanCache``: what a fit worker sends back of the network it judged,
+    so that the new champion's predictions are kept (``predictions_cache``) without
+    being made again on the next day that judges it."""
+
+    names: tuple[str, ...]
+    counts: np.ndarray
+    targets: np.ndarray  # each point's target position in its ticker's closes
+    predicted: np.ndarray
+    spread: np.ndarray
+
+
+def span_predictions(step: SpanStep) -> SpanPredictions:
+    """``step``'s predictions, by ticker (copies: nothing of the step is kept alive)."""
+    points = step.points
+    return SpanPredictions(
+        names=tuple(points.names),
+        counts=np.array(points.counts, dtype=np.int64),
+        targets=(points.ends - points.first).astype(np.int64),
+        predicted=np.array(step.predicted, dtype=float),
+        spread=np.array(step.spread, dtype=float),
+    )
+
+
+def predictions_cache(
+    key: str,
+    predictions: Iterable[SpanPredictions],
+    closes: Mapping[str, np.ndarray],
+    salts: Mapping[str, str],
+) -> SpanCache:
+    """The cache of a model's ``predictions`` (one-step predictions at validation
+    points), keyed ``key``; each ticker's keyed by the digest of its ``closes`` before
+    its last target and its salt. Tickers without a salt or closes are left out."""
+    tickers = {}
+    for part in predictions:
+        bounds = np.concatenate([[0], np.cumsum(part.counts)])
+        for index, name in enumerate(part.names):
+            if name not in salts or name not in closes:
+                continue
+            rows = slice(int(bounds[index]), int(bounds[index + 1]))
+            targets = part.targets[rows]
+            covered = int(targets.max()) if len(targets) else 0
+            # Copies: a view would keep every ticker's arrays alive with each one's (at
+            # 5,000 tickers, a temporary of 1.26 million positions kept per ticker took
+            # 22 GB).
+            tickers[name] = _Known(
+                covered=covered,
+                digest=closes_digest(closes[name][:covered], salts[name]),
+                targets=np.array(targets, dtype=np.int64),
+                predicted=np.array(part.predicted[rows], dtype=float),
+                spread=np.array(part.spread[rows], dtype=float),
+            )
+    return SpanCache(key, tickers, salts)
+
+
 def span_cache(key: str, step: SpanStep, salts: Mapping[str, str]) -> SpanCache:
     """The cache of a model's predictions ``step`` (one-step predictions at every
     validation point), keyed ``key``; tickers without a salt are left out."""
     points = step.points
-    positions = (points.ends - points.first).astype(np.int64)
-    tickers = {}
-    for index, name in enumerate(points.names):
-        if name not in salts:
-            continue
-        rows = slice(points.starts[index], points.starts[index + 1])
-        targets = positions[rows]
-        start = points.first[rows][0] if len(targets) else 0
-        covered = int(targets.max()) if len(targets) else 0
-        closes = points.closes[start : start + covered]
-        # Copies: a view would keep every ticker's arrays alive with each one's (at
-        # 5,000 tickers, a temporary of 1.26 million positions kept per ticker took
-        # 22 GB).
-        tickers[name] = _Known(
-            covered=covered,
-            digest=closes_digest(closes, salts[name]),
-            targets=targets.copy(),
-            predicted=np.array(step.predicted[rows], dtype=float),
-            spread=np.array(step.spread[rows], dtype=float),
-        )
-    return SpanCache(key, tickers, salts)
+    closes = {
+        name: points.closes[points.first[points.starts[index]] :]
+        for index, name in enumerate(points.names)
+        if points.counts[index]
+    }
+    return predictions_cache(key, [span_predictions(step)], closes, salts)
 
 
 def save_span_cache(path: Path, cache: SpanCache) -> None:

@@ -39,6 +39,7 @@ from pipeline import columns as c
 from pipeline.db.models import (
     champion_model,
     find_model_by_fingerprint,
+    get_model,
     lineage,
     model_scalers,
     models_with_files,
@@ -82,9 +83,11 @@ from pipeline.model.registry import (
 )
 from pipeline.model.span import SpanSeries, span_series, with_origin_volatility
 from pipeline.model.span_cache import (
+    SpanCache,
     champion_span_path,
     load_span_cache,
     model_key,
+    predictions_cache,
     save_span_cache,
     span_cache,
 )
@@ -393,6 +396,10 @@ def finish_training(
         plan.champion,
         trained_at,
     )
+    if trained.verdict.promoted:
+        _keep_new_champion_span(
+            conn, home, trained.version, plan.sequences.series, trained.model.outcomes
+        )
     return _trained_result(
         plan.decision, plan.sequences, plan.plan, trained, plan.champion, data_through, plan
     )
@@ -673,21 +680,18 @@ def _log_damping(damping: Mapping[str, float]) -> None:
     logger.debug("damping per ticker: %s", dict(damping))
 
 
-def _evaluate_champion(
-    conn: Connection,
-    home: Path,
-    champion: Mapping[str, Any],
-    series: Mapping[str, SpanSeries],
-) -> SpanErrors | None:
-    """The champion's errors on the newest span, as ``load_predictor`` would load it
-    (in NumPy, in this process: no worker and no TensorFlow needed)."""
+def _champion_job(
+    conn: Connection, champion: Mapping[str, Any], series: Mapping[str, SpanSeries]
+) -> ModelEvaluation:
+    """What judging ``champion`` on the newest span takes, as ``load_predictor`` would
+    load it (its files checked against the registry)."""
     scalers = model_scalers(conn, champion["version"])
     tickers = sorted(set(series) & set(champion["tickers"]) & set(scalers))
     scaling = {scalers[ticker]["scaling"] for ticker in tickers} or {
         champion["hyperparameters"].get("scaling", "minmax")
     }
     (name,) = scaling
-    job = ModelEvaluation(
+    return ModelEvaluation(
         path=check_files(champion),
         tickers=tickers,
         window=int(champion["hyperparameters"]["window"]),
@@ -703,14 +707,37 @@ def _evaluate_champion(
         # Models registered before the ewma intervals had static ones.
         intervals=str(champion["hyperparameters"].get("intervals", "static")),
     )
-    # Its predictions at yesterday's points are kept (``span_cache``): only the new
-    # points are predicted, unless its files, parameters or a ticker's closes changed.
-    salts = job.salts()
-    key = model_key(
+
+
+def _span_key(champion: Mapping[str, Any], job: ModelEvaluation) -> str:
+    """The key of ``champion``'s kept span predictions (``span_cache.model_key``)."""
+    return model_key(
         int(champion["version"]),
         champion.get("file_sha256"),
         {"window": job.window, "scaling": job.scaling},
     )
+
+
+def _keep_span(path: Path, cache: SpanCache) -> None:
+    try:
+        save_span_cache(path, cache)
+    except (OSError, StorageError) as exc:  # a slower run tomorrow, nothing worse
+        logger.warning("the champion's span predictions were not kept: %s", exc)
+
+
+def _evaluate_champion(
+    conn: Connection,
+    home: Path,
+    champion: Mapping[str, Any],
+    series: Mapping[str, SpanSeries],
+) -> SpanErrors | None:
+    """The champion's errors on the newest span, as ``load_predictor`` would load it
+    (in NumPy, in this process: no worker and no TensorFlow needed)."""
+    job = _champion_job(conn, champion, series)
+    # Its predictions at yesterday's points are kept (``span_cache``): only the new
+    # points are predicted, unless its files, parameters or a ticker's closes changed.
+    salts = job.salts()
+    key = _span_key(champion, job)
     cache_path = champion_span_path(home)
     try:
         judged = evaluate_model(job, load_span_cache(cache_path, key, salts))
@@ -718,11 +745,33 @@ def _evaluate_champion(
         logger.warning("champion v%s cannot be evaluated: %s", champion["version"], exc)
         return None
     if judged.step is not None:
-        try:
-            save_span_cache(cache_path, span_cache(key, judged.step, salts))
-        except (OSError, StorageError) as exc:  # a slower run tomorrow, nothing worse
-            logger.warning("the champion's span predictions were not kept: %s", exc)
+        _keep_span(cache_path, span_cache(key, judged.step, salts))
     return judged.errors
+
+
+def _keep_new_champion_span(
+    conn: Connection,
+    home: Path,
+    version: int,
+    series: Mapping[str, SpanSeries],
+    outcomes: Sequence[NetworkOutcome],
+) -> None:
+    """Keep the span predictions of ``version``, just promoted, as its judging made
+    them (``NetworkOutcome.span``), so the next day that judges it predicts only the
+    new points; nothing is kept when an outcome has none (the span cache then stays
+    another model's, never used for this one)."""
+    spans = [outcome.span for outcome in outcomes if outcome.span is not None]
+    model = get_model(conn, version)
+    if not spans or len(spans) != len(outcomes) or model is None:
+        return
+    try:
+        job = _champion_job(conn, model, series)
+    except ModelStoreError as exc:
+        logger.warning("the span predictions of v%d were not kept: %s", version, exc)
+        return
+    closes = {ticker: series[ticker].closes for ticker in job.tickers}
+    cache = predictions_cache(_span_key(model, job), spans, closes, job.salts())
+    _keep_span(champion_span_path(home), cache)
 
 
 def _warn_if_naive_wins(result: ModelSummary) -> None:

@@ -166,3 +166,34 @@ def test_the_train_stage_keeps_the_champions_predictions(engine: Engine, home: P
     fresh = judge(DATES[61])
     assert kept is not None and fresh is not None
     _assert_same_errors(kept, fresh)
+
+
+def test_a_promoted_model_leaves_its_predictions_for_the_next_day(
+    engine: Engine, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The model the train stage promotes leaves the predictions it was judged with: the
+    next day judges it predicting only the new points, with the errors a full pass gives."""
+    prepare(engine, home, DATES[59])
+    run_train(engine, home, DATES[59])
+    path = champion_span_path(home)
+    assert path.exists()
+    config = TINY_MODEL.replace(drift_tolerance=100.0)
+
+    def judge(day):  # noqa: ANN001, ANN202
+        prepare(engine, home, day)
+        with engine.connect() as conn:
+            champion = champion_model(conn, day)
+            files = read_sequences(conn, home, day, None, TINY_SEQUENCES)
+            return _evaluate_champion(conn, home, champion, _spans(files.windows, config))
+
+    with caplog.at_level(logging.DEBUG, logger="pipeline.model.validation"):
+        kept = judge(DATES[60])
+    (message,) = [r.getMessage() for r in caplog.records if "kept from an earlier" in r.message]
+    found, total = (int(word) for word in message.split()[:3:2])
+    tickers = len(kept.per_ticker)
+    # Each ticker's newest point is new (its target the newest close); the rest were kept.
+    assert total - found == tickers and found > 0
+    path.unlink()
+    fresh = judge(DATES[60])
+    assert kept is not None and fresh is not None
+    _assert_same_errors(kept, fresh)
