@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from pipeline.db.engine import sqlite_path
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.migrate import current_revision, open_database
-from pipeline.db.prices import latest_trade_date, list_tickers
+from pipeline.db.prices import latest_trade_date, tickers_with_prices
 from pipeline.db.runs import completed_run, record_run, run_inputs
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
@@ -136,7 +136,7 @@ def freshness(database_url: str, as_of: dt.date, tickers: list[str] | None) -> F
     with database(database_url).connect() as conn:
         if tickers is None:
             inactive = inactive_tickers(conn)
-            tickers = [ticker for ticker in list_tickers(conn) if ticker not in inactive]
+            tickers = [ticker for ticker in tickers_with_prices(conn) if ticker not in inactive]
         stale = stale_tickers(conn, as_of, tickers)
     return Freshness(tickers=list(tickers), stale=stale)
 

@@ -15,7 +15,13 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from pipeline import columns as c
-from pipeline.db.prices import read_close_arrays, read_closes, upsert_prices
+from pipeline.db.prices import (
+    list_tickers,
+    read_close_arrays,
+    read_closes,
+    tickers_with_prices,
+    upsert_prices,
+)
 
 NAN = np.nan
 DAYS = [dt.date(2024, 2, 27), dt.date(2024, 2, 28), dt.date(2024, 2, 29), dt.date(2024, 3, 1)]
@@ -116,3 +122,29 @@ def test_reading_a_few_rows_at_a_time_gives_the_same_arrays(
     assert [ticker for ticker, _ in sliced.runs()] == ["AAA", "BBB", "CCC"]
     for _, rows in whole.runs():
         assert len({id(ticker) for ticker in whole.tickers[rows]}) == 1
+
+
+def test_tickers_with_prices_are_those_listed_in_the_same_order(engine: Engine) -> None:
+    """The loose index scan (one key seek a ticker) finds what reading every key finds,
+    in the database's order, before and after a ticker sorting between the others."""
+    with engine.connect() as conn:
+        assert tickers_with_prices(conn) == list_tickers(conn) == ["AAA", "BBB", "CCC"]
+    frame = pd.DataFrame(
+        {
+            c.TICKER: ["BA", "BRK.B"],
+            c.TRADE_DATE: pd.to_datetime([DAYS[0], DAYS[1]]),
+            c.OPEN: NAN,
+            c.HIGH: NAN,
+            c.LOW: NAN,
+            c.CLOSE: [1.0, 2.0],
+            c.ADJ_CLOSE: NAN,
+            c.VOLUME: NAN,
+            c.SOURCE: "more.csv",
+        }
+    )
+    with engine.begin() as conn:
+        upsert_prices(conn, frame[list(c.PRICE_COLUMNS)])
+    with engine.connect() as conn:
+        found = tickers_with_prices(conn)
+        assert found == list_tickers(conn)
+        assert found == ["AAA", "BA", "BBB", "BRK.B", "CCC"]
