@@ -61,8 +61,9 @@ def upsert_prices(conn: Connection, frame: pd.DataFrame, *, keep_triggers: bool 
     - A stored row equal to the incoming one in every column is not written,
       so loading the same rows again changes nothing.
     - On SQLite, when no row falls on or before its ticker's ``data_through``
-      (a first load, a new day), the ``price_revisions`` triggers, which would
-      record nothing, are set aside for the write (``_without_idle_triggers``).
+      (a first load, a new day) and there are at least ``SET_ASIDE_MIN_ROWS``
+      rows, the ``price_revisions`` triggers, which would record nothing, are
+      set aside for the write (``_without_idle_triggers``).
 
     Args:
         conn: an open connection; the caller owns the transaction.
@@ -91,6 +92,12 @@ def upsert_prices(conn: Connection, frame: pd.DataFrame, *, keep_triggers: bool 
         replace_if=_source_precedence,
         around_write=_without_idle_triggers if bypass else None,
     )
+
+
+#: Rows a write needs for the triggers to be set aside: the check, the drop and the
+#: recreation take 4 to 10 ms, what the triggers cost 1,000 to 3,000 rows (a day of
+#: 1,000 tickers took the same time either way; ``benchmarks/README.md``).
+SET_ASIDE_MIN_ROWS = 5_000
 
 
 @contextlib.contextmanager
@@ -123,7 +130,7 @@ def _without_idle_triggers(conn: Connection, rows: Rows) -> Iterator[None]:
     dbapi = conn.connection.dbapi_connection
     # Without an open transaction at the driver (the sqlite3 module's own
     # transaction handling, not ``pipeline.db.engine``'s), a DROP would commit on its own.
-    if not getattr(dbapi, "in_transaction", False):
+    if rows.count < SET_ASIDE_MIN_ROWS or not getattr(dbapi, "in_transaction", False):
         yield
         return
     triggers = _revision_trigger_sql(conn)
@@ -157,22 +164,30 @@ def _revision_trigger_sql(conn: Connection) -> dict[str, str] | None:
 def _rows_within_files(conn: Connection, rows: Rows) -> bool:
     """Whether some row falls on or before its ticker's ``sequence_files.data_through``
     (the condition under which the triggers record a row)."""
+    result = conn.exec_driver_sql("SELECT ticker, data_through FROM sequence_files")
+    try:
+        files = result.cursor.fetchall()  # plain tuples, the dates as ISO text
+    finally:
+        result.close()
+    if not files:
+        return False
+    names, ends = zip(*files, strict=True)
+    days = np.array(ends, dtype="datetime64[D]").astype(np.int64).tolist()
+    through = dict(zip(names, days, strict=True))
     tickers = rows.by_name(c.TICKER)
-    days = rows.by_name(c.TRADE_DATE).values
     codes = tickers.values
     # The earliest day of each run of one ticker (sorted by key, the rows hold one run each).
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    firsts = np.minimum.reduceat(days, starts)
-    files = conn.exec_driver_sql("SELECT ticker, data_through FROM sequence_files").all()
-    if not files:
-        return False
-    through = pd.Series(
-        np.array([day for _, day in files], dtype="datetime64[D]").astype(np.int64),
-        index=[ticker for ticker, _ in files],
+    firsts = np.minimum.reduceat(rows.by_name(c.TRADE_DATE).values, starts)
+    spans = np.array(
+        [through.get(tickers.labels[code], _NO_FILE) for code in codes[starts].tolist()],
+        dtype=np.int64,
     )
-    labels = np.asarray(tickers.labels, dtype=object)[codes[starts]]
-    spans = through.reindex(labels).to_numpy()  # NaN: no file
     return bool(np.any(firsts <= spans))
+
+
+#: The span of a ticker without a sequence file: before every day.
+_NO_FILE = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+import pipeline.db.prices as prices_module
 from pipeline import columns as c
 from pipeline.db.prices import upsert_prices
 from pipeline.db.schema import prices
@@ -137,6 +138,12 @@ def test_a_missing_trigger_is_seen(portable_engine: Engine) -> None:
 
 DAYS = [dt.date(2024, 2, 26), dt.date(2024, 2, 27), dt.date(2024, 2, 28), THROUGH]
 AFTER = [dt.date(2024, 3, 4), dt.date(2024, 3, 5)]
+
+
+@pytest.fixture(autouse=True)
+def _small_writes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows here are few: set the triggers aside for a single row."""
+    monkeypatch.setattr(prices_module, "SET_ASIDE_MIN_ROWS", 1)
 
 
 @pytest.fixture
@@ -307,3 +314,17 @@ def test_without_the_engines_own_transactions_the_triggers_stay(
             assert revision_triggers_present(conn) and len(_state(conn)[0]) == 8
     finally:
         plain.dispose()
+
+
+def test_a_few_rows_keep_the_triggers(
+    portable_engine: Engine, statements: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below ``SET_ASIDE_MIN_ROWS`` the drop and recreation would cost more than they save."""
+    monkeypatch.setattr(prices_module, "SET_ASIDE_MIN_ROWS", 9)
+    _history(portable_engine)
+    frame = _prices([(t, d, 20.0) for t in "ABCD" for d in AFTER])
+    assert not _both_ways(portable_engine, frame, statements)[1]
+    bigger = _prices([(t, d, 20.0) for t in "ABCDE" for d in AFTER])
+    assert _both_ways(portable_engine, bigger, statements)[1] == (
+        portable_engine.dialect.name == "sqlite"
+    )
