@@ -2,6 +2,10 @@
 
 Run ``python -m benchmarks.upsert_prices [--rows N] [--json PATH]``; see
 ``benchmarks/README.md`` for what is measured and how to read it.
+
+``--triggers`` measures instead what the ``price_revisions`` triggers cost an SQLite
+load and what setting them aside saves (``pipeline.db.prices._without_idle_triggers``):
+``python -m benchmarks.upsert_prices --triggers --rows 2520000 --tickers 1000``.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import sqlalchemy as sa
 from pipeline import columns as c
 from pipeline.db.engine import connect
 from pipeline.db.migrate import open_database
-from pipeline.db.prices import upsert_prices
-from pipeline.db.schema import prices
+from pipeline.db.prices import SET_ASIDE_MIN_ROWS, upsert_prices
+from pipeline.db.schema import prices, sequence_files
+from pipeline.db.sequences import price_revisions_of, revision_triggers_present
 from pipeline.errors import DatabaseUnavailableError
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "upsert_prices.json"
+TRIGGERS_JSON = Path(__file__).parent / "results" / "upsert_prices_triggers.json"
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FLOATS = (c.OPEN, c.HIGH, c.LOW, c.CLOSE, c.ADJ_CLOSE, c.VOLUME)
 #: The page cache both SQLite contenders use; ``upsert_prices`` sets the same one.
@@ -202,6 +208,124 @@ def bench_sqlite(
     return results, indexes
 
 
+# ------------------------------------------------------------------- SQLite, triggers
+
+#: Repetitions of each load of new days within a run (each rolled back).
+DAY_REPEAT = 5
+#: The days after every file's span (a catch-up after a week away).
+NEW_DAYS = 5
+
+
+def _file_rows(tickers: list[str], through: dt.date) -> list[dict[str, object]]:
+    """A ``sequence_files`` row per ticker, its span ending on ``through``."""
+    return [
+        {
+            c.TICKER: ticker,
+            c.AS_OF_DATE: through,
+            "data_through": through,
+            "window": 60,
+            "scaling": "minmax",
+            "validation_fraction": 0.1,
+            "price_field": "close",
+            "scaler_params": {},
+            "fit_start": dt.date(2010, 1, 4),
+            "fit_end": through,
+            "train_windows": 1,
+            "validation_windows": 1,
+            "file_path": f"/{ticker}.parquet",
+            "sha256": "0" * 64,
+        }
+        for ticker in tickers
+    ]
+
+
+def bench_triggers(
+    frame: pd.DataFrame, repeat: int, log: Callable[[str], None]
+) -> tuple[list[Result], dict[str, dict[str, float]]]:
+    """``upsert_prices`` on SQLite with the ``price_revisions`` triggers firing
+    (``keep_triggers=True``) and as it runs, setting them aside when they would record
+    nothing: all but the last ``NEW_DAYS`` days as a first load (no sequence file yet),
+    then, each file's span ending the day before, the first new day (below
+    ``SET_ASIDE_MIN_ROWS`` at 1,000 tickers: the triggers stay), every new day, and
+    every new day with one close revised within a span (the triggers fire either way:
+    what the check costs). Also returns the median CPU seconds of each (SQLite works
+    in this process: less sensitive than the wall clock to a loaded machine)."""
+    dates = pd.to_datetime(frame[c.TRADE_DATE])
+    new_days = sorted(dates.unique())[-NEW_DAYS:]
+    history, new = frame[dates < new_days[0]], frame[dates >= new_days[0]]
+    day = frame[dates == new_days[0]]
+    through = dates[dates < new_days[0]].max().date()
+    first = history.iloc[[0]].copy()  # the first ticker's first close, changed
+    first[c.CLOSE] = first[c.CLOSE] * 1.01
+    revised = pd.concat([first, new], ignore_index=True)
+    tickers = sorted(frame[c.TICKER].unique())
+    recorded = {tickers[0]: pd.Timestamp(first[c.TRADE_DATE].iloc[0]).date()}
+    loads = (
+        ("first load, no sequence file", history, {}),
+        ("a new day after every file", day, {}),
+        (f"{NEW_DAYS} new days after every file", new, {}),
+        (f"{NEW_DAYS} new days, one close revised in a span", revised, recorded),
+    )
+    runs: dict[tuple[str, bool], list[float]] = {
+        (name, keep): [] for name, _, _ in loads for keep in (True, False)
+    }
+    cpu: dict[tuple[str, bool], list[float]] = {key: [] for key in runs}
+    for run in range(repeat):
+        # Alternate which goes first, so that neither always meets a colder machine.
+        for keep in (True, False) if run % 2 == 0 else (False, True):
+            with tempfile.TemporaryDirectory(prefix="pricecast-bench-") as folder:
+                engine = open_database(f"sqlite:///{folder}/triggers.db")
+
+                def load(rows: pd.DataFrame, keep: bool = keep, engine: sa.Engine = engine) -> None:
+                    with engine.begin() as conn:
+                        upsert_prices(conn, rows, keep_triggers=keep)
+
+                started, used = time.perf_counter(), time.process_time()
+                load(history)
+                runs[(loads[0][0], keep)].append(time.perf_counter() - started)
+                cpu[(loads[0][0], keep)].append(time.process_time() - used)
+                with engine.begin() as conn:
+                    conn.execute(sa.insert(sequence_files), _file_rows(tickers, through))
+                    assert revision_triggers_present(conn)
+                    assert price_revisions_of(conn) == {}
+                for name, rows, expected in loads[1:]:
+                    for _ in range(DAY_REPEAT):
+                        # The clock stops before the rollback that restores the table.
+                        with engine.connect() as conn, conn.begin() as transaction:
+                            started, used = time.perf_counter(), time.process_time()
+                            upsert_prices(conn, rows, keep_triggers=keep)
+                            runs[(name, keep)].append(time.perf_counter() - started)
+                            cpu[(name, keep)].append(time.process_time() - used)
+                            revisions = price_revisions_of(conn)
+                            assert revisions == expected, revisions
+                            transaction.rollback()
+                with engine.connect() as conn:
+                    stored = conn.execute(sa.select(sa.func.count()).select_from(prices)).scalar()
+                    assert stored == len(history) and revision_triggers_present(conn)
+                engine.dispose()
+        log(
+            f"triggers run {run + 1}: "
+            + ", ".join(
+                f"{name} {runs[(name, True)][-1]:.3f} s firing / {runs[(name, False)][-1]:.3f} s"
+                for name, _, _ in loads
+            )
+        )
+    results = []
+    for name, rows, _ in loads:
+        result = median_result("sqlite", name, len(rows), runs[(name, False)])
+        result.baseline = "the same load with the triggers firing (keep_triggers=True)"
+        result.baseline_seconds = statistics.median(runs[(name, True)])
+        results.append(result)
+    cpu_medians = {
+        name: {
+            "firing": statistics.median(cpu[(name, True)]),
+            "set_aside": statistics.median(cpu[(name, False)]),
+        }
+        for name, _, _ in loads
+    }
+    return results, cpu_medians
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
@@ -357,8 +481,8 @@ def bench_postgres(
 # ------------------------------------------------------------------------------ report
 
 
-def format_table(results: list[Result]) -> str:
-    header = ("engine", "operation", "seconds", "rows/s", "baseline rows/s", "ratio")
+def format_table(results: list[Result], baseline: str = "baseline rows/s", digits: int = 2) -> str:
+    header = ("engine", "operation", "seconds", "rows/s", baseline, "ratio")
     lines = [header]
     for result in results:
         base = result.baseline_rows_per_second
@@ -366,7 +490,7 @@ def format_table(results: list[Result]) -> str:
             (
                 result.engine,
                 result.operation,
-                f"{result.seconds:.2f}",
+                f"{result.seconds:.{digits}f}",
                 f"{result.rows_per_second:,.0f}",
                 "" if base is None else f"{base:,.0f}",
                 "" if result.ratio is None else f"{result.ratio:.2f}",
@@ -435,7 +559,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="server to create the scratch database on; only its credentials and host are used "
         f"(default PRICECAST_TEST_POSTGRES_URL or {DEFAULT_POSTGRES})",
     )
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"({DEFAULT_JSON})")
+    parser.add_argument(
+        "--triggers",
+        action="store_true",
+        help="measure the price_revisions triggers on SQLite instead (JSON by default "
+        f"{TRIGGERS_JSON})",
+    )
+    parser.add_argument("--json", type=Path, default=None, help=f"({DEFAULT_JSON})")
     return parser.parse_args(argv)
 
 
@@ -449,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     frame = synthetic_frame(args.rows, args.tickers, args.seed)
     log(f"{len(frame):,} rows, {args.tickers} tickers, {args.repeat} runs per measurement")
+    if args.triggers:
+        return report_triggers(*bench_triggers(frame, args.repeat, log), args, load_before)
     results: list[Result] = []
     postgres_version = None
     notes: list[str] = []
@@ -470,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     for line in comparisons:
         print(line)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
+    path = args.json or DEFAULT_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "benchmark": "upsert_prices",
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -484,8 +617,44 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(postgres_version, load_before),
         "notes": notes,
     }
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwritten to {args.json}")
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {path}")
+    return 0
+
+
+def report_triggers(
+    results: list[Result],
+    cpu: dict[str, dict[str, float]],
+    args: argparse.Namespace,
+    load_before: tuple,
+) -> int:
+    """Print the ``--triggers`` table and write its JSON."""
+    print()
+    print(format_table(results, baseline="rows/s firing", digits=3))
+    print("ratio: the speed with the triggers set aside when idle over the speed with them firing")
+    for name, seconds in cpu.items():
+        print(
+            f"CPU seconds, {name}: {seconds['set_aside']:.3f} set aside when idle, "
+            f"{seconds['firing']:.3f} firing"
+        )
+    path = args.json or TRIGGERS_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "upsert_prices --triggers",
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "rows": args.rows,
+        "tickers": args.tickers,
+        "repeat": args.repeat,
+        "day_repeat": DAY_REPEAT,
+        "new_days": NEW_DAYS,
+        "set_aside_min_rows": SET_ASIDE_MIN_ROWS,
+        "statistic": "median",
+        "results": [result.as_json() for result in results],
+        "cpu_seconds": cpu,
+        "machine": machine_info(None, load_before),
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {path}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -16,8 +17,8 @@ from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
 from pipeline.days import as_days
-from pipeline.db.schema import prices, sequence_files
-from pipeline.db.upsert import bulk_upsert
+from pipeline.db.schema import PRICE_REVISION_TRIGGERS, prices, sequence_files
+from pipeline.db.upsert import Rows, bulk_upsert
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def _source_precedence(new: Callable[[str], str], old: Callable[[str], str], dia
     )
 
 
-def upsert_prices(conn: Connection, frame: pd.DataFrame) -> int:
+def upsert_prices(conn: Connection, frame: pd.DataFrame, *, keep_triggers: bool = False) -> int:
     """Insert or replace price rows keyed on ``(ticker, trade_date)``.
 
     - Rows of ``frame`` sharing a ``(ticker, trade_date)``: the last one wins.
@@ -59,11 +60,17 @@ def upsert_prices(conn: Connection, frame: pd.DataFrame) -> int:
       table whatever order they are loaded in.
     - A stored row equal to the incoming one in every column is not written,
       so loading the same rows again changes nothing.
+    - On SQLite, when no row falls on or before its ticker's ``data_through``
+      (a first load, a new day) and there are at least ``SET_ASIDE_MIN_ROWS``
+      rows, the ``price_revisions`` triggers, which would record nothing, are
+      set aside for the write (``_without_idle_triggers``).
 
     Args:
         conn: an open connection; the caller owns the transaction.
         frame: a normalised price frame with the columns of ``columns.PRICE_COLUMNS``
             (``trade_date`` as ``datetime64`` or ``datetime.date``; NaN for a missing price).
+        keep_triggers: leave the triggers in place even when they would record
+            nothing (to measure them, or to compare with them).
 
     Returns:
         The number of rows submitted after removing duplicates, whether or not
@@ -76,7 +83,118 @@ def upsert_prices(conn: Connection, frame: pd.DataFrame) -> int:
     missing = [name for name in c.PRICE_COLUMNS if name not in frame.columns]
     if missing:
         raise ValueError(f"price rows lack column(s) {', '.join(missing)}")
-    return bulk_upsert(conn, prices, frame, columns=c.PRICE_COLUMNS, replace_if=_source_precedence)
+    bypass = not keep_triggers and conn.dialect.name == "sqlite"
+    return bulk_upsert(
+        conn,
+        prices,
+        frame,
+        columns=c.PRICE_COLUMNS,
+        replace_if=_source_precedence,
+        around_write=_without_idle_triggers if bypass else None,
+    )
+
+
+#: Rows a write needs for the triggers to be set aside: the check, the drop and the
+#: recreation take 4 to 10 ms, what the triggers cost 1,500 to 4,000 rows (2.6 us of
+#: CPU a row); a day of 1,000 tickers took the same time either way, five days of
+#: them 63 ms of CPU set aside against 81 ms firing (``benchmarks/README.md``).
+SET_ASIDE_MIN_ROWS = 5_000
+
+
+@contextlib.contextmanager
+def _without_idle_triggers(conn: Connection, rows: Rows) -> Iterator[None]:
+    """Run the write without the ``price_revisions`` triggers when they would record
+    nothing: no row of ``rows`` falls on or before its ticker's ``data_through``.
+
+    SQLite only. Its triggers run a program for every row written (a lookup of the
+    ticker's sequence file), which a first load or a new day pays for nothing: the
+    5,000-ticker backfill's ingest took 204 s before the triggers and 366 s after.
+    Here they are dropped inside the caller's transaction, the rows written, and
+    the triggers recreated from their own text in ``sqlite_master``. SQLite's DDL
+    is transactional: a rollback brings the triggers back with the rows as they
+    were. Its transactions are serializable: the files the check reads and the write
+    are one transaction, and the write lock the drop takes keeps every other writer
+    out until it ends, so no other write goes unrecorded. A write that fails
+    with the transaction still open gets its triggers back at once, so a caller
+    that goes on after the error keeps them. Triggers missing to begin with
+    (``revision_triggers_present`` false) stay missing: the sequences stage warns
+    and reads every close then.
+
+    Not done elsewhere: MariaDB/MySQL commit DDL implicitly (a failure would leave
+    the rows half written and the triggers gone), and PostgreSQL's triggers run
+    once per statement over its transition tables, a small cost next to the rows.
+    The deletes of ``ingest.load._delete_dropped_rows`` keep the triggers: they are
+    the rows a changed file no longer holds, few, and usually within a file's span.
+
+    Measured by ``python -m benchmarks.upsert_prices --triggers --rows 2520000
+    --tickers 1000`` (``benchmarks/README.md``; 2 cores at load average 4 to 7, medians
+    of 3): a first load of 2,515,000 rows took 21.2 s set aside against 31.7 s with the
+    triggers firing, 13.9 s of CPU against 20.6 s (the triggers: 2.6 us a row). The
+    check itself, against every ``sequence_files`` row in NumPy, takes about 3 ms for
+    1,000 files and 10 to 15 ms for a million rows of 5,000 tickers, as one SQL
+    statement over ``json_each`` of each ticker's first day does (11 to 15 ms).
+    """
+    dbapi = conn.connection.dbapi_connection
+    # Without an open transaction at the driver (the sqlite3 module's own
+    # transaction handling, not ``pipeline.db.engine``'s), a DROP would commit on its own.
+    if rows.count < SET_ASIDE_MIN_ROWS or not getattr(dbapi, "in_transaction", False):
+        yield
+        return
+    triggers = _revision_trigger_sql(conn)
+    if triggers is None or _rows_within_files(conn, rows):
+        yield
+        return
+    for name in triggers:
+        conn.exec_driver_sql(f"DROP TRIGGER {name}")
+    try:
+        yield
+    finally:
+        # After an error that ended the transaction, its rollback restored them.
+        if dbapi.in_transaction:
+            for statement in triggers.values():
+                conn.exec_driver_sql(statement)
+
+
+def _revision_trigger_sql(conn: Connection) -> dict[str, str] | None:
+    """The ``CREATE TRIGGER`` text of each ``price_revisions`` trigger on SQLite by
+    name, or ``None`` when some are missing."""
+    found = dict(
+        conn.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'prices'"
+        ).all()
+    )
+    if not set(PRICE_REVISION_TRIGGERS) <= set(found):
+        return None
+    return {name: found[name] for name in PRICE_REVISION_TRIGGERS}
+
+
+def _rows_within_files(conn: Connection, rows: Rows) -> bool:
+    """Whether some row falls on or before its ticker's ``sequence_files.data_through``
+    (the condition under which the triggers record a row)."""
+    result = conn.exec_driver_sql("SELECT ticker, data_through FROM sequence_files")
+    try:
+        files = result.cursor.fetchall()  # plain tuples, the dates as ISO text
+    finally:
+        result.close()
+    if not files:
+        return False
+    names, ends = zip(*files, strict=True)
+    days = np.array(ends, dtype="datetime64[D]").astype(np.int64).tolist()
+    through = dict(zip(names, days, strict=True))
+    tickers = rows.by_name(c.TICKER)
+    codes = tickers.values
+    # The earliest day of each run of one ticker (sorted by key, the rows hold one run each).
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    firsts = np.minimum.reduceat(rows.by_name(c.TRADE_DATE).values, starts)
+    spans = np.array(
+        [through.get(tickers.labels[code], _NO_FILE) for code in codes[starts].tolist()],
+        dtype=np.int64,
+    )
+    return bool(np.any(firsts <= spans))
+
+
+#: The span of a ticker without a sequence file: before every day.
+_NO_FILE = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,11 @@ Everything runs on the caller's connection, inside the caller's transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pandas as pd
@@ -33,11 +35,19 @@ from sqlalchemy.engine import Connection
 
 from pipeline.db.bulk.mysql import bulk_mysql
 from pipeline.db.bulk.postgresql import bulk_postgresql
-from pipeline.db.bulk.rows import prepare_rows
+from pipeline.db.bulk.rows import Rows, prepare_rows
 from pipeline.db.bulk.sql import ReplaceRule
 from pipeline.db.bulk.sqlite import bulk_sqlite
 
-__all__ = ["BATCH_ROWS", "BULK_BATCH_ROWS", "ReplaceRule", "bulk_upsert", "upsert_rows"]
+__all__ = [
+    "BATCH_ROWS",
+    "BULK_BATCH_ROWS",
+    "ReplaceRule",
+    "Rows",
+    "WriteContext",
+    "bulk_upsert",
+    "upsert_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +57,11 @@ BATCH_ROWS = 10_000
 #: Rows per batch of ``bulk_upsert``: per ``executemany`` on SQLite and
 #: MySQL, per round through the staging table on PostgreSQL. Bounds memory.
 BULK_BATCH_ROWS = {"sqlite": 100_000, "postgresql": 1_000_000, "mysql": 10_000}
+
+
+#: What ``bulk_upsert`` runs its write in, given the rows it is about to write (already
+#: de-duplicated and key-sorted) on the caller's connection, inside its transaction.
+WriteContext = Callable[[Connection, Rows], AbstractContextManager[object]]
 
 
 def _batches(rows: Sequence[Mapping[str, Any]], size: int) -> Iterable[Sequence[Mapping[str, Any]]]:
@@ -104,6 +119,7 @@ def bulk_upsert(
     columns: Sequence[str] | None = None,
     replace_if: ReplaceRule | None = None,
     batch_rows: int | None = None,
+    around_write: WriteContext | None = None,
 ) -> int:
     """Insert the rows of ``frame`` into ``table``, updating the stored rows they replace.
 
@@ -123,6 +139,8 @@ def bulk_upsert(
         replace_if: the condition under which an incoming row may replace a
             stored one (see ``ReplaceRule``).
         batch_rows: rows per batch (default ``BULK_BATCH_ROWS`` of the engine).
+        around_write: a context the write runs in, given the prepared rows, once the
+            transaction has begun (``upsert_prices`` sets aside idle triggers with it).
 
     Returns:
         The number of rows submitted after removing duplicate keys, whether or
@@ -147,6 +165,22 @@ def bulk_upsert(
         # see: begin as ``conn.execute`` would, so that the caller's
         # ``conn.commit()`` commits them (and closing without it rolls them back).
         conn.begin()
+    with around_write(conn, rows) if around_write else contextlib.nullcontext():
+        _write(conn, table, rows, replace_if, batch_rows)
+    logger.debug(
+        "upserted %d rows into %s in %.2f s", rows.count, table.name, time.perf_counter() - started
+    )
+    return rows.count
+
+
+def _write(
+    conn: Connection,
+    table: sa.Table,
+    rows: Rows,
+    replace_if: ReplaceRule | None,
+    batch_rows: int | None,
+) -> None:
+    """The rows, through the engine's own module."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
         bulk_sqlite(conn, table, rows, replace_if, batch_rows or BULK_BATCH_ROWS["sqlite"])
@@ -156,7 +190,3 @@ def bulk_upsert(
         bulk_mysql(conn, table, rows, replace_if, batch_rows or BULK_BATCH_ROWS["mysql"])
     else:  # pragma: no cover - engines outside the supported list
         raise NotImplementedError(f"bulk upsert is not implemented for {dialect}")
-    logger.debug(
-        "upserted %d rows into %s in %.2f s", rows.count, table.name, time.perf_counter() - started
-    )
-    return rows.count
