@@ -9,6 +9,7 @@ today and one tomorrow differ as much, the span having grown)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from pipeline.model.span_cache import (
     span_cache,
 )
 from pipeline.model.train import _evaluate_champion, _spans
-from pipeline.model.validation import judge_span
+from pipeline.model.validation import SpanErrors, judge_span
 from pipeline.sequences.read import read_sequences
 
 SALTS = {name: f"salt-{name}" for name in ("AAA", "BBB", "CCC", "DDD", "SHORT", "TINY")}
@@ -143,27 +144,29 @@ def test_nothing_is_taken_that_no_longer_holds(tmp_path: Path, caplog) -> None: 
         judge_span(predictor, today, 0.8, "network", damp=True, cache=span_cache("k", step, {}))
 
 
+def _judge(engine: Engine, home: Path, day: dt.date) -> SpanErrors | None:
+    """The champion as of ``day`` judged by the train stage on the span of ``day``."""
+    prepare(engine, home, day)
+    with engine.connect() as conn:
+        champion = champion_model(conn, day)
+        files = read_sequences(conn, home, day, None, TINY_SEQUENCES)
+        config = TINY_MODEL.replace(drift_tolerance=100.0)
+        return _evaluate_champion(conn, home, champion, _spans(files.windows, config))
+
+
 def test_the_train_stage_keeps_the_champions_predictions(engine: Engine, home: Path) -> None:
     """Judged a day later, the champion's errors are the ones a run without the kept
     predictions finds, and the file is rewritten for the new span."""
     prepare(engine, home, DATES[59])
     run_train(engine, home, DATES[59])
     path = champion_span_path(home)
-    config = TINY_MODEL.replace(drift_tolerance=100.0)
 
-    def judge(day):  # noqa: ANN001, ANN202
-        prepare(engine, home, day)
-        with engine.connect() as conn:
-            champion = champion_model(conn, day)
-            files = read_sequences(conn, home, day, None, TINY_SEQUENCES)
-            return _evaluate_champion(conn, home, champion, _spans(files.windows, config))
-
-    assert judge(DATES[60]) is not None
+    assert _judge(engine, home, DATES[60]) is not None
     first = path.read_bytes()
-    kept = judge(DATES[61])
+    kept = _judge(engine, home, DATES[61])
     assert path.read_bytes() != first  # the newest points added
     path.unlink()
-    fresh = judge(DATES[61])
+    fresh = _judge(engine, home, DATES[61])
     assert kept is not None and fresh is not None
     _assert_same_errors(kept, fresh)
 
@@ -177,23 +180,16 @@ def test_a_promoted_model_leaves_its_predictions_for_the_next_day(
     run_train(engine, home, DATES[59])
     path = champion_span_path(home)
     assert path.exists()
-    config = TINY_MODEL.replace(drift_tolerance=100.0)
-
-    def judge(day):  # noqa: ANN001, ANN202
-        prepare(engine, home, day)
-        with engine.connect() as conn:
-            champion = champion_model(conn, day)
-            files = read_sequences(conn, home, day, None, TINY_SEQUENCES)
-            return _evaluate_champion(conn, home, champion, _spans(files.windows, config))
 
     with caplog.at_level(logging.DEBUG, logger="pipeline.model.validation"):
-        kept = judge(DATES[60])
+        kept = _judge(engine, home, DATES[60])
+    assert kept is not None
     (message,) = [r.getMessage() for r in caplog.records if "kept from an earlier" in r.message]
     found, total = (int(word) for word in message.split()[:3:2])
     tickers = len(kept.per_ticker)
     # Each ticker's newest point is new (its target the newest close); the rest were kept.
     assert total - found == tickers and found > 0
     path.unlink()
-    fresh = judge(DATES[60])
-    assert kept is not None and fresh is not None
+    fresh = _judge(engine, home, DATES[60])
+    assert fresh is not None
     _assert_same_errors(kept, fresh)
