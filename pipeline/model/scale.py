@@ -122,7 +122,12 @@ def ewma_volatility(
         # The recursion v <- lam * v + (1 - lam) * r over the present returns, a suffix
         # of the lookback (the missing ones come before the series), in closed form:
         # lam ** present * v0 + sum of (1 - lam) * lam ** (returns after r) * r.
-        result[rows] = lam ** present.sum(axis=1) * start + np.where(present, block, 0.0) @ weights
+        # Summed row by row in NumPy, not as a matrix-vector product: BLAS may round a
+        # row's sum differently by where the row falls in the block (one ulp, seen with
+        # OpenBLAS 0.3.31 on AMD EPYC), and an origin's volatility must not depend on
+        # which other origins it is computed with.
+        weighted = np.where(present, block, 0.0) * weights
+        result[rows] = lam ** present.sum(axis=1) * start + weighted.sum(axis=1)
     return np.maximum(np.sqrt(result), MINIMUM_SCALE)
 
 
