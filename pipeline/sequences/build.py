@@ -192,7 +192,7 @@ def build_sequences(
     # runs in a copy of this thread's context, so whatever the caller keeps there (a
     # Prefect flow run, which its log handler needs) holds for the logs of the threads.
     with ThreadPoolExecutor(max_workers=BUILD_THREADS) as pool:
-        updated = _in_threads(pool, update, [(row,) for row in previous.values()])
+        updated = in_threads(pool, update, [(row,) for row in previous.values()])
         built = {row[c.TICKER]: row for row in updated if row is not None}
         everything = tickers_with_prices(conn) if tickers is None else wanted
         rest = [ticker for ticker in everything or [] if ticker not in built]
@@ -225,7 +225,7 @@ def build_sequences(
             else:
                 series.append((ticker, dates, values))
         remove_leftover_temporaries([sequence_path(home, ticker) for ticker, _, _ in series])
-        rows = _in_threads(pool, write, series)
+        rows = in_threads(pool, write, series)
     rows = sorted([*built.values(), *rows], key=lambda row: row[c.TICKER])
     upsert_sequence_files(conn, rows)
     # The files of these tickers were built from every close: their revisions are in them.
@@ -262,8 +262,10 @@ _ROW_KEYS = (
 )
 
 
-def _in_threads(pool: ThreadPoolExecutor, call: Any, items: Sequence[Any]) -> list[Any]:
-    """``call(*item)`` for each item on ``pool``, each in a copy of this thread's context."""
+def in_threads(pool: ThreadPoolExecutor, call: Any, items: Sequence[Any]) -> list[Any]:
+    """``call(*item)`` for each item on ``pool``, each in a copy of this thread's context
+    (so log records keep the caller's: a Prefect flow run's handler needs it); the
+    results in the order of ``items``."""
     futures = [pool.submit(contextvars.copy_context().run, call, *item) for item in items]
     return [future.result() for future in futures]
 
