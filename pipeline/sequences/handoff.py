@@ -27,10 +27,11 @@ Why what is taken is what the file holds:
 Bounded and explicit: at most one build's windows are kept. Every ``build_sequences``
 call drops what was kept before it starts; ``take`` hands over everything kept and
 keeps nothing, so once the train stage has read, the windows live only in what it
-read. The sharded sequences (``pipeline.stages.sequences_shard``) keep nothing: they
-may run in other processes (Dask workers) that never read, and each shard's build
-would drop the one before. A lock guards the store: stages may run on threads
-(Prefect's task runner).
+read (the same objects: 40 MB for 1,000 ten-year tickers, which the train stage held
+anyway; between the stages they are memory the process did not hold before). The
+sharded sequences (``pipeline.stages.sequences_shard``) keep nothing: they may run in
+other processes (Dask workers) that never read, and each shard's build would drop the
+one before. A lock guards the store: stages may run on threads (Prefect's task runner).
 """
 
 from __future__ import annotations
