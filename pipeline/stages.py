@@ -148,9 +148,10 @@ def sequences(
     tickers: list[str] | None,
     config: SequenceConfig,
 ) -> SequencesSummary:
-    """Build the scaled windows of each ticker as of ``as_of``."""
+    """Build the scaled windows of each ticker as of ``as_of``, and keep them for the
+    train stage that follows in this process (``pipeline.sequences.handoff``)."""
     with database(database_url).begin() as conn:
-        return build_sequences(conn, Path(home), as_of, tickers, config).summary()
+        return build_sequences(conn, Path(home), as_of, tickers, config, hand_off=True).summary()
 
 
 def sequences_shard(
@@ -161,7 +162,9 @@ def sequences_shard(
     config: SequenceConfig,
 ) -> SequencesSummary:
     """``sequences`` for one shard of tickers; a shard none of whose tickers has a
-    price reports them skipped (the merged summary fails when no shard built any)."""
+    price reports them skipped (the merged summary fails when no shard built any).
+    Nothing is kept for the train stage: a shard may run in another process (a Dask
+    worker) that never trains, and each shard's build would drop the one before."""
     try:
         with shard_transaction(database_url) as conn:
             return build_sequences(conn, Path(home), as_of, tickers, config).summary()

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from pipeline.db.engine import connect
 from pipeline.db.migrate import open_database
 from pipeline.errors import DatabaseUnavailableError
+from pipeline.sequences import handoff
 
 # Tests train tiny networks in their own process: a worker process would spend
 # about 5 s starting TensorFlow for each of them. The tests of the workers
@@ -164,3 +165,11 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     return path
+
+
+@pytest.fixture(autouse=True)
+def _nothing_handed_over() -> Iterator[None]:
+    """The windows a build keeps for the train stage (``pipeline.sequences.handoff``,
+    process-wide) do not outlive the test that built them."""
+    yield
+    handoff.clear()

@@ -22,6 +22,8 @@ from pipeline.run import (
     merge_forecast_summaries,
     merge_sequence_summaries,
 )
+from pipeline.sequences import handoff
+from pipeline.sequences import read as sequences_read
 from pipeline.settings import Settings
 
 NOW = dt.datetime(2024, 3, 25, 22, 0, tzinfo=dt.UTC)
@@ -35,7 +37,10 @@ def _settings(tmp_path: Path, **given: object) -> Settings:
     )
 
 
-def test_a_run_writes_every_stage_then_a_rerun_stops_after_ingesting(tmp_path: Path) -> None:
+def test_a_run_writes_every_stage_then_a_rerun_stops_after_ingesting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded = _count_decoded_files(monkeypatch)
     source = write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), tmp_path / "p.csv")
     settings = _settings(tmp_path, source=[str(source)])
     published = []
@@ -51,6 +56,8 @@ def test_a_run_writes_every_stage_then_a_rerun_stops_after_ingesting(tmp_path: P
     assert first.forecast.forecasts_written == 2 * settings.horizon
     assert Path(first.report).is_file()
     assert published[-1][0] is first and len(published[-1][1]) == 2 * settings.horizon
+    # The train stage took the windows the sequences stage had just written, and kept none.
+    assert decoded == [] and handoff.kept() == 0
 
     engine = open_database(settings.resolved_database_url)
     before = table_snapshot(engine)
@@ -63,9 +70,24 @@ def test_a_run_writes_every_stage_then_a_rerun_stops_after_ingesting(tmp_path: P
 
     third = daily_run(stages, settings, None, "auto", run_id="three", now=NOW, rerun=True)
     assert third.unchanged is False and third.model.action == "reuse"
+    # Nothing new: the files were kept as they were, and the train stage read them.
+    assert decoded == ["AAA.parquet", "BBB.parquet"] and handoff.kept() == 0
     assert table_snapshot(engine, exclude=("run_states",)) == {
         name: rows for name, rows in before.items() if name != "run_states"
     }
+
+
+def _count_decoded_files(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the sequence files the train stage decodes, as it decodes them."""
+    decoded: list[str] = []
+    real = sequences_read.read_sequence_windows
+
+    def spy(path: Path, sha256: str | None, window: int) -> object:
+        decoded.append(path.name)
+        return real(path, sha256, window)
+
+    monkeypatch.setattr(sequences_read, "read_sequence_windows", spy)
+    return decoded
 
 
 def test_without_a_source_or_prices_the_run_says_how_to_configure_one(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from pipeline import columns as c
+from pipeline.days import as_days
 from pipeline.db.prices import read_close_arrays, read_closes_after_files, tickers_with_prices
 from pipeline.db.sequences import (
     clear_price_revisions,
@@ -41,6 +42,7 @@ from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
 from pipeline.files import remove_leftover_temporaries
 from pipeline.results import SequencesSummary
+from pipeline.sequences import handoff
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.files import (
     read_sequence_windows,
@@ -48,6 +50,7 @@ from pipeline.sequences.files import (
     stored_table,
     write_sequence_file,
 )
+from pipeline.sequences.windows import TickerWindows
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,7 @@ def build_sequences(
     as_of: dt.date,
     tickers: Sequence[str] | None = None,
     config: SequenceConfig | None = None,
+    hand_off: bool = False,
 ) -> SequenceResult:
     """Build each ticker's scaled windows from the prices up to ``as_of``.
 
@@ -105,12 +109,20 @@ def build_sequences(
     ``data_through`` are read from the database. Every other ticker's closes are read
     whole. Either way the file and row are those a build from every close gives.
 
+    With ``hand_off``, each written file's windows (exactly what the file reads back as)
+    are kept in this process for the train stage's ``read_sequences`` to take instead of
+    decoding the file (``pipeline.sequences.handoff``); a ticker whose file and row are
+    kept as they were (nothing new) is read from its file. Every call drops the windows
+    an earlier one kept.
+
     Args:
         conn: an open connection; the caller owns the transaction.
         home: the pricecast home folder; files go to ``<home>/sequences``.
         as_of: the last date whose close may be used.
         tickers: tickers to build; ``None`` builds every active ticker with prices.
         config: price field, window, scaling and validation share.
+        hand_off: keep the windows written for a ``read_sequences`` in this process
+            (the daily run's train stage, next).
 
     Returns:
         The ``sequence_files`` rows written, and the tickers skipped with why.
@@ -119,6 +131,7 @@ def build_sequences(
         MissingDataError: no requested ticker has any price up to ``as_of``.
     """
     config = config or SequenceConfig()
+    handoff.clear()
     inactive = inactive_tickers(conn)
     skipped: dict[str, str] = {
         ticker: "inactive; `pricecast tickers add` reactivates it"
@@ -129,7 +142,10 @@ def build_sequences(
     after = read_closes_after_files(conn, as_of) if previous else None
     new_rows = {ticker: rows for ticker, rows in after.runs()} if after is not None else {}
 
-    def write(ticker: str, dates: np.ndarray, values: np.ndarray) -> dict[str, Any]:
+    def write(
+        ticker: str, dates: np.ndarray, values: np.ndarray
+    ) -> tuple[dict[str, Any], TickerWindows | None]:
+        """Write the ticker's file; its row, and with ``hand_off`` its windows."""
         table, description = stored_table(ticker, dates, values, config)
         path = sequence_path(home, ticker)
         digest = write_sequence_file(path, table)
@@ -140,7 +156,7 @@ def build_sequences(
             description["validation_windows"],
             dates[-1],
         )
-        return {
+        row = {
             c.TICKER: ticker,
             c.AS_OF_DATE: as_of,
             "data_through": dates[-1].item(),
@@ -152,8 +168,19 @@ def build_sequences(
             "sha256": digest,
             **description,
         }
+        if not hand_off:
+            return row, None
+        # What ``read_sequence_windows`` makes of the file: the closes it was encoded
+        # from (a copy: not a view of every ticker's closes) and its windows' dates.
+        windows = TickerWindows(
+            closes=np.array(values, dtype=float),
+            target_dates=as_days(dates[config.window :]),
+            n_train=description["train_windows"],
+            window=config.window,
+        )
+        return row, windows
 
-    def update(row: dict[str, Any]) -> dict[str, Any] | None:
+    def update(row: dict[str, Any]) -> tuple[dict[str, Any], TickerWindows | None] | None:
         """The ticker's file and row from its recorded file and the closes after it;
         ``None`` when the file is not the one recorded."""
         ticker = row[c.TICKER]
@@ -166,7 +193,7 @@ def build_sequences(
             except MissingDataError:
                 pass
             else:
-                return {key: row[key] for key in _ROW_KEYS}
+                return {key: row[key] for key in _ROW_KEYS}, None
         try:
             windows = read_sequence_windows(Path(row["file_path"]), row["sha256"], config.window)
         except MissingDataError as exc:
@@ -192,8 +219,8 @@ def build_sequences(
     # runs in a copy of this thread's context, so whatever the caller keeps there (a
     # Prefect flow run, which its log handler needs) holds for the logs of the threads.
     with ThreadPoolExecutor(max_workers=BUILD_THREADS) as pool:
-        updated = _in_threads(pool, update, [(row,) for row in previous.values()])
-        built = {row[c.TICKER]: row for row in updated if row is not None}
+        updated = in_threads(pool, update, [(row,) for row in previous.values()])
+        built = {row[c.TICKER]: (row, windows) for row, windows in filter(None, updated)}
         everything = tickers_with_prices(conn) if tickers is None else wanted
         rest = [ticker for ticker in everything or [] if ticker not in built]
         runs: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -225,8 +252,8 @@ def build_sequences(
             else:
                 series.append((ticker, dates, values))
         remove_leftover_temporaries([sequence_path(home, ticker) for ticker, _, _ in series])
-        rows = _in_threads(pool, write, series)
-    rows = sorted([*built.values(), *rows], key=lambda row: row[c.TICKER])
+        written = [*built.values(), *in_threads(pool, write, series)]
+    rows = sorted([row for row, _ in written], key=lambda row: row[c.TICKER])
     upsert_sequence_files(conn, rows)
     # The files of these tickers were built from every close: their revisions are in them.
     clear_price_revisions(conn, [ticker for ticker, _, _ in series])
@@ -240,6 +267,14 @@ def build_sequences(
         as_of,
         len(skipped),
     )
+    if hand_off:
+        handoff.keep(
+            {
+                (row["file_path"], row["sha256"]): windows
+                for row, windows in written
+                if windows is not None
+            }
+        )
     return SequenceResult(as_of=as_of, files=rows, skipped=skipped)
 
 
@@ -262,8 +297,10 @@ _ROW_KEYS = (
 )
 
 
-def _in_threads(pool: ThreadPoolExecutor, call: Any, items: Sequence[Any]) -> list[Any]:
-    """``call(*item)`` for each item on ``pool``, each in a copy of this thread's context."""
+def in_threads(pool: ThreadPoolExecutor, call: Any, items: Sequence[Any]) -> list[Any]:
+    """``call(*item)`` for each item on ``pool``, each in a copy of this thread's context
+    (so log records keep the caller's: a Prefect flow run's handler needs it); the
+    results in the order of ``items``."""
     futures = [pool.submit(contextvars.copy_context().run, call, *item) for item in items]
     return [future.result() for future in futures]
 

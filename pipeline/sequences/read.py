@@ -5,6 +5,11 @@ The train stage reads every ticker's windows through ``read_sequences``: the
 windowing asked for), each file read and checked against its recorded digest.
 A file that is missing or damaged is reported and rebuilt from the prices in the
 database, as the sequences stage builds it (``build.build_sequences``), then read.
+
+In the daily run the sequences stage has just built the files in this process and
+kept their windows (``handoff``): a row whose file and digest are those of kept
+windows takes them, once the file is found to still hold those bytes, instead of
+decoding the file. The files are read on threads, as they are built.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +28,16 @@ from pipeline import columns as c
 from pipeline.db.sequences import read_sequence_files
 from pipeline.db.tickers import inactive_tickers
 from pipeline.errors import MissingDataError
-from pipeline.sequences.build import build_sequences
+from pipeline.sequences import handoff
+from pipeline.sequences.build import BUILD_THREADS, build_sequences, in_threads
 from pipeline.sequences.config import SequenceConfig
-from pipeline.sequences.files import read_sequence_windows
+from pipeline.sequences.files import read_sequence_windows, sequence_file_bytes
 from pipeline.sequences.windows import TickerWindows
 
 logger = logging.getLogger(__name__)
+
+#: Files read at once (as many as the sequences stage builds at once).
+READ_THREADS = BUILD_THREADS
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,10 @@ def read_sequences(
     ticker's copied over it, a truncated copy), is reported and rebuilt from the
     prices in the database, as the sequences stage builds it, then read.
 
+    The windows a ``build_sequences(..., hand_off=True)`` of this process kept for a
+    row's file and digest are taken instead of decoding the file (``handoff``); this
+    read takes everything kept, so nothing is kept after it.
+
     Raises:
         MissingDataError: no sequences were built as of ``as_of`` (for a ticker asked
             for), or they were built with another windowing than ``config``.
@@ -63,23 +77,50 @@ def read_sequences(
     rows = sequence_rows(conn, as_of, tickers, config)
     windows: dict[str, TickerWindows] = {}
     damaged: list[str] = []
-    for row in rows:
-        try:
-            windows[row[c.TICKER]] = _read(row, config)
-        except MissingDataError as exc:
-            logger.warning("%s; rebuilding it from the database", exc)
+    for row, read in zip(rows, _read_all(rows, config, handoff.take()), strict=True):
+        if isinstance(read, MissingDataError):
+            logger.warning("%s; rebuilding it from the database", read)
             damaged.append(row[c.TICKER])
+        else:
+            windows[row[c.TICKER]] = read
     if damaged:
-        build_sequences(conn, home, as_of, damaged, config)
+        build_sequences(conn, home, as_of, damaged, config, hand_off=True)
         rows = sequence_rows(conn, as_of, tickers, config)
-        windows.update(
-            {row[c.TICKER]: _read(row, config) for row in rows if row[c.TICKER] in damaged}
-        )
+        rebuilt = [row for row in rows if row[c.TICKER] in damaged]
+        for row, read in zip(rebuilt, _read_all(rebuilt, config, handoff.take()), strict=True):
+            if isinstance(read, MissingDataError):
+                raise read
+            windows[row[c.TICKER]] = read
     return SequenceFiles(rows=rows, windows=windows)
 
 
-def _read(row: dict[str, Any], config: SequenceConfig) -> TickerWindows:
-    return read_sequence_windows(Path(row["file_path"]), row["sha256"], config.window)
+def _read_all(
+    rows: list[dict[str, Any]],
+    config: SequenceConfig,
+    handed: dict[handoff.FileKey, TickerWindows],
+) -> list[TickerWindows | MissingDataError]:
+    """Each row's windows, or why its file cannot be read, in the order of ``rows``:
+    those ``handed`` for its file and digest, else the file's (``read_sequence_windows``).
+    On threads, as the sequences stage builds them: reading is Parquet decoding,
+    hashing and NumPy, which release the GIL (``benchmarks/sequence_reads.py``)."""
+    items = [(row, config, handed.pop((row["file_path"], row["sha256"]), None)) for row in rows]
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        return in_threads(pool, _read_or_error, items)
+
+
+def _read_or_error(
+    row: dict[str, Any], config: SequenceConfig, handed: TickerWindows | None
+) -> TickerWindows | MissingDataError:
+    path, sha256 = Path(row["file_path"]), row["sha256"]
+    try:
+        if handed is None:
+            return read_sequence_windows(path, sha256, config.window)
+        # The file must still hold the bytes the windows were handed for: a file changed
+        # since is reported and rebuilt, as one read from disk is.
+        sequence_file_bytes(path, sha256)
+        return handed
+    except MissingDataError as exc:
+        return exc
 
 
 def sequence_rows(
