@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -110,3 +111,19 @@ def terminate_lock_backend(admin_url: str) -> None:
         assert killed == [True]
     finally:
         admin.dispose()
+
+
+def spy_on_decoded_files(monkeypatch: Any) -> list[str]:
+    """The names of the sequence files ``read_sequences`` decodes (rather than take the
+    windows the sequences stage handed over), as it decodes them."""
+    from pipeline.sequences import read
+
+    decoded: list[str] = []
+    real = read.read_sequence_windows
+
+    def spy(path: Path, sha256: str | None, window: int) -> Any:
+        decoded.append(path.name)
+        return real(path, sha256, window)
+
+    monkeypatch.setattr(read, "read_sequence_windows", spy)
+    return decoded

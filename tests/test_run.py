@@ -9,7 +9,13 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import TINY_OVERRIDES, synthetic_prices, table_snapshot, write_long_csv
+from helpers import (
+    TINY_OVERRIDES,
+    spy_on_decoded_files,
+    synthetic_prices,
+    table_snapshot,
+    write_long_csv,
+)
 
 from pipeline.db.migrate import open_database
 from pipeline.errors import MissingDataError, StaleDataError
@@ -23,7 +29,6 @@ from pipeline.run import (
     merge_sequence_summaries,
 )
 from pipeline.sequences import handoff
-from pipeline.sequences import read as sequences_read
 from pipeline.settings import Settings
 
 NOW = dt.datetime(2024, 3, 25, 22, 0, tzinfo=dt.UTC)
@@ -40,7 +45,7 @@ def _settings(tmp_path: Path, **given: object) -> Settings:
 def test_a_run_writes_every_stage_then_a_rerun_stops_after_ingesting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    decoded = _count_decoded_files(monkeypatch)
+    decoded = spy_on_decoded_files(monkeypatch)
     source = write_long_csv(synthetic_prices(("AAA", "BBB"), days=60), tmp_path / "p.csv")
     settings = _settings(tmp_path, source=[str(source)])
     published = []
@@ -75,19 +80,6 @@ def test_a_run_writes_every_stage_then_a_rerun_stops_after_ingesting(
     assert table_snapshot(engine, exclude=("run_states",)) == {
         name: rows for name, rows in before.items() if name != "run_states"
     }
-
-
-def _count_decoded_files(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the sequence files the train stage decodes, as it decodes them."""
-    decoded: list[str] = []
-    real = sequences_read.read_sequence_windows
-
-    def spy(path: Path, sha256: str | None, window: int) -> object:
-        decoded.append(path.name)
-        return real(path, sha256, window)
-
-    monkeypatch.setattr(sequences_read, "read_sequence_windows", spy)
-    return decoded
 
 
 def test_without_a_source_or_prices_the_run_says_how_to_configure_one(tmp_path: Path) -> None:

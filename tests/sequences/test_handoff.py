@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from helpers import TINY_SEQUENCES, synthetic_prices
+from helpers import TINY_SEQUENCES, spy_on_decoded_files, synthetic_prices
 from sqlalchemy.engine import Engine
 
 import pipeline.sequences.read as read
@@ -64,15 +64,7 @@ def _assert_identical(mine: TickerWindows, theirs: TickerWindows) -> None:
 @pytest.fixture
 def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The files ``read_sequences`` decodes (rather than take their windows)."""
-    paths: list[str] = []
-    real = read.read_sequence_windows
-
-    def spy(path: Path, sha256: str | None, window: int) -> TickerWindows:
-        paths.append(path.name)
-        return real(path, sha256, window)
-
-    monkeypatch.setattr(read, "read_sequence_windows", spy)
-    return paths
+    return spy_on_decoded_files(monkeypatch)
 
 
 @pytest.fixture(params=["from scratch", "incremental"])
