@@ -20,6 +20,9 @@ cluster, maps the fit jobs as tasks, ``flows.runners``):
    them, gates the new version against the champion (``promotion.gate``),
    publishes its files and registers it, promoted or not
    (``registry.register_version``).
+
+The champion is judged on the newest span (for drift in step 1, for the gate in step
+3), and a promoted version's span predictions kept, in ``champion_span``.
 """
 
 from __future__ import annotations
@@ -39,14 +42,13 @@ from pipeline import columns as c
 from pipeline.db.models import (
     champion_model,
     find_model_by_fingerprint,
-    get_model,
     lineage,
-    model_scalers,
     models_with_files,
     next_version,
     retire_damaged_fingerprint,
 )
-from pipeline.errors import MissingDataError, ModelStoreError, StorageError
+from pipeline.errors import MissingDataError, ModelStoreError
+from pipeline.model.champion_span import evaluate_champion, keep_new_champion_span
 from pipeline.model.config import ModelConfig
 from pipeline.model.fit import (
     NETWORKS_PER_WORKER,
@@ -82,15 +84,6 @@ from pipeline.model.registry import (
     training_fingerprint,
 )
 from pipeline.model.span import SpanSeries, span_series, with_origin_volatility
-from pipeline.model.span_cache import (
-    SpanCache,
-    champion_span_path,
-    load_span_cache,
-    model_key,
-    predictions_cache,
-    save_span_cache,
-    span_cache,
-)
 from pipeline.model.store import (
     Damage,
     check_files,
@@ -99,13 +92,7 @@ from pipeline.model.store import (
     publish_networks,
     staging_folder,
 )
-from pipeline.model.validation import (
-    ModelEvaluation,
-    SpanErrors,
-    evaluate_model,
-    finite,
-    with_long_run_volatility,
-)
+from pipeline.model.validation import SpanErrors, finite, with_long_run_volatility
 from pipeline.results import ModelSummary
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.read import read_sequences
@@ -397,7 +384,7 @@ def finish_training(
         trained_at,
     )
     if trained.verdict.promoted:
-        _keep_new_champion_span(
+        keep_new_champion_span(
             conn, home, trained.version, plan.sequences.series, trained.model.outcomes
         )
     return _trained_result(
@@ -457,7 +444,7 @@ def _decide(
         )
         new_windows = new_training_windows(sequences.windows, trained_through(champion))
         if checks_drift(mode, champion, params, new_windows):
-            champion_errors = _evaluate_champion(conn, home, champion, sequences.series)
+            champion_errors = evaluate_champion(conn, home, champion, sequences.series)
             drift = champion_drift(champion, champion_errors)
     decision = decide(
         mode,
@@ -567,7 +554,7 @@ def _fit(
         if config.damping:
             _log_damping(damping)
         if champion is not None and champion_errors is None and damage is None:
-            champion_errors = _evaluate_champion(conn, home, champion, plan.sequences.series)
+            champion_errors = evaluate_champion(conn, home, champion, plan.sequences.series)
         verdict = gate(model.errors, champion, champion_errors, damaged=damage is not None)
         path = publish_networks(staging, path)
     finally:
@@ -678,100 +665,6 @@ def _log_damping(damping: Mapping[str, float]) -> None:
         float(np.median(factors)),
     )
     logger.debug("damping per ticker: %s", dict(damping))
-
-
-def _champion_job(
-    conn: Connection, champion: Mapping[str, Any], series: Mapping[str, SpanSeries]
-) -> ModelEvaluation:
-    """What judging ``champion`` on the newest span takes, as ``load_predictor`` would
-    load it (its files checked against the registry)."""
-    scalers = model_scalers(conn, champion["version"])
-    tickers = sorted(set(series) & set(champion["tickers"]) & set(scalers))
-    scaling = {scalers[ticker]["scaling"] for ticker in tickers} or {
-        champion["hyperparameters"].get("scaling", "minmax")
-    }
-    (name,) = scaling
-    return ModelEvaluation(
-        path=check_files(champion),
-        tickers=tickers,
-        window=int(champion["hyperparameters"]["window"]),
-        scaling=name,
-        params={ticker: scalers[ticker]["scaler_params"] for ticker in tickers},
-        damping={
-            ticker: float(scalers[ticker]["damping"])
-            for ticker in tickers
-            if scalers[ticker].get("damping") is not None
-        },
-        series={ticker: series[ticker] for ticker in tickers},
-        level=float(champion["hyperparameters"].get("interval_level", 0.9)),
-        # Models registered before the ewma intervals had static ones.
-        intervals=str(champion["hyperparameters"].get("intervals", "static")),
-    )
-
-
-def _span_key(champion: Mapping[str, Any], job: ModelEvaluation) -> str:
-    """The key of ``champion``'s kept span predictions (``span_cache.model_key``)."""
-    return model_key(
-        int(champion["version"]),
-        champion.get("file_sha256"),
-        {"window": job.window, "scaling": job.scaling},
-    )
-
-
-def _keep_span(path: Path, cache: SpanCache) -> None:
-    try:
-        save_span_cache(path, cache)
-    except (OSError, StorageError) as exc:  # a slower run tomorrow, nothing worse
-        logger.warning("the champion's span predictions were not kept: %s", exc)
-
-
-def _evaluate_champion(
-    conn: Connection,
-    home: Path,
-    champion: Mapping[str, Any],
-    series: Mapping[str, SpanSeries],
-) -> SpanErrors | None:
-    """The champion's errors on the newest span, as ``load_predictor`` would load it
-    (in NumPy, in this process: no worker and no TensorFlow needed)."""
-    job = _champion_job(conn, champion, series)
-    # Its predictions at yesterday's points are kept (``span_cache``): only the new
-    # points are predicted, unless its files, parameters or a ticker's closes changed.
-    salts = job.salts()
-    key = _span_key(champion, job)
-    cache_path = champion_span_path(home)
-    try:
-        judged = evaluate_model(job, load_span_cache(cache_path, key, salts))
-    except ModelStoreError as exc:
-        logger.warning("champion v%s cannot be evaluated: %s", champion["version"], exc)
-        return None
-    if judged.step is not None:
-        _keep_span(cache_path, span_cache(key, judged.step, salts))
-    return judged.errors
-
-
-def _keep_new_champion_span(
-    conn: Connection,
-    home: Path,
-    version: int,
-    series: Mapping[str, SpanSeries],
-    outcomes: Sequence[NetworkOutcome],
-) -> None:
-    """Keep the span predictions of ``version``, just promoted, as its judging made
-    them (``NetworkOutcome.span``), so the next day that judges it predicts only the
-    new points; nothing is kept when an outcome has none (the span cache then stays
-    another model's, never used for this one)."""
-    spans = [outcome.span for outcome in outcomes if outcome.span is not None]
-    model = get_model(conn, version)
-    if not spans or len(spans) != len(outcomes) or model is None:
-        return
-    try:
-        job = _champion_job(conn, model, series)
-    except ModelStoreError as exc:
-        logger.warning("the span predictions of v%d were not kept: %s", version, exc)
-        return
-    closes = {ticker: series[ticker].closes for ticker in job.tickers}
-    cache = predictions_cache(_span_key(model, job), spans, closes, job.salts())
-    _keep_span(champion_span_path(home), cache)
 
 
 def _warn_if_naive_wins(result: ModelSummary) -> None:

@@ -21,6 +21,7 @@ from test_train import DATES, prepare, run_train
 from test_validation_grouped import _predictor, _series
 
 from pipeline.db.models import champion_model
+from pipeline.model.champion_span import evaluate_champion
 from pipeline.model.span import SpanSeries
 from pipeline.model.span_cache import (
     champion_span_path,
@@ -28,7 +29,7 @@ from pipeline.model.span_cache import (
     save_span_cache,
     span_cache,
 )
-from pipeline.model.train import _evaluate_champion, _spans
+from pipeline.model.train import _spans
 from pipeline.model.validation import SpanErrors, judge_span
 from pipeline.sequences.read import read_sequences
 
@@ -151,7 +152,7 @@ def _judge(engine: Engine, home: Path, day: dt.date) -> SpanErrors | None:
         champion = champion_model(conn, day)
         files = read_sequences(conn, home, day, None, TINY_SEQUENCES)
         config = TINY_MODEL.replace(drift_tolerance=100.0)
-        return _evaluate_champion(conn, home, champion, _spans(files.windows, config))
+        return evaluate_champion(conn, home, champion, _spans(files.windows, config))
 
 
 def test_the_train_stage_keeps_the_champions_predictions(engine: Engine, home: Path) -> None:
