@@ -41,8 +41,10 @@ from pipeline.model.calibration import IntervalCalibration, calibrate_intervals
 from pipeline.model.config import ModelConfig
 from pipeline.model.groups import is_grouped, parse_group_key, ticker_groups, ticker_networks
 from pipeline.model.network import (
+    XLA_MIN_SAMPLE_EPOCHS,
     Workers,
     build_model,
+    compile_with_xla,
     early_stopping,
     epoch_logger,
     network_loss,
@@ -181,6 +183,8 @@ def fit_networks(
             # years, longer than its epochs); the validation loss is computed once below.
             validation_data = (x_val, y_val)
             callbacks.append(early_stopping(config.patience))
+        if len(x_train) * epochs >= XLA_MIN_SAMPLE_EPOCHS:
+            compile_with_xla(networks[key])
         history = networks[key].fit(
             x_train,
             y_train,

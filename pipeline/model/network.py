@@ -84,6 +84,33 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+#: Samples times epochs of one fit from which its steps are compiled with XLA
+#: (``compile_with_xla``): compiling costs about 5 CPU seconds a network, and an epoch
+#: then takes about a fifth less CPU (``benchmarks/xla.py``), so it pays from a few
+#: million; smaller fits (every fine-tune, the tests' tiny models) are left as they are.
+XLA_MIN_SAMPLE_EPOCHS = 2_000_000
+
+
+def compile_with_xla(network: keras.Model) -> bool:
+    """Have Keras compile ``network``'s training and evaluation steps with XLA; whether it
+    took. Call it before the network's first ``fit``.
+
+    Keras leaves XLA off on a machine without an accelerator, and refuses it once
+    TensorFlow's ops are deterministic (``seed_everything``), since some ops have no
+    deterministic XLA kernel. This network's ops (an LSTM, a dense layer, adam) do:
+    fits compiled so repeat to the bit (tested) and cost less CPU (``benchmarks/xla.py``).
+    The flag is Keras' own attribute (``Trainer._jit_compile``, Keras 3); were it ever
+    renamed, the network stays as Keras compiled it.
+    """
+    if not hasattr(network, "_jit_compile") or not hasattr(network, "train_function"):
+        return False
+    network._jit_compile = True
+    # Steps made before (none for a network not yet fitted) are made again, compiled.
+    network.train_function = None
+    network.test_function = None
+    return network.jit_compile is True
+
+
 #: Losses under which the network predicts a distribution: its two outputs are the
 #: location and the (raw) scale of a Laplace law of the target, fitted by maximum
 #: likelihood. The location is the target's median, as under ``mae``.
