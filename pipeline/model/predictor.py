@@ -74,7 +74,10 @@ def _compiled(network: Any) -> Any:
     if forward is None:
         import tensorflow as tf  # only ever for a Keras network: TensorFlow is loaded
 
-        forward = tf.function(lambda batch: network(batch, training=False), jit_compile=True)
+        # The network is referred to weakly, so its entry (and the compiled function)
+        # goes when the network does: a long-lived process fits many.
+        ref = weakref.ref(network)
+        forward = tf.function(lambda batch: ref()(batch, training=False), jit_compile=True)
         _COMPILED[network] = forward
     return forward
 

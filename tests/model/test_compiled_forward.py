@@ -122,3 +122,15 @@ def test_fits_compiled_with_xla_repeat_to_the_bit_under_deterministic_ops(
     assert compiled == [True, True]
     np.testing.assert_array_equal(first, second)
     assert losses[-1] < losses[0]
+
+
+def test_a_compiled_pass_does_not_keep_its_network_alive() -> None:
+    import gc
+
+    model = build_model(window=4, units=8, learning_rate=0.01, loss="mse", seed=1)
+    predictor_module._predict_compiled(model, np.zeros((8, 4), np.float32))
+    assert model in predictor_module._COMPILED
+    before = len(predictor_module._COMPILED)
+    del model
+    gc.collect()
+    assert len(predictor_module._COMPILED) == before - 1
