@@ -9,7 +9,9 @@ the cut-off: sequences, a retrain of one epoch (its accuracy is not the point),
 forecasts. Then every ticker's close of the next session, and the day's
 sequences, training (mode ``auto``: the champion is judged, then fine-tuned)
 and forecasts, each timed and, with ``--profile``, profiled (``cProfile``,
-the top functions by cumulative time written beside the JSON). Everything runs
+the top functions by cumulative time written beside the JSON), and SHA-256 digests
+of what the day wrote (``output_digests``: sequence rows, forecast rows), the same for
+two versions of the code that write the same. Everything runs
 in this process (``workers=0``), so the times are the stages' own, without
 Prefect or a worker's start-up.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
+import hashlib
 import io
 import json
 import platform
@@ -33,8 +36,10 @@ import pandas as pd
 
 from benchmarks.end_to_end import synthetic_closes
 from pipeline import columns as c
+from pipeline.db.forecasts import read_forecasts
 from pipeline.db.migrate import open_database
 from pipeline.db.prices import read_close_arrays, upsert_prices
+from pipeline.db.sequences import read_sequence_files
 from pipeline.model.config import ModelConfig
 from pipeline.model.forecast import forecast
 from pipeline.model.train import train
@@ -84,6 +89,18 @@ def sequence_breakdown(conn: Any, home: Path, day: dt.date) -> dict[str, float]:
     return cpu
 
 
+def output_digests(conn: Any, day: dt.date) -> dict[str, str]:
+    """SHA-256 digests of what the incremental day wrote, to compare two versions of the
+    code: the sequence files (each ticker's recorded file digest, and its row) and the
+    forecast rows (every column, floats as their shortest exact text)."""
+    files = pd.DataFrame(read_sequence_files(conn, day)).drop(columns=["file_path"])
+    forecasts = read_forecasts(conn, day).sort_values([c.TICKER, c.HORIZON])
+    return {
+        "sequence_files": hashlib.sha256(files.to_csv(index=False).encode()).hexdigest(),
+        "forecasts": hashlib.sha256(forecasts.to_csv(index=False).encode()).hexdigest(),
+    }
+
+
 def measure(tickers: int, years: int, seed: int, profile: Path | None) -> dict[str, Any]:
     closes = synthetic_closes(tickers, years * 252 + 1, seed)
     cut, next_day = closes.index[-2], closes.index[-1]
@@ -128,6 +145,7 @@ def measure(tickers: int, years: int, seed: int, profile: Path | None) -> dict[s
                 timed(part, "forecast", forecast, conn, day)
             timings[part]["training action"] = trained.action  # type: ignore[assignment]
         with engine.connect() as conn:
+            outputs = output_digests(conn, next_day)
             breakdown = sequence_breakdown(conn, home, next_day)
         engine.dispose()
     return {
@@ -137,6 +155,7 @@ def measure(tickers: int, years: int, seed: int, profile: Path | None) -> dict[s
         "seconds": timings,
         "cpu_seconds": cpu,
         "sequences_breakdown": breakdown,
+        "outputs": outputs,
         "machine": platform.node(),
         "date": dt.date.today().isoformat(),
     }
@@ -163,6 +182,8 @@ def report(result: dict[str, Any]) -> str:
     )
     lines += ["", "sequences stage, one thread, CPU seconds:"]
     lines += [f"  {name:<34} {value:6.2f}" for name, value in result["sequences_breakdown"].items()]
+    lines += ["", "outputs (SHA-256, to compare versions):"]
+    lines += [f"  {name:<34} {value[:16]}" for name, value in result["outputs"].items()]
     return "\n".join(lines)
 
 

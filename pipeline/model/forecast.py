@@ -12,6 +12,10 @@ the ticker's predicted scale, its EWMA volatility at the as-of date times
 ``sqrt(h)`` (``pipeline.model.scale``; models calibrated with ``static``
 intervals have one width per step, whatever the recent volatility). Prices
 are rounded to the decimals of the ticker's closes (``pipeline.precision``).
+
+A forecast uses a ticker's newest ``closes_needed(window)`` closes and nothing
+else (the window, the volatility's lookback, the decimals), so it reads only
+those (``_recent_closes``) and is the forecast a read of every close gives.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pipeline.model.scale import LOOKBACK, ewma_volatility
 from pipeline.precision import decimals
 from pipeline.results import ForecastSummary
 from pipeline.scoring.metrics import quantile_name
-from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions
+from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions, trading_days
 
 logger = logging.getLogger(__name__)
 
@@ -65,27 +69,62 @@ class ForecastResult:
         )
 
 
+def closes_needed(window: int) -> int:
+    """The newest closes a forecast from windows of ``window`` closes uses: the window,
+    and the ``LOOKBACK`` returns of the EWMA volatility (``pipeline.model.scale``)."""
+    return max(window, LOOKBACK + 1)
+
+
 def _recent_closes(
-    conn: Connection, as_of: dt.date, tickers: list[str], field: str, window: int
+    conn: Connection,
+    as_of: dt.date,
+    tickers: list[str],
+    field: str,
+    window: int,
+    exchanges: dict[str, str] | None = None,
 ) -> dict[str, tuple[np.ndarray, dt.date]]:
-    """Each ticker's closes on or before ``as_of`` (at least its last ``window``, all of
-    them when it has fewer) and the date of its newest: the newest weeks first, the
-    whole series only where those weeks hold too few closes (a suspended ticker, or
-    ``adj_close``). Tickers without a close are left out.
+    """Each ticker's newest ``closes_needed(window)`` closes on or before ``as_of`` (all
+    of them when it has fewer) and the date of its newest: what the forecast uses, and
+    all it uses, so that it is the forecast a read of every close gives. Tickers without
+    a close are left out.
+
+    The closes since the first of the newest ``closes_needed`` sessions of the tickers'
+    exchanges (``exchanges``, by ticker; New York by default) are read; a ticker with
+    fewer closes there (suspended, or newer) is read whole. Before, the read began 21
+    weeks and 30 days back (about 122 sessions for the 101 closes used) and a ticker was
+    read whole only when it had fewer than ``window`` closes there, so a ticker
+    suspended for a few weeks got the volatility of fewer returns than validation gives
+    it. ``adj_close`` is read whole (which field a ticker takes depends on every close).
 
     Read as arrays and split by ticker (``read_close_arrays``): a frame grouped by
     ticker, then a column and a date taken per ticker, cost 0.2 s of a 1.1 s forecast
     of 1,000 tickers."""
+    needed = closes_needed(window)
     if field != c.CLOSE:
-        return _series(read_close_arrays(conn, as_of, tickers, field=field))
-    # Weeks enough for the window and for the volatility's lookback (5 closes a week).
-    weeks = max(window, math.ceil((LOOKBACK + 1) / 5))
-    since = as_of - dt.timedelta(days=7 * weeks + 30)
+        return _newest(_series(read_close_arrays(conn, as_of, tickers, field=field)), needed)
+    wanted_exchanges = {(exchanges or {}).get(ticker, DEFAULT_EXCHANGE) for ticker in tickers}
+    since = min(_first_of_sessions(as_of, needed, exchange) for exchange in wanted_exchanges)
     recent = _series(read_close_arrays(conn, as_of, tickers, since=since))
-    short = [ticker for ticker in tickers if len(recent.get(ticker, _NONE)[0]) < window]
+    short = [ticker for ticker in tickers if len(recent.get(ticker, _NONE)[0]) < needed]
     if short:
         recent.update(_series(read_close_arrays(conn, as_of, short)))
-    return recent
+    return _newest(recent, needed)
+
+
+def _first_of_sessions(as_of: dt.date, count: int, exchange: str) -> dt.date:
+    """The first of the exchange's newest ``count`` sessions on or before ``as_of``; a
+    date early enough for them (five a week, and 30 days of holidays) where the calendar
+    does not reach that far back."""
+    early = as_of - dt.timedelta(days=7 * math.ceil(count / 5) + 30)
+    sessions = trading_days(early, as_of, exchange)
+    return sessions[-count] if len(sessions) >= count else early
+
+
+def _newest(
+    series: dict[str, tuple[np.ndarray, dt.date]], count: int
+) -> dict[str, tuple[np.ndarray, dt.date]]:
+    """Each ticker's newest ``count`` closes (all of them when it has fewer)."""
+    return {ticker: (closes[-count:], newest) for ticker, (closes, newest) in series.items()}
 
 
 #: The closes of a ticker without any.
@@ -203,7 +242,10 @@ def forecast(
         )
     params = model_row["hyperparameters"]
     window = int(params["window"])
-    by_ticker = _recent_closes(conn, as_of, wanted, params.get("price_field", c.CLOSE), window)
+    exchanges = ticker_exchanges(conn)
+    by_ticker = _recent_closes(
+        conn, as_of, wanted, params.get("price_field", c.CLOSE), window, exchanges
+    )
     windows, recent, stale = [], [], {}
     for ticker in wanted:
         values, last_date = by_ticker.get(ticker, _NONE)
@@ -224,7 +266,6 @@ def forecast(
     volatility = _last_volatility(recent) if predictor.distributional else None
     paths, spreads = predictor.predict_paths(wanted, np.stack(windows), horizon, volatility)
     scalers = model_scalers(conn, version)
-    exchanges = ticker_exchanges(conn)
     level = float(params.get("interval_level", 0.9))
     rows = []
     sessions: dict[str, list[dt.date]] = {}  # per exchange: one calendar lookup each

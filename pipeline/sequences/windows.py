@@ -115,9 +115,6 @@ class TickerWindows:
             ValueError: the inputs are not the windows of the closes they are followed
                 by, or the split is not training windows then validation windows.
         """
-        inputs = np.asarray(inputs, dtype=float)
-        targets = np.asarray(targets, dtype=float)
-        count, given = inputs.shape
         labels = np.asarray(split, dtype=object)
         n_train = int(np.count_nonzero(labels == SPLIT_TRAIN))
         if (
@@ -127,6 +124,27 @@ class TickerWindows:
             raise ValueError(
                 f"{where}: the split is not the training windows then the validation ones"
             )
+        return cls.from_training_count(inputs, targets, target_dates, n_train, window, where)
+
+    @classmethod
+    def from_training_count(
+        cls,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        target_dates: np.ndarray,
+        n_train: int,
+        window: int,
+        where: str = "the windows",
+    ) -> TickerWindows:
+        """``from_columns`` with the split already counted: the oldest ``n_train``
+        windows train (the caller checked the split's order).
+
+        Raises:
+            ValueError: the inputs are not the windows of the closes they are followed by.
+        """
+        inputs = np.asarray(inputs, dtype=float)
+        targets = np.asarray(targets, dtype=float)
+        count, given = inputs.shape
         # Window i is closes i .. i + window - 1 and its target close i + window: the
         # oldest input of each window, then the last ``window`` targets, are every close.
         if count >= window:
@@ -135,8 +153,11 @@ class TickerWindows:
             closes = np.concatenate([inputs[0], targets]) if count else np.empty(0)
         else:
             raise ValueError(f"{where}: {count} windows need all {window} input columns")
-        if not np.array_equal(
-            sliding_window_view(closes, window)[:count, :given], inputs
+        # With the oldest inputs alone (``given == 1``) they are the closes' first
+        # ``count`` by construction: only the targets can disagree.
+        if (
+            given > 1
+            and not np.array_equal(sliding_window_view(closes, window)[:count, :given], inputs)
         ) or not np.array_equal(closes[window : window + count], targets):
             raise ValueError(f"{where}: the inputs are not the windows of the closes")
         return cls(

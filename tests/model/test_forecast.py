@@ -15,11 +15,12 @@ from sqlalchemy.engine import Engine
 from pipeline import columns as c
 from pipeline.db.forecasts import read_forecasts
 from pipeline.db.models import get_model, model_scalers
-from pipeline.db.prices import read_closes, upsert_prices
+from pipeline.db.prices import CloseArrays, read_closes, upsert_prices
 from pipeline.errors import ConfigurationError, MissingDataError, ModelStoreError
+from pipeline.model import forecast as forecast_module
 from pipeline.model.calibration import IntervalCalibration
 from pipeline.model.config import ModelConfig
-from pipeline.model.forecast import _recent_closes, forecast
+from pipeline.model.forecast import _recent_closes, closes_needed, forecast
 from pipeline.model.predictor import Predictor
 from pipeline.model.store import load_networks
 from pipeline.model.train import train
@@ -358,3 +359,51 @@ def test_a_model_file_replaced_by_another_versions_is_refused(engine: Engine, ho
     paths[first].write_bytes(paths[second.model_version].read_bytes())
     with engine.begin() as conn, pytest.raises(ModelStoreError, match="are not the ones it was"):
         forecast(conn, DATES[59], model_version=first)
+
+
+@pytest.mark.parametrize("config", [TINY_MODEL, POINT_EWMA], ids=["distributional", "point-ewma"])
+def test_the_forecast_from_the_newest_closes_is_the_one_from_every_close(
+    engine: Engine, home: Path, monkeypatch: pytest.MonkeyPatch, config: ModelConfig
+) -> None:
+    """The stage reads each ticker's newest ``closes_needed`` closes (the sessions since
+    the first of them, a ticker with fewer there whole): the rows it writes are those of
+    a forecast given every close. CCC was suspended for 60 sessions in the last 100, so
+    the newest sessions hold fewer than it needs (though more than a window)."""
+    prices = synthetic_prices(("AAA", "BBB", "CCC"), days=320)
+    prices[c.CLOSE] = prices[c.CLOSE].round(4)
+    dates = sorted(prices[c.TRADE_DATE].unique())
+    gap = (prices[c.TICKER] == "CCC") & prices[c.TRADE_DATE].isin(dates[-90:-30])
+    prices = prices[~gap]
+    as_of = pd.Timestamp(dates[-1]).date()
+    with engine.begin() as conn:
+        upsert_prices(conn, prices)
+        build_sequences(conn, home, as_of, config=TINY_SEQUENCES)
+        train(conn, home, as_of, None, "retrain", TINY_SEQUENCES, config, workers=0)
+    read = forecast_module.read_close_arrays
+    read_rows: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> CloseArrays:
+        arrays = read(*args, **kwargs)  # type: ignore[arg-type]
+        read_rows.append(len(arrays.closes))
+        return arrays
+
+    monkeypatch.setattr(forecast_module, "read_close_arrays", counted)
+    with engine.begin() as conn:
+        forecast(conn, as_of, horizon=5)
+    with engine.connect() as conn:
+        short = read_forecasts(conn, as_of)
+    needed = closes_needed(TINY_SEQUENCES.window)
+    assert read_rows[0] < 2 * needed + 120  # AAA and BBB's newest closes, CCC's too few
+    assert read_rows[1] == len(prices[prices[c.TICKER] == "CCC"])  # CCC read whole
+
+    def everything(*args: object, since: object = None, **kwargs: object) -> CloseArrays:
+        return read(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(forecast_module, "read_close_arrays", everything)
+    monkeypatch.setattr(forecast_module, "_newest", lambda series, count: series)
+    with engine.begin() as conn:
+        forecast(conn, as_of, horizon=5)
+    with engine.connect() as conn:
+        whole = read_forecasts(conn, as_of)
+    assert len(short) == 15 and short["yhat_upper"].notna().all()
+    pd.testing.assert_frame_equal(short, whole, check_exact=True)

@@ -20,6 +20,12 @@ from pipeline import columns as c
 from pipeline.db.prices import upsert_prices
 from pipeline.db.sequences import price_revisions_of, read_sequence_files
 from pipeline.sequences.build import build_sequences, sequence_path
+from pipeline.sequences.files import (
+    encode_sequence_file,
+    read_sequence_windows,
+    stored_table,
+    ticker_windows,
+)
 
 
 def _day(frame: pd.DataFrame, index: int) -> dt.date:
@@ -133,3 +139,32 @@ def test_without_the_triggers_every_close_is_read(
         conn.execute(sa.text(f"DROP TRIGGER prices_revised_update{suffix}"))
     assert _build(engine, home, as_of) == before
     assert whole_reads == [None, None]
+
+
+def test_each_day_appended_is_the_file_a_build_from_every_close_gives(
+    engine: Engine, home: Path, whole_reads: list[Any]
+) -> None:
+    """Day by day from a ticker's first usable day (fewer windows than a window: the file
+    stores every input) past the days its split and scaler's span move: each file kept
+    and appended to is the bytes, row and windows of the ticker's closes built whole."""
+    frame = synthetic_prices(days=24)
+    with engine.begin() as conn:
+        upsert_prices(conn, frame)
+    first = build.minimum_closes(TINY_SEQUENCES) - 1
+    for index in range(first, 24):
+        as_of = _day(frame, index)
+        rows = _build(engine, home, as_of)
+        for row in rows:
+            mine = frame[(frame[c.TICKER] == row[c.TICKER]) & (frame[c.TRADE_DATE] <= str(as_of))]
+            dates = mine[c.TRADE_DATE].to_numpy(dtype="datetime64[D]")
+            closes = mine[c.CLOSE].to_numpy(dtype=float)
+            table, description = stored_table(row[c.TICKER], dates, closes, TINY_SEQUENCES)
+            path = sequence_path(home, row[c.TICKER])
+            assert path.read_bytes() == encode_sequence_file(table)
+            assert {key: row[key] for key in description} == description
+            windows = read_sequence_windows(path, row["sha256"], TINY_SEQUENCES.window)
+            expected, _ = ticker_windows(dates, closes, TINY_SEQUENCES)
+            assert windows.closes.tobytes() == expected.closes.tobytes()
+            assert windows.target_dates.tolist() == expected.target_dates.tolist()
+            assert windows.n_train == expected.n_train
+    assert whole_reads == [None]  # every later day kept the files and read the new closes
