@@ -2,11 +2,13 @@
 intervals are drawn around its forecasts (``IntervalCalibration``, stored with the
 model in ``model_tickers.interval_q``) and fitted (``calibrate_intervals``) from
 every validation origin's recursive forecast path, as conformal scores.
+``stack_calibrations`` groups many tickers' calibrations so that their intervals are
+drawn for all of them at once (the forecast stage).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 from pipeline.model.predictor import Predictor
 from pipeline.model.scale import (
     EWMA_WEIGHT,
+    ewma_volatility,
     long_run_volatility,
     predicted_volatility,
     step_scales,
@@ -158,6 +161,130 @@ class IntervalCalibration:
             width = self.half_widths(abs(2.0 * tau - 1.0), scales, paths.shape[1])
             out[..., index] = paths * np.exp(np.sign(tau - 0.5) * width)
         return out
+
+
+@dataclass(frozen=True)
+class CalibrationStack:
+    """Several tickers' calibrations of one method and shape, one row each
+    (``stack_calibrations``): ``scales``, ``half_widths`` and ``quantiles`` give, row by
+    row, exactly what each ticker's ``IntervalCalibration`` gives (the same operations
+    on the same numbers), for every row at once.
+
+    Attributes:
+        method: ``network``, ``ewma`` or ``static``.
+        multipliers: per central coverage (``_level_key``), the multipliers ``(n, steps)``.
+        levels: the calibrated coverages (for ``covers`` and error messages).
+        long_run: ``ewma``: the tickers' long-run volatilities ``(n,)``, or None for
+            calibrations without one (the EWMA alone).
+    """
+
+    method: str
+    multipliers: dict[str, np.ndarray]
+    levels: tuple[float, ...]
+    long_run: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.multipliers.values())))
+
+    def scales(
+        self, closes: Sequence[np.ndarray], spread: np.ndarray | None, horizon: int
+    ) -> np.ndarray | None:
+        """The scale ``(n, horizon)`` of each row's forecast, or None (``static``).
+
+        Args:
+            closes: per row, its ticker's closes, oldest first, the forecast made at
+                the last.
+            spread: the network's predicted spreads ``(n, horizon)`` (``network``).
+            horizon: steps.
+        """
+        if self.method == "static":
+            return None
+        if self.method == "network":
+            if spread is None or not np.all(np.isfinite(spread)):
+                raise ValueError("network intervals need the spread the network predicted")
+            return np.asarray(spread, dtype=float)[:, :horizon]
+        lengths = np.array([len(values) for values in closes])
+        first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        ewma = ewma_volatility(np.concatenate(closes), first + lengths - 1, first=first)
+        if self.long_run is None:
+            return step_scales(ewma, horizon)
+        # As ``predicted_volatility``: the long-run term a Python float per ticker.
+        long_run = np.array([(1.0 - EWMA_WEIGHT) * float(v) ** 2 for v in self.long_run])
+        return step_scales(np.sqrt(EWMA_WEIGHT * ewma**2 + long_run), horizon)
+
+    def covers(self, quantile_levels: tuple[float, ...]) -> bool:
+        """Whether every quantile level's central interval was calibrated."""
+        return all(
+            abs(tau - 0.5) < 1e-12 or _level_key(abs(2.0 * tau - 1.0)) in self.multipliers
+            for tau in quantile_levels
+        )
+
+    def _factors(self, level: float, horizon: int) -> np.ndarray:
+        known = self.multipliers.get(_level_key(level))
+        if known is None:
+            calibrated = sorted(self.levels)
+            raise ValueError(
+                f"no interval calibrated at coverage {level}; calibrated: {calibrated}"
+            )
+        steps = np.arange(1, horizon + 1)
+        last = known.shape[1]
+        extra = known[:, -1:] * (np.sqrt(steps / last) if self.method == "static" else 1.0)
+        return np.where(steps <= last, known[:, np.minimum(steps, last) - 1], extra)
+
+    def half_widths(self, level: float, scales: np.ndarray | None, horizon: int) -> np.ndarray:
+        """Log half-widths ``(n, horizon)`` of the central interval of coverage ``level``
+        (``scales``: from ``scales``, None for ``static``)."""
+        factors = self._factors(level, horizon)
+        if self.method == "static":
+            return factors
+        if scales is None:
+            raise ValueError(f"{self.method} intervals need the scale of each forecast")
+        return factors * np.asarray(scales, dtype=float)[:, :horizon]
+
+    def quantiles(
+        self, paths: np.ndarray, scales: np.ndarray | None, levels: tuple[float, ...]
+    ) -> np.ndarray:
+        """Price quantiles ``(n, horizon, len(levels))`` around forecast paths ``(n, horizon)``."""
+        paths = np.asarray(paths, dtype=float)
+        out = np.empty((*paths.shape, len(levels)))
+        for index, tau in enumerate(levels):
+            if abs(tau - 0.5) < 1e-12:
+                out[..., index] = paths
+                continue
+            width = self.half_widths(abs(2.0 * tau - 1.0), scales, paths.shape[1])
+            out[..., index] = paths * np.exp(np.sign(tau - 0.5) * width)
+        return out
+
+
+def stack_calibrations(
+    calibrations: Sequence[IntervalCalibration | None],
+) -> list[tuple[np.ndarray, CalibrationStack]]:
+    """Calibrations grouped by method and shape (the coverages calibrated and the steps
+    of each; with a long-run volatility or not), each group's positions in
+    ``calibrations`` and its ``CalibrationStack``; None (no intervals) left out."""
+    groups: dict[tuple[Any, ...], list[tuple[int, IntervalCalibration, dict[str, list]]]] = {}
+    for position, calibration in enumerate(calibrations):
+        if calibration is None:
+            continue
+        by_key: dict[str, list[float]] = {}
+        for central, values in calibration.multipliers.items():
+            by_key.setdefault(_level_key(central), values)  # the first, as ``_factors``
+        shape = tuple((key, len(values)) for key, values in by_key.items())
+        key = (calibration.method, shape, calibration.long_run is None)
+        groups.setdefault(key, []).append((position, calibration, by_key))
+    stacks = []
+    for (method, shape, no_long_run), members in groups.items():
+        stack = CalibrationStack(
+            method,
+            {
+                key: np.array([by_key[key] for _, _, by_key in members], dtype=float)
+                for key, _ in shape
+            },
+            tuple(float(central) for central in members[0][1].multipliers),
+            None if no_long_run else np.array([cal.long_run for _, cal, _ in members]),
+        )
+        stacks.append((np.array([position for position, _, _ in members], dtype=np.intp), stack))
+    return stacks
 
 
 def calibrate_intervals(

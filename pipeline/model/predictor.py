@@ -366,14 +366,23 @@ def _codes(tickers: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 
 def load_predictor(
-    conn: Connection, model_row: Mapping[str, Any], tickers: Sequence[str] | None = None
+    conn: Connection,
+    model_row: Mapping[str, Any],
+    tickers: Sequence[str] | None = None,
+    *,
+    scalers: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Predictor:
     """The predictor of a registered model version (for ``tickers``, default all it covers).
 
     Its networks are NumPy forward passes read from the model's files
     (``numpy_lstm``): they agree with Keras' to float32 rounding.
+
+    Args:
+        scalers: the version's ``model_scalers``, when the caller has read them already
+            (the forecast stage: reading them again cost a tenth of it); read otherwise.
     """
-    scalers = model_scalers(conn, model_row["version"])
+    if scalers is None:
+        scalers = model_scalers(conn, model_row["version"])
     wanted = sorted(tickers) if tickers is not None else sorted(scalers)
     scaling = {scalers[ticker]["scaling"] for ticker in wanted} or {
         model_row["hyperparameters"].get("scaling", "minmax")

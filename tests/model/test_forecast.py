@@ -24,6 +24,7 @@ from pipeline.model.forecast import _recent_closes, closes_needed, forecast
 from pipeline.model.predictor import Predictor
 from pipeline.model.store import load_networks
 from pipeline.model.train import train
+from pipeline.precision import MAX_DECIMALS, decimals
 from pipeline.sequences.build import build_sequences
 from pipeline.sequences.scaling import get_scaler
 
@@ -407,3 +408,140 @@ def test_the_forecast_from_the_newest_closes_is_the_one_from_every_close(
         whole = read_forecasts(conn, as_of)
     assert len(short) == 15 and short["yhat_upper"].notna().all()
     pd.testing.assert_frame_equal(short, whole, check_exact=True)
+
+
+def _spread_of_one_ticker(
+    calibration: IntervalCalibration | None,
+    path: np.ndarray,
+    network_spread: np.ndarray,
+    closes: np.ndarray,
+    level: float,
+    places: int,
+) -> dict[str, list[float | None]]:
+    """The stage's columns of one ticker as it computed them ticker by ticker (its
+    ``_spread`` until the tickers were grouped), through ``IntervalCalibration``."""
+    steps = len(path)
+    spread: dict[str, list[float | None]] = dict.fromkeys(
+        forecast_module.SPREAD_COLUMNS, [None] * steps
+    )
+    if calibration is None:
+        return spread
+    scales = calibration.scales(closes, np.array([len(closes) - 1]), network_spread[None, :], steps)
+    widths = calibration.half_widths(level, scales, steps)[0]
+    spread["yhat_lower"] = [float(v) for v in np.round(path * np.exp(-widths), places)]
+    spread["yhat_upper"] = [float(v) for v in np.round(path * np.exp(widths), places)]
+    if scales is not None:
+        spread["scale"] = [float(v) for v in scales[0]]
+    if calibration.covers(forecast_module.FAN_LEVELS):
+        quantiles = calibration.quantiles(path[None, :], scales, forecast_module.FAN_LEVELS)[0]
+        for index, tau in enumerate(forecast_module.FAN_LEVELS):
+            spread[f"yhat_{forecast_module.quantile_name(tau)}"] = [
+                float(v) for v in np.round(quantiles[:, index], places)
+            ]
+    return spread
+
+
+def _random_calibration(rng: np.random.Generator, index: int) -> IntervalCalibration | None:
+    """One of every kind the stage meets: none, static (a plain list, as stored before
+    the ewma method), ewma with and without a long-run volatility, network; two or
+    three calibrated steps; with the fan's levels or only the interval's."""
+    kind = index % 6
+    steps = 2 + index % 2
+    if kind == 0:
+        return None
+    if kind == 1:
+        return IntervalCalibration.from_json(list(rng.uniform(0.01, 0.1, steps)), 0.9)
+    levels = (0.9,) if index % 5 == 0 else (0.5, 0.8, 0.9)
+    multipliers = {level: list(rng.uniform(0.5, 3.0, steps)) for level in levels}
+    long_run = None if kind == 3 else float(rng.uniform(0.005, 0.03))
+    method = "network" if kind == 5 else "ewma"
+    stored = IntervalCalibration(method, multipliers, None if method == "network" else long_run)
+    return IntervalCalibration.from_json(stored.to_json(), 0.8)
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 5])
+def test_the_spreads_of_every_ticker_at_once_are_those_of_each_ticker_alone(
+    horizon: int,
+) -> None:
+    """``_spreads`` groups the tickers by calibration; every value it gives is the one the
+    ticker's own calibration gives, bit for bit, and the decimals those of each ticker."""
+    rng = np.random.default_rng(3)
+    count = 60
+    calibrations = [_random_calibration(rng, index) for index in range(count)]
+    recent, places = [], []
+    for index in range(count):
+        closes = 10 ** rng.uniform(1, 3) * np.exp(np.cumsum(rng.normal(0, 0.02, 20 + 7 * index)))
+        recent.append(np.round(closes, index % 7))
+        places.append(index % 7)
+    recent[13][[3, 8]] = [np.nan, np.inf]  # not finite (static: no volatility), left out
+    recent[9] = recent[9] * (1 + 1e-13)  # binary noise: the most decimals
+    paths = np.stack([closes[-1] * np.exp(rng.normal(0, 0.02, horizon)) for closes in recent])
+    network_spreads = np.abs(rng.normal(0.02, 0.005, (count, horizon)))
+    digits = forecast_module._decimals(recent)
+    assert digits.tolist() == [decimals(closes) for closes in recent]
+    assert digits[9] == MAX_DECIMALS and digits[13] == places[13]
+    spreads = forecast_module._spreads(calibrations, paths, network_spreads, recent, 0.9, digits)
+    for index in range(count):
+        expected = _spread_of_one_ticker(
+            calibrations[index],
+            paths[index],
+            network_spreads[index],
+            recent[index],
+            0.9,
+            int(digits[index]),
+        )
+        got = {name: values[index] for name, values in spreads.items()}
+        assert got == expected, index
+    assert any(value[0] is None for value in spreads["yhat_q05"])  # without the fan's levels
+
+
+def test_the_decimals_of_every_ticker_at_once_are_each_tickers() -> None:
+    recent = [
+        np.array([1.0, 2.0, 3.0]),
+        np.array([172.440002, 172.5]),
+        np.array([np.nan, np.inf]),  # no finite close: the most decimals
+        np.array([0.1 + 0.2, 1.0]),  # binary noise
+        np.array([1e-9, 1.0]),
+        np.array([12.345, np.nan, 12.3]),
+    ]
+    assert forecast_module._decimals(recent).tolist() == [decimals(closes) for closes in recent]
+
+
+def test_network_intervals_of_several_tickers_need_the_networks_spread() -> None:
+    network = IntervalCalibration("network", {0.9: [2.0, 1.5]})
+    closes = [np.linspace(10.0, 11.0, 30)] * 2
+    with pytest.raises(ValueError, match="spread the network predicted"):
+        forecast_module._spreads(
+            [network, network],
+            np.full((2, 2), 11.0),
+            np.array([[0.01, 0.02], [np.nan, np.nan]]),
+            closes,
+            0.9,
+            np.array([2, 2]),
+        )
+
+
+def test_the_model_scalers_are_read_once(
+    engine: Engine, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage hands what it read to ``load_predictor`` (which read it again)."""
+    from pipeline.model import predictor as predictor_module
+
+    as_of = DATES[59]
+    trained(engine, home, as_of, POINT_EWMA)
+    reads: list[int] = []
+
+    def counted(conn: object, version: int) -> dict[str, dict[str, object]]:
+        reads.append(version)
+        return model_scalers(conn, version)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(forecast_module, "model_scalers", counted)
+    monkeypatch.setattr(predictor_module, "model_scalers", counted)
+    with engine.begin() as conn:
+        forecast(conn, as_of, horizon=3)
+    assert len(reads) == 1
+    with engine.connect() as conn:
+        row = get_model(conn, reads[0])
+        alone = predictor_module.load_predictor(conn, row, ["AAA"])
+        assert len(reads) == 2  # without them, it reads them itself
+        assert alone.params["AAA"] == model_scalers(conn, reads[0])["AAA"]["scaler_params"]
