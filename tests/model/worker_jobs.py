@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 
 def pid_and_square(number: int) -> tuple[int, int]:
@@ -17,3 +18,8 @@ def pid_and_square(number: int) -> tuple[int, int]:
     if number < 0:
         raise ValueError(f"negative: {number}")
     return os.getpid(), number * number
+
+
+def tensorflow_imported(_: int) -> tuple[int, bool]:
+    """A job: which process ran it, and whether TensorFlow was imported before it."""
+    return os.getpid(), "tensorflow" in sys.modules
