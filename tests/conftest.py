@@ -167,6 +167,22 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def prefect_api_url() -> Iterator[str]:
+    """The API of one Prefect test harness per test process (a temporary server and
+    database: about 10 s of CPU to start, and its database migrated): the flow tests
+    (``tests/flows/conftest.py``) run in it, and the command-line tests
+    (``tests/test_cli.py``) point their commands at its server instead of starting
+    another. Prefect is imported only by the tests that ask for it."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    # 148 s were seen on two cores shared with other work; a timeout fails every test
+    # of the process that asked for the harness.
+    with prefect_test_harness(server_startup_timeout=300):
+        yield PREFECT_API_URL.value()
+
+
 @pytest.fixture(autouse=True)
 def _nothing_handed_over() -> Iterator[None]:
     """The windows a build keeps for the train stage (``pipeline.sequences.handoff``,

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,22 +38,14 @@ def pricecast(*args: str, env: dict[str, str] | None = None, home: Path | None =
 
 
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One Prefect server for the commands of these tests (one per xdist worker), with
-    its own home: each ``pricecast run`` would otherwise start and stop a temporary one
-    (about 10 s of CPU). The temporary server itself is what
+def prefect_api(prefect_api_url: str) -> str:
+    """The Prefect server for the commands of these tests: the test harness's (one per
+    xdist worker, shared with the flow tests, ``tests/conftest.py``): each ``pricecast
+    run`` would otherwise start and stop a temporary one (about 10 s of CPU). The
+    temporary server itself is what
     ``test_a_background_prefect_server_is_reused_by_later_commands`` (which unsets
     ``PREFECT_API_URL``), ``tests/test_orphans.py`` and ``tests/test_wheel.py`` exercise."""
-    from flows import server
-
-    home = tmp_path_factory.mktemp("prefect-server")
-    with pytest.MonkeyPatch.context() as patch:
-        # The server's own database lives in its home, not in a PREFECT_HOME shared with
-        # the other xdist worker's server.
-        patch.setenv("PREFECT_HOME", str(home / "prefect"))
-        url = server.start(home)
-    yield url
-    server.stop(home)
+    return prefect_api_url
 
 
 @pytest.fixture(autouse=True)

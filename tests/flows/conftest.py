@@ -1,14 +1,11 @@
-"""One Prefect test harness (a temporary API server and database) for all flow tests."""
+"""One Prefect test harness (a temporary API server and database) for all flow tests:
+``prefect_api_url`` of ``tests/conftest.py``, shared with the command-line tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_harness(prefect_api_url: str) -> str:
+    return prefect_api_url

@@ -21,16 +21,19 @@ from pipeline.errors import ConfigurationError
 from pipeline.results import BackfillSummary, RunSummary
 from pipeline.trading_calendar import trading_days
 
-#: What the backfill flow returned for the range of the test below (from
-#: ``test_a_backfill_writes_exactly_what_the_daily_runs_would_have``) when it built
-#: its result as a dictionary, before ``BackfillSummary``: ``json.dumps(result, indent=1)``.
+#: What the backfill flow returned for five days, 2024-02-15 to 2024-02-22 (the range
+#: ``test_a_backfill_writes_exactly_what_the_daily_runs_would_have`` compared then), when
+#: it built its result as a dictionary, before ``BackfillSummary``:
+#: ``json.dumps(result, indent=1)``.
 SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "backfill_summary.json"
 
 #: Ten New York trading days around Presidents' Day (Monday 2024-02-19, closed).
 START, END = dt.date(2024, 2, 12), dt.date(2024, 2, 26)
 DAYS = [dt.date(2024, 2, day) for day in (12, 13, 14, 15, 16, 20, 21, 22, 23, 26)]
-#: The backfill compared with daily runs: five of them, across the holiday.
-BACKFILLED = DAYS[3:8]
+#: The backfill compared with daily runs: four of them, across the holiday (2024-02-15,
+#: 16, 20 and 21): a retrain, then three fine-tunes that are not promoted (the champion
+#: stays v1), one more than retention keeps, so that retention deletes files as well.
+BACKFILLED = DAYS[3:7]
 
 FORECAST_COLUMNS = (
     c.TICKER,

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import TINY_MODEL, TINY_SEQUENCES, synthetic_prices
+from worker_jobs import pid_and_square
 
 from pipeline import columns as c
 from pipeline.db.migrate import open_database
@@ -31,14 +32,6 @@ from pipeline.sequences.build import build_sequences
 PRICES = synthetic_prices(("AAA", "BBB", "CCC"), days=80)
 DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]
 PER_TICKER = TINY_MODEL.replace(scope="per_ticker", epochs=2)
-
-
-def pid_and_square(number: int) -> tuple[int, int]:
-    """A job for the workers: which process ran it, and its result."""
-    logging.getLogger("pipeline.test_memory").info("squaring %d", number)
-    if number < 0:
-        raise ValueError(f"negative: {number}")
-    return os.getpid(), number * number
 
 
 def train_twice(home: Path, workers: int, networks_per_worker: int) -> list[int]:
@@ -105,13 +98,16 @@ def describe(home: Path, versions: list[int]) -> list[dict]:
 
 
 #: The trainings in worker processes, run in a process of their own: which must never
-#: import TensorFlow (what TensorFlow keeps of the networks stays in the workers).
+#: import TensorFlow (what TensorFlow keeps of the networks stays in the workers). The
+#: workers import this script too (``spawn``): it imports this test module (pandas,
+#: SQLAlchemy, the helpers) only in the process that trains, not in each of them.
 SCRIPT = """
 import json, sys
-sys.path.insert(0, sys.argv[2])
-from test_memory import train_twice
 
 if __name__ == "__main__":
+    sys.path.insert(0, sys.argv[2])
+    from test_memory import train_twice
+
     versions = train_twice(__import__("pathlib").Path(sys.argv[1]), 1, 2)
     print(json.dumps({"versions": versions, "tensorflow": "tensorflow" in sys.modules}))
 """

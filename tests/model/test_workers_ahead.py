@@ -5,7 +5,6 @@ is to reuse; nothing is left running either way."""
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from helpers import TINY_MODEL, TINY_SEQUENCES, synthetic_prices
+from worker_jobs import tensorflow_imported
 
 from pipeline import columns as c
 from pipeline.db.migrate import open_database
@@ -25,11 +25,6 @@ from pipeline.sequences.build import build_sequences
 
 PRICES = synthetic_prices(("AAA", "BBB"), days=80)
 DATES = [pd.Timestamp(day).date() for day in PRICES[c.TRADE_DATE].unique()]
-
-
-def tensorflow_imported(_: int) -> tuple[int, bool]:
-    """A job: which process ran it, and whether TensorFlow was imported before it."""
-    return os.getpid(), "tensorflow" in sys.modules
 
 
 def alive(pid: int) -> bool:
