@@ -8,7 +8,7 @@ drawn for all of them at once (the forecast stage).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,39 @@ FAN_CENTRAL_LEVELS = (0.5, 0.9)
 
 def _level_key(level: float) -> str:
     return f"{round(float(level), 9):g}"
+
+
+def _spread_scales(method: str, spread: np.ndarray | None, horizon: int) -> np.ndarray | None:
+    """The scales of ``static`` (None) and ``network`` intervals (the spreads the network
+    predicted, ``(n, horizon)``), which need no closes.
+
+    Raises:
+        ValueError: a network interval lacks the network's spread.
+    """
+    if method == "static":
+        return None
+    if spread is None or not np.all(np.isfinite(spread)):
+        raise ValueError("network intervals need the spread the network predicted")
+    return np.asarray(spread, dtype=float)[:, :horizon]
+
+
+def _quantiles(
+    half_widths: Callable[[float, np.ndarray | None, int], np.ndarray],
+    paths: np.ndarray,
+    scales: np.ndarray | None,
+    levels: tuple[float, ...],
+) -> np.ndarray:
+    """Price quantiles ``(n, horizon, len(levels))`` around forecast paths ``(n, horizon)``,
+    each level's central interval drawn by ``half_widths`` (one calibration's or a stack's)."""
+    paths = np.asarray(paths, dtype=float)
+    out = np.empty((*paths.shape, len(levels)))
+    for index, tau in enumerate(levels):
+        if abs(tau - 0.5) < 1e-12:
+            out[..., index] = paths
+            continue
+        width = half_widths(abs(2.0 * tau - 1.0), scales, paths.shape[1])
+        out[..., index] = paths * np.exp(np.sign(tau - 0.5) * width)
+    return out
 
 
 @dataclass(frozen=True)
@@ -82,12 +115,8 @@ class IntervalCalibration:
             spread: the network's predicted spreads ``(n, horizon)`` (``network``).
             horizon: steps.
         """
-        if self.method == "static":
-            return None
-        if self.method == "network":
-            if spread is None or not np.all(np.isfinite(spread)):
-                raise ValueError("network intervals need the spread the network predicted")
-            return np.asarray(spread, dtype=float)[:, :horizon]
+        if self.method in ("static", "network"):
+            return _spread_scales(self.method, spread, horizon)
         return step_scales(predicted_volatility(closes, origins, self.long_run), horizon)
 
     @classmethod
@@ -152,15 +181,7 @@ class IntervalCalibration:
         self, paths: np.ndarray, scales: np.ndarray | None, levels: tuple[float, ...]
     ) -> np.ndarray:
         """Price quantiles ``(n, horizon, len(levels))`` around forecast paths ``(n, horizon)``."""
-        paths = np.asarray(paths, dtype=float)
-        out = np.empty((*paths.shape, len(levels)))
-        for index, tau in enumerate(levels):
-            if abs(tau - 0.5) < 1e-12:
-                out[..., index] = paths
-                continue
-            width = self.half_widths(abs(2.0 * tau - 1.0), scales, paths.shape[1])
-            out[..., index] = paths * np.exp(np.sign(tau - 0.5) * width)
-        return out
+        return _quantiles(self.half_widths, paths, scales, levels)
 
 
 @dataclass(frozen=True)
@@ -197,12 +218,8 @@ class CalibrationStack:
             spread: the network's predicted spreads ``(n, horizon)`` (``network``).
             horizon: steps.
         """
-        if self.method == "static":
-            return None
-        if self.method == "network":
-            if spread is None or not np.all(np.isfinite(spread)):
-                raise ValueError("network intervals need the spread the network predicted")
-            return np.asarray(spread, dtype=float)[:, :horizon]
+        if self.method in ("static", "network"):
+            return _spread_scales(self.method, spread, horizon)
         lengths = np.array([len(values) for values in closes])
         first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         ewma = ewma_volatility(np.concatenate(closes), first + lengths - 1, first=first)
@@ -245,15 +262,7 @@ class CalibrationStack:
         self, paths: np.ndarray, scales: np.ndarray | None, levels: tuple[float, ...]
     ) -> np.ndarray:
         """Price quantiles ``(n, horizon, len(levels))`` around forecast paths ``(n, horizon)``."""
-        paths = np.asarray(paths, dtype=float)
-        out = np.empty((*paths.shape, len(levels)))
-        for index, tau in enumerate(levels):
-            if abs(tau - 0.5) < 1e-12:
-                out[..., index] = paths
-                continue
-            width = self.half_widths(abs(2.0 * tau - 1.0), scales, paths.shape[1])
-            out[..., index] = paths * np.exp(np.sign(tau - 0.5) * width)
-        return out
+        return _quantiles(self.half_widths, paths, scales, levels)
 
 
 def stack_calibrations(
