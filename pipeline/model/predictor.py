@@ -43,7 +43,7 @@ _CHUNK = 8192
 _COMPILED_ROWS = 4096
 #: The fewest rows of one pass for which a Keras network is compiled with XLA rather than
 #: predicted as it is. Compiling costs about a second; it then runs in half the CPU time
-#: of ``predict_on_batch`` (4.9 against 9.9 microseconds a row, ``LSTM(32)`` over 10
+#: of ``predict_on_batch`` (4.5 against 10.8 microseconds a row, ``LSTM(32)`` over 10
 #: steps, ``benchmarks/xla.py``), so it pays from a few hundred thousand rows:
 #: a training's validation span at a thousand tickers is passed over five times.
 XLA_MIN_ROWS = 65_536
