@@ -86,7 +86,7 @@ def seed_everything(seed: int) -> None:
 
 #: Samples times epochs of one fit from which its steps are compiled with XLA
 #: (``compile_with_xla``): compiling costs about 5 CPU seconds a network, and an epoch
-#: then takes about a fifth less CPU (``benchmarks/xla.py``), so it pays from a few
+#: then takes a fifth to two fifths less CPU (``benchmarks/xla.py``), so it pays from a few
 #: million; smaller fits (every fine-tune, the tests' tiny models) are left as they are.
 XLA_MIN_SAMPLE_EPOCHS = 2_000_000
 
