@@ -22,6 +22,8 @@ information. Two rules, documented in docs/database.md ("Numbers as quoted"):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 #: The most decimals a forecast keeps, whatever its input: prices below a
@@ -37,15 +39,36 @@ _ULPS = 8
 def decimals(values: np.ndarray) -> int:
     """The fewest decimals (0 to ``MAX_DECIMALS``) that write every finite value of
     ``values`` exactly; ``MAX_DECIMALS`` when none does (binary noise in the input)."""
-    finite = np.asarray(values, dtype=float)
-    finite = finite[np.isfinite(finite)]
-    if not len(finite):
-        return MAX_DECIMALS
-    tolerance = _ULPS * np.spacing(np.abs(finite))
+    return int(decimals_of_each([values])[0])
+
+
+def decimals_of_each(series: Sequence[np.ndarray]) -> np.ndarray:
+    """``decimals`` of each of ``series`` (a ticker's closes each), all at once: the
+    fewest decimals that write every finite value of it exactly, ``MAX_DECIMALS`` when
+    none does or it has no finite value. The forecast stage rounds every ticker's
+    forecasts so; one ticker at a time, that was a tenth of the stage at 1,000 tickers."""
+    lengths = np.array([len(values) for values in series], dtype=np.intp)
+    values = (
+        np.concatenate([np.asarray(values, dtype=float).reshape(-1) for values in series])
+        if len(series)
+        else np.empty(0)
+    )
+    owner = np.repeat(np.arange(len(series)), lengths)
+    finite = np.isfinite(values)
+    values, owner = values[finite], owner[finite]
+    result = np.full(len(series), MAX_DECIMALS)
+    undecided = np.bincount(owner, minlength=len(series)) > 0
+    tolerance = _ULPS * np.spacing(np.abs(values))
     for places in range(MAX_DECIMALS + 1):
-        if np.all(np.abs(np.round(finite, places) - finite) <= tolerance):
-            return places
-    return MAX_DECIMALS
+        if not undecided.any():
+            break
+        inexact = np.abs(np.round(values, places) - values) > tolerance
+        exact = undecided & (np.bincount(owner[inexact], minlength=len(series)) == 0)
+        result[exact] = places
+        undecided &= ~exact
+        keep = undecided[owner]  # only the values of series still undecided
+        values, owner, tolerance = values[keep], owner[keep], tolerance[keep]
+    return result
 
 
 def float32_text(value: float) -> str | None:

@@ -38,7 +38,7 @@ from pipeline.errors import ConfigurationError, MissingDataError
 from pipeline.model.calibration import IntervalCalibration, stack_calibrations
 from pipeline.model.predictor import load_predictor
 from pipeline.model.scale import LOOKBACK, ewma_volatility
-from pipeline.precision import _ULPS, MAX_DECIMALS
+from pipeline.precision import decimals_of_each
 from pipeline.results import ForecastSummary
 from pipeline.scoring.metrics import quantile_name
 from pipeline.trading_calendar import DEFAULT_EXCHANGE, next_sessions, trading_days
@@ -210,30 +210,6 @@ def _spreads(
     return spread
 
 
-def _decimals(recent: Sequence[np.ndarray]) -> np.ndarray:
-    """``pipeline.precision.decimals`` of each ticker's closes, every ticker at once: the
-    fewest decimals (0 to ``MAX_DECIMALS``) that write every finite close of it exactly,
-    ``MAX_DECIMALS`` when none does or it has no finite close."""
-    lengths = np.array([len(values) for values in recent])
-    values = np.concatenate([np.asarray(values, dtype=float) for values in recent])
-    owner = np.repeat(np.arange(len(recent)), lengths)
-    finite = np.isfinite(values)
-    values, owner = values[finite], owner[finite]
-    result = np.full(len(recent), MAX_DECIMALS)
-    undecided = np.bincount(owner, minlength=len(recent)) > 0
-    tolerance = _ULPS * np.spacing(np.abs(values))
-    for places in range(MAX_DECIMALS + 1):
-        inexact = np.abs(np.round(values, places) - values) > tolerance
-        exact = undecided & (np.bincount(owner[inexact], minlength=len(recent)) == 0)
-        result[exact] = places
-        undecided &= ~exact
-        if not undecided.any():
-            break
-        keep = undecided[owner]  # only the closes of tickers still undecided
-        values, owner, tolerance = values[keep], owner[keep], tolerance[keep]
-    return result
-
-
 def forecast(
     conn: Connection,
     as_of: dt.date,
@@ -316,7 +292,7 @@ def forecast(
     calibrations = [
         IntervalCalibration.from_json(scalers[ticker].get("interval_q"), level) for ticker in wanted
     ]
-    places = _decimals(recent)
+    places = decimals_of_each(recent)
     spread = _spreads(calibrations, paths, network_spreads, recent, level, places)
     rows = []
     sessions: dict[str, list[dt.date]] = {}  # per exchange: one calendar lookup each

@@ -24,7 +24,7 @@ from pipeline.model.forecast import _recent_closes, closes_needed, forecast
 from pipeline.model.predictor import Predictor
 from pipeline.model.store import load_networks
 from pipeline.model.train import train
-from pipeline.precision import MAX_DECIMALS, decimals
+from pipeline.precision import MAX_DECIMALS, decimals_of_each
 from pipeline.sequences.build import build_sequences
 from pipeline.sequences.scaling import get_scaler
 
@@ -410,6 +410,21 @@ def test_the_forecast_from_the_newest_closes_is_the_one_from_every_close(
     pd.testing.assert_frame_equal(short, whole, check_exact=True)
 
 
+def _decimals_of_one(values: np.ndarray) -> int:
+    """``precision.decimals`` as it was written for one ticker, the reference the batched
+    ``decimals_of_each`` is checked against: the fewest decimals, tried one by one, that
+    write every finite value within 8 units in the last place."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return MAX_DECIMALS
+    tolerance = 8 * np.spacing(np.abs(finite))
+    for places in range(MAX_DECIMALS + 1):
+        if np.all(np.abs(np.round(finite, places) - finite) <= tolerance):
+            return places
+    return MAX_DECIMALS
+
+
 def _spread_of_one_ticker(
     calibration: IntervalCalibration | None,
     path: np.ndarray,
@@ -477,8 +492,8 @@ def test_the_spreads_of_every_ticker_at_once_are_those_of_each_ticker_alone(
     recent[9] = recent[9] * (1 + 1e-13)  # binary noise: the most decimals
     paths = np.stack([closes[-1] * np.exp(rng.normal(0, 0.02, horizon)) for closes in recent])
     network_spreads = np.abs(rng.normal(0.02, 0.005, (count, horizon)))
-    digits = forecast_module._decimals(recent)
-    assert digits.tolist() == [decimals(closes) for closes in recent]
+    digits = decimals_of_each(recent)
+    assert digits.tolist() == [_decimals_of_one(closes) for closes in recent]
     assert digits[9] == MAX_DECIMALS and digits[13] == places[13]
     spreads = forecast_module._spreads(calibrations, paths, network_spreads, recent, 0.9, digits)
     for index in range(count):
@@ -504,7 +519,7 @@ def test_the_decimals_of_every_ticker_at_once_are_each_tickers() -> None:
         np.array([1e-9, 1.0]),
         np.array([12.345, np.nan, 12.3]),
     ]
-    assert forecast_module._decimals(recent).tolist() == [decimals(closes) for closes in recent]
+    assert decimals_of_each(recent).tolist() == [_decimals_of_one(closes) for closes in recent]
 
 
 def test_network_intervals_of_several_tickers_need_the_networks_spread() -> None:
