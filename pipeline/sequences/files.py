@@ -43,7 +43,14 @@ from pipeline.errors import MissingDataError
 from pipeline.files import sha256_bytes, sha256_file, write_atomically
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.scaling import get_scaler
-from pipeline.sequences.windows import TickerWindows, build_windows, split_counts
+from pipeline.sequences.windows import (
+    NO_SPLIT,
+    SPLIT_CODES,
+    TickerWindows,
+    build_windows,
+    split_counts,
+    training_count,
+)
 
 #: The key of a sequence file's schema metadata that says how its columns were made.
 FORMAT_KEY = "pricecast.sequences"
@@ -347,29 +354,23 @@ def read_sequence_windows(path: Path, sha256: str | None, window: int) -> Ticker
         ) from exc
 
 
-#: The code of each split label in ``_training_count``.
-_SPLIT_CODES = {c.SPLIT_TRAIN: 0, c.SPLIT_VALIDATION: 1}
-
-
 def _training_count(split: pa.ChunkedArray, where: str) -> int:
-    """How many windows train, from a split column read as a dictionary.
+    """How many windows train (``windows.training_count``), from a split column read as
+    a dictionary: each chunk's few labels coded once, then its indices.
 
     Raises:
-        ValueError: the split is not the training windows then the validation ones (a
-            label missing or neither).
+        ValueError: a window has no split, or the split is not the training windows then
+            the validation ones.
     """
     codes = []
     for chunk in split.chunks:
         if chunk.null_count:
             raise ValueError(f"{where}: a window has no split")
-        # This chunk's dictionary codes as 0 (training), 1 (validation) or 2 (neither).
-        recode = np.array([_SPLIT_CODES.get(label, 2) for label in chunk.dictionary.to_pylist()])
+        recode = np.array(
+            [SPLIT_CODES.get(label, NO_SPLIT) for label in chunk.dictionary.to_pylist()]
+        )
         codes.append(recode[chunk.indices.to_numpy()] if len(recode) else np.empty(0, int))
-    labels = np.concatenate(codes) if codes else np.empty(0, int)
-    n_train = int(np.count_nonzero(labels == 0))
-    if (labels[:n_train] != 0).any() or (labels[n_train:] != 1).any():
-        raise ValueError(f"{where}: the split is not the training windows then the validation ones")
-    return n_train
+    return training_count(np.concatenate(codes) if codes else np.empty(0, int), where)
 
 
 def sequence_file_bytes(path: Path, sha256: str | None = None) -> bytes:

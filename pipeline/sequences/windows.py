@@ -49,6 +49,26 @@ def split_counts(windows: int, validation_fraction: float) -> tuple[int, int]:
     return windows - validation, validation
 
 
+#: Each split label's code (``training_count``); ``NO_SPLIT`` for anything else.
+SPLIT_CODES = {SPLIT_TRAIN: 0, SPLIT_VALIDATION: 1}
+NO_SPLIT = 2
+
+
+def training_count(codes: np.ndarray, where: str = "the windows") -> int:
+    """How many windows train, from each window's split as a code (``SPLIT_CODES``).
+
+    Raises:
+        ValueError: the split is not the training windows then the validation ones (a
+            label neither, or out of order).
+    """
+    n_train = int(np.count_nonzero(codes == SPLIT_CODES[SPLIT_TRAIN]))
+    if (codes[:n_train] != SPLIT_CODES[SPLIT_TRAIN]).any() or (
+        codes[n_train:] != SPLIT_CODES[SPLIT_VALIDATION]
+    ).any():
+        raise ValueError(f"{where}: the split is not the training windows then the validation ones")
+    return n_train
+
+
 @dataclass(frozen=True)
 class TickerWindows:
     """One ticker's windows in the least memory, as training and judging use them.
@@ -116,14 +136,12 @@ class TickerWindows:
                 by, or the split is not training windows then validation windows.
         """
         labels = np.asarray(split, dtype=object)
-        n_train = int(np.count_nonzero(labels == SPLIT_TRAIN))
-        if (
-            not (labels[:n_train] == SPLIT_TRAIN).all()
-            or not (labels[n_train:] == SPLIT_VALIDATION).all()
-        ):
-            raise ValueError(
-                f"{where}: the split is not the training windows then the validation ones"
-            )
+        codes = np.where(
+            labels == SPLIT_TRAIN,
+            SPLIT_CODES[SPLIT_TRAIN],
+            np.where(labels == SPLIT_VALIDATION, SPLIT_CODES[SPLIT_VALIDATION], NO_SPLIT),
+        )
+        n_train = training_count(codes, where)
         return cls.from_training_count(inputs, targets, target_dates, n_train, window, where)
 
     @classmethod
