@@ -8,7 +8,7 @@ drawn for all of them at once (the forecast stage).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,39 @@ def _spread_scales(method: str, spread: np.ndarray | None, horizon: int) -> np.n
     if spread is None or not np.all(np.isfinite(spread)):
         raise ValueError("network intervals need the spread the network predicted")
     return np.asarray(spread, dtype=float)[:, :horizon]
+
+
+def _covers(calibrated: Collection[str], quantile_levels: tuple[float, ...]) -> bool:
+    """Whether every quantile level's central interval is among the ``calibrated``
+    coverages (``_level_key``); the median needs none."""
+    return all(
+        abs(tau - 0.5) < 1e-12 or _level_key(abs(2.0 * tau - 1.0)) in calibrated
+        for tau in quantile_levels
+    )
+
+
+def _step_factors(known: np.ndarray, horizon: int, method: str) -> np.ndarray:
+    """Multipliers ``(rows, calibrated steps)`` for steps 1..``horizon`` ``(rows,
+    horizon)``: steps past the calibrated ones reuse the last multiplier, widened by
+    ``sqrt(h / calibrated)`` for ``static`` intervals (``IntervalCalibration``)."""
+    steps = np.arange(1, horizon + 1)
+    last = known.shape[1]
+    extra = known[:, -1:] * (np.sqrt(steps / last) if method == "static" else 1.0)
+    return np.where(steps <= last, known[:, np.minimum(steps, last) - 1], extra)
+
+
+def _scaled_widths(
+    method: str, factors: np.ndarray, scales: np.ndarray | None, horizon: int
+) -> np.ndarray:
+    """Half-widths of ``network`` and ``ewma`` intervals: ``factors`` times each
+    forecast's scales ``(n, horizon)``.
+
+    Raises:
+        ValueError: no scales were given.
+    """
+    if scales is None:
+        raise ValueError(f"{method} intervals need the scale of each forecast")
+    return factors * np.asarray(scales, dtype=float)[:, :horizon]
 
 
 def _quantiles(
@@ -136,11 +169,7 @@ class IntervalCalibration:
 
     def covers(self, quantile_levels: tuple[float, ...]) -> bool:
         """Whether every quantile level's central interval was calibrated."""
-        have = {_level_key(c) for c in self.multipliers}
-        return all(
-            abs(tau - 0.5) < 1e-12 or _level_key(abs(2.0 * tau - 1.0)) in have
-            for tau in quantile_levels
-        )
+        return _covers({_level_key(c) for c in self.multipliers}, quantile_levels)
 
     def _factors(self, level: float, horizon: int) -> np.ndarray:
         known = next(
@@ -156,10 +185,7 @@ class IntervalCalibration:
             raise ValueError(
                 f"no interval calibrated at coverage {level}; calibrated: {calibrated}"
             )
-        steps = np.arange(1, horizon + 1)
-        last = len(known)
-        extra = known[-1] * (np.sqrt(steps / last) if self.method == "static" else 1.0)
-        return np.where(steps <= last, known[np.minimum(steps, last) - 1], extra)
+        return _step_factors(known[None, :], horizon, self.method)
 
     def half_widths(self, level: float, scales: np.ndarray | None, horizon: int) -> np.ndarray:
         """Log half-widths ``(n, horizon)`` of the central interval of coverage ``level``.
@@ -170,12 +196,10 @@ class IntervalCalibration:
                 by ``static``, which gives one row when it is None.
             horizon: steps.
         """
-        factors = self._factors(level, horizon)[None, :]
+        factors = self._factors(level, horizon)
         if self.method == "static":
             return factors if scales is None else np.repeat(factors, len(scales), 0)
-        if scales is None:
-            raise ValueError(f"{self.method} intervals need the scale of each forecast")
-        return factors * np.asarray(scales, dtype=float)[:, :horizon]
+        return _scaled_widths(self.method, factors, scales, horizon)
 
     def quantiles(
         self, paths: np.ndarray, scales: np.ndarray | None, levels: tuple[float, ...]
@@ -231,10 +255,7 @@ class CalibrationStack:
 
     def covers(self, quantile_levels: tuple[float, ...]) -> bool:
         """Whether every quantile level's central interval was calibrated."""
-        return all(
-            abs(tau - 0.5) < 1e-12 or _level_key(abs(2.0 * tau - 1.0)) in self.multipliers
-            for tau in quantile_levels
-        )
+        return _covers(self.multipliers.keys(), quantile_levels)
 
     def _factors(self, level: float, horizon: int) -> np.ndarray:
         known = self.multipliers.get(_level_key(level))
@@ -243,10 +264,7 @@ class CalibrationStack:
             raise ValueError(
                 f"no interval calibrated at coverage {level}; calibrated: {calibrated}"
             )
-        steps = np.arange(1, horizon + 1)
-        last = known.shape[1]
-        extra = known[:, -1:] * (np.sqrt(steps / last) if self.method == "static" else 1.0)
-        return np.where(steps <= last, known[:, np.minimum(steps, last) - 1], extra)
+        return _step_factors(known, horizon, self.method)
 
     def half_widths(self, level: float, scales: np.ndarray | None, horizon: int) -> np.ndarray:
         """Log half-widths ``(n, horizon)`` of the central interval of coverage ``level``
@@ -254,9 +272,7 @@ class CalibrationStack:
         factors = self._factors(level, horizon)
         if self.method == "static":
             return factors
-        if scales is None:
-            raise ValueError(f"{self.method} intervals need the scale of each forecast")
-        return factors * np.asarray(scales, dtype=float)[:, :horizon]
+        return _scaled_widths(self.method, factors, scales, horizon)
 
     def quantiles(
         self, paths: np.ndarray, scales: np.ndarray | None, levels: tuple[float, ...]
