@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from pipeline.db.models import get_model, model_scalers
 from pipeline.errors import ModelStoreError, StorageError
 from pipeline.model.fit import NetworkOutcome
+from pipeline.model.predictor import version_scaling
 from pipeline.model.span import SpanSeries
 from pipeline.model.span_cache import (
     SpanCache,
@@ -51,21 +52,14 @@ def _champion_job(
     load it (its files checked against the registry)."""
     scalers = model_scalers(conn, champion["version"])
     tickers = sorted(set(series) & set(champion["tickers"]) & set(scalers))
-    scaling = {scalers[ticker]["scaling"] for ticker in tickers} or {
-        champion["hyperparameters"].get("scaling", "minmax")
-    }
-    (name,) = scaling
+    encoding = version_scaling(champion, scalers, tickers)
     return ModelEvaluation(
         path=check_files(champion),
         tickers=tickers,
-        window=int(champion["hyperparameters"]["window"]),
-        scaling=name,
-        params={ticker: scalers[ticker]["scaler_params"] for ticker in tickers},
-        damping={
-            ticker: float(scalers[ticker]["damping"])
-            for ticker in tickers
-            if scalers[ticker].get("damping") is not None
-        },
+        window=encoding.window,
+        scaling=encoding.scaling,
+        params=encoding.params,
+        damping=encoding.damping,
         series={ticker: series[ticker] for ticker in tickers},
         level=float(champion["hyperparameters"].get("interval_level", 0.9)),
         # Models registered before the ewma intervals had static ones.

@@ -365,6 +365,41 @@ def _codes(tickers: Sequence[str]) -> tuple[list[str], np.ndarray]:
     return [str(name) for name in names], codes.astype(np.intp)
 
 
+@dataclass(frozen=True)
+class VersionScaling:
+    """How a registered version encodes its tickers' windows (``version_scaling``)."""
+
+    window: int
+    scaling: str
+    params: dict[str, Params]
+    damping: dict[str, float]
+
+
+def version_scaling(
+    model_row: Mapping[str, Any],
+    scalers: Mapping[str, Mapping[str, Any]],
+    tickers: Sequence[str],
+) -> VersionScaling:
+    """A registered version's window and scaling, and ``tickers``' scaler parameters and
+    damping, from its registry row and its ``model_scalers`` rows (every ticker of a
+    version has the same scaling; a version of no ticker has the one it was trained with).
+    """
+    scaling = {scalers[ticker]["scaling"] for ticker in tickers} or {
+        model_row["hyperparameters"].get("scaling", "minmax")
+    }
+    (name,) = scaling
+    return VersionScaling(
+        window=int(model_row["hyperparameters"]["window"]),
+        scaling=name,
+        params={ticker: scalers[ticker]["scaler_params"] for ticker in tickers},
+        damping={
+            ticker: float(scalers[ticker]["damping"])
+            for ticker in tickers
+            if scalers[ticker].get("damping") is not None
+        },
+    )
+
+
 def load_predictor(
     conn: Connection,
     model_row: Mapping[str, Any],
@@ -384,21 +419,14 @@ def load_predictor(
     if scalers is None:
         scalers = model_scalers(conn, model_row["version"])
     wanted = sorted(tickers) if tickers is not None else sorted(scalers)
-    scaling = {scalers[ticker]["scaling"] for ticker in wanted} or {
-        model_row["hyperparameters"].get("scaling", "minmax")
-    }
-    (name,) = scaling
+    encoding = version_scaling(model_row, scalers, wanted)
     # Read in NumPy (numpy_lstm): forecasting with a stored model imports no TensorFlow.
     path = check_files(model_row)
     networks = read_networks(path, None if path.is_file() else list(wanted))
     return Predictor(
-        window=int(model_row["hyperparameters"]["window"]),
-        scaler=get_scaler(name),
-        params={ticker: scalers[ticker]["scaler_params"] for ticker in wanted},
+        window=encoding.window,
+        scaler=get_scaler(encoding.scaling),
+        params=encoding.params,
         networks=networks,
-        damping={
-            ticker: float(scalers[ticker]["damping"])
-            for ticker in wanted
-            if scalers[ticker].get("damping") is not None
-        },
+        damping=encoding.damping,
     )
