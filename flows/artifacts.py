@@ -8,7 +8,7 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pipeline.results import RunSummary
-from pipeline.summary import render_forecast_report, render_markdown
+from pipeline.summary import artifact_rows, artifact_scope, render_forecast_report, render_markdown
 
 FORECAST_COLUMNS = (
     "ticker",
@@ -37,21 +37,25 @@ def publish_artifacts(
     would be useless in the UI of another machine).
 
     Artifact keys (``forecasts``, ``daily-summary``, ``report``) let the Prefect UI
-    show each one's history across runs.
+    show each one's history across runs. The forecasts table and the report's show at
+    most ``ARTIFACT_TICKERS`` tickers (``pipeline.summary.artifact_rows``), and say so.
     """
+    shown, total = artifact_rows(forecasts)
     rows = [
         {
             column: round(row[column], 4) if isinstance(row[column], float) else row[column]
             for column in FORECAST_COLUMNS
         }
-        for row in forecasts
+        for row in shown
     ]
     version = summary.model.champion_version
     as_of = summary.as_of.isoformat()
+    scope = artifact_scope(len({row["ticker"] for row in rows}), total)
     create_table_artifact(
         key="forecasts",
         table=rows,
-        description=f"Forecasts as of {as_of} by model v{version}",
+        description=f"Forecasts as of {as_of} by model v{version}"
+        + (f" ({scope})" if scope else ""),
     )
     create_markdown_artifact(
         key="daily-summary",
@@ -62,7 +66,7 @@ def publish_artifacts(
     create_markdown_artifact(
         key="report",
         markdown=render_forecast_report(
-            as_of, version, rows, report, report_link(report, report_base_url)
+            as_of, version, rows, report, report_link(report, report_base_url), total
         ),
         description="Forecasts per ticker with their intervals, and where the HTML report is",
     )

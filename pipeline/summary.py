@@ -7,6 +7,13 @@ from typing import Any
 from pipeline.freshness import describe_stale
 from pipeline.results import RunSummary
 
+#: The most tickers a run's Prefect artifacts (the forecasts table and the report's
+#: table) show; every forecast stays in the ``forecasts`` table. At 5,000 tickers the
+#: table of every forecast was 4.2 MB and the report's 0.5 MB: the Prefect server
+#: refused the table's event (over its 1.5 MB limit) with a warning on every run, and
+#: each run added 4.7 MB to Prefect's database. 100 tickers of five steps: 85 KB.
+ARTIFACT_TICKERS = 100
+
 
 def _number(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
@@ -96,15 +103,70 @@ def render_markdown(summary: RunSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _band(row: dict[str, Any]) -> tuple[str, str]:
+def artifact_rows(
+    rows: list[dict[str, Any]], limit: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """The forecasts a run's artifacts show, and how many tickers ``rows`` hold.
+
+    Every row of every ticker when there are at most ``limit`` tickers; else every row of
+    the ``limit`` tickers whose next-session interval is widest relative to its forecast
+    (the riskiest, what a bounded list is read for; ties by ticker), tickers without an
+    interval after every one with one. The rows keep their order.
+
+    Args:
+        rows: the forecasts written (``forecasts`` rows: ticker, horizon, yhat,
+            yhat_lower, yhat_upper...).
+        limit: the most tickers shown (default ``ARTIFACT_TICKERS``).
+    """
+    limit = ARTIFACT_TICKERS if limit is None else limit
+    first: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        held = first.get(row["ticker"])
+        if held is None or row["horizon"] < held["horizon"]:
+            first[row["ticker"]] = row
+    if len(first) <= limit:
+        return list(rows), len(first)
+    widths = {ticker: _width(row) for ticker, row in first.items()}
+    ranked = sorted(
+        widths, key=lambda ticker: (widths[ticker] is None, -(widths[ticker] or 0.0), ticker)
+    )
+    shown = set(ranked[:limit])
+    return [row for row in rows if row["ticker"] in shown], len(first)
+
+
+def artifact_scope(shown: int, total: int) -> str:
+    """What a bounded artifact holds, for its description and text: empty when it shows
+    every ticker (``artifact_rows``)."""
+    if shown >= total:
+        return ""
+    return (
+        f"{shown:,} of {total:,} tickers, those with the widest next-session interval; "
+        "every forecast is in the database's `forecasts` table"
+    )
+
+
+def _width(row: dict[str, Any]) -> float | None:
+    """The row's interval width relative to its forecast, if it has an interval."""
     lower, upper, yhat = row.get("yhat_lower"), row.get("yhat_upper"), row.get("yhat")
     if lower is None or upper is None or not yhat:
+        return None
+    return (upper - lower) / abs(yhat)
+
+
+def _band(row: dict[str, Any]) -> tuple[str, str]:
+    width = _width(row)
+    if width is None:
         return "-", "-"
-    return f"{lower:.2f} to {upper:.2f}", f"{(upper - lower) / yhat:.1%}"
+    return f"{row['yhat_lower']:.2f} to {row['yhat_upper']:.2f}", f"{width:.1%}"
 
 
 def render_forecast_report(
-    as_of: str, version: int, rows: list[dict[str, Any]], report: str | None, link: str | None
+    as_of: str,
+    version: int,
+    rows: list[dict[str, Any]],
+    report: str | None,
+    link: str | None,
+    total_tickers: int | None = None,
 ) -> str:
     """The report's content as Markdown, for the Prefect UI: per ticker, the next
     session's forecast with its interval and the last step's, then where the HTML
@@ -117,13 +179,17 @@ def render_forecast_report(
             yhat, yhat_lower, yhat_upper).
         report: the HTML report's path on the machine that ran the flow.
         link: the report's URL, when the reports folder is served somewhere.
+        total_tickers: the tickers forecast, when ``rows`` show only some of them
+            (``artifact_rows``): the text says so.
     """
     by_ticker: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_ticker.setdefault(row["ticker"], []).append(row)
+    scope = artifact_scope(len(by_ticker), total_tickers or len(by_ticker))
     lines = [
         f"# Forecasts as of {as_of} (model v{version})",
         "",
+        *([f"{scope[0].upper()}{scope[1:]}.", ""] if scope else []),
         "| ticker | next session | forecast | interval | width | last step | forecast | interval |",
         "|---|---|---|---|---|---|---|---|",
     ]

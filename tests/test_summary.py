@@ -133,3 +133,78 @@ def test_the_report_artifact_tables_each_ticker_and_links_the_html_when_served()
     unserved = render_forecast_report("2024-03-22", 3, rows, path, report_link(path, None))
     assert f"`{path}` on the machine that ran the flow" in unserved
     assert "PRICECAST_REPORT_BASE_URL" in unserved
+
+
+def _forecast(ticker: str, horizon: int, yhat: float, half: float | None) -> dict:
+    return {
+        "ticker": ticker,
+        "target_date": f"2024-03-{24 + horizon}",
+        "horizon": horizon,
+        "yhat": yhat,
+        "yhat_lower": None if half is None else yhat - half,
+        "yhat_upper": None if half is None else yhat + half,
+    }
+
+
+def test_artifacts_show_every_ticker_up_to_the_limit_then_the_widest_intervals() -> None:
+    from pipeline.summary import artifact_rows, artifact_scope, render_forecast_report
+
+    # Next-session widths relative to the forecast: AAA 10%, BBB 4%, CCC 20%, DDD 4%
+    # (ties BBB by ticker), EEE none; the second step is wider everywhere.
+    rows = [
+        _forecast("AAA", 2, 100.0, 30.0),
+        _forecast("AAA", 1, 100.0, 5.0),
+        _forecast("BBB", 1, 50.0, 1.0),
+        _forecast("BBB", 2, 50.0, 20.0),
+        _forecast("CCC", 1, 10.0, 1.0),
+        _forecast("DDD", 1, 25.0, 0.5),
+        _forecast("EEE", 1, 40.0, None),
+    ]
+    everything, total = artifact_rows(rows, limit=5)
+    assert everything == rows and total == 5
+    assert artifact_scope(5, total) == ""
+
+    for limit, expected in [
+        (1, {"CCC"}),
+        (2, {"CCC", "AAA"}),
+        (3, {"CCC", "AAA", "BBB"}),
+        (4, {"CCC", "AAA", "BBB", "DDD"}),
+    ]:
+        shown, total = artifact_rows(rows, limit=limit)
+        assert total == 5
+        # Every step of the chosen tickers, in the order given.
+        assert shown == [row for row in rows if row["ticker"] in expected], limit
+    shown, _ = artifact_rows(rows, limit=2)
+    assert artifact_scope(2, 5) == (
+        "2 of 5 tickers, those with the widest next-session interval; "
+        "every forecast is in the database's `forecasts` table"
+    )
+    text = render_forecast_report("2024-03-22", 3, shown, None, None, total_tickers=5)
+    assert text.splitlines()[2] == (
+        "2 of 5 tickers, those with the widest next-session interval; "
+        "every forecast is in the database's `forecasts` table."
+    )
+    assert [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")][1:] == [
+        "| AAA",
+        "| CCC",
+    ]
+    # All of them shown: no such line.
+    assert "tickers, those with" not in render_forecast_report(
+        "2024-03-22", 3, rows, None, None, total_tickers=5
+    )
+
+
+def test_the_artifact_limit_holds_at_scale() -> None:
+    from pipeline.summary import ARTIFACT_TICKERS, artifact_rows
+
+    rows = [
+        _forecast(f"T{index:04d}", horizon, 100.0, 1.0 + index % 997)
+        for index in range(5000)
+        for horizon in (1, 2, 3, 4, 5)
+    ]
+    shown, total = artifact_rows(rows)
+    assert total == 5000
+    assert len({row["ticker"] for row in shown}) == ARTIFACT_TICKERS
+    assert len(shown) == 5 * ARTIFACT_TICKERS
+    # The widest: half-widths 997 - 1 down, i.e. index % 997 from 996 down.
+    assert min(row["yhat_upper"] - row["yhat_lower"] for row in shown) >= 2 * (1.0 + 996 - 19)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -157,14 +158,31 @@ def test_stale_tickers_are_reported_and_skipped_or_fail_the_run(tmp_path: Path) 
     assert "STALE_POLICY" not in str(nothing_fresh.value)
 
 
-def test_each_run_publishes_a_forecast_table_and_a_summary(tmp_path: Path) -> None:
+def test_each_run_publishes_a_forecast_table_and_a_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import asyncio
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    source = write_long_csv(synthetic_prices(("AAA",), days=60), tmp_path / "p.csv")
+    import pipeline.summary
+
+    # Two tickers at most in the artifacts (100 by default), of three forecast.
+    monkeypatch.setattr(pipeline.summary, "ARTIFACT_TICKERS", 2)
+    source = write_long_csv(synthetic_prices(("AAA", "BBB", "CCC"), days=60), tmp_path / "p.csv")
     summary = _run(tmp_path, source)
+    with open_database(f"sqlite:///{tmp_path / 'flow.db'}").connect() as conn:
+        written = read_forecasts(conn, summary.as_of)
+    nearest = written[written["horizon"] == 1].set_index("ticker")
+    widths = (
+        (nearest["yhat_upper"].astype(float) - nearest["yhat_lower"].astype(float))
+        / nearest["yhat"]
+    ).to_dict()
+    # Widest first, tickers without an interval (a tiny model's may have none) last.
+    missing = {ticker: math.isnan(width) for ticker, width in widths.items()}
+    ranked = sorted(widths, key=lambda t: (missing[t], 0.0 if missing[t] else -widths[t], t))
+    widest = set(ranked[:2])
 
     async def latest(key: str):  # noqa: ANN202
         async with get_client() as client:
@@ -178,14 +196,18 @@ def test_each_run_publishes_a_forecast_table_and_a_summary(tmp_path: Path) -> No
     table = asyncio.run(latest("forecasts"))
     markdown = asyncio.run(latest("daily-summary"))
     rows = table.data if isinstance(table.data, list) else json.loads(table.data)
-    assert len(rows) == 5 and {row["ticker"] for row in rows} == {"AAA"}
+    # Every step of the two tickers with the widest next-session interval, and it says so.
+    assert len(rows) == 10 and {row["ticker"] for row in rows} == widest
+    assert "(2 of 3 tickers, those with the widest next-session interval;" in table.description
     assert f"# pricecast as of {summary.as_of}" in markdown.data
     assert "## Model" in markdown.data and "validation MASE" in markdown.data
     # The report's content reaches the UI: the per-ticker table, and where the HTML is.
     report = asyncio.run(latest("report"))
     assert report.type == "markdown"
     assert f"# Forecasts as of {summary.as_of} (model v" in report.data
-    assert "| AAA | 2024-03-25 |" in report.data
+    for ticker in ("AAA", "BBB", "CCC"):
+        assert (f"| {ticker} | 2024-03-25 |" in report.data) == (ticker in widest)
+    assert "2 of 3 tickers, those with the widest next-session interval;" in report.data
     assert f"`{summary.report}` on the machine that ran the flow" in report.data
 
 
