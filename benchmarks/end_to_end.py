@@ -626,10 +626,11 @@ def _stage_rows(result: dict) -> list[tuple[str, float]]:
 
 
 def report(result: dict) -> str:
-    """The printed table."""
-    pipe, tut = result["pipeline"], result["tutorial"]
+    """The printed tables; without ``tutorial`` in ``result`` (``--skip-tutorial``), the
+    pipeline's alone (no ratio to the tutorial, no tutorial row)."""
+    pipe, tut = result["pipeline"], result.get("tutorial")
     backfill, incremental, noop = pipe["backfill"], pipe["incremental"], pipe["noop"]
-    sample = tut.get("sample")
+    sample = tut.get("sample") if tut else None
     tutorial_label = "tutorial loop"
     if sample:
         tutorial_label = f"tutorial loop ({sample['size']} of {sample['universe']}, extrapolated)"
@@ -642,10 +643,20 @@ def report(result: dict) -> str:
         "",
         f"{'run':<{width}} | seconds | ratio",
         rule,
-        f"{tutorial_label:<{width}} | {tut['seconds']:7.1f} |  1.00",
-        f"{'pipeline backfill':<{width}} | {backfill['seconds']:7.1f} | "
-        f"{backfill['seconds'] / tut['seconds']:5.3f}  "
-        f"({tut['seconds'] / backfill['seconds']:.1f}x faster; target >= 10x)",
+    ]
+    if tut:
+        lines += [
+            f"{tutorial_label:<{width}} | {tut['seconds']:7.1f} |  1.00",
+            f"{'pipeline backfill':<{width}} | {backfill['seconds']:7.1f} | "
+            f"{backfill['seconds'] / tut['seconds']:5.3f}  "
+            f"({tut['seconds'] / backfill['seconds']:.1f}x faster; target >= 10x)",
+        ]
+    else:
+        lines.append(
+            f"{'pipeline backfill':<{width}} | {backfill['seconds']:7.1f} |  1.00  "
+            "(tutorial not run: --skip-tutorial)"
+        )
+    lines += [
         f"{'incremental day':<{width}} | {incremental['seconds']:7.1f} | "
         f"{incremental['seconds'] / backfill['seconds']:5.3f}  of the backfill (target <= 0.10)",
         f"{'no-op rerun':<{width}} | {noop['seconds']:7.1f} | "
@@ -674,10 +685,14 @@ def report(result: dict) -> str:
         + f"| {model['samples_per_second'] or 0:9,.0f} | {backfill['peak_rss_mib']:12.0f} | "
         f"{pipe['mase']['mean']:9.4f} | {pipe['mase']['median']:6.4f} | "
         f"{pipe['mase']['max']:5.3f}",
-        "tutorial (20 epochs, batch 32)".ljust(29)
-        + f"| {tut['samples_per_second']:9,.0f} | {tut['peak_rss_mib']:12.0f} | "
-        f"{tut['mase']['mean']:9.4f} | {tut['mase']['median']:6.4f} | {tut['mase']['max']:5.3f}",
     ]
+    if tut:
+        lines.append(
+            "tutorial (20 epochs, batch 32)".ljust(29)
+            + f"| {tut['samples_per_second']:9,.0f} | {tut['peak_rss_mib']:12.0f} | "
+            f"{tut['mase']['mean']:9.4f} | {tut['mase']['median']:6.4f} | "
+            f"{tut['mase']['max']:5.3f}"
+        )
     if sample:
         on_sample = pipe["mase_on_sample"]
         lines[-1] = f"tutorial, {sample['size']} tickers".ljust(29) + lines[-1][30:]
@@ -792,27 +807,25 @@ def main(argv: list[str] | None = None) -> None:
             "pipeline": _run_part("pipeline", work, args),
         }
         result["command_days"] = run_command_days(work, test_days[1:], args.command_days)
-        if args.skip_tutorial:
-            print(json.dumps({k: v for k, v in result["pipeline"].items()}, default=str)[:2000])
-            print(command_report(result["command_days"], args.tickers))
-            return
-        result["tutorial"] = _run_part("tutorial", work, args)
+        if not args.skip_tutorial:
+            result["tutorial"] = _run_part("tutorial", work, args)
         result["machine"]["load_average_after"] = os.getloadavg()
-    pipe, tut = result["pipeline"], result["tutorial"]
-    extrapolate_tutorial(tut)
-    on_sample = pipeline_mase_on_sample(pipe, tut)
-    if on_sample is not None:
-        pipe["mase_on_sample"] = on_sample
+    pipe = result["pipeline"]
     result["ratios"] = {
-        "speedup_over_tutorial": tut["seconds"] / pipe["backfill"]["seconds"],
         "incremental_over_backfill": pipe["incremental"]["seconds"] / pipe["backfill"]["seconds"],
         "noop_over_backfill": pipe["noop"]["seconds"] / pipe["backfill"]["seconds"],
-        "mase_pipeline_over_tutorial": pipe["mase"]["mean"] / tut["mase"]["mean"],
     }
-    if on_sample is not None:
-        result["ratios"]["mase_pipeline_over_tutorial_on_sample"] = (
-            on_sample["mean"] / tut["mase"]["mean"]
-        )
+    tut = result.get("tutorial")
+    if tut is not None:
+        extrapolate_tutorial(tut)
+        on_sample = pipeline_mase_on_sample(pipe, tut)
+        if on_sample is not None:
+            pipe["mase_on_sample"] = on_sample
+            result["ratios"]["mase_pipeline_over_tutorial_on_sample"] = (
+                on_sample["mean"] / tut["mase"]["mean"]
+            )
+        result["ratios"]["speedup_over_tutorial"] = tut["seconds"] / pipe["backfill"]["seconds"]
+        result["ratios"]["mase_pipeline_over_tutorial"] = pipe["mase"]["mean"] / tut["mase"]["mean"]
     print(report(result))
     if result["command_days"]:
         print()
