@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -101,10 +102,44 @@ def output_digests(conn: Any, day: dt.date) -> dict[str, str]:
     }
 
 
-def measure(tickers: int, years: int, seed: int, profile: Path | None) -> dict[str, Any]:
+#: The model of both days: one epoch (its accuracy is not the point).
+DAY_MODEL = ModelConfig(epochs=1, finetune_epochs=1)
+
+
+def synthetic_days(tickers: int, years: int, seed: int) -> tuple[pd.DataFrame, dt.date, dt.date]:
+    """``years`` of synthetic closes and one more session: the closes, the cut-off (the
+    backfill's as-of date) and the next session (the incremental day)."""
     closes = synthetic_closes(tickers, years * 252 + 1, seed)
-    cut, next_day = closes.index[-2], closes.index[-1]
-    config = ModelConfig(epochs=1, finetune_epochs=1)
+    return closes, closes.index[-2], closes.index[-1]
+
+
+def run_day(
+    engine: Any,
+    home: Path,
+    day: dt.date,
+    mode: str,
+    stage: Callable[..., Any] | None = None,
+) -> Any:
+    """The sequences, the training (``DAY_MODEL``, in this process) and the forecasts as
+    of ``day``, each in its own transaction and called through ``stage(name, function,
+    *args, **kwargs)`` when given (to time it); the training's result."""
+
+    def call(name: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return stage(name, function, *args, **kwargs) if stage else function(*args, **kwargs)
+
+    with engine.begin() as conn:
+        call("sequences", build_sequences, conn, home, day)
+    with engine.begin() as conn:
+        trained = call(
+            "train", train, conn, home, day, mode=mode, model_config=DAY_MODEL, workers=0
+        )
+    with engine.begin() as conn:
+        call("forecast", forecast, conn, day)
+    return trained
+
+
+def measure(tickers: int, years: int, seed: int, profile: Path | None) -> dict[str, Any]:
+    closes, cut, next_day = synthetic_days(tickers, years, seed)
     timings: dict[str, dict[str, float]] = {"backfill": {}, "incremental": {}}
     cpu: dict[str, dict[str, float]] = {"backfill": {}, "incremental": {}}
 
@@ -135,14 +170,7 @@ def measure(tickers: int, years: int, seed: int, profile: Path | None) -> dict[s
                 with engine.begin() as conn:
                     upsert_prices(conn, price_rows(closes.iloc[-1:]))
             mode = "retrain" if part == "backfill" else "auto"
-            with engine.begin() as conn:
-                timed(part, "sequences", build_sequences, conn, home, day)
-            with engine.begin() as conn:
-                trained = timed(
-                    part, "train", train, conn, home, day, mode=mode, model_config=config, workers=0
-                )
-            with engine.begin() as conn:
-                timed(part, "forecast", forecast, conn, day)
+            trained = run_day(engine, home, day, mode, functools.partial(timed, part))
             timings[part]["training action"] = trained.action  # type: ignore[assignment]
         with engine.connect() as conn:
             outputs = output_digests(conn, next_day)

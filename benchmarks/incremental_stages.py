@@ -37,14 +37,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.end_to_end import synthetic_closes
-from benchmarks.incremental_day import price_rows
+from benchmarks.incremental_day import price_rows, run_day, synthetic_days
 from pipeline.db.migrate import open_database
 from pipeline.db.prices import upsert_prices
-from pipeline.model.config import ModelConfig
-from pipeline.model.forecast import forecast
-from pipeline.model.train import train
-from pipeline.sequences.build import build_sequences
 
 #: What a trial runs, in the version's tree: the two stages, timed, and the digests.
 TRIAL = """
@@ -90,24 +85,11 @@ print(json.dumps({"seconds": seconds, "cpu": cpu, "digests": digests}))
 
 def prepare(state: Path, tickers: int, years: int, seed: int) -> str:
     """Build the state in ``state``; the next session's date."""
-    closes = synthetic_closes(tickers, years * 252 + 1, seed)
-    cut, next_day = closes.index[-2], closes.index[-1]
+    closes, cut, next_day = synthetic_days(tickers, years, seed)
     engine = open_database(f"sqlite:///{state / 'pricecast.sqlite'}")
     with engine.begin() as conn:
         upsert_prices(conn, price_rows(closes.iloc[:-1]))
-    with engine.begin() as conn:
-        build_sequences(conn, state, cut)
-    with engine.begin() as conn:
-        train(
-            conn,
-            state,
-            cut,
-            mode="retrain",
-            model_config=ModelConfig(epochs=1, finetune_epochs=1),
-            workers=0,
-        )
-    with engine.begin() as conn:
-        forecast(conn, cut)
+    run_day(engine, state, cut, "retrain")
     with engine.begin() as conn:
         upsert_prices(conn, price_rows(closes.iloc[-1:]))
     engine.dispose()
