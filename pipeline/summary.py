@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pipeline.freshness import describe_stale
@@ -146,9 +147,12 @@ def artifact_scope(shown: int, total: int) -> str:
 
 
 def _width(row: dict[str, Any]) -> float | None:
-    """The row's interval width relative to its forecast, if it has an interval."""
+    """The row's interval width relative to its forecast, if it has an interval (a row
+    read from the database has NaN, not ``None``, where it has none)."""
     lower, upper, yhat = row.get("yhat_lower"), row.get("yhat_upper"), row.get("yhat")
-    if lower is None or upper is None or not yhat:
+    if any(value is None or not math.isfinite(value) for value in (lower, upper, yhat)):
+        return None
+    if not yhat:
         return None
     return (upper - lower) / abs(yhat)
 

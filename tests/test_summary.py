@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pipeline.results import RunSummary
 from pipeline.summary import render_markdown
 
@@ -150,39 +152,48 @@ def test_artifacts_show_every_ticker_up_to_the_limit_then_the_widest_intervals()
     from pipeline.summary import artifact_rows, artifact_scope, render_forecast_report
 
     # Next-session widths relative to the forecast: AAA 10%, BBB 4%, CCC 20%, DDD 4%
-    # (ties BBB by ticker), EEE none; the second step is wider everywhere.
+    # (ties BBB by ticker), EEE none, FFF none as read from the database (NaN); the
+    # second step is wider everywhere.
+    unbounded = {**_forecast("FFF", 1, 30.0, None), "yhat_lower": math.nan, "yhat_upper": math.nan}
     rows = [
         _forecast("AAA", 2, 100.0, 30.0),
         _forecast("AAA", 1, 100.0, 5.0),
         _forecast("BBB", 1, 50.0, 1.0),
         _forecast("BBB", 2, 50.0, 20.0),
+        _forecast("FFF", 2, 30.0, 9.0),
+        unbounded,
         _forecast("CCC", 1, 10.0, 1.0),
         _forecast("DDD", 1, 25.0, 0.5),
         _forecast("EEE", 1, 40.0, None),
     ]
-    everything, total = artifact_rows(rows, limit=5)
-    assert everything == rows and total == 5
-    assert artifact_scope(5, total) == ""
+    everything, total = artifact_rows(rows, limit=6)
+    assert everything == rows and total == 6
+    assert artifact_scope(6, total) == ""
 
     for limit, expected in [
         (1, {"CCC"}),
         (2, {"CCC", "AAA"}),
         (3, {"CCC", "AAA", "BBB"}),
         (4, {"CCC", "AAA", "BBB", "DDD"}),
+        (5, {"CCC", "AAA", "BBB", "DDD", "EEE"}),
     ]:
         shown, total = artifact_rows(rows, limit=limit)
-        assert total == 5
+        assert total == 6
         # Every step of the chosen tickers, in the order given.
         assert shown == [row for row in rows if row["ticker"] in expected], limit
     shown, _ = artifact_rows(rows, limit=2)
-    assert artifact_scope(2, 5) == (
-        "2 of 5 tickers, those with the widest next-session interval; "
+    assert artifact_scope(2, 6) == (
+        "2 of 6 tickers, those with the widest next-session interval; "
         "every forecast is in the database's `forecasts` table"
     )
-    text = render_forecast_report("2024-03-22", 3, shown, None, None, total_tickers=5)
+    text = render_forecast_report("2024-03-22", 3, shown, None, None, total_tickers=6)
     assert text.splitlines()[2] == (
-        "2 of 5 tickers, those with the widest next-session interval; "
+        "2 of 6 tickers, those with the widest next-session interval; "
         "every forecast is in the database's `forecasts` table."
+    )
+    # A NaN interval reads as none, as ``None`` does.
+    assert "| FFF | 2024-03-25 | 30.00 | - | - | 2024-03-26 | 30.00 | 21.00 to 39.00 |" in (
+        render_forecast_report("2024-03-22", 3, [unbounded, rows[4]], None, None)
     )
     assert [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")][1:] == [
         "| AAA",
@@ -190,7 +201,7 @@ def test_artifacts_show_every_ticker_up_to_the_limit_then_the_widest_intervals()
     ]
     # All of them shown: no such line.
     assert "tickers, those with" not in render_forecast_report(
-        "2024-03-22", 3, rows, None, None, total_tickers=5
+        "2024-03-22", 3, rows, None, None, total_tickers=6
     )
 
 
