@@ -208,6 +208,7 @@ def test_each_run_publishes_a_forecast_table_and_a_summary(
     for ticker in ("AAA", "BBB", "CCC"):
         assert (f"| {ticker} | 2024-03-25 |" in report.data) == (ticker in widest)
     assert "2 of 3 tickers, those with the widest next-session interval;" in report.data
+    assert "nan" not in report.data  # a forecast without an interval reads "-"
     assert f"`{summary.report}` on the machine that ran the flow" in report.data
 
 
