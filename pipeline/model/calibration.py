@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.model.predictor import Predictor
 from pipeline.model.scale import (
     EWMA_WEIGHT,
+    blended_volatility,
     ewma_volatility,
     long_run_volatility,
     predicted_volatility,
@@ -247,11 +248,7 @@ class CalibrationStack:
         lengths = np.array([len(values) for values in closes])
         first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         ewma = ewma_volatility(np.concatenate(closes), first + lengths - 1, first=first)
-        if self.long_run is None:
-            return step_scales(ewma, horizon)
-        # As ``predicted_volatility``: the long-run term a Python float per ticker.
-        long_run = np.array([(1.0 - EWMA_WEIGHT) * float(v) ** 2 for v in self.long_run])
-        return step_scales(np.sqrt(EWMA_WEIGHT * ewma**2 + long_run), horizon)
+        return step_scales(blended_volatility(ewma, self.long_run), horizon)
 
     def covers(self, quantile_levels: tuple[float, ...]) -> bool:
         """Whether every quantile level's central interval was calibrated."""
@@ -366,9 +363,7 @@ def calibrate_intervals(
         scores = np.abs(np.log(actual / paths))
     else:
         if method == "network":
-            if not np.all(np.isfinite(spread)):
-                raise ValueError("network intervals need the spread the network predicted")
-            scale = np.asarray(spread, dtype=float)[:, :horizon]
+            scale = _spread_scales(method, spread, horizon)
         else:
             assert long_run is not None
             ewma = points.ewma

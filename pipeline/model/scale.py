@@ -164,7 +164,16 @@ def predicted_volatility(
         origins: Positions of the last observed close of each forecast.
         long_run: The ticker's ``long_run_volatility`` over its training span.
     """
-    ewma = ewma_volatility(closes, origins)
+    return blended_volatility(ewma_volatility(closes, origins), long_run)
+
+
+def blended_volatility(ewma: np.ndarray, long_run: ArrayLike | None) -> np.ndarray:
+    """``sqrt(EWMA_WEIGHT * ewma**2 + (1 - EWMA_WEIGHT) * long_run**2)``: the predicted
+    volatility from EWMA volatilities and a long-run volatility, one for every value of
+    ``ewma`` or one per value; ``ewma`` itself when ``long_run`` is None. The long-run
+    term is computed in Python floats, as forecasts always computed it.
+    """
     if long_run is None:
         return ewma
-    return np.sqrt(EWMA_WEIGHT * ewma**2 + (1.0 - EWMA_WEIGHT) * float(long_run) ** 2)
+    term = np.array([(1.0 - EWMA_WEIGHT) * float(value) ** 2 for value in np.ravel(long_run)])
+    return np.sqrt(EWMA_WEIGHT * ewma**2 + (term if np.ndim(long_run) else term[0]))
