@@ -44,10 +44,9 @@ from pipeline.files import sha256_bytes, sha256_file, write_atomically
 from pipeline.sequences.config import SequenceConfig
 from pipeline.sequences.scaling import get_scaler
 from pipeline.sequences.windows import (
-    NO_SPLIT,
-    SPLIT_CODES,
     TickerWindows,
     build_windows,
+    split_codes,
     split_counts,
     training_count,
 )
@@ -366,9 +365,7 @@ def _training_count(split: pa.ChunkedArray, where: str) -> int:
     for chunk in split.chunks:
         if chunk.null_count:
             raise ValueError(f"{where}: a window has no split")
-        recode = np.array(
-            [SPLIT_CODES.get(label, NO_SPLIT) for label in chunk.dictionary.to_pylist()]
-        )
+        recode = split_codes(np.array(chunk.dictionary.to_pylist(), dtype=object))
         codes.append(recode[chunk.indices.to_numpy()] if len(recode) else np.empty(0, int))
     return training_count(np.concatenate(codes) if codes else np.empty(0, int), where)
 

@@ -54,6 +54,16 @@ SPLIT_CODES = {SPLIT_TRAIN: 0, SPLIT_VALIDATION: 1}
 NO_SPLIT = 2
 
 
+def split_codes(labels: np.ndarray) -> np.ndarray:
+    """Each split label's code (``SPLIT_CODES``; ``NO_SPLIT`` for anything else)."""
+    labels = np.asarray(labels, dtype=object)
+    return np.where(
+        labels == SPLIT_TRAIN,
+        SPLIT_CODES[SPLIT_TRAIN],
+        np.where(labels == SPLIT_VALIDATION, SPLIT_CODES[SPLIT_VALIDATION], NO_SPLIT),
+    )
+
+
 def training_count(codes: np.ndarray, where: str = "the windows") -> int:
     """How many windows train, from each window's split as a code (``SPLIT_CODES``).
 
@@ -135,13 +145,7 @@ class TickerWindows:
             ValueError: the inputs are not the windows of the closes they are followed
                 by, or the split is not training windows then validation windows.
         """
-        labels = np.asarray(split, dtype=object)
-        codes = np.where(
-            labels == SPLIT_TRAIN,
-            SPLIT_CODES[SPLIT_TRAIN],
-            np.where(labels == SPLIT_VALIDATION, SPLIT_CODES[SPLIT_VALIDATION], NO_SPLIT),
-        )
-        n_train = training_count(codes, where)
+        n_train = training_count(split_codes(split), where)
         return cls.from_training_count(inputs, targets, target_dates, n_train, window, where)
 
     @classmethod
